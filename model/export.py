@@ -21,13 +21,14 @@ import os
 import numpy as np
 
 from model import signal
+from model.errors import TagscaleError
 
 INFO_FILE = "tagscale_model.json"
 TAGS_FILE = "tags.txt"
 SIGNATURE = "serving_default"
 
 
-class ModelDirError(Exception):
+class ModelDirError(TagscaleError):
     """A directory that is not a complete serving model; the message names what is missing."""
 
 

@@ -1,0 +1,67 @@
+"""The ``tagscale`` command: one entry point, one module per subcommand.
+
+Each subcommand lives in the module that does the work and exposes ``main(argv) -> int``;
+modules are imported only when their subcommand runs, so ``tagscale --help`` stays fast.
+Errors the user can fix (:class:`model.errors.TagscaleError`) print as one line, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import os
+import sys
+
+# name -> (module, one-line help). The order is the order of a typical run.
+COMMANDS = {
+    "demo-catalog": ("pipelines.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
+    "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
+    "pretrained": ("model.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
+    "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),
+    "compare": ("trainer.compare", "the front-end comparison: both front-ends x training-set fractions"),
+    "tag": ("pipelines.tag", "Beam: tag a catalog with a model, write Parquet"),
+    "query": ("pipelines.query", "DuckDB queries over tag Parquet output"),
+    "submit-training": ("infra.vertex", "submit a trainer job to Vertex AI (or --dry-run the spec)"),
+    "demo": ("infra.demo", "the whole chain on a synthesized catalog (what `make demo` runs)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagscale",
+        description="Music audio tagging at catalog scale. Run `tagscale COMMAND --help` for a command's flags.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help or the usage error and exits
+    module_name, _ = COMMANDS[argv[0]]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from model.errors import TagscaleError
+
+    try:
+        code = importlib.import_module(module_name).main(argv[1:])
+    except TagscaleError as error:
+        print(f"tagscale {argv[0]}: error: {error}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print(f"tagscale {argv[0]}: interrupted", file=sys.stderr)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # tf.Transform + protobuf objects can segfault in interpreter teardown (STACK_NOTES 1);
+    # freezing the heap after a final collection lets the process exit cleanly.
+    gc.collect()
+    gc.freeze()
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
