@@ -1,0 +1,55 @@
+"""Shared test fixtures: real audio made on the fly, the repo's real clips, clean interpreter exit."""
+from __future__ import annotations
+
+import gc
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_AUDIO = REPO.parent / "shared" / "audio" / "librosa_examples"
+
+
+def pytest_unconfigure(config):
+    # A process that ran tf.Transform can segfault in interpreter teardown (STACK_NOTES 1).
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(scope="session")
+def real_clips() -> list[pathlib.Path]:
+    """The real CC-licensed / public-domain clips in ../shared (read-only)."""
+    clips = sorted((SHARED_AUDIO / "audio").glob("*.ogg"))
+    if not clips:
+        pytest.fail(f"no real clips found under {SHARED_AUDIO}")
+    return clips
+
+
+def synth_tone(seconds: float, sample_rate: int, *, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A harmonic tone plus a little noise, shape (n, channels), peak about 0.5."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    base = 110.0 * 2 ** (rng.integers(0, 24, size=channels)[None, :] / 12)
+    tone = sum(np.sin(2 * np.pi * k * base * t[:, None]) / k for k in range(1, 6))
+    tone = tone / np.abs(tone).max() * 0.45 + rng.normal(0, 0.01, size=(len(t), channels))
+    return tone.astype(np.float32)
+
+
+@pytest.fixture
+def write_audio(tmp_path):
+    """Write synthesized audio in a given format with soundfile; returns the path."""
+    import soundfile
+
+    formats = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
+
+    def write(name: str, seconds: float = 4.0, sample_rate: int = 44100, channels: int = 2, seed: int = 0):
+        path = tmp_path / name
+        fmt, subtype = formats[path.suffix]
+        soundfile.write(path, synth_tone(seconds, sample_rate, channels=channels, seed=seed), sample_rate, format=fmt, subtype=subtype)
+        return path
+
+    return write
