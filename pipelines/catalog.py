@@ -1,0 +1,259 @@
+"""Catalog manifests: CSV / JSONL / Parquet rows of (track_id, uri, tags).
+
+A catalog that cannot be read at all (missing, unknown format, wrong header) raises
+:class:`CatalogError` before any pipeline starts. A single bad row inside a good catalog
+becomes a dead-letter record, so every row is accounted for.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import apache_beam as beam
+
+from model.errors import TagscaleError
+from pipelines import dead_letter
+
+FIELDS = ("track_id", "uri", "tags")
+REQUIRED = ("track_id", "uri")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+class CatalogError(TagscaleError):
+    """The catalog as a whole cannot be used; the message says why."""
+
+
+class BadRow(ValueError):
+    """One catalog row that cannot be used; the message is its dead-letter reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    track_id: str
+    uri: str
+    tags: tuple[str, ...] = ()
+
+
+def catalog_format(path: str) -> str:
+    """'csv', 'jsonl' or 'parquet', from the file extension."""
+    for extension, name in FORMATS.items():
+        if path.lower().endswith(extension):
+            return name
+    raise CatalogError(f"{path}: unknown catalog format; use .csv, .jsonl or .parquet")
+
+
+def split_tags(value) -> tuple[str, ...]:
+    """Tags from a ';'-separated string or a list; blanks dropped, order and case kept."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(";")
+    elif not isinstance(value, (list, tuple)):
+        raise BadRow(f"tags must be a ';'-separated string or a list, got {type(value).__name__}")
+    return tuple(dict.fromkeys(str(tag).strip() for tag in value if str(tag).strip()))
+
+
+def to_track(record: dict) -> Track:
+    """Validate one parsed row; :class:`BadRow` when track_id or uri is missing or empty."""
+    values = {}
+    for field in REQUIRED:
+        value = record.get(field)
+        if value is None or not str(value).strip():
+            raise BadRow(f"missing {field}")
+        values[field] = str(value).strip()
+    return Track(values["track_id"], values["uri"], split_tags(record.get("tags")))
+
+
+def parse_json_line(line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise BadRow(f"invalid JSON: {error.msg} at column {error.colno}") from error
+    if not isinstance(record, dict):
+        raise BadRow("a JSONL row must be an object with track_id, uri, tags")
+    return record
+
+
+def check_catalog(path: str) -> tuple[str, tuple[str, ...]]:
+    """Open the catalog and check its header or schema before a pipeline starts.
+
+    Returns
+    -------
+    (format, header)
+        ``header`` is the CSV column order (empty for JSONL and Parquet).
+
+    Raises
+    ------
+    CatalogError
+        The catalog is missing, empty, in an unknown format or lacks track_id / uri.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    fmt = catalog_format(path)
+    try:
+        if not FileSystems.match([path])[0].metadata_list:
+            raise CatalogError(f"{path}: catalog not found")
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            if fmt == "parquet":
+                return fmt, _check_parquet(path, handle.read())
+            first = handle.readline().decode("utf-8-sig")
+    except CatalogError:
+        raise
+    except UnicodeDecodeError as error:
+        raise CatalogError(f"{path}: not UTF-8 text ({error.reason})") from error
+    except Exception as error:  # filesystem backends raise many types
+        raise CatalogError(f"{path}: cannot read catalog: {error}") from error
+    if not first.strip():
+        raise CatalogError(f"{path}: catalog is empty")
+    if fmt == "csv":
+        header = tuple(field.strip() for field in next(csv.reader([first])))
+        missing = [field for field in REQUIRED if field not in header]
+        if missing or any(field not in FIELDS for field in header):
+            raise CatalogError(
+                f"{path}: CSV header must be track_id,uri[,tags]; got {','.join(header) or '(nothing)'}"
+            )
+        return fmt, header
+    try:
+        record = parse_json_line(first)
+    except BadRow as error:
+        raise CatalogError(f"{path}: line 1: {error}") from error
+    missing = [field for field in REQUIRED if field not in record]
+    if missing:
+        raise CatalogError(f"{path}: line 1 lacks {', '.join(missing)}")
+    return fmt, ()
+
+
+def _check_parquet(path: str, data: bytes) -> tuple[str, ...]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(pyarrow.BufferReader(data))
+    except pyarrow.ArrowException as error:
+        raise CatalogError(f"{path}: not a Parquet file ({error})") from error
+    missing = [field for field in REQUIRED if field not in schema.names]
+    if missing:
+        raise CatalogError(f"{path}: Parquet catalog lacks column(s) {', '.join(missing)}")
+    return ()
+
+
+def iter_rows(path: str):
+    """Stream a catalog's rows as ``(row_number, record)``; a row that does not parse is
+    yielded as ``(row_number, BadRow)``. Row numbers count data rows from 1."""
+    import codecs
+
+    from apache_beam.io.filesystems import FileSystems
+
+    fmt, header = check_catalog(path)
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        if fmt == "parquet":
+            import pyarrow
+            import pyarrow.parquet as pq
+
+            number = 0
+            for batch in pq.ParquetFile(pyarrow.BufferReader(handle.read())).iter_batches(batch_size=10_000):
+                for record in batch.to_pylist():
+                    number += 1
+                    yield number, record
+            return
+        lines = codecs.iterdecode(handle, "utf-8-sig", errors="replace")
+        if fmt == "csv":
+            reader = csv.reader(lines)
+            next(reader)  # the header, checked above
+            rows = (fields for fields in reader if any(field.strip() for field in fields))
+            for number, fields in enumerate(rows, 1):
+                if len(fields) != len(header):
+                    yield number, BadRow(f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
+                else:
+                    yield number, dict(zip(header, fields))
+        else:
+            for number, line in enumerate((line for line in lines if line.strip()), 1):
+                try:
+                    yield number, parse_json_line(line)
+                except BadRow as error:
+                    yield number, error
+
+
+def read_catalog(path: str) -> list[Track]:
+    """Read a whole catalog into memory (small catalogs, tests, tools; pipelines use
+    :class:`ReadCatalog`). A bad row raises :class:`CatalogError` naming the row."""
+    tracks = []
+    for number, record in iter_rows(path):
+        try:
+            if isinstance(record, BadRow):
+                raise record
+            tracks.append(to_track(record))
+        except BadRow as error:
+            raise CatalogError(f"{path}: row {number}: {error}") from error
+    return tracks
+
+
+def parse_rows(path: str):
+    """Beam body of :class:`ReadCatalog`: ``(track_id, (row, Track))`` or a dead-letter record."""
+    for number, record in iter_rows(path):
+        try:
+            if isinstance(record, BadRow):
+                raise record
+            track = to_track(record)
+        except BadRow as error:
+            beam.metrics.Metrics.counter("catalog", "bad_rows").inc()
+            raw = record if isinstance(record, dict) else {}
+            yield beam.pvalue.TaggedOutput(
+                dead_letter.TAG,
+                dead_letter.record(
+                    track_id=str(raw.get("track_id") or ""),
+                    uri=str(raw.get("uri") or ""),
+                    stage="catalog",
+                    error=f"row {number}: {error}",
+                ),
+            )
+            continue
+        yield track.track_id, (number, track)
+
+
+def first_of_duplicates(keyed):
+    """Keep the first row (in catalog order) of each track_id; later rows are dead letters."""
+    track_id, rows = keyed
+    rows = sorted(rows, key=lambda row: row[0])
+    first_row, first = rows[0]
+    yield first
+    for number, duplicate in rows[1:]:
+        yield beam.pvalue.TaggedOutput(
+            dead_letter.TAG,
+            dead_letter.record(
+                track_id=track_id,
+                uri=duplicate.uri,
+                stage="catalog",
+                error=f"duplicate track_id: row {number} repeats row {first_row} (the first row is kept)",
+            ),
+        )
+
+
+class ReadCatalog(beam.PTransform):
+    """Read a catalog into :class:`Track` elements; bad and duplicate rows go to the dead letter.
+
+    Returns ``{'tracks': ..., 'dead_letter': ...}``. The catalog is checked at construction,
+    so a broken catalog fails before any work starts. One worker streams the file (rows are
+    small: millions read in about a minute) and the grouping by track_id that removes
+    duplicates spreads the tracks over all workers.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+        check_catalog(path)
+
+    def expand(self, pbegin):
+        rows = (
+            pbegin
+            | "CatalogPath" >> beam.Create([self._path])
+            | "ParseRows" >> beam.FlatMap(parse_rows).with_outputs(dead_letter.TAG, main="rows")
+        )
+        unique = (
+            rows.rows
+            | "GroupByTrackId" >> beam.GroupByKey()
+            | "FirstOfDuplicates" >> beam.FlatMap(first_of_duplicates).with_outputs(dead_letter.TAG, main="tracks")
+        )
+        bad = (rows[dead_letter.TAG], unique[dead_letter.TAG]) | "CatalogDeadLetters" >> beam.Flatten()
+        return {"tracks": unique.tracks, dead_letter.TAG: bad}

@@ -1,0 +1,549 @@
+"""The demo catalog: synthesized music-like tracks whose tags can be heard in the audio.
+
+``tagscale demo-catalog DIR --tracks N`` writes ``DIR/audio/demo-00000.wav`` ... and
+``DIR/catalog.csv`` (``track_id,uri,tags``; tags ``;``-separated, uri an absolute path). It is
+the embedded data of ``make demo``, the end-to-end tests and the front-end comparison.
+
+Each track draws one value on six independent dimensions, so a multi-label model has
+several unrelated things to learn: which one or two lead instruments play (``piano``,
+``strings``, ``flute``, ``guitar``), ``drums`` or none, ``fast`` or ``slow`` tempo, a
+``bass`` line or none, ``bright``, ``dark`` or neutral tone, ``vocals`` or none.
+:data:`TAG_SOUNDS` says what each tag sounds like. Values are dealt out balanced (every
+value of a dimension on an equal share of tracks, within one) in an order shuffled by the
+seed, so even a 12-track catalog holds every tag; each instrument is on 40% of tracks,
+``drums``, ``bass``, ``fast`` and ``slow`` on 50%, ``bright``, ``dark`` and ``vocals`` on
+a third; a track has 2-7 tags, 4.6 on average.
+
+Key, scale, chord progression, melody, register, mix levels, panning, peak level (-20 to
+-3 dBFS) and a noise floor 45-60 dB under the music are random per track. File format
+(wav PCM16, flac, mp3, ogg Vorbis), native sample rate (16 to 48 kHz) and channels
+(mono, stereo) are dealt out the same balanced way. Music is synthesized at 16 kHz, the
+model's rate, with additive synthesis in numpy; the noise floor is added at the native
+rate. The same seed gives a byte-identical ``catalog.csv`` and identical decoded audio
+(ogg files differ in their stream serial number, which libsndfile draws at random).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import os
+import re
+
+import numpy as np
+
+from model import signal
+from model.errors import TagscaleError
+
+TAG_SOUNDS = {
+    "piano": "struck chords of 2-3 notes (C4-C6), one per beat: sharp attack, slightly inharmonic partials, long decay",
+    "strings": "sustained sawtooth-like chords of two detuned voices, slow attack, 5-6 Hz vibrato, a chord per half bar",
+    "flute": "nearly pure high tones (C5-E6) with faint 2nd/3rd harmonics and breath, soft attack, gentle vibrato",
+    "guitar": "plucked single notes arpeggiating the chord, two per beat: instant attack, partials that die away fast",
+    "drums": "kick (a thump falling from 130 to 45 Hz) on beats 1 and 3, noise snare on 2 and 4, hi-hat ticks on eighths",
+    "bass": "a low line (E1-A2, 41-110 Hz) on the chord roots, one note per beat",
+    "fast": "128-160 BPM: every part plays about twice as many notes per second as in a slow track",
+    "slow": "62-84 BPM",
+    "bright": "the mix through a high shelf of +10 to +14 dB above about 2.5 kHz: crisp, hissy highs",
+    "dark": "the mix through a steep low-pass at 600-1000 Hz: muffled, no highs (neither bright nor dark: flat)",
+    "vocals": "a sung-like voice: gliding pitch with vibrato through formants sweeping between vowels a, e, i, o, u",
+}
+TAGS = tuple(TAG_SOUNDS)
+INSTRUMENTS = ("piano", "strings", "flute", "guitar")
+FORMATS = {  # file extension -> (libsndfile format, subtype)
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "ogg": ("OGG", "VORBIS"),
+}
+SAMPLE_RATES = (16_000, 22_050, 32_000, 44_100, 48_000)
+SYNTH_RATE = signal.SAMPLE_RATE
+MIN_DURATION_S = 3.0
+MAX_DURATION_S = 600.0
+AUDIO_DIR = "audio"
+CATALOG_NAME = "catalog.csv"
+
+_INSTRUMENT_SETS = tuple((name,) for name in INSTRUMENTS) + tuple(itertools.combinations(INSTRUMENTS, 2))
+_SCALES = ((0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10))  # major, natural minor
+_PROGRESSIONS = ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 0), (5, 3, 0, 4), (0, 3, 0, 4))  # scale degrees per bar
+_VOWELS = np.array(  # formants F1, F2, F3 in Hz of a, e, i, o, u
+    [[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010], [570, 840, 2410], [300, 870, 2240]], float
+)
+_TRACK_FILE = re.compile(r"demo-\d{5,}\.(wav|flac|mp3|ogg)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackPlan:
+    """One demo track before synthesis: its id, tags and how its file is encoded."""
+
+    index: int
+    tags: tuple[str, ...]
+    extension: str  # a key of FORMATS
+    sample_rate: int
+    channels: int
+
+    @property
+    def track_id(self) -> str:
+        return f"demo-{self.index:05d}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.track_id}.{self.extension}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Score:
+    """The musical skeleton every part of one track follows."""
+
+    n_samples: int
+    beat_s: float
+    key: int  # semitones of the tonic above C, -5 to 6
+    scale: tuple[int, ...]
+    progression: tuple[int, ...]  # chord root (scale degree) of each bar, cycled
+
+    def chord_degree(self, time_s: float) -> int:
+        return self.progression[int(time_s / (4 * self.beat_s)) % len(self.progression)]
+
+    def pitch(self, degree: int, *, octave_midi: int) -> int:
+        """MIDI pitch of a scale degree (any integer) counted from the tonic at ``octave_midi``."""
+        return octave_midi + self.key + 12 * (degree // 7) + self.scale[degree % 7]
+
+    def onsets(self, *, per_beat: float, rng: np.random.Generator) -> np.ndarray:
+        """Note start times in seconds on a grid of ``per_beat`` notes per beat, humanized by a few ms."""
+        times = np.arange(0.0, self.n_samples / SYNTH_RATE, self.beat_s / per_beat)
+        return np.maximum(0.0, times + rng.normal(0.0, 0.006, len(times)))
+
+
+def plan_catalog(*, n_tracks: int, seed: int) -> list[TrackPlan]:
+    """Deal tags, formats, sample rates and channel counts to ``n_tracks`` tracks.
+
+    Every dimension is dealt balanced (each value on an equal share of tracks, within
+    one) and independently shuffled by ``seed``.
+
+    Parameters
+    ----------
+    n_tracks : int
+        Number of tracks, at least 1.
+    seed : int
+        Non-negative seed; the same seed gives the same plan.
+
+    Returns
+    -------
+    list of TrackPlan
+        Indexed ``0 .. n_tracks - 1``; tags in :data:`TAGS` order.
+    """
+    rng = np.random.default_rng(seed)
+
+    def deal(n_values: int) -> np.ndarray:
+        return rng.permutation(np.resize(rng.permutation(n_values), n_tracks))
+
+    instruments, drums, tempo, bass, tone, vocals = (deal(n) for n in (len(_INSTRUMENT_SETS), 2, 2, 2, 3, 3))
+    extensions, rates, channels = deal(len(FORMATS)), deal(len(SAMPLE_RATES)), deal(2)
+    plans = []
+    for i in range(n_tracks):
+        chosen = set(_INSTRUMENT_SETS[instruments[i]])
+        chosen.add("fast" if tempo[i] else "slow")
+        chosen.update({"drums"} if drums[i] else ())
+        chosen.update({"bass"} if bass[i] else ())
+        chosen.update({0: {"bright"}, 1: {"dark"}, 2: ()}[int(tone[i])])
+        chosen.update({"vocals"} if vocals[i] == 0 else ())
+        plans.append(
+            TrackPlan(
+                index=i,
+                tags=tuple(tag for tag in TAGS if tag in chosen),
+                extension=list(FORMATS)[extensions[i]],
+                sample_rate=SAMPLE_RATES[rates[i]],
+                channels=1 + int(channels[i]),
+            )
+        )
+    return plans
+
+
+def partial_tone(
+    f0: float,
+    *,
+    n_samples: int,
+    amplitudes: np.ndarray,
+    decay_s: np.ndarray | None = None,
+    inharmonicity: float = 0.0,
+    vibrato_hz: float = 0.0,
+    vibrato_depth: float = 0.0,
+    attack_s: float = 0.005,
+    release_s: float = 0.05,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One note as a sum of sinusoidal partials (additive synthesis) at :data:`SYNTH_RATE`.
+
+    Parameters
+    ----------
+    f0 : float
+        Fundamental frequency in Hz.
+    n_samples : int
+        Length of the note, release included.
+    amplitudes : np.ndarray, shape (n_partials,)
+        Initial amplitude of partial ``k = 1 .. n_partials``; partials above 0.45 x the
+        sampling rate are dropped (no aliasing).
+    decay_s : np.ndarray, shape (n_partials,), optional
+        Exponential decay time constant of each partial; ``None`` sustains them.
+    inharmonicity : float
+        Stiff-string coefficient ``B``: partial ``k`` sits at ``k f0 sqrt(1 + B k^2)``.
+    vibrato_hz, vibrato_depth : float
+        Rate and relative depth of a sinusoidal frequency modulation.
+    attack_s, release_s : float
+        Lengths of the linear fade-in and fade-out.
+    rng : np.random.Generator
+        Draws the partials' start phases and the vibrato phase.
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples,), float64
+    """
+    k = np.arange(1, len(amplitudes) + 1)
+    freqs = f0 * k * np.sqrt(1.0 + inharmonicity * k**2)
+    keep = freqs < 0.45 * SYNTH_RATE
+    t = np.arange(n_samples) / SYNTH_RATE
+    if vibrato_depth:
+        warp = np.cumsum(1.0 + vibrato_depth * np.sin(2 * np.pi * vibrato_hz * t + rng.uniform(0, 2 * np.pi)))
+        warp /= SYNTH_RATE
+    else:
+        warp = t
+    phases = 2 * np.pi * freqs[keep, None] * warp + rng.uniform(0, 2 * np.pi, (keep.sum(), 1))
+    # float32 sine is many times faster; a note's phase stays below ~1e5 rad, where float32 is
+    # accurate to ~0.005 rad (a 0.1 microsecond jitter).
+    partials = np.sin(phases.astype(np.float32))  # (partial, time)
+    partials *= np.asarray(amplitudes, np.float32)[keep, None]
+    if decay_s is not None:
+        partials *= np.exp((-t / np.asarray(decay_s, float)[keep, None]).astype(np.float32))
+    return partials.sum(axis=0, dtype=np.float64) * _fade(n_samples, attack_s=attack_s, release_s=release_s)
+
+
+def _fade(n_samples: int, *, attack_s: float, release_s: float) -> np.ndarray:
+    ramp_in = np.clip(np.arange(n_samples) / max(1.0, attack_s * SYNTH_RATE), 0.0, 1.0)
+    return ramp_in * np.clip(np.arange(n_samples)[::-1] / max(1.0, release_s * SYNTH_RATE), 0.0, 1.0)
+
+
+def _place(track: np.ndarray, sound: np.ndarray, start_s: float, gain: float = 1.0) -> None:
+    start = int(round(start_s * SYNTH_RATE))
+    end = min(len(track), start + len(sound))
+    if end > start:
+        track[start:end] += gain * sound[: end - start]
+
+
+def _hz(midi: float) -> float:
+    return 440.0 * 2.0 ** ((midi - 69) / 12)
+
+
+def _velocity(rng: np.random.Generator) -> float:
+    return 10 ** (rng.normal(0.0, 2.0) / 20)
+
+
+def _piano(score: _Score, rng: np.random.Generator) -> np.ndarray:
+    track = np.zeros(score.n_samples)
+    k = np.arange(1, 25)
+    amplitudes = k**-1.1 * np.abs(np.sin(np.pi * k / 7.3))  # hammer struck near 1/7 of the string
+    decays = 1.6 / (1 + 0.25 * (k - 1))
+    octave = 60 + 7 * int(rng.integers(0, 2))
+    length = int((score.beat_s + 0.3) * SYNTH_RATE)
+    for onset in score.onsets(per_beat=1, rng=rng):
+        root = score.chord_degree(onset)
+        degrees = (root, root + 2, root + 4)[: 2 + int(rng.random() < 0.7)]
+        for degree in degrees:
+            note = partial_tone(
+                _hz(score.pitch(degree, octave_midi=octave)), n_samples=length, amplitudes=amplitudes,
+                decay_s=decays, inharmonicity=4e-4, attack_s=0.002, release_s=0.15, rng=rng,
+            )
+            _place(track, note, onset, _velocity(rng))
+    return track
+
+
+def _strings(score: _Score, rng: np.random.Generator) -> np.ndarray:
+    track = np.zeros(score.n_samples)
+    k = np.arange(1, 31)
+    amplitudes = 1.0 / k  # sawtooth: a bowed string's spectrum
+    octave = 55 + 5 * int(rng.integers(0, 2))
+    length = int((2 * score.beat_s + 0.15) * SYNTH_RATE)
+    for onset in score.onsets(per_beat=0.5, rng=rng):
+        root = score.chord_degree(onset)
+        for degree in (root, root + 2, root + 4)[: 2 + int(rng.random() < 0.5)]:
+            for detune in (0.997, 1.003):  # two players a few cents apart
+                note = partial_tone(
+                    _hz(score.pitch(degree, octave_midi=octave)) * detune, n_samples=length,
+                    amplitudes=amplitudes, vibrato_hz=rng.uniform(5.0, 6.2), vibrato_depth=0.008,
+                    attack_s=rng.uniform(0.1, 0.2), release_s=0.15, rng=rng,
+                )
+                _place(track, note, onset, 0.5)
+    return track
+
+
+def _flute(score: _Score, rng: np.random.Generator) -> np.ndarray:
+    track = np.zeros(score.n_samples)
+    degree = int(rng.integers(0, 7))
+    onsets = score.onsets(per_beat=1, rng=rng)
+    for i, onset in enumerate(onsets):
+        degree = int(np.clip(degree + rng.integers(-2, 3), 0, 9))
+        if i % 4 == 3 and rng.random() < 0.5:
+            continue  # breathe
+        n = int((score.beat_s + 0.05) * SYNTH_RATE)
+        note = partial_tone(
+            _hz(score.pitch(degree, octave_midi=72)), n_samples=n, amplitudes=np.array([1.0, 0.12, 0.04]),
+            vibrato_hz=rng.uniform(4.5, 5.5), vibrato_depth=0.004, attack_s=0.04, release_s=0.06, rng=rng,
+        )
+        breath = rng.standard_normal(n) * _fade(n, attack_s=0.04, release_s=0.06)
+        _place(track, note + 0.02 * np.diff(breath, prepend=0.0), onset, _velocity(rng))
+    return track
+
+
+def _guitar(score: _Score, rng: np.random.Generator) -> np.ndarray:
+    track = np.zeros(score.n_samples)
+    k = np.arange(1, 31)
+    pluck = rng.uniform(0.12, 0.25)  # plucking point as a fraction of the string
+    amplitudes = np.abs(np.sin(np.pi * k * pluck)) / k**1.5
+    decays = 0.8 / (1 + 0.4 * (k - 1))  # upper partials die first, as in Karplus-Strong
+    octave = 55 + int(rng.integers(0, 2)) * 5
+    length = int(min(1.5, 2 * score.beat_s) * SYNTH_RATE)
+    pattern = (0, 2, 4, 7, 4, 2)  # up-down arpeggio over the chord
+    for i, onset in enumerate(score.onsets(per_beat=2, rng=rng)):
+        degree = score.chord_degree(onset) + pattern[i % len(pattern)]
+        note = partial_tone(
+            _hz(score.pitch(degree, octave_midi=octave - 5)), n_samples=length, amplitudes=amplitudes,
+            decay_s=decays, attack_s=0.001, release_s=0.02, rng=rng,
+        )
+        _place(track, note, onset, _velocity(rng))
+    return track
+
+
+def _bass(score: _Score, rng: np.random.Generator) -> np.ndarray:
+    track = np.zeros(score.n_samples)
+    octave = 36
+    length = int(0.9 * score.beat_s * SYNTH_RATE)
+    for i, onset in enumerate(score.onsets(per_beat=1, rng=rng)):
+        degree = score.chord_degree(onset) + (4 if i % 4 == 2 and rng.random() < 0.5 else 0)
+        f0 = _hz(score.pitch(degree, octave_midi=octave))
+        f0 *= 2.0 ** (np.floor(np.log2(115.0 / f0)))  # fold into 57.5-115 Hz
+        note = partial_tone(
+            f0, n_samples=length, amplitudes=np.array([1.0, 0.45, 0.15, 0.05]),
+            decay_s=np.array([2.0, 0.8, 0.4, 0.2]), attack_s=0.01, release_s=0.05, rng=rng,
+        )
+        _place(track, note, onset, _velocity(rng))
+    return track
+
+
+def _drums(score: _Score, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(0.3 * SYNTH_RATE)) / SYNTH_RATE
+    sweep = 45.0 + 85.0 * np.exp(-t / 0.03)
+    kick = np.sin(2 * np.pi * np.cumsum(sweep) / SYNTH_RATE) * np.exp(-t / 0.12)
+    noise = np.diff(rng.standard_normal(len(t) + 1))  # first difference: tilted up, like a snare's wires
+    snare = (0.7 * noise / noise.std() + 0.6 * np.sin(2 * np.pi * 185 * t)) * np.exp(-t / 0.07)
+    hiss = np.diff(rng.standard_normal(len(t) + 2), n=2)  # second difference: mostly above 4 kHz
+    hat = hiss / hiss.std() * np.exp(-t / 0.02)
+    track = np.zeros(score.n_samples)
+    for i, onset in enumerate(score.onsets(per_beat=2, rng=rng)):
+        step = i % 8
+        if step in (0, 4) or (step == 5 and rng.random() < 0.3):
+            _place(track, kick, onset, _velocity(rng))
+        if step in (2, 6):
+            _place(track, snare, onset, 0.5 * _velocity(rng))
+        _place(track, hat, onset, (0.25 if step % 2 == 0 else 0.15) * _velocity(rng))
+    return track
+
+
+def _vocals(score: _Score, rng: np.random.Generator) -> np.ndarray:
+    hop = 160  # control rate: 100 Hz
+    n_frames = score.n_samples // hop + 2
+    frame_s = np.arange(n_frames) * hop / SYNTH_RATE
+    beats = (frame_s / score.beat_s).astype(int)
+    degree, pitches, degrees = int(rng.integers(0, 7)), {}, []
+    for beat in range(beats[-1] + 1):
+        if beat not in pitches:
+            degree = int(np.clip(degree + rng.integers(-2, 3), -2, 9))
+            pitches[beat] = score.pitch(degree, octave_midi=57)
+            if rng.random() < 0.4:
+                pitches[beat + 1] = pitches[beat]  # a two-beat note
+        degrees.append(pitches[beat])
+    midi = _smooth(np.array(degrees, float)[beats], 7)  # ~70 ms portamento between notes
+    midi += 0.25 * np.sin(2 * np.pi * rng.uniform(5.0, 6.0) * frame_s)  # vibrato, +-25 cents
+    gate = _smooth((beats % 8 < 7).astype(float), 5)  # a breath every second bar
+    vowel_times = np.arange(0.0, frame_s[-1] + 0.5, rng.uniform(0.25, 0.45))
+    vowels = _VOWELS[rng.integers(0, len(_VOWELS), len(vowel_times))]
+    formants = np.stack([np.interp(frame_s, vowel_times, vowels[:, i]) for i in range(3)], axis=1)
+    f0 = np.interp(np.arange(score.n_samples) / hop, np.arange(n_frames), _hz(midi))
+    k = np.arange(1, int(4500 / f0.min()) + 1)
+    harmonic_hz = k[:, None] * _hz(midi)[None, :]  # (harmonic, frame)
+    widths = np.array([90.0, 110.0, 160.0])
+    gains = sum(
+        level / (1 + ((harmonic_hz - formants[None, :, i]) / widths[i]) ** 2) for i, level in enumerate((1.0, 0.6, 0.3))
+    ) * (harmonic_hz < 4500) / k[:, None] ** 0.5 * gate  # (harmonic, frame)
+    cycles = np.cumsum(f0) / SYNTH_RATE
+    phase = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)  # wrapped: exact in float32
+    frame_pos = np.arange(score.n_samples) / hop
+    voice = np.zeros(score.n_samples)
+    for row, harmonic in zip(gains, k):
+        voice += np.interp(frame_pos, np.arange(n_frames), row) * np.sin(np.float32(harmonic) * phase)
+    return voice
+
+
+def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+    padded = np.pad(values, width, mode="edge")
+    return np.convolve(padded, np.ones(2 * width + 1) / (2 * width + 1), mode="same")[width:-width]
+
+
+_PARTS = {"piano": _piano, "strings": _strings, "flute": _flute, "guitar": _guitar,
+          "drums": _drums, "bass": _bass, "vocals": _vocals}
+_PART_LEVEL_DB = {"piano": 0.0, "strings": -1.0, "flute": 0.0, "guitar": 0.0, "drums": 0.0, "bass": 0.0, "vocals": 0.0}
+
+
+def tone_curve(tags: tuple[str, ...], *, freqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude response of the ``bright``/``dark``/neutral tone applied to the whole mix.
+
+    Parameters
+    ----------
+    tags : tuple of str
+        The track's tags; ``bright`` gives a high shelf, ``dark`` a low-pass, neither a flat response.
+    freqs : np.ndarray, shape (n_bins,)
+        Frequencies in Hz.
+    rng : np.random.Generator
+        Draws the shelf gain and corner frequency.
+
+    Returns
+    -------
+    np.ndarray, shape (n_bins,)
+    """
+    if "bright" in tags:
+        gain, corner = 10 ** (rng.uniform(10.0, 14.0) / 20), rng.uniform(2000.0, 3000.0)
+        ratio = (freqs / corner) ** 2
+        return 1.0 + (gain - 1.0) * ratio / (1.0 + ratio)
+    if "dark" in tags:
+        return 1.0 / np.sqrt(1.0 + (freqs / rng.uniform(600.0, 1000.0)) ** 8)  # 4th-order Butterworth
+    return np.ones_like(freqs)
+
+
+def render_track(plan: TrackPlan, *, duration_s: float, seed: int) -> np.ndarray:
+    """Synthesize one planned track at its native sample rate and channel count.
+
+    Parameters
+    ----------
+    plan : TrackPlan
+        Tags, sample rate and channels of the track.
+    duration_s : float
+        Length in seconds.
+    seed : int
+        The catalog seed; with ``plan.index`` it seeds everything random in the track.
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples, plan.channels), float32
+        Peak between -20 and -3 dBFS, ``n_samples = round(duration_s * plan.sample_rate)``.
+    """
+    import soxr
+
+    rng = np.random.default_rng([seed, plan.index])
+    beats_per_minute = rng.uniform(128.0, 160.0) if "fast" in plan.tags else rng.uniform(62.0, 84.0)
+    score = _Score(
+        n_samples=int(round(duration_s * SYNTH_RATE)),
+        beat_s=60.0 / beats_per_minute,
+        key=int(rng.integers(-5, 7)),
+        scale=_SCALES[int(rng.integers(0, len(_SCALES)))],
+        progression=_PROGRESSIONS[int(rng.integers(0, len(_PROGRESSIONS)))],
+    )
+    mix = np.zeros((score.n_samples, plan.channels))
+    for name in (tag for tag in plan.tags if tag in _PARTS):
+        part = _PARTS[name](score, rng)
+        part *= 10 ** ((_PART_LEVEL_DB[name] + rng.uniform(-2.0, 2.0)) / 20) / max(np.sqrt(np.mean(part**2)), 1e-9)
+        angle = (rng.uniform(-0.6, 0.6) + 1) * np.pi / 4  # constant-power pan
+        mix += part[:, None] * (np.array([np.cos(angle), np.sin(angle)]) if plan.channels == 2 else 1.0)
+    spectrum = np.fft.rfft(mix, axis=0)
+    spectrum *= tone_curve(plan.tags, freqs=np.fft.rfftfreq(len(mix), 1 / SYNTH_RATE), rng=rng)[:, None]
+    mix = np.fft.irfft(spectrum, n=len(mix), axis=0)
+    mix *= 10 ** (rng.uniform(-20.0, -3.0) / 20) / np.abs(mix).max()
+    if plan.sample_rate != SYNTH_RATE:
+        mix = soxr.resample(mix, SYNTH_RATE, plan.sample_rate, quality="HQ")
+    noise_db = rng.uniform(45.0, 60.0)
+    mix += rng.standard_normal(mix.shape) * np.sqrt(np.mean(mix**2)) * 10 ** (-noise_db / 20)
+    return np.clip(mix, -1.0, 1.0).astype(np.float32)
+
+
+def make_demo_catalog(out_dir: str, *, n_tracks: int = 120, seed: int = 0, duration_s: float = 10.0) -> str:
+    """Synthesize a tagged demo catalog: audio files under ``out_dir/audio`` and ``out_dir/catalog.csv``.
+
+    Parameters
+    ----------
+    out_dir : str
+        Output folder, created when missing. Track files of an earlier run that are not
+        in the new catalog are removed from ``out_dir/audio``.
+    n_tracks : int
+        Number of tracks, at least 1.
+    seed : int
+        Non-negative seed. The same seed writes the same ``catalog.csv``, byte for byte,
+        and audio that decodes to the same samples.
+    duration_s : float
+        Track length in seconds, 3 to 600.
+
+    Returns
+    -------
+    str
+        Path of ``catalog.csv`` (header ``track_id,uri,tags``; uri an absolute path,
+        tags ``;``-separated in :data:`TAGS` order).
+
+    Raises
+    ------
+    TagscaleError
+        For a bad size, seed or duration, or an output folder that cannot be written.
+    """
+    import soundfile
+
+    if isinstance(n_tracks, bool) or not isinstance(n_tracks, (int, np.integer)) or n_tracks < 1:
+        raise TagscaleError(f"--tracks must be a whole number of at least 1, got {n_tracks!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TagscaleError(f"--seed must be a non-negative whole number, got {seed!r}")
+    if not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
+        raise TagscaleError(
+            f"--duration must be between {MIN_DURATION_S:g} and {MAX_DURATION_S:g} seconds, got {duration_s!r}"
+        )
+    audio_dir = os.path.abspath(os.path.join(out_dir, AUDIO_DIR))
+    try:
+        os.makedirs(audio_dir, exist_ok=True)
+    except OSError as error:
+        raise TagscaleError(f"cannot create {audio_dir}: {error.strerror or error}") from error
+    rows = []
+    for plan in plan_catalog(n_tracks=int(n_tracks), seed=int(seed)):
+        path = os.path.join(audio_dir, plan.file_name)
+        file_format, subtype = FORMATS[plan.extension]
+        audio = render_track(plan, duration_s=float(duration_s), seed=int(seed))
+        soundfile.write(path, audio, plan.sample_rate, format=file_format, subtype=subtype)
+        rows.append((plan.track_id, path, ";".join(plan.tags)))
+    written = {os.path.basename(path) for _, path, _ in rows}
+    for name in os.listdir(audio_dir):
+        if _TRACK_FILE.fullmatch(name) and name not in written:
+            os.remove(os.path.join(audio_dir, name))
+    catalog_path = os.path.join(os.path.abspath(out_dir), CATALOG_NAME)
+    with open(catalog_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("track_id", "uri", "tags"))
+        writer.writerows(rows)
+    return catalog_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``tagscale demo-catalog``."""
+    parser = argparse.ArgumentParser(
+        prog="tagscale demo-catalog",
+        description="Synthesize a catalog of tagged music-like tracks (wav/flac/mp3/ogg, 16-48 kHz, mono/stereo) "
+        "and write DIR/catalog.csv.",
+        epilog="tags: " + "; ".join(f"{tag}: {sound}" for tag, sound in TAG_SOUNDS.items()),
+    )
+    parser.add_argument("dir", metavar="DIR", help="output folder (audio goes to DIR/audio)")
+    parser.add_argument("--tracks", type=int, default=120, help="number of tracks (default 120)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same catalog (default 0)")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help=f"seconds per track, at least {MIN_DURATION_S:g} (default 10)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tagscale demo-catalog DIR [--tracks N] [--seed S] [--duration SECONDS]``."""
+    args = build_parser().parse_args(argv)
+    catalog_path = make_demo_catalog(args.dir, n_tracks=args.tracks, seed=args.seed, duration_s=args.duration)
+    print(f"wrote {args.tracks} tracks and {catalog_path}")
+    return 0

@@ -1,0 +1,391 @@
+"""featurize: a catalog -> waveform and log-mel TFRecord shards + tf.Transform statistics.
+
+    python -m pipelines.featurize --catalog catalog.csv --output features/ [Beam flags]
+
+Stages, each a plain function wrapped by a small PTransform:
+
+    ReadCatalog -> DecodeTracks -> CutExamples -> SplitByTrackId
+      -> tf.Transform (analyze on train; transform train/valid/test) -> WriteShards
+    every failure -> WriteDeadLetter;  counts -> metadata.json
+
+An *example* is one 187-frame patch of a track (about 3 s): ``waveform`` holds its
+48,128 samples at 16 kHz and ``log_mel`` its (187, 96) log-mel, normalised per mel band by
+the training split's mean and standard deviation (see :mod:`model.signal`). ``labels`` is the
+track's multi-hot tag vector over the top-K tag vocabulary.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import sys
+
+import apache_beam as beam
+import numpy as np
+
+from model import signal
+from pipelines import audio, beam_util, dead_letter, fileio
+from pipelines.catalog import ReadCatalog, Track
+
+SPLITS = ("train", "valid", "test")
+TAG_VOCABULARY = "tags"  # tf.Transform vocabulary file name (transform_fn/assets/tags)
+SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, nothing to learn or tag
+LOG = logging.getLogger("tagscale.featurize")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturizeConfig:
+    catalog: str
+    output: str
+    top_k: int = 50
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    max_duration_s: float = 600.0
+    min_duration_s: float = 1.0
+    timeout_s: float = 120.0
+    decoder: str = "auto"
+    max_patches_per_track: int | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.valid_fraction < 1 or not 0 <= self.test_fraction < 1:
+            raise ValueError("valid and test fractions must be in [0, 1)")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("valid + test fractions must leave some tracks for training")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+# ---------------------------------------------------------------------------- feature spec
+
+
+
+def raw_feature_spec() -> dict:
+    import tensorflow as tf
+
+    return {
+        "track_id": tf.io.FixedLenFeature([], tf.string),
+        "patch_index": tf.io.FixedLenFeature([], tf.int64),
+        "waveform": tf.io.FixedLenFeature([signal.PATCH_SAMPLES], tf.float32),
+        "tags": tf.io.VarLenFeature(tf.string),
+    }
+
+
+def shard_feature_spec(kind: str, top_k: int) -> dict:
+    """The tf.train.Example features of ``DIR/{kind}/`` shards: what trainers parse."""
+    import tensorflow as tf
+
+    if kind not in ("mel", "waveform"):
+        raise ValueError(f"unknown shard kind {kind!r}")
+    data = (
+        {"log_mel": tf.io.FixedLenFeature([signal.PATCH_FRAMES, signal.N_MELS], tf.float32)}
+        if kind == "mel"
+        else {"waveform": tf.io.FixedLenFeature([signal.PATCH_SAMPLES], tf.float32)}
+    )
+    return {
+        "track_id": tf.io.FixedLenFeature([], tf.string),
+        "patch_index": tf.io.FixedLenFeature([], tf.int64),
+        "labels": tf.io.FixedLenFeature([top_k], tf.float32),
+        **data,
+    }
+
+
+def preprocessing_fn(inputs: dict, *, top_k: int) -> dict:
+    """The single definition of the features (tf.Transform): log-mel, its per-band
+    normalisation from full-pass statistics, and multi-hot labels over the tag vocabulary.
+
+    Per-band statistics: tf.Transform gives the mean and variance of every (frame, band) cell
+    over all training patches; each cell has the same count, so the band mean is the mean of
+    its cells and the band variance is the mean cell variance plus the variance of the cell
+    means (law of total variance) - exact, in one pass.
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    log_mel = signal.log_mel_patches(inputs["waveform"])  # (batch, frames, mel)
+    cell_mean = tft.mean(log_mel, reduce_instance_dims=False)  # (frames, mel)
+    cell_var = tft.var(log_mel, reduce_instance_dims=False)
+    band_mean = tf.reduce_mean(cell_mean, axis=0)  # (mel,)
+    band_var = tf.reduce_mean(cell_var + tf.square(cell_mean - band_mean), axis=0)
+    band_std = tf.sqrt(tf.maximum(band_var, 1e-12))
+
+    # Count each track's tags once (on its first patch) so long tracks do not outvote short ones.
+    tags = inputs["tags"]
+    first_patch = tf.gather(tf.equal(inputs["patch_index"], 0), tags.indices[:, 0])
+    vocabulary = tft.vocabulary(tf.sparse.retain(tags, first_patch), top_k=top_k, vocab_filename=TAG_VOCABULARY)
+    tag_ids = tft.apply_vocabulary(tags, vocabulary, default_value=-1)
+    known = tf.sparse.retain(tag_ids, tag_ids.values >= 0)
+    labels = tf.cast(tf.sparse.to_indicator(known, top_k), tf.float32)  # (batch, top_k)
+
+    return {
+        "track_id": inputs["track_id"],
+        "patch_index": inputs["patch_index"],
+        "waveform": inputs["waveform"],
+        "log_mel": (log_mel - band_mean) / band_std,
+        "labels": labels,
+    }
+
+
+# ----------------------------------------------------------------------- plain functions
+
+
+def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
+    """Deterministic split from a hash of the track_id (stable across runs and machines)."""
+    bucket = int.from_bytes(hashlib.sha256(track_id.encode("utf-8")).digest()[:8], "big") / 2**64
+    if bucket < test_fraction:
+        return "test"
+    if bucket < test_fraction + valid_fraction:
+        return "valid"
+    return "train"
+
+
+def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
+    """Reject audio that has nothing to learn from; :class:`audio.DecodeError` says why.
+
+    Tracks shorter than ``min_duration_s`` are rejected; longer tracks shorter than one
+    patch are zero-padded to one patch by :func:`model.signal.patch_waveform`.
+    """
+    duration = len(samples) / signal.SAMPLE_RATE
+    if duration < min_duration_s:
+        raise audio.DecodeError(f"too short: {duration:.2f} s < minimum {min_duration_s:g} s")
+    if not np.isfinite(samples).all():
+        raise audio.DecodeError("decoded audio contains NaN or infinity")
+    if np.abs(samples).max() < SILENCE_PEAK:
+        raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
+
+
+def track_examples(track: Track, samples: np.ndarray, *, max_patches: int | None = None) -> list[dict]:
+    """The raw tf.Transform instances of one track: one dict per patch."""
+    patches = signal.patch_waveform(samples, max_patches=max_patches)
+    tags = [tag.encode("utf-8") for tag in track.tags]
+    return [
+        {"track_id": track.track_id.encode("utf-8"), "patch_index": index, "waveform": patch, "tags": tags}
+        for index, patch in enumerate(patches)
+    ]
+
+
+# ------------------------------------------------------------------------ PTransforms
+
+
+class _DecodeFn(beam.DoFn):
+    def __init__(self, config: FeaturizeConfig):
+        self._config = config
+
+    def process(self, track: Track):
+        try:
+            decoded = audio.decode_audio(
+                track.uri,
+                max_duration_s=self._config.max_duration_s,
+                timeout_s=self._config.timeout_s,
+                decoder=self._config.decoder,
+            )
+            check_audio(decoded.samples, min_duration_s=self._config.min_duration_s)
+        except audio.DecodeError as error:
+            beam.metrics.Metrics.counter("featurize", "decode_failed").inc()
+            yield beam.pvalue.TaggedOutput(
+                dead_letter.TAG,
+                dead_letter.record(track_id=track.track_id, uri=track.uri, stage="decode", error=str(error)),
+            )
+            return
+        beam.metrics.Metrics.counter("featurize", "decoded").inc()
+        yield track, decoded.samples
+
+
+class DecodeTracks(beam.PTransform):
+    """Track -> (track, 16 kHz mono samples); undecodable, too short or silent -> dead letter."""
+
+    def __init__(self, config: FeaturizeConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, tracks):
+        return tracks | "Decode" >> beam.ParDo(_DecodeFn(self._config)).with_outputs(dead_letter.TAG, main="decoded")
+
+
+class CountStats(beam.PTransform):
+    """Sum (name, number) pairs from every stage into one JSON file the driver reads back."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, pairs):
+        return (
+            pairs
+            | "SumByName" >> beam.CombinePerKey(sum)
+            | "ToDict" >> beam.combiners.ToDict()
+            | "ToJson" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
+            | "Write" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
+        )
+
+
+class WriteShards(beam.PTransform):
+    """Transformed examples of one split -> gzip TFRecord shards of mel and waveform examples."""
+
+    def __init__(self, output: str, split: str, top_k: int):
+        super().__init__()
+        self._output = output
+        self._split = split
+        self._top_k = top_k
+
+    def expand(self, examples):
+        import tensorflow_transform as tft
+        from tensorflow_transform.tf_metadata import schema_utils
+
+        for kind in ("mel", "waveform"):
+            schema = schema_utils.schema_from_feature_spec(shard_feature_spec(kind, self._top_k))
+            _ = (
+                examples
+                | f"Encode{kind.title()}" >> beam.Map(tft.coders.ExampleProtoCoder(schema).encode)
+                | f"Write{kind.title()}"
+                >> beam.io.WriteToTFRecord(
+                    fileio.join(self._output, kind, self._split),
+                    file_name_suffix=".tfrecord.gz",
+                    compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+                )
+            )
+        return examples
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
+    """Add the featurize graph to ``pipeline``."""
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    output = config.output
+    catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
+    decoded = catalog["tracks"] | "DecodeTracks" >> DecodeTracks(config)
+
+    split = functools.partial(split_of, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
+    examples = decoded.decoded | "CutExamples" >> beam.FlatMap(
+        lambda item: track_examples(item[0], item[1], max_patches=config.max_patches_per_track)
+    )
+    by_split = examples | "SplitByTrackId" >> beam.Partition(
+        lambda example, _: SPLITS.index(split(example["track_id"].decode("utf-8"))), len(SPLITS)
+    )
+
+    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
+    with tft_beam.Context(temp_dir=fileio.join(output, "tmp", "tft")):
+        (train, _), transform_fn = (
+            by_split[0],
+            raw_metadata,
+        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
+            functools.partial(preprocessing_fn, top_k=config.top_k)
+        )
+        transformed = {"train": train}
+        for index, name in enumerate(SPLITS[1:], start=1):
+            transformed[name], _ = ((by_split[index], raw_metadata), transform_fn) | (
+                f"Transform{name.title()}" >> tft_beam.TransformDataset()
+            )
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output)
+    for name in SPLITS:
+        _ = transformed[name] | f"WriteShards{name.title()}" >> WriteShards(output, name, config.top_k)
+
+    failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
+    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output)
+
+    def track_stats(item):
+        track, samples = item
+        name = split(track.track_id)
+        return [("tracks_ok", 1), (f"{name}_tracks", 1), ("audio_seconds", len(samples) / signal.SAMPLE_RATE)]
+
+    stats = (
+        catalog["tracks"] | "CountUnique" >> beam.Map(lambda _: ("tracks_in", 1)),
+        catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
+        failures | "CountFailed" >> beam.Map(lambda _: ("tracks_failed", 1)),
+        decoded.decoded | "CountOk" >> beam.FlatMap(track_stats),
+        examples | "CountExamples" >> beam.Map(lambda ex: (f"{split(ex['track_id'].decode())}_examples", 1)),
+    ) | "AllStats" >> beam.Flatten()
+    _ = stats | "CountStats" >> CountStats(fileio.join(output, "tmp", "stats.json"))
+
+
+def write_metadata(config: FeaturizeConfig) -> dict:
+    """Combine the pipeline's counts with the vocabulary into ``DIR/metadata.json``."""
+    stats = json.loads(fileio.read_text(fileio.join(config.output, "tmp", "stats.json")))
+    vocabulary_path = fileio.join(config.output, "transform_fn", "assets", TAG_VOCABULARY)
+    tags = [line for line in fileio.read_text(vocabulary_path).splitlines() if line]
+    metadata = {
+        "tracks_in": int(stats.get("tracks_in", 0)),
+        "tracks_ok": int(stats.get("tracks_ok", 0)),
+        "tracks_failed": int(stats.get("tracks_failed", 0)),
+        "splits": {
+            name: {"tracks": int(stats.get(f"{name}_tracks", 0)), "examples": int(stats.get(f"{name}_examples", 0))}
+            for name in SPLITS
+        },
+        "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
+        "signal": signal.constants(),
+        "top_k": config.top_k,
+        "tags": tags,
+        "config": dataclasses.asdict(config),
+        "example": "one 187-frame patch (~3 s): waveform[48128] at 16 kHz, log_mel[187, 96] normalised per band, labels[top_k] multi-hot",
+    }
+    fileio.write_text(fileio.join(config.output, "metadata.json"), json.dumps(metadata, indent=2))
+    fileio.delete_tree(fileio.join(config.output, "tmp"))
+    return metadata
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="tagscale featurize",
+        description="Beam pipeline: catalog -> waveform and log-mel TFRecord shards, tf.Transform statistics, "
+        "dead letters and metadata.json. Unrecognised flags go to Beam (e.g. --runner, --direct_running_mode).",
+    )
+    parser.add_argument("--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)")
+    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--top-k", type=int, default=50, help="tag vocabulary size: the K most frequent tags (50)")
+    parser.add_argument("--valid-fraction", type=float, default=0.1)
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--max-duration", type=float, default=600.0, help="decode at most this many seconds per track (600)")
+    parser.add_argument("--min-duration", type=float, default=1.0, help="tracks shorter than this are dead-lettered (1.0)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per-file decode timeout in seconds (120)")
+    parser.add_argument("--decoder", choices=audio.DECODERS, default="auto")
+    parser.add_argument("--max-patches-per-track", type=int, default=None)
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        config = FeaturizeConfig(
+            catalog=args.catalog,
+            output=args.output.rstrip("/"),
+            top_k=args.top_k,
+            valid_fraction=args.valid_fraction,
+            test_fraction=args.test_fraction,
+            max_duration_s=args.max_duration,
+            min_duration_s=args.min_duration,
+            timeout_s=args.timeout,
+            decoder=args.decoder,
+            max_patches_per_track=args.max_patches_per_track,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    return config, beam_args
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Run the pipeline to completion and return the metadata it wrote."""
+    config, beam_args = parse_args(argv)
+    with beam_util.make_pipeline(beam_args) as pipeline:
+        build_pipeline(pipeline, config)
+    if not beam_util.is_local(beam_args) and "--dry_run" in " ".join(beam_args):
+        return {}
+    return write_metadata(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    metadata = run(argv)
+    if metadata:
+        splits = ", ".join(f"{name} {counts['tracks']} tracks/{counts['examples']} examples" for name, counts in metadata["splits"].items())
+        print(
+            f"featurized {metadata['tracks_ok']}/{metadata['tracks_in']} tracks "
+            f"({metadata['audio_seconds']:.0f} s of audio; {metadata['tracks_failed']} in dead_letter/): {splits}; "
+            f"{len(metadata['tags'])} tags"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(main())
