@@ -261,7 +261,7 @@ def _strings(score: _Score, rng: np.random.Generator) -> np.ndarray:
     track = np.zeros(score.n_samples)
     k = np.arange(1, 31)
     amplitudes = 1.0 / k  # sawtooth: a bowed string's spectrum
-    octave = 55 + 5 * int(rng.integers(0, 2))
+    octave = 60 + 5 * int(rng.integers(0, 2))
     length = int((2 * score.beat_s + 0.15) * SYNTH_RATE)
     for onset in score.onsets(per_beat=0.5, rng=rng):
         root = score.chord_degree(onset)
@@ -300,13 +300,13 @@ def _guitar(score: _Score, rng: np.random.Generator) -> np.ndarray:
     pluck = rng.uniform(0.12, 0.25)  # plucking point as a fraction of the string
     amplitudes = np.abs(np.sin(np.pi * k * pluck)) / k**1.5
     decays = 0.8 / (1 + 0.4 * (k - 1))  # upper partials die first, as in Karplus-Strong
-    octave = 55 + int(rng.integers(0, 2)) * 5
+    octave = 57 + int(rng.integers(0, 2)) * 5
     length = int(min(1.5, 2 * score.beat_s) * SYNTH_RATE)
     pattern = (0, 2, 4, 7, 4, 2)  # up-down arpeggio over the chord
     for i, onset in enumerate(score.onsets(per_beat=2, rng=rng)):
         degree = score.chord_degree(onset) + pattern[i % len(pattern)]
         note = partial_tone(
-            _hz(score.pitch(degree, octave_midi=octave - 5)), n_samples=length, amplitudes=amplitudes,
+            _hz(score.pitch(degree, octave_midi=octave)), n_samples=length, amplitudes=amplitudes,
             decay_s=decays, attack_s=0.001, release_s=0.02, rng=rng,
         )
         _place(track, note, onset, _velocity(rng))
@@ -356,8 +356,8 @@ def _vocals(score: _Score, rng: np.random.Generator) -> np.ndarray:
     degree, pitches, degrees = int(rng.integers(0, 7)), {}, []
     for beat in range(beats[-1] + 1):
         if beat not in pitches:
-            degree = int(np.clip(degree + rng.integers(-2, 3), -2, 9))
-            pitches[beat] = score.pitch(degree, octave_midi=57)
+            degree = int(np.clip(degree + rng.integers(-2, 3), 0, 9))
+            pitches[beat] = score.pitch(degree, octave_midi=60)
             if rng.random() < 0.4:
                 pitches[beat + 1] = pitches[beat]  # a two-beat note
         degrees.append(pitches[beat])
@@ -438,7 +438,7 @@ def render_track(plan: TrackPlan, *, duration_s: float, seed: int) -> np.ndarray
     import soxr
 
     rng = np.random.default_rng([seed, plan.index])
-    beats_per_minute = rng.uniform(128.0, 160.0) if "fast" in plan.tags else rng.uniform(62.0, 84.0)
+    beats_per_minute = rng.uniform(140.0, 170.0) if "fast" in plan.tags else rng.uniform(60.0, 80.0)
     score = _Score(
         n_samples=int(round(duration_s * SYNTH_RATE)),
         beat_s=60.0 / beats_per_minute,

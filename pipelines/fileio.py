@@ -27,5 +27,12 @@ def glob(pattern: str) -> list[str]:
 
 
 def delete_tree(path: str) -> None:
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+    """Delete a directory and everything under it (on object stores: every object under the prefix)."""
+    if "://" in path and not path.endswith("/"):
+        path += "/"
+    if FileSystems.exists(path) or "://" in path:
+        try:
+            FileSystems.delete([path])
+        except Exception:  # nothing there on an object store: nothing to delete
+            if not "://" in path:
+                raise
