@@ -50,13 +50,15 @@ def test_check_audio_rejects_short_silent_and_nan():
         featurize.check_audio(bad, min_duration_s=1.0)
 
 
-def test_track_examples_one_per_patch():
-    samples = np.zeros(16000 * 7, np.float32)
-    examples = featurize.track_examples(Track("t", "/t.wav", ("a", "b")), samples)
-    assert [e["patch_index"] for e in examples] == [0, 1]
-    assert examples[0]["waveform"].shape == (signal.PATCH_SAMPLES,)
-    assert examples[1]["tags"] == [b"a", b"b"] and examples[0]["track_id"] == b"t"
-    assert len(featurize.track_examples(Track("t", "/t.wav"), samples, max_patches=1)) == 1
+def test_track_record_batch_has_one_row_per_patch():
+    samples = np.random.default_rng(0).normal(size=16000 * 7).astype(np.float32)
+    batch = featurize.track_record_batch(Track("t", "/t.wav", ("a", "b")), samples)
+    rows = batch.to_pylist()
+    assert [row["patch_index"] for row in rows] == [[0], [1]]
+    assert rows[1]["tags"] == [b"a", b"b"] and rows[0]["track_id"] == [b"t"]
+    np.testing.assert_array_equal(np.array(rows[1]["waveform"], np.float32), signal.patch_waveform(samples)[1])
+    assert featurize.track_record_batch(Track("t", "/t.wav"), samples, max_patches=1).num_rows == 1
+    assert featurize.track_record_batch(Track("t", "/t.wav"), samples).to_pylist()[0]["tags"] == []
 
 
 # ------------------------------------------------------------------------- end to end
