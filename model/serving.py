@@ -1,0 +1,53 @@
+"""Wrap a Keras tagging model as a serving module: waveform patches in, scores and embedding out.
+
+The module's ``serve`` function (see :func:`model.export.serving_signature`) takes
+(batch, ``signal.PATCH_SAMPLES``) float32 waveform patches. For the spectrogram front-end it
+computes :func:`model.signal.log_mel_patches` inside the graph, then applies the optional
+``normalize`` callable (the trainer passes one built from tf.Transform output), then the
+Keras model. Save it with :func:`model.export.save_serving_model`.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from model import export, network, signal
+
+
+class ServingModule(tf.Module):
+    """A tf.Module holding the Keras model (and any normalisation) with a ``serve`` tf.function.
+
+    Parameters
+    ----------
+    keras_model : keras.Model
+        Built by :func:`model.network.build_model`; outputs a dict with ``scores`` and
+        ``embedding``.
+    frontend : {"waveform", "spectrogram"}
+        Which input the Keras model takes.
+    normalize : callable, optional
+        ``(batch, PATCH_FRAMES, N_MELS) -> same`` for the spectrogram front-end, or
+        ``(batch, PATCH_SAMPLES) -> same`` for the waveform one; applied before the model.
+        Trackable objects (Keras / tf_keras layers, tf.Modules) are saved with the module.
+    """
+
+    def __init__(self, keras_model, frontend: str, normalize=None):
+        super().__init__(name="tagscale_serving")
+        if frontend not in network.FRONTENDS:
+            raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(network.FRONTENDS)}")
+        self.model = keras_model
+        self.frontend = frontend
+        self.normalize = normalize
+        self.serve = export.serving_signature(self._serve)
+
+    def _serve(self, waveform):
+        x = waveform  # (batch, samples)
+        if self.frontend == "spectrogram":
+            x = signal.log_mel_patches(waveform)  # (batch, time, mel)
+        if self.normalize is not None:
+            x = self.normalize(x)
+        outputs = self.model(x, training=False)
+        return {"scores": outputs["scores"], "embedding": outputs["embedding"]}
+
+
+def build_serving_module(keras_model, frontend: str, normalize=None) -> ServingModule:
+    """Return a :class:`ServingModule` for ``keras_model`` (see its docstring)."""
+    return ServingModule(keras_model, frontend, normalize=normalize)

@@ -1,0 +1,137 @@
+"""The Keras networks: stage shapes, exact parameter counts, one shared back-end, serving module."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model import export, network, serving, signal
+
+N_TAGS = 50
+
+# (frontend, preset) -> shapes without batch of (front-end output, pooled, embedding, scores), params.
+# The musicnn spectrogram model has 792,079 weights: the MTT_musicnn checkpoint's 792,081 minus
+# Adam's two scalars beta1_power / beta2_power (64 model variables + 2 = 66).
+EXPECTED = {
+    ("waveform", "seed"): ((21, 256), (1024,), (500,), (N_TAGS,), 5_384_862),
+    ("waveform", "musicnn"): ((21, 256), (896,), (200,), (N_TAGS,), 616_938),
+    ("spectrogram", "seed"): ((187, 464), (1024,), (500,), (N_TAGS,), 5_931_198),
+    ("spectrogram", "musicnn"): ((187, 561), (1506,), (200,), (N_TAGS,), 792_079),
+}
+
+
+def example_batch(frontend: str, batch: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if frontend == "waveform":
+        return rng.normal(0, 0.1, (batch, signal.PATCH_SAMPLES)).astype(np.float32)
+    return rng.uniform(0, 3, (batch, signal.PATCH_FRAMES, signal.N_MELS)).astype(np.float32)
+
+
+@pytest.mark.parametrize("frontend,preset", sorted(EXPECTED))
+def test_stage_shapes_and_parameter_count(frontend, preset):
+    frontend_shape, pooled_shape, embedding_shape, scores_shape, n_params = EXPECTED[(frontend, preset)]
+    model = network.build_model(frontend, N_TAGS, preset, stages=True)
+    outputs = model(example_batch(frontend), training=False)
+    assert tuple(outputs["frontend"].shape) == (2, *frontend_shape)
+    assert tuple(outputs["pooled"].shape) == (2, *pooled_shape)
+    assert tuple(outputs["embedding"].shape) == (2, *embedding_shape)
+    assert tuple(outputs["scores"].shape) == (2, *scores_shape)
+    scores = np.asarray(outputs["scores"])
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert model.count_params() == n_params
+
+
+def test_build_model_outputs_scores_and_embedding_only():
+    model = network.build_model("spectrogram", 7, "musicnn")
+    outputs = model(example_batch("spectrogram", batch=3), training=False)
+    assert sorted(outputs) == ["embedding", "scores"]
+    assert tuple(outputs["scores"].shape) == (3, 7)
+    assert len(model.weights) == 64  # the checkpoint's 66 variables less Adam's beta1/beta2 powers
+
+
+def test_spectrogram_seed_is_the_papers_front_end():
+    config = network.make_config(N_TAGS, "seed")
+    assert sum(filters for _, _, filters in config.timbral) == 224  # 7n, n = 16
+    assert sum(filters for _, filters in config.temporal) == 240  # 15n
+    assert [int(fraction * config.n_mels) for _, fraction, _ in config.timbral] == [86, 86, 86, 38, 38, 38]
+    assert (config.backend_filters, config.dense_units) == (512, 500)
+    musicnn = network.make_config(N_TAGS, "musicnn")
+    assert [int(fraction * musicnn.n_mels) for _, fraction, _ in musicnn.timbral] == [38, 67]
+    assert musicnn.input_batch_norm and not config.input_batch_norm
+
+
+def test_both_frontends_feed_the_same_backend_function(monkeypatch):
+    calls = []
+    original = network.backend
+
+    def spy(features, config):
+        calls.append(tuple(features.shape[1:]))
+        return original(features, config)
+
+    monkeypatch.setattr(network, "backend", spy)
+    waveform = network.build_model("waveform", N_TAGS, "seed")
+    spectrogram = network.build_model("spectrogram", N_TAGS, "seed")
+    assert calls == [(21, 256), (187, 464)]
+
+    def backend_layers(model):
+        return [(type(layer).__name__, layer.name) for layer in model.layers if layer.name.startswith("backend_")]
+
+    assert backend_layers(waveform) == backend_layers(spectrogram)
+    assert len(backend_layers(waveform)) == 16
+    # Identical weights except the first conv's input channels (256 vs 464).
+    shapes = {w.path: tuple(w.shape) for w in waveform.weights if w.path.startswith("backend_")}
+    other = {w.path: tuple(w.shape) for w in spectrogram.weights if w.path.startswith("backend_")}
+    assert shapes.pop("backend_0_conv/kernel") == (7, 256, 512)
+    assert other.pop("backend_0_conv/kernel") == (7, 464, 512)
+    assert shapes == other
+
+
+def test_overrides_change_sizes():
+    model = network.build_model("spectrogram", 10, "seed", dense_units=32, backend_filters=16, stages=True)
+    outputs = model(example_batch("spectrogram"), training=False)
+    assert tuple(outputs["embedding"].shape) == (2, 32)
+    assert tuple(outputs["pooled"].shape) == (2, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs,bad",
+    [
+        (dict(frontend="mfcc", n_tags=5), "'mfcc'"),
+        (dict(frontend="waveform", n_tags=5, preset="huge"), "'huge'"),
+        (dict(frontend="waveform", n_tags=5, dense_unitz=3), "dense_unitz"),
+        (dict(frontend="spectrogram", n_tags=5, temporal_pooling="median"), "'median'"),
+    ],
+)
+def test_bad_values_raise_value_error_naming_them(kwargs, bad):
+    with pytest.raises(ValueError, match=bad):
+        network.build_model(**kwargs)
+
+
+@pytest.mark.parametrize("frontend", ["spectrogram", "waveform"])
+def test_serving_module_round_trip(frontend, tmp_path):
+    model = network.build_model(frontend, 5, "musicnn", dense_units=16)
+    module = serving.build_serving_module(model, frontend)
+    tags = [f"tag{i}" for i in range(5)]
+    info = export.save_serving_model(module, str(tmp_path / "m"), tags=tags, info={"name": "t", "frontend": frontend})
+    assert info["n_tags"] == 5
+    loaded = export.load_serving_model(str(tmp_path / "m"))
+    waveform = example_batch("waveform", batch=3, seed=1)
+    outputs = loaded.predict(waveform)
+    export.check_outputs(outputs, 5)
+    assert outputs["embedding"].shape == (3, 16)
+    features = signal.log_mel_patches(waveform) if frontend == "spectrogram" else waveform
+    expected = model(features, training=False)
+    np.testing.assert_allclose(outputs["scores"], np.asarray(expected["scores"]), atol=1e-6)
+    np.testing.assert_allclose(outputs["embedding"], np.asarray(expected["embedding"]), atol=1e-5)
+
+
+def test_serving_module_applies_normalisation_before_the_model():
+    import tensorflow as tf
+
+    model = network.build_model("spectrogram", 4, "musicnn", dense_units=8)
+    module = serving.build_serving_module(model, "spectrogram", normalize=lambda x: (x - 1.0) * 0.5)
+    waveform = example_batch("waveform", batch=2, seed=2)
+    outputs = module.serve(tf.constant(waveform))
+    expected = model((signal.log_mel_patches(waveform) - 1.0) * 0.5, training=False)
+    np.testing.assert_allclose(outputs["scores"].numpy(), np.asarray(expected["scores"]), atol=1e-6)
+    with pytest.raises(ValueError, match="'mel'"):
+        serving.build_serving_module(model, "mel")

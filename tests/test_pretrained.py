@@ -1,0 +1,285 @@
+"""Pretrained musicnn models: fetch, weight mapping, CLI, and parity with musicnn's own graph.
+
+The models are fetched once per session (``pip download musicnn==0.1.0``: PyPI must be
+reachable) into a pytest temp dir. The reference is the wheel's own TF 1 ``.meta`` graph,
+imported in graph mode and restored from its checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from model import export, pretrained, signal
+from model.errors import TagscaleError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MIN_TOP1_SECONDS = 3.0  # musicnn cannot tag a track shorter than one 187-frame patch
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    """A cache with both pretrained models fetched (one pip download per session)."""
+    cache = str(tmp_path_factory.mktemp("tagscale_cache"))
+    pretrained.fetch(cache_dir=cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def package_dir(cache_dir) -> str:
+    return os.path.join(cache_dir, "musicnn-0.1.0", "musicnn")
+
+
+class MusicnnGraph:
+    """musicnn's own TF 1 model: the wheel's ``.meta`` graph restored from its checkpoint."""
+
+    def __init__(self, prefix: str):
+        import tensorflow as tf
+        from tensorflow.core.protobuf import meta_graph_pb2
+
+        meta = meta_graph_pb2.MetaGraphDef()
+        with open(prefix + ".meta", "rb") as handle:
+            meta.ParseFromString(handle.read())
+        # Keep the inference path and the saver's restore ops; drop gradients and Adam updates.
+        restore = meta.saver_def.restore_op_name
+        stripped = meta_graph_pb2.MetaGraphDef()
+        inference = tf.compat.v1.graph_util.extract_sub_graph(meta.graph_def, ["model/Sigmoid", restore])
+        stripped.graph_def.CopyFrom(inference)
+        stripped.saver_def.CopyFrom(meta.saver_def)
+        placeholders = {node.name: node for node in stripped.graph_def.node if node.op == "Placeholder"}
+        # model/Placeholder: (batch, 187, 96) log-mel; model/Placeholder_2: is_training (bool).
+        assert sorted(placeholders) == ["model/Placeholder", "model/Placeholder_2"]
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.compat.v1.train.import_meta_graph(stripped, clear_devices=True)
+        self.session = tf.compat.v1.Session(graph=self.graph)
+        self.session.run(restore, {meta.saver_def.filename_tensor_name: prefix})
+
+    def __call__(self, log_mel_patches: np.ndarray) -> np.ndarray:
+        feed = {"model/Placeholder:0": log_mel_patches, "model/Placeholder_2:0": False}
+        return self.session.run("model/Sigmoid:0", feed)
+
+
+@pytest.fixture(scope="session")
+def reference_graphs(package_dir):
+    graphs = {
+        name: MusicnnGraph(pretrained.checkpoint_prefix(package_dir, spec)) for name, spec in pretrained.MODELS.items()
+    }
+    yield graphs
+    for graph in graphs.values():
+        graph.session.close()
+
+
+@pytest.fixture(scope="session")
+def serving_models(cache_dir):
+    return {name: export.load_serving_model(pretrained.resolve_model(name, cache_dir)) for name in pretrained.MODELS}
+
+
+def musicnn_log_mel_patches(path) -> np.ndarray:
+    """The musicnn way (its extractor's ``batch_data``), in float32: (n_patches, 187, 96)."""
+    import librosa
+
+    audio, sr = librosa.load(path, sr=signal.SAMPLE_RATE)
+    # musicnn fails on tracks shorter than one patch; zero-pad them to one patch as tagscale does.
+    audio = np.pad(audio, (0, max(0, (signal.PATCH_FRAMES - 1) * signal.HOP_LENGTH - len(audio))))
+    mel = librosa.feature.melspectrogram(y=audio, sr=sr, hop_length=256, n_fft=512, n_mels=96).T
+    log_mel = np.log10(10000 * mel.astype(np.float32) + 1)  # musicnn casts to float16 here
+    n = signal.PATCH_FRAMES
+    return np.stack([log_mel[start : start + n] for start in range(0, log_mel.shape[0] - n + 1, n)])
+
+
+def tagscale_scores(path, model: export.ServingModel) -> np.ndarray:
+    """The project's path: decode -> waveform patches -> serving model -> mean over patches."""
+    from pipelines.audio import decode_audio
+
+    patches = signal.patch_waveform(decode_audio(str(path)).samples)
+    return model.predict(patches)["scores"].mean(axis=0)
+
+
+def top(scores: np.ndarray, tags: list[str], k: int) -> list[str]:
+    return [tags[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+# -----------------------------------------------------------------------------
+# fetch, mapping, cache, CLI
+
+
+def test_fetch_writes_both_serving_models(cache_dir):
+    for name, spec in pretrained.MODELS.items():
+        path = pretrained.resolve_model(name, cache_dir)
+        assert path == os.path.join(cache_dir, "models", name)
+        tags, info = export.read_model_info(path)
+        assert len(tags) == 50 and len(set(tags)) == 50
+        assert {k: info[k] for k in ("name", "frontend", "preset", "source", "dataset")} == {
+            "name": name,
+            "frontend": "spectrogram",
+            "preset": "musicnn",
+            "source": "musicnn 0.1.0 (ISC licence)",
+            "dataset": spec.dataset,
+        }
+    mtt, _ = export.read_model_info(pretrained.model_dir("musicnn-mtt", cache_dir))
+    msd, _ = export.read_model_info(pretrained.model_dir("musicnn-msd", cache_dir))
+    assert mtt[:3] == ["guitar", "classical", "slow"] and msd[:3] == ["rock", "pop", "alternative"]
+
+
+def test_checkpoint_maps_every_variable(package_dir):
+    from model import network
+
+    for spec in pretrained.MODELS.values():
+        model = network.build_model("spectrogram", 50, preset="musicnn")
+        report = pretrained.load_musicnn_weights(model, pretrained.checkpoint_prefix(package_dir, spec))
+        # 66 non-slot checkpoint variables (792,081 values) = 64 model weights + Adam's 2 powers.
+        assert report["assigned"] == 64 == len(model.weights)
+        assert report["weights"] == 792_079 == model.count_params()
+        slots = [name for name in report["skipped"] if name.endswith(("/Adam", "/Adam_1"))]
+        assert sorted(set(report["skipped"]) - set(slots)) == ["beta1_power", "beta2_power"]
+        assert len(slots) == 2 * 42  # Adam's two slots per trainable variable
+
+
+def test_mapping_fails_loudly_on_unmapped_weights(package_dir, monkeypatch):
+    from model import network
+
+    scopes = dict(pretrained.CHECKPOINT_SCOPES)
+    del scopes["temporal_1_bn"]
+    monkeypatch.setattr(pretrained, "CHECKPOINT_SCOPES", scopes)
+    model = network.build_model("spectrogram", 50, preset="musicnn")
+    prefix = pretrained.checkpoint_prefix(package_dir, pretrained.MODELS["musicnn-mtt"])
+    with pytest.raises(pretrained.CheckpointMappingError) as caught:
+        pretrained.load_musicnn_weights(model, prefix)
+    assert "temporal_1_bn/moving_mean has no checkpoint variable" in str(caught.value)
+    assert "batch_normalization_4/moving_variance [51] is not used" in str(caught.value)
+    monkeypatch.undo()
+    with pytest.raises(pretrained.CheckpointMappingError, match="shape"):
+        pretrained.load_musicnn_weights(network.build_model("spectrogram", 50, "musicnn", dense_units=100), prefix)
+
+
+def test_resolve_model(cache_dir, tmp_path):
+    some_dir = tmp_path / "my_model"
+    some_dir.mkdir()
+    assert pretrained.resolve_model(str(some_dir), cache_dir) == str(some_dir)
+    assert pretrained.resolve_model("gs://bucket/models/m1") == "gs://bucket/models/m1"
+    with pytest.raises(TagscaleError, match=r"model musicnn-mtt is not fetched; run `tagscale pretrained fetch`"):
+        pretrained.resolve_model("musicnn-mtt", str(tmp_path / "empty_cache"))
+    with pytest.raises(TagscaleError, match="unknown model 'musicnn-xyz'"):
+        pretrained.resolve_model("musicnn-xyz", cache_dir)
+
+
+def test_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("TAGSCALE_CACHE", str(tmp_path / "from_env"))
+    assert pretrained.cache_root() == str(tmp_path / "from_env")
+    assert pretrained.cache_root(str(tmp_path / "flag")) == str(tmp_path / "flag")
+    monkeypatch.delenv("TAGSCALE_CACHE")
+    assert pretrained.cache_root() == os.path.expanduser("~/.cache/tagscale")
+
+
+def test_list_cli(cache_dir, tmp_path, capsys):
+    assert pretrained.main(["list", "--cache-dir", cache_dir]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "DATASET", "TAGS", "PATH"]
+    assert lines[1].startswith("musicnn-mtt") and lines[1].endswith(os.path.join(cache_dir, "models", "musicnn-mtt"))
+    assert "Million Song Dataset" in lines[2] and " 50 " in lines[2]
+    assert pretrained.main(["list", "--cache-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("not fetched") == 2
+
+
+def test_fetch_without_index_is_one_clear_line(tmp_path):
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS="", TAGSCALE_CACHE=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "pretrained", "fetch"],
+        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith("tagscale pretrained: error: could not download musicnn==0.1.0 with pip")
+
+
+def test_fetch_rejects_unknown_names(tmp_path):
+    with pytest.raises(TagscaleError, match="'musicnn-big'"):
+        pretrained.fetch(["musicnn-big"], str(tmp_path))
+
+
+# -----------------------------------------------------------------------------
+# parity 1: same input, two implementations
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.MODELS))
+def test_keras_model_equals_musicnn_graph(name, package_dir, reference_graphs, serving_models, real_clips):
+    keras_model, _ = pretrained.build_musicnn_model(package_dir, pretrained.MODELS[name])
+    clip = next(path for path in real_clips if "Hungarian" in path.name)
+    rng = np.random.default_rng(0)
+    log_mel = np.concatenate(
+        [
+            musicnn_log_mel_patches(clip)[:6],  # real music
+            rng.uniform(0, 4, (2, signal.PATCH_FRAMES, signal.N_MELS)).astype(np.float32),
+        ]
+    )
+    expected = reference_graphs[name](log_mel)
+    keras_scores = np.asarray(keras_model(log_mel, training=False)["scores"])
+    diff = np.abs(keras_scores - expected).max()
+    print(f"\n{name}: Keras vs musicnn graph, max |diff| of sigmoid outputs = {diff:.3g}")
+    assert diff < 1e-5
+    # The saved serving model computes its own log-mel from the waveform: same weights again.
+    waveform = rng.normal(0, 0.1, (3, signal.PATCH_SAMPLES)).astype(np.float32)
+    served = serving_models[name].predict(waveform)["scores"]
+    assert np.abs(served - reference_graphs[name](signal.log_mel_patches(waveform).numpy())).max() < 1e-5
+
+
+# -----------------------------------------------------------------------------
+# parity 2: same audio, two front ends (tagscale's path vs the musicnn way)
+
+
+@pytest.mark.slow
+def test_same_audio_tagscale_path_vs_musicnn_way(real_clips, reference_graphs, serving_models):
+    import soundfile
+
+    name = "musicnn-mtt"
+    model, graph = serving_models[name], reference_graphs[name]
+    rows = []
+    for clip in real_clips:
+        ours = tagscale_scores(clip, model)
+        theirs = graph(musicnn_log_mel_patches(clip)).mean(axis=0)
+        worst = int(np.argmax(np.abs(ours - theirs)))
+        rows.append(
+            dict(
+                clip=clip.name,
+                seconds=soundfile.info(str(clip)).duration,
+                diff=float(np.abs(ours - theirs).max()),
+                worst_tag=model.tags[worst],
+                top3_ours=top(ours, model.tags, 3),
+                top3_theirs=top(theirs, model.tags, 3),
+            )
+        )
+    print()
+    for row in sorted(rows, key=lambda row: -row["diff"]):
+        print(
+            f"{row['diff']:.2e} ({row['worst_tag']}) {row['seconds']:6.1f}s {row['clip'][:48]:48} "
+            f"tagscale {row['top3_ours']} musicnn {row['top3_theirs']}"
+        )
+    long_rows = [row for row in rows if row["seconds"] >= MIN_TOP1_SECONDS]
+    assert len(long_rows) >= 10
+    for row in long_rows:
+        assert row["top3_ours"][0] == row["top3_theirs"][0], row
+    same_top3 = sum(set(row["top3_ours"]) == set(row["top3_theirs"]) for row in long_rows)
+    assert same_top3 >= 0.9 * len(long_rows)
+    assert max(row["diff"] for row in rows) < 0.1
+
+
+def test_hungarian_dance_gets_plausible_tags(cache_dir, real_clips):
+    from pipelines.audio import decode_audio
+
+    model = export.load_serving_model(pretrained.resolve_model("musicnn-mtt", cache_dir))
+    clip = next(path for path in real_clips if "Hungarian" in path.name)
+    patches = signal.patch_waveform(decode_audio(str(clip)).samples)
+    outputs = model.predict(patches)
+    export.check_outputs(outputs, len(model.tags))
+    scores = outputs["scores"].mean(axis=0)
+    top3 = top(scores, model.tags, 3)
+    shown = [(tag, round(float(scores[model.tags.index(tag)]), 3)) for tag in top3]
+    print(f"\nHungarian Dance no. 5 (string orchestra), top 3: {shown}")
+    assert len(set(top3) & {"classical", "strings", "violin"}) >= 2
+    assert outputs["embedding"].shape == (len(patches), 200)
