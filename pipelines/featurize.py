@@ -27,12 +27,11 @@ import apache_beam as beam
 import numpy as np
 
 from model import signal
-from pipelines import audio, beam_util, dead_letter, fileio
+from pipelines import beam_util, dead_letter, fileio, stages
 from pipelines.catalog import ReadCatalog, Track
 
 SPLITS = ("train", "valid", "test")
 TAG_VOCABULARY = "tags"  # tf.Transform vocabulary file name (transform_fn/assets/tags)
-SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, nothing to learn or tag
 LOG = logging.getLogger("tagscale.featurize")
 
 
@@ -43,10 +42,7 @@ class FeaturizeConfig:
     top_k: int = 50
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
-    max_duration_s: float = 600.0
-    min_duration_s: float = 1.0
-    timeout_s: float = 120.0
-    decoder: str = "auto"
+    decode: stages.DecodeOptions = stages.DecodeOptions()
     max_patches_per_track: int | None = None
 
     def __post_init__(self):
@@ -141,21 +137,6 @@ def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float
     return "train"
 
 
-def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
-    """Reject audio that has nothing to learn from; :class:`audio.DecodeError` says why.
-
-    Tracks shorter than ``min_duration_s`` are rejected; longer tracks shorter than one
-    patch are zero-padded to one patch by :func:`model.signal.patch_waveform`.
-    """
-    duration = len(samples) / signal.SAMPLE_RATE
-    if duration < min_duration_s:
-        raise audio.DecodeError(f"too short: {duration:.2f} s < minimum {min_duration_s:g} s")
-    if not np.isfinite(samples).all():
-        raise audio.DecodeError("decoded audio contains NaN or infinity")
-    if np.abs(samples).max() < SILENCE_PEAK:
-        raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
-
-
 def raw_arrow_schema():
     """Arrow layout of the raw examples, as tfx_bsl decodes tf.Examples (every column a list)."""
     import pyarrow as pa
@@ -197,58 +178,6 @@ def track_record_batch(track: Track, samples: np.ndarray, *, max_patches: int | 
 
 
 # ------------------------------------------------------------------------ PTransforms
-
-
-class _DecodeFn(beam.DoFn):
-    def __init__(self, config: FeaturizeConfig):
-        self._config = config
-
-    def process(self, track: Track):
-        try:
-            decoded = audio.decode_audio(
-                track.uri,
-                max_duration_s=self._config.max_duration_s,
-                timeout_s=self._config.timeout_s,
-                decoder=self._config.decoder,
-            )
-            check_audio(decoded.samples, min_duration_s=self._config.min_duration_s)
-        except audio.DecodeError as error:
-            beam.metrics.Metrics.counter("featurize", "decode_failed").inc()
-            yield beam.pvalue.TaggedOutput(
-                dead_letter.TAG,
-                dead_letter.record(track_id=track.track_id, uri=track.uri, stage="decode", error=str(error)),
-            )
-            return
-        beam.metrics.Metrics.counter("featurize", "decoded").inc()
-        yield track, decoded.samples
-
-
-class DecodeTracks(beam.PTransform):
-    """Track -> (track, 16 kHz mono samples); undecodable, too short or silent -> dead letter."""
-
-    def __init__(self, config: FeaturizeConfig):
-        super().__init__()
-        self._config = config
-
-    def expand(self, tracks):
-        return tracks | "Decode" >> beam.ParDo(_DecodeFn(self._config)).with_outputs(dead_letter.TAG, main="decoded")
-
-
-class CountStats(beam.PTransform):
-    """Sum (name, number) pairs from every stage into one JSON file the driver reads back."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self._path = path
-
-    def expand(self, pairs):
-        return (
-            pairs
-            | "SumByName" >> beam.CombinePerKey(sum)
-            | "ToDict" >> beam.combiners.ToDict()
-            | "ToJson" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
-            | "Write" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
-        )
 
 
 SHARD_COLUMNS = {"mel": ("track_id", "patch_index", "labels", "log_mel"), "waveform": ("track_id", "patch_index", "labels", "waveform")}
@@ -301,7 +230,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
 
     output = config.output
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
-    decoded = catalog["tracks"] | "DecodeTracks" >> DecodeTracks(config)
+    decoded = catalog["tracks"] | "DecodeTracks" >> stages.DecodeTracks(config.decode)
 
     split = functools.partial(split_of, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
     batches = decoded.decoded | "CutExamples" >> beam.Map(
@@ -346,7 +275,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
             lambda batch: (f"{split(batch.column(0)[0][0].as_py().decode('utf-8'))}_examples", batch.num_rows)
         ),
     ) | "AllStats" >> beam.Flatten()
-    _ = stats | "CountStats" >> CountStats(fileio.join(output, "tmp", "stats.json"))
+    _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
 
 
 def write_metadata(config: FeaturizeConfig) -> dict:
@@ -388,10 +317,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     parser.add_argument("--top-k", type=int, default=50, help="tag vocabulary size: the K most frequent tags (50)")
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--max-duration", type=float, default=600.0, help="decode at most this many seconds per track (600)")
-    parser.add_argument("--min-duration", type=float, default=1.0, help="tracks shorter than this are dead-lettered (1.0)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="per-file decode timeout in seconds (120)")
-    parser.add_argument("--decoder", choices=audio.DECODERS, default="auto")
+    stages.DecodeOptions.add_arguments(parser)
     parser.add_argument("--max-patches-per-track", type=int, default=None)
     args, beam_args = parser.parse_known_args(argv)
     try:
@@ -401,10 +327,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
             top_k=args.top_k,
             valid_fraction=args.valid_fraction,
             test_fraction=args.test_fraction,
-            max_duration_s=args.max_duration,
-            min_duration_s=args.min_duration,
-            timeout_s=args.timeout,
-            decoder=args.decoder,
+            decode=stages.DecodeOptions.from_args(args),
             max_patches_per_track=args.max_patches_per_track,
         )
     except ValueError as error:

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from model import signal
-from pipelines import featurize
+from pipelines import audio, featurize, stages
 from pipelines.catalog import Track
 
 FORMATS = [".wav", ".flac", ".ogg", ".mp3"]
@@ -39,15 +39,15 @@ def test_split_fractions_are_configurable():
 
 def test_check_audio_rejects_short_silent_and_nan():
     ok = np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype(np.float32)
-    featurize.check_audio(ok, min_duration_s=1.0)
-    with pytest.raises(featurize.audio.DecodeError, match="too short"):
-        featurize.check_audio(ok[:8000], min_duration_s=1.0)
-    with pytest.raises(featurize.audio.DecodeError, match="silent"):
-        featurize.check_audio(np.zeros(32000, np.float32), min_duration_s=1.0)
+    stages.check_audio(ok, min_duration_s=1.0)
+    with pytest.raises(audio.DecodeError, match="too short"):
+        stages.check_audio(ok[:8000], min_duration_s=1.0)
+    with pytest.raises(audio.DecodeError, match="silent"):
+        stages.check_audio(np.zeros(32000, np.float32), min_duration_s=1.0)
     bad = ok.copy()
     bad[5] = np.nan
-    with pytest.raises(featurize.audio.DecodeError, match="NaN"):
-        featurize.check_audio(bad, min_duration_s=1.0)
+    with pytest.raises(audio.DecodeError, match="NaN"):
+        stages.check_audio(bad, min_duration_s=1.0)
 
 
 def test_track_record_batch_has_one_row_per_patch():

@@ -1,0 +1,111 @@
+"""Pipeline stages shared by featurize and tag: decoding with its checks, and run statistics."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import apache_beam as beam
+import numpy as np
+
+from model import signal
+from pipelines import audio, dead_letter
+from pipelines.catalog import Track
+
+SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, nothing to learn or tag
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How tracks are decoded; the same flags in featurize and tag so both see the same audio."""
+
+    max_duration_s: float = 600.0
+    min_duration_s: float = 1.0
+    timeout_s: float = 120.0
+    decoder: str = "auto"
+
+    def __post_init__(self):
+        if self.max_duration_s <= 0 or self.timeout_s <= 0 or self.min_duration_s < 0:
+            raise ValueError("--max-duration and --timeout must be positive, --min-duration not negative")
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError("--min-duration must not exceed --max-duration")
+        if self.decoder not in audio.DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--max-duration", type=float, default=cls.max_duration_s, help="decode at most this many seconds of each track (%(default)s)")
+        parser.add_argument("--min-duration", type=float, default=cls.min_duration_s, help="shorter tracks go to the dead letter (%(default)s)")
+        parser.add_argument("--timeout", type=float, default=cls.timeout_s, help="per-file decode timeout in seconds (%(default)s)")
+        parser.add_argument("--decoder", choices=audio.DECODERS, default=cls.decoder, help="auto: in-process libsndfile for wav/flac/ogg/mp3, ffmpeg otherwise and as fallback")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DecodeOptions":
+        return cls(args.max_duration, args.min_duration, args.timeout, args.decoder)
+
+
+def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
+    """Reject audio with nothing in it; :class:`audio.DecodeError` says why.
+
+    Tracks shorter than ``min_duration_s`` are rejected; longer tracks shorter than one
+    patch are zero-padded to one patch by :func:`model.signal.patch_waveform`.
+    """
+    duration = len(samples) / signal.SAMPLE_RATE
+    if duration < min_duration_s:
+        raise audio.DecodeError(f"too short: {duration:.2f} s < minimum {min_duration_s:g} s")
+    if not np.isfinite(samples).all():
+        raise audio.DecodeError("decoded audio contains NaN or infinity")
+    if np.abs(samples).max() < SILENCE_PEAK:
+        raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
+
+
+class _DecodeFn(beam.DoFn):
+    def __init__(self, options: DecodeOptions):
+        self._options = options
+
+    def process(self, track: Track):
+        try:
+            decoded = audio.decode_audio(
+                track.uri,
+                max_duration_s=self._options.max_duration_s,
+                timeout_s=self._options.timeout_s,
+                decoder=self._options.decoder,
+            )
+            check_audio(decoded.samples, min_duration_s=self._options.min_duration_s)
+        except audio.DecodeError as error:
+            beam.metrics.Metrics.counter("decode", "failed").inc()
+            yield beam.pvalue.TaggedOutput(
+                dead_letter.TAG,
+                dead_letter.record(track_id=track.track_id, uri=track.uri, stage="decode", error=str(error)),
+            )
+        else:
+            beam.metrics.Metrics.counter("decode", "decoded").inc()
+            yield track, decoded.samples
+
+
+class DecodeTracks(beam.PTransform):
+    """Track -> (track, 16 kHz mono samples); undecodable, too short or silent -> dead letter."""
+
+    def __init__(self, options: DecodeOptions):
+        super().__init__()
+        self._options = options
+
+    def expand(self, tracks):
+        return tracks | "Decode" >> beam.ParDo(_DecodeFn(self._options)).with_outputs(dead_letter.TAG, main="decoded")
+
+
+class CountStats(beam.PTransform):
+    """Sum (name, number) pairs from every stage into one JSON file the driver reads back."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, pairs):
+        return (
+            pairs
+            | "SumByName" >> beam.CombinePerKey(sum)
+            | "ToDict" >> beam.combiners.ToDict()
+            | "ToJson" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
+            | "Write" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
+        )
