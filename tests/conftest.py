@@ -21,6 +21,16 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
+def pretrained_cache(tmp_path_factory) -> str:
+    """A cache with both pretrained musicnn models fetched (one pip download per session)."""
+    from model import pretrained
+
+    cache = str(tmp_path_factory.mktemp("tagscale_cache"))
+    pretrained.fetch(cache_dir=cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
 def real_clips() -> list[pathlib.Path]:
     """The real CC-licensed / public-domain clips in ../shared (read-only)."""
     clips = sorted((SHARED_AUDIO / "audio").glob("*.ogg"))

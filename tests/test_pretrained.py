@@ -22,11 +22,8 @@ MIN_TOP1_SECONDS = 3.0  # musicnn cannot tag a track shorter than one 187-frame 
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> str:
-    """A cache with both pretrained models fetched (one pip download per session)."""
-    cache = str(tmp_path_factory.mktemp("tagscale_cache"))
-    pretrained.fetch(cache_dir=cache)
-    return cache
+def cache_dir(pretrained_cache) -> str:
+    return pretrained_cache
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,131 @@
+"""query: DuckDB over the tag Parquet files (``DIR/tags/*.parquet``).
+
+    tagscale query --tags DIR top TAG [--limit N]
+    tagscale query --tags DIR track TRACK_ID [--limit N]
+    tagscale query --tags DIR stats
+    tagscale query --tags DIR sql "SELECT ... FROM tags ..."
+
+Every query runs over a view named ``tags`` (one row per track, the schema of
+:data:`pipelines.tag.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
+track_id, uri, model, tag, score). Output is a table, or JSON with ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from model.errors import TagscaleError
+from pipelines import fileio
+
+VIEWS = """
+CREATE VIEW tags AS SELECT * FROM read_parquet({files});
+CREATE VIEW tag_scores AS
+  SELECT track_id, uri, model.name AS model, s.tag AS tag, s.score::DOUBLE AS score
+  FROM (SELECT track_id, uri, model, unnest(scores) AS s FROM tags);
+"""
+
+
+def connect(tags_dir: str):
+    """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``."""
+    import duckdb
+
+    files = fileio.glob(fileio.join(tags_dir.rstrip("/"), "tags", "*.parquet"))
+    if not files:
+        raise TagscaleError(f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', '*.parquet')} (run `tagscale tag` first)")
+    if any("://" in path for path in files):
+        raise TagscaleError("query reads local tag output; copy it first (gsutil -m cp -r gs://.../tags DIR/)")
+    connection = duckdb.connect()
+    connection.execute(VIEWS.format(files="[" + ", ".join(f"'{path}'" for path in files) + "]"))
+    return connection
+
+
+def top(connection, tag: str, limit: int = 10):
+    known = connection.execute("SELECT count(*) FROM tag_scores WHERE tag = ?", [tag]).fetchone()[0]
+    if not known:
+        vocabulary = [row[0] for row in connection.execute("SELECT DISTINCT tag FROM tag_scores ORDER BY tag").fetchall()]
+        raise TagscaleError(f"unknown tag {tag!r}; the tags are: {', '.join(vocabulary)}")
+    return connection.execute(
+        "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores WHERE tag = ? ORDER BY score DESC, track_id LIMIT ?",
+        [tag, limit],
+    )
+
+
+def track(connection, track_id: str, limit: int = 10):
+    if not connection.execute("SELECT count(*) FROM tags WHERE track_id = ?", [track_id]).fetchone()[0]:
+        raise TagscaleError(f"unknown track {track_id!r}: not in the tag output")
+    return connection.execute(
+        "SELECT tag, round(score, 4) AS score, model FROM tag_scores WHERE track_id = ? ORDER BY score DESC, tag LIMIT ?",
+        [track_id, limit],
+    )
+
+
+def stats(connection):
+    return connection.execute(
+        """
+        SELECT tag, count(*) FILTER (WHERE score > 0.5) AS tracks_above_0_5, count(*) AS tracks,
+               round(min(score), 4) AS min, round(quantile_cont(score, 0.1), 4) AS p10,
+               round(quantile_cont(score, 0.5), 4) AS median, round(quantile_cont(score, 0.9), 4) AS p90,
+               round(max(score), 4) AS max
+        FROM tag_scores GROUP BY tag ORDER BY tracks_above_0_5 DESC, median DESC, tag
+        """
+    )
+
+
+def sql(connection, statement: str):
+    import duckdb
+
+    try:
+        return connection.execute(statement)
+    except duckdb.Error as error:
+        raise TagscaleError(f"SQL failed: {str(error).splitlines()[0]}") from error
+
+
+def format_table(columns: list[str], rows: list[tuple]) -> str:
+    """A plain aligned text table (readable in a terminal and in logs)."""
+    cells = [[str(column) for column in columns]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagscale query", description="DuckDB queries over tag output (DIR/tags/*.parquet).")
+    parser.add_argument("--tags", required=True, help="the --output directory of `tagscale tag`")
+    parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    commands = parser.add_subparsers(dest="query", required=True)
+    top_parser = commands.add_parser("top", help="tracks with the highest score for TAG")
+    top_parser.add_argument("tag")
+    top_parser.add_argument("--limit", type=int, default=10)
+    track_parser = commands.add_parser("track", help="a track's top tags with scores")
+    track_parser.add_argument("track_id")
+    track_parser.add_argument("--limit", type=int, default=10)
+    commands.add_parser("stats", help="per tag: tracks scoring above 0.5 and score quantiles")
+    sql_parser = commands.add_parser("sql", help="any SQL over the views `tags` and `tag_scores`")
+    sql_parser.add_argument("statement")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    connection = connect(args.tags)
+    if args.query == "top":
+        result = top(connection, args.tag, args.limit)
+    elif args.query == "track":
+        result = track(connection, args.track_id, args.limit)
+    elif args.query == "stats":
+        result = stats(connection)
+    else:
+        result = sql(connection, args.statement)
+    columns = [description[0] for description in result.description]
+    rows = result.fetchall()
+    if args.json:
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

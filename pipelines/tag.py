@@ -1,0 +1,309 @@
+"""tag: a catalog + a serving model -> one Parquet row of tag scores per track.
+
+    python -m pipelines.tag --catalog catalog.csv --model musicnn-mtt --output tags_out/ [Beam flags]
+
+    ReadCatalog -> SkipAlreadyTagged (--incremental) -> DecodeTracks -> CutPatches
+      -> RunInference (batched across tracks) -> MeanPerTrack -> WriteToParquet
+    every failure -> WriteDeadLetter;  counts -> summary.json
+
+Output ``DIR/tags/*.parquet``, one row per track (schema :data:`TAGS_SCHEMA`):
+track_id, uri, model {name, version}, duration_s, n_patches, scores (every tag of the
+model's vocabulary with its score, highest first) and embedding (mean patch embedding).
+A track's score for a tag is the mean of its patches' sigmoid outputs, as musicnn does.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+import numpy as np
+import pyarrow
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from model import export, signal
+from pipelines import beam_util, dead_letter, fileio, stages
+from pipelines.catalog import ReadCatalog, Track, check_catalog, iter_rows
+
+LOG = logging.getLogger("tagscale.tag")
+TAGS_SCHEMA = pyarrow.schema(
+    [
+        ("track_id", pyarrow.string()),
+        ("uri", pyarrow.string()),
+        ("model", pyarrow.struct([("name", pyarrow.string()), ("version", pyarrow.string())])),
+        ("duration_s", pyarrow.float64()),
+        ("n_patches", pyarrow.int32()),
+        ("scores", pyarrow.list_(pyarrow.struct([("tag", pyarrow.string()), ("score", pyarrow.float32())]))),
+        ("embedding", pyarrow.list_(pyarrow.float32())),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TagConfig:
+    catalog: str
+    model: str  # a serving-model directory (resolved from a pretrained name by the command)
+    output: str
+    incremental: bool = False
+    batch_size: int = 64
+    max_patches_per_track: int | None = None
+    decode: stages.DecodeOptions = stages.DecodeOptions()
+
+
+# ----------------------------------------------------------------------- plain functions
+
+
+def track_patches(track: Track, samples: np.ndarray, *, max_patches: int | None = None):
+    """``((track_id, patch_index, n_patches, uri, duration_s), patch)`` for each patch of a track."""
+    patches = signal.patch_waveform(samples, max_patches=max_patches)
+    duration = len(samples) / signal.SAMPLE_RATE
+    return [((track.track_id, index, len(patches), track.uri, duration), patch) for index, patch in enumerate(patches)]
+
+
+def track_row(track_id: str, patch_outputs, *, tags: list[str], model_name: str, model_version: str) -> dict:
+    """Mean the patch outputs of one track into its Parquet row (scores sorted, highest first)."""
+    patch_outputs = list(patch_outputs)
+    (_, _, n_patches, uri, duration) = patch_outputs[0][0]
+    if len(patch_outputs) != n_patches:
+        raise ValueError(f"track {track_id}: got {len(patch_outputs)} patch outputs for {n_patches} patches")
+    scores = np.mean([outputs["scores"] for _, outputs in patch_outputs], axis=0)
+    embedding = np.mean([outputs["embedding"] for _, outputs in patch_outputs], axis=0)
+    order = np.argsort(-scores, kind="stable")
+    return {
+        "track_id": track_id,
+        "uri": uri,
+        "model": {"name": model_name, "version": model_version},
+        "duration_s": round(float(duration), 3),
+        "n_patches": int(n_patches),
+        "scores": [{"tag": tags[i], "score": float(scores[i])} for i in order],
+        "embedding": embedding.astype(np.float32).tolist(),
+    }
+
+
+def already_tagged(output: str, model_version: str) -> set[str]:
+    """Track ids with a row from this model version in ``DIR/tags/*.parquet``."""
+    import pyarrow.parquet as pq
+
+    done = set()
+    for path in fileio.glob(fileio.join(output, "tags", "*.parquet")):
+        with fileio.FileSystems.open(path) as handle:
+            table = pq.read_table(pyarrow.BufferReader(handle.read()), columns=["track_id", "model"])
+        for track_id, model in zip(table.column("track_id").to_pylist(), table.column("model").to_pylist()):
+            if model["version"] == model_version:
+                done.add(track_id)
+    return done
+
+
+# ------------------------------------------------------------------------ PTransforms
+
+
+class ServingModelHandler(ModelHandler):
+    """RunInference handler for a tagscale serving model (TF SavedModel + tags + info).
+
+    Beam's own TF handler loads with ``tf.keras.models.load_model``, which Keras 3 refuses for
+    SavedModels, and imports tensorflow_hub (STACK_NOTES 12); this one uses
+    ``tf.saved_model.load`` through :func:`model.export.load_serving_model`.
+    """
+
+    def __init__(self, model_dir: str, *, batch_size: int = 64):
+        self._model_dir = model_dir
+        self._batch_size = batch_size
+
+    def load_model(self):
+        return export.load_serving_model(self._model_dir)
+
+    def run_inference(self, batch, model, inference_args=None):
+        # Always call the model with the same batch shape: oneDNN picks kernels by shape, so a
+        # patch's scores would otherwise change in the last bits with the batch it landed in,
+        # and re-runs would not reproduce their output exactly.
+        patches = np.zeros((self._batch_size, signal.PATCH_SAMPLES), np.float32)
+        patches[: len(batch)] = np.stack(batch)
+        outputs = model.predict(patches)
+        # Results carry no input: a patch is 190 kB and would otherwise travel to the grouping.
+        return [
+            PredictionResult(example=None, inference={"scores": scores, "embedding": embedding}, model_id=model.version)
+            for scores, embedding in zip(outputs["scores"][: len(batch)], outputs["embedding"][: len(batch)])
+        ]
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return "tagscale_inference"
+
+
+class _Progress(beam.DoFn):
+    """Print 'tracks done / total, rate' to stderr every few seconds (a track is done when its
+    last patch comes out of the model)."""
+
+    def __init__(self, total: int, every_s: float = 5.0):
+        self._total = total
+        self._every_s = every_s
+
+    def setup(self):
+        self._done = self._reported = 0
+        self._start = self._last = time.monotonic()
+
+    def _report(self):
+        rate = self._done / max(time.monotonic() - self._start, 1e-9)
+        print(f"tagscale tag: {self._done}/{self._total} tracks through the model ({rate:.1f} tracks/s)", file=sys.stderr, flush=True)
+        self._reported, self._last = self._done, time.monotonic()
+
+    def process(self, element):
+        (_, index, n_patches, _, _), _ = element
+        if index == n_patches - 1:
+            self._done += 1
+            if time.monotonic() - self._last >= self._every_s:
+                self._report()
+        yield element
+
+    def teardown(self):
+        if self._done > self._reported:
+            self._report()
+
+
+def _split_skipped(track: Track, done: set[str]):
+    if track.track_id in done:
+        yield beam.pvalue.TaggedOutput("skipped", track)
+    else:
+        yield track
+
+
+class TagTracks(beam.PTransform):
+    """(track, samples) -> one Parquet-ready row per track, inference batched across tracks."""
+
+    def __init__(self, config: TagConfig, *, tags: list[str], info: dict, total: int):
+        super().__init__()
+        self._config = config
+        self._tags = tags
+        self._info = info
+        self._total = total
+
+    def expand(self, decoded):
+        handler = KeyedModelHandler(ServingModelHandler(self._config.model, batch_size=self._config.batch_size))
+        name, version = self._info.get("name", "model"), self._info["version"]
+        return (
+            decoded
+            | "CutPatches" >> beam.FlatMap(lambda item: track_patches(*item, max_patches=self._config.max_patches_per_track))
+            | "RunInference" >> RunInference(handler)
+            | "KeepOutputs" >> beam.MapTuple(lambda key, result: (key, result.inference))
+            | "Progress" >> beam.ParDo(_Progress(self._total))
+            | "KeyByTrack" >> beam.MapTuple(lambda key, outputs: (key[0], (key, outputs)))
+            | "GroupPatches" >> beam.GroupByKey()
+            | "MeanPerTrack"
+            >> beam.Map(lambda keyed: track_row(*keyed, tags=self._tags, model_name=name, model_version=version))
+        )
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: TagConfig, *, tags: list[str], info: dict, done: set[str], total: int, run_id: str) -> None:
+    catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
+    todo = catalog["tracks"] | "SkipAlreadyTagged" >> beam.FlatMap(_split_skipped, done=done).with_outputs("skipped", main="todo")
+    decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
+    rows = decoded.decoded | "TagTracks" >> TagTracks(config, tags=tags, info=info, total=total - len(done))
+    _ = rows | "WriteTags" >> beam.io.WriteToParquet(
+        fileio.join(config.output, "tags", f"run-{run_id}"), TAGS_SCHEMA, file_name_suffix=".parquet", num_shards=1
+    )
+    failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
+    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(config.output)
+    stats = (
+        catalog["tracks"] | "CountTracks" >> beam.Map(lambda _: ("tracks_in", 1)),
+        catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
+        failures | "CountFailed" >> beam.Map(lambda _: ("failed", 1)),
+        todo.skipped | "CountSkipped" >> beam.Map(lambda _: ("skipped", 1)),
+        rows | "CountTagged" >> beam.Map(lambda row: ("tagged", 1)),
+        rows | "CountSeconds" >> beam.Map(lambda row: ("audio_seconds", row["duration_s"])),
+    ) | "AllStats" >> beam.Flatten()
+    _ = stats | "CountStats" >> stages.CountStats(fileio.join(config.output, "tmp", f"stats-{run_id}.json"))
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="tagscale tag",
+        description="Beam pipeline: tag every track of a catalog with a model; write DIR/tags/*.parquet, "
+        "DIR/dead_letter/*.parquet and DIR/summary.json. Unrecognised flags go to Beam.",
+    )
+    parser.add_argument("--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)")
+    parser.add_argument("--model", required=True, help="a pretrained name (musicnn-mtt, musicnn-msd) or a serving-model directory (trainer export)")
+    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version")
+    parser.add_argument("--batch-size", type=int, default=64, help="patches per model call (%(default)s)")
+    parser.add_argument("--max-patches-per-track", type=int, default=None, help="tag only the first N patches (~3 s each) of a track")
+    parser.add_argument("--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)")
+    stages.DecodeOptions.add_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    from model import pretrained
+
+    try:
+        decode = stages.DecodeOptions.from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    config = TagConfig(
+        catalog=args.catalog,
+        model=pretrained.resolve_model(args.model, args.cache_dir),
+        output=args.output.rstrip("/"),
+        incremental=args.incremental,
+        batch_size=args.batch_size,
+        max_patches_per_track=args.max_patches_per_track,
+        decode=decode,
+    )
+    return config, beam_args
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Run the tag pipeline to completion; return the summary it wrote."""
+    config, beam_args = parse_args(argv)
+    tags, info = export.read_model_info(config.model)
+    check_catalog(config.catalog)
+    total = sum(1 for _ in iter_rows(config.catalog))
+    tags_dir = fileio.join(config.output, "tags")
+    if config.incremental:
+        done = already_tagged(config.output, info["version"])
+    else:
+        done = set()
+        fileio.delete_tree(tags_dir)  # a full run replaces the previous output
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    start = time.monotonic()
+    with beam_util.make_pipeline(beam_args) as pipeline:
+        build_pipeline(pipeline, config, tags=tags, info=info, done=done, total=total, run_id=run_id)
+    stats_path = fileio.join(config.output, "tmp", f"stats-{run_id}.json")
+    stats = json.loads(fileio.read_text(stats_path))
+    fileio.delete_tree(fileio.join(config.output, "tmp"))
+    summary = {
+        "tracks_in": int(stats.get("tracks_in", 0)),
+        "tagged": int(stats.get("tagged", 0)),
+        "skipped": int(stats.get("skipped", 0)),
+        "failed": int(stats.get("failed", 0)),
+        "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
+        "wall_seconds": round(time.monotonic() - start, 2),
+        "model": {"name": info.get("name"), "version": info["version"], "path": config.model},
+        "incremental": config.incremental,
+        "run_id": run_id,
+        "output": config.output,
+    }
+    fileio.write_text(fileio.join(config.output, "summary.json"), json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    summary = run(argv)
+    print(
+        f"tagged {summary['tagged']} of {summary['tracks_in']} tracks with {summary['model']['name']} "
+        f"({summary['skipped']} skipped as already tagged, {summary['failed']} in dead_letter/) "
+        f"in {summary['wall_seconds']:.0f} s -> {fileio.join(summary['output'], 'tags')}/"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""tag: plain functions, then real DirectRunner runs with a small model and with musicnn-mtt."""
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from model import export, network, serving, signal
+from pipelines import audio, tag
+from pipelines.catalog import Track
+
+TAGS = ["low", "mid", "high"]
+
+
+def test_track_patches_keys_every_patch_with_its_track():
+    samples = np.zeros(16000 * 7, np.float32)
+    patches = tag.track_patches(Track("t", "/t.wav"), samples)
+    assert [key[:3] for key, _ in patches] == [("t", 0, 2), ("t", 1, 2)]
+    assert patches[0][0][3:] == ("/t.wav", 7.0)
+    assert patches[1][1].shape == (signal.PATCH_SAMPLES,)
+
+
+def test_track_row_means_patches_and_sorts_scores():
+    outputs = [
+        (("t", 0, 2, "/t.wav", 6.0), {"scores": np.array([0.1, 0.9, 0.5]), "embedding": np.array([1.0, 3.0])}),
+        (("t", 1, 2, "/t.wav", 6.0), {"scores": np.array([0.3, 0.7, 0.6]), "embedding": np.array([3.0, 5.0])}),
+    ]
+    row = tag.track_row("t", outputs, tags=TAGS, model_name="m", model_version="v1")
+    assert [s["tag"] for s in row["scores"]] == ["mid", "high", "low"]
+    np.testing.assert_allclose([s["score"] for s in row["scores"]], [0.8, 0.55, 0.2])
+    assert row["embedding"] == [2.0, 4.0] and row["n_patches"] == 2 and row["model"] == {"name": "m", "version": "v1"}
+    with pytest.raises(ValueError, match="2 patches"):
+        tag.track_row("t", outputs[:1], tags=TAGS, model_name="m", model_version="v1")
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A small random spectrogram model saved in the serving format."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = network.build_model(
+        "spectrogram", len(TAGS), "seed", timbral=((7, 0.9, 4),), temporal=((32, 4),), backend_filters=8, dense_units=16
+    )
+    path = str(tmp_path_factory.mktemp("model") / "small")
+    export.save_serving_model(serving.build_serving_module(model, "spectrogram"), path, tags=TAGS, info={"name": "small"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def tag_catalog(tmp_path_factory, request):
+    import soundfile
+
+    from conftest import synth_tone
+
+    root = tmp_path_factory.mktemp("tag")
+    formats = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")]
+    lines = ["track_id,uri,tags"]
+    for i in range(10):
+        ext, fmt, subtype = formats[i % 4]
+        path = root / f"t{i}.{ext}"
+        soundfile.write(path, synth_tone(3.5 + i, 44100, channels=2, seed=i), 44100, format=fmt, subtype=subtype)
+        lines.append(f"t{i},{path},")
+    (root / "text.mp3").write_text("text, not audio\n" * 20)
+    lines += [f"gone,{root / 'gone.wav'},", f"text,{root / 'text.mp3'},", "t3,/duplicate/of/t3.wav,"]
+    (root / "catalog.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run_tag(catalog, model, output, *extra):
+    return tag.run(["--catalog", str(catalog), "--model", model, "--output", str(output), "--batch-size", "4", *extra])
+
+
+def read_tags(output):
+    return pq.read_table(output / "tags").to_pandas().sort_values("track_id").reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_tags_every_track_once_with_the_models_own_scores(tag_catalog, small_model, tmp_path):
+    output = tmp_path / "out"
+    summary = run_tag(tag_catalog / "catalog.csv", small_model, output)
+    assert summary["tracks_in"] == 13
+    assert (summary["tagged"], summary["skipped"], summary["failed"]) == (10, 0, 3)
+    assert json.loads((output / "summary.json").read_text())["tagged"] == 10
+    table = pq.read_table(output / "tags")
+    assert table.schema.equals(tag.TAGS_SCHEMA)
+    rows = read_tags(output)
+    assert list(rows.track_id) == sorted(f"t{i}" for i in range(10))
+    model = export.load_serving_model(small_model)
+    for row in rows.itertuples():
+        samples = audio.decode_audio(row.uri).samples
+        patches = signal.patch_waveform(samples)
+        assert row.n_patches == len(patches) and abs(row.duration_s - len(samples) / 16000) < 1e-3
+        expected = model.predict(patches)
+        got = {s["tag"]: s["score"] for s in row.scores}
+        np.testing.assert_allclose([got[t] for t in TAGS], expected["scores"].mean(axis=0), atol=1e-5)
+        assert [s["score"] for s in row.scores] == sorted(got.values(), reverse=True)
+        np.testing.assert_allclose(row.embedding, expected["embedding"].mean(axis=0), atol=1e-5)
+        assert row.model == {"name": "small", "version": model.version}
+    failed = {r["track_id"]: r for r in pq.read_table(output / "dead_letter").to_pylist()}
+    assert set(failed) == {"gone", "text", "t3"}
+    assert failed["gone"]["error"].startswith("file not found") and failed["t3"]["stage"] == "catalog"
+
+
+@pytest.mark.slow
+def test_incremental_reruns_tag_only_new_tracks(tag_catalog, small_model, tmp_path):
+    output = tmp_path / "out"
+    catalog = tmp_path / "catalog.csv"
+    lines = (tag_catalog / "catalog.csv").read_text().splitlines()
+    good = [line for line in lines[1:] if line.startswith("t") and "duplicate" not in line]
+    catalog.write_text("\n".join([lines[0]] + good[:7]) + "\n")
+    first = run_tag(catalog, small_model, output, "--incremental")
+    assert (first["tagged"], first["skipped"]) == (7, 0)
+    again = run_tag(catalog, small_model, output, "--incremental")
+    assert (again["tagged"], again["skipped"], again["tracks_in"]) == (0, 7, 7)
+    catalog.write_text("\n".join([lines[0]] + good) + "\n")
+    grown = run_tag(catalog, small_model, output, "--incremental")
+    assert (grown["tagged"], grown["skipped"]) == (3, 7)
+    rows = read_tags(output)
+    assert sorted(rows.track_id) == sorted(f"t{i}" for i in range(10))  # each exactly once
+    # A full (non-incremental) run replaces the output with identical content.
+    before = rows.drop(columns=[]).to_json()
+    full = run_tag(catalog, small_model, output)
+    assert full["tagged"] == 10 and len(list((output / "tags").glob("*.parquet"))) == 1
+    assert read_tags(output).to_json() == before
+
+
+@pytest.mark.slow
+def test_output_opens_in_duckdb_and_pandas(tag_catalog, small_model, tmp_path):
+    output = tmp_path / "out"
+    run_tag(tag_catalog / "catalog.csv", small_model, output)
+    con = duckdb.connect()
+    top = con.execute(
+        f"SELECT track_id, s.tag FROM (SELECT track_id, scores[1] AS s FROM read_parquet('{output}/tags/*.parquet')) ORDER BY track_id"
+    ).fetchall()
+    assert len(top) == 10 and all(tag_name in TAGS for _, tag_name in top)
+    frame = read_tags(output)
+    assert frame.scores.map(len).eq(len(TAGS)).all() and frame.embedding.map(len).eq(16).all()
+
+
+@pytest.mark.slow
+def test_musicnn_mtt_tags_the_string_orchestra_clip(pretrained_cache, real_clips, tmp_path):
+    clip = next(c for c in real_clips if "string_orchestra" in c.name)
+    (tmp_path / "catalog.csv").write_text(f"track_id,uri,tags\nhungarian,{clip},\n")
+    summary = tag.run(
+        ["--catalog", str(tmp_path / "catalog.csv"), "--model", "musicnn-mtt", "--cache-dir", pretrained_cache, "--output", str(tmp_path / "out")]
+    )
+    assert summary["tagged"] == 1 and summary["model"]["name"] == "musicnn-mtt"
+    top3 = [s["tag"] for s in read_tags(tmp_path / "out").scores[0][:3]]
+    assert {"classical", "strings", "violin"} & set(top3) and top3[0] == "classical"
+
+
+def test_missing_model_is_one_clear_error(tag_catalog, tmp_path):
+    from model.errors import TagscaleError
+
+    (tmp_path / "half").mkdir()
+    with pytest.raises(TagscaleError, match="missing saved_model.pb"):
+        run_tag(tag_catalog / "catalog.csv", str(tmp_path / "half"), tmp_path / "out")
+    with pytest.raises(TagscaleError, match="not fetched|unknown model|not a"):
+        tag.run(["--catalog", str(tag_catalog / "catalog.csv"), "--model", "musicnn-nope", "--output", str(tmp_path / "o")])
