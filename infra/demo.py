@@ -1,0 +1,83 @@
+"""demo: the whole chain on a synthesized catalog, locally (what ``make demo`` runs).
+
+    demo-catalog -> featurize -> compare (both front-ends, few epochs)
+      -> tag with the trained spectrogram model and with musicnn-mtt -> a few queries
+
+Every step is the same ``main(argv)`` the ``tagscale`` subcommands run, on DirectRunner and
+local disk; each step's output directory is printed as it finishes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+# Small networks and few epochs so the comparison runs in minutes on 2 CPU cores; the
+# front-end structure is the paper's, only the widths shrink (see README "Front-end comparison").
+COMPARE_FLAGS = [
+    "--fractions", "0.3,1.0",
+    "--epochs", "12",
+    "--patience", "4",
+    "--batch-size", "32",
+    "--learning-rate", "1e-3",
+    "--frontend-filters", "4",
+    "--backend-channels", "64",
+    "--dense-units", "64",
+]
+
+
+def step(title: str, function, argv: list[str], where: str) -> None:
+    print(f"\n=== {title}\n$ tagscale {' '.join(argv)}", flush=True)
+    start = time.monotonic()
+    function(argv[1:])
+    print(f"--- {title}: {time.monotonic() - start:.0f} s -> {where}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tagscale demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="demo_output", help="where every output goes (demo_output)")
+    parser.add_argument("--tracks", type=int, default=160, help="demo catalog size (160)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-pretrained", action="store_true", help="do not fetch or use musicnn-mtt (no registry access)")
+    args = parser.parse_args(argv)
+
+    from model import pretrained
+    from pipelines import demo_catalog, featurize, query, tag
+    from trainer import compare
+
+    work = os.path.abspath(args.workdir)
+    catalog = os.path.join(work, "catalog")
+    features = os.path.join(work, "features")
+    comparison = os.path.join(work, "compare")
+    start = time.monotonic()
+
+    step("1/5 synthesize a demo catalog", demo_catalog.main,
+         ["demo-catalog", catalog, "--tracks", str(args.tracks), "--seed", str(args.seed)], os.path.join(catalog, "catalog.csv"))
+    step("2/5 featurize (Beam DirectRunner + tf.Transform)", featurize.main,
+         ["featurize", "--catalog", os.path.join(catalog, "catalog.csv"), "--output", features], features)
+    step("3/5 front-end comparison (waveform vs spectrogram)", compare.main,
+         ["compare", "--features", features, "--output", comparison, "--seed", str(args.seed), "--export", *COMPARE_FLAGS],
+         os.path.join(comparison, "report.md"))
+    trained = os.path.join(comparison, "runs", "spectrogram-f1", "export")
+    tag_runs = [("spectrogram (trained here)", trained, os.path.join(work, "tags-spectrogram"))]
+    if not args.skip_pretrained:
+        print("\n=== fetch the pretrained musicnn models (pip download musicnn==0.1.0)", flush=True)
+        pretrained.fetch()
+        tag_runs.append(("musicnn-mtt (pretrained)", "musicnn-mtt", os.path.join(work, "tags-musicnn-mtt")))
+    for index, (label, model, output) in enumerate(tag_runs):
+        step(f"4/5 tag the catalog with {label}", tag.main,
+             ["tag", "--catalog", os.path.join(catalog, "catalog.csv"), "--model", model, "--output", output], os.path.join(output, "tags"))
+
+    print("\n=== 5/5 queries (DuckDB over the Parquet output)", flush=True)
+    first_track = "demo-00000"
+    for output in (run[2] for run in tag_runs):
+        for command in (["stats"], ["top", "drums", "--limit", "5"], ["track", first_track, "--limit", "5"]):
+            if command[0] == "top" and "musicnn" in output:
+                command = ["top", "piano", "--limit", "5"]
+            print(f"\n$ tagscale query --tags {output} {' '.join(command)}", flush=True)
+            query.main(["--tags", output, *command])
+    print(f"\ndemo finished in {time.monotonic() - start:.0f} s; everything is under {work}/", flush=True)
+    print(f"  catalog: {catalog}/catalog.csv\n  features: {features}/\n  comparison: {comparison}/report.md (+ PNG plots)")
+    for label, _, output in tag_runs:
+        print(f"  tags, {label}: {output}/tags/*.parquet")
+    return 0
