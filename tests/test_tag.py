@@ -35,8 +35,7 @@ def test_track_row_means_patches_and_sorts_scores():
         tag.track_row("t", outputs[:1], tags=TAGS, model_name="m", model_version="v1")
 
 
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
+def small_model_dir(directory) -> str:
     """A small random spectrogram model saved in the serving format."""
     import keras
 
@@ -44,9 +43,14 @@ def small_model(tmp_path_factory):
     model = network.build_model(
         "spectrogram", len(TAGS), "seed", timbral=((7, 0.9, 4),), temporal=((32, 4),), backend_filters=8, dense_units=16
     )
-    path = str(tmp_path_factory.mktemp("model") / "small")
+    path = str(directory / "small")
     export.save_serving_model(serving.build_serving_module(model, "spectrogram"), path, tags=TAGS, info={"name": "small"})
     return path
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    return small_model_dir(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
