@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, TestOptions
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
 
@@ -27,3 +27,8 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
 
 def is_local(beam_args: list[str]) -> bool:
     return PipelineOptions(beam_args).view_as(StandardOptions).runner in LOCAL_RUNNERS
+
+
+def is_dry_run(beam_args: list[str]) -> bool:
+    """DataflowRunner's ``--dry_run=True``: the job is built and translated but not submitted."""
+    return bool(PipelineOptions(beam_args).view_as(TestOptions).dry_run)

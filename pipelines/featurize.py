@@ -340,8 +340,8 @@ def run(argv: list[str] | None = None) -> dict:
     config, beam_args = parse_args(argv)
     with beam_util.make_pipeline(beam_args) as pipeline:
         build_pipeline(pipeline, config)
-    if not beam_util.is_local(beam_args) and "--dry_run" in " ".join(beam_args):
-        return {}
+    if beam_util.is_dry_run(beam_args):
+        return {}  # DataflowRunner --dry_run=True: the job was built and translated, nothing ran
     return write_metadata(config)
 
 
