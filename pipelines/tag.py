@@ -52,6 +52,7 @@ class TagConfig:
     incremental: bool = False
     batch_size: int = 64
     max_patches_per_track: int | None = None
+    precision: str = "float32"
     decode: stages.DecodeOptions = stages.DecodeOptions()
 
 
@@ -110,11 +111,18 @@ class ServingModelHandler(ModelHandler):
     ``tf.saved_model.load`` through :func:`model.export.load_serving_model`.
     """
 
-    def __init__(self, model_dir: str, *, batch_size: int = 64):
+    def __init__(self, model_dir: str, *, batch_size: int = 64, precision: str = "float32"):
         self._model_dir = model_dir
         self._batch_size = batch_size
+        self._precision = precision
 
     def load_model(self):
+        if self._precision == "bfloat16":
+            # oneDNN's graph rewrite runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16
+            # CPUs); scores move by up to ~0.01 (BENCHMARKS.md). Process-wide, like the worker.
+            import tensorflow as tf
+
+            tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
         return export.load_serving_model(self._model_dir)
 
     def run_inference(self, batch, model, inference_args=None):
@@ -185,7 +193,7 @@ class TagTracks(beam.PTransform):
         self._total = total
 
     def expand(self, decoded):
-        handler = KeyedModelHandler(ServingModelHandler(self._config.model, batch_size=self._config.batch_size))
+        handler = KeyedModelHandler(ServingModelHandler(self._config.model, batch_size=self._config.batch_size, precision=self._config.precision))
         name, version = self._info.get("name", "model"), self._info["version"]
         return (
             decoded
@@ -236,6 +244,7 @@ def parse_args(argv):
     parser.add_argument("--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version")
     parser.add_argument("--batch-size", type=int, default=64, help="patches per model call (%(default)s)")
     parser.add_argument("--max-patches-per-track", type=int, default=None, help="tag only the first N patches (~3 s each) of a track")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="bfloat16: faster on CPUs with AMX/AVX512-BF16, scores differ by up to ~0.01")
     parser.add_argument("--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)")
     stages.DecodeOptions.add_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
@@ -254,6 +263,7 @@ def parse_args(argv):
         incremental=args.incremental,
         batch_size=args.batch_size,
         max_patches_per_track=args.max_patches_per_track,
+        precision=args.precision,
         decode=decode,
     )
     return config, beam_args
