@@ -25,6 +25,10 @@ class DecodeError(Exception):
     """A track that cannot be decoded; the message is the reason written to the dead letter."""
 
 
+class TransientError(Exception):
+    """A failure worth retrying (a dropped connection to an object store); see stages._DecodeFn."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodedAudio:
     samples: np.ndarray  # (n_samples,) float32 at signal.SAMPLE_RATE
@@ -59,8 +63,14 @@ def read_bytes(uri: str) -> bytes:
     from apache_beam.io.filesystems import FileSystems
 
     try:
+        if not FileSystems.exists(uri):
+            raise DecodeError(f"file not found: {uri}")
         with FileSystems.open(uri, compression_type="uncompressed") as handle:
             return handle.read()
+    except DecodeError:
+        raise
+    except (ConnectionError, TimeoutError) as error:
+        raise TransientError(f"cannot read {uri}: {_one_line(error)}") from error
     except Exception as error:  # Beam wraps backend errors in many types; the reason is what matters
         raise DecodeError(f"cannot read {uri}: {_one_line(error)}") from error
 
@@ -131,7 +141,8 @@ def decode_with_soundfile(uri: str, *, max_duration_s: float) -> np.ndarray:
     path = local_path(uri)
     if path is not None:
         _check_readable(path)
-    source = path if path is not None else io.BytesIO(read_bytes(uri))
+    # Bytes paths keep non-UTF-8 file names (surrogate-escaped in the catalog) intact.
+    source = os.fsencode(path) if path is not None else io.BytesIO(read_bytes(uri))
     try:
         with soundfile.SoundFile(source) as audio_file:
             native_rate = audio_file.samplerate
@@ -196,6 +207,8 @@ def _check_readable(path: str) -> None:
         raise DecodeError(f"file not found: {path}")
     if os.path.isdir(path):
         raise DecodeError(f"is a directory, not an audio file: {path}")
+    if not os.path.isfile(path):  # a FIFO or device would block the decoder forever
+        raise DecodeError(f"not a regular file: {path}")
     if os.path.getsize(path) == 0:
         raise DecodeError(f"empty file (0 bytes): {path}")
     if not os.access(path, os.R_OK):

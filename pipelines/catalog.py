@@ -157,7 +157,8 @@ def iter_rows(path: str):
                     number += 1
                     yield number, record
             return
-        lines = codecs.iterdecode(handle, "utf-8-sig", errors="replace")
+        # surrogateescape keeps the exact bytes of a non-UTF-8 file name, so the file opens.
+        lines = codecs.iterdecode(handle, "utf-8-sig", errors="surrogateescape")
         if fmt == "csv":
             reader = csv.reader(lines)
             next(reader)  # the header, checked above

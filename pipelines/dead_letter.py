@@ -10,9 +10,14 @@ SCHEMA = pyarrow.schema(
 )
 
 
+def printable(text: str) -> str:
+    """Valid UTF-8 for Parquet: undecodable bytes kept from a catalog show as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def record(*, track_id: str, uri: str, stage: str, error: str) -> dict:
-    """One dead-letter row. ``stage`` is where it failed: catalog, decode, patch, infer..."""
-    return {"track_id": track_id, "uri": uri, "stage": stage, "error": error[:2000]}
+    """One dead-letter row. ``stage`` is where it failed: catalog, decode..."""
+    return {"track_id": printable(track_id), "uri": printable(uri), "stage": stage, "error": printable(error[:2000])}
 
 
 class WriteDeadLetter(beam.PTransform):

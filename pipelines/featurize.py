@@ -44,12 +44,15 @@ class FeaturizeConfig:
     test_fraction: float = 0.1
     decode: stages.DecodeOptions = stages.DecodeOptions()
     max_patches_per_track: int | None = None
+    num_shards: int = 4
 
     def __post_init__(self):
         if not 0 <= self.valid_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ValueError("valid and test fractions must be in [0, 1)")
         if self.valid_fraction + self.test_fraction >= 1:
             raise ValueError("valid + test fractions must leave some tracks for training")
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
@@ -183,8 +186,14 @@ def track_record_batch(track: Track, samples: np.ndarray, *, max_patches: int | 
 SHARD_COLUMNS = {"mel": ("track_id", "patch_index", "labels", "log_mel"), "waveform": ("track_id", "patch_index", "labels", "waveform")}
 
 
-def encode_examples(batch_and_passthrough, *, kind: str) -> list[bytes]:
-    """tf.Transform's output RecordBatch -> serialized tf.train.Examples of one shard kind.
+def shard_of(track_id: bytes, num_shards: int) -> int:
+    """The shard of a track: a stable hash, so all its patches share a shard in every run."""
+    return int.from_bytes(hashlib.sha256(b"shard:" + track_id).digest()[:8], "big") % num_shards
+
+
+def keyed_examples(batch_and_passthrough, *, num_shards: int):
+    """tf.Transform's output RecordBatch -> ``(shard, (track_id, patch_index, mel, waveform))``
+    with both serialized tf.train.Examples.
 
     tfx_bsl's C++ encoder is ~20x faster than building Example protos in Python, which
     spends its time copying 48,128 floats per waveform one by one into protobuf lists.
@@ -192,33 +201,69 @@ def encode_examples(batch_and_passthrough, *, kind: str) -> list[bytes]:
     from tfx_bsl.coders import example_coder
 
     record_batch, _ = batch_and_passthrough
-    columns = SHARD_COLUMNS[kind]
-    return example_coder.RecordBatchToExamplesEncoder().encode(
-        record_batch.select([name for name in columns])
-    )
+    encoded = {
+        kind: example_coder.RecordBatchToExamplesEncoder().encode(record_batch.select(list(columns)))
+        for kind, columns in SHARD_COLUMNS.items()
+    }
+    track_ids = [values[0] for values in record_batch.column("track_id").to_pylist()]
+    patch_indices = [values[0] for values in record_batch.column("patch_index").to_pylist()]
+    for row, (track_id, patch_index) in enumerate(zip(track_ids, patch_indices)):
+        mel, waveform = (deterministic(encoded[kind][row]) for kind in ("mel", "waveform"))
+        yield shard_of(track_id, num_shards), (track_id, patch_index, mel, waveform)
+
+
+def deterministic(serialized: bytes) -> bytes:
+    """Re-serialize an Example with its feature map in key order (the C++ encoder's map order
+    varies between processes), so equal examples are equal bytes; ~15 us per waveform."""
+    from tensorflow.core.example import example_pb2
+
+    return example_pb2.Example.FromString(serialized).SerializeToString(deterministic=True)
+
+
+def write_shard(keyed, *, output: str, split: str, num_shards: int) -> list[str]:
+    """Write one shard of a split, examples sorted by (track_id, patch_index), to
+    ``{output}/{mel,waveform}/{split}-SSSSS-of-NNNNN.tfrecord.gz``.
+
+    Sorting makes the files byte-identical across runs, whatever order workers produced the
+    examples in; a shard holds 1/num_shards of the split, so it fits a worker's memory.
+    """
+    import tensorflow as tf
+
+    shard, items = keyed
+    examples = sorted(item for item in items if item is not None)
+    paths = []
+    for kind, position in (("mel", 2), ("waveform", 3)):
+        path = fileio.join(output, kind, f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord.gz")
+        with tf.io.TFRecordWriter(path, options=tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+            for example in examples:
+                writer.write(example[position])
+        paths.append(path)
+    return paths
 
 
 class WriteShards(beam.PTransform):
-    """Transformed examples of one split -> gzip TFRecord shards of mel and waveform examples."""
+    """Transformed examples of one split -> ``num_shards`` gzip TFRecord files each of mel and
+    waveform examples, every file written (an empty one when no track hashes to it)."""
 
-    def __init__(self, output: str, split: str):
+    def __init__(self, output: str, split: str, num_shards: int):
         super().__init__()
         self._output = output
         self._split = split
+        self._num_shards = num_shards
 
     def expand(self, record_batches):
+        import tensorflow as tf
+
         for kind in SHARD_COLUMNS:
-            _ = (
-                record_batches
-                | f"Encode{kind.title()}" >> beam.FlatMap(encode_examples, kind=kind)
-                | f"Write{kind.title()}"
-                >> beam.io.WriteToTFRecord(
-                    fileio.join(self._output, kind, self._split),
-                    file_name_suffix=".tfrecord.gz",
-                    compression_type=beam.io.filesystem.CompressionTypes.GZIP,
-                )
-            )
-        return record_batches
+            tf.io.gfile.makedirs(fileio.join(self._output, kind))
+        every_shard = record_batches.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(self._num_shards)])
+        examples = record_batches | "EncodeExamples" >> beam.FlatMap(keyed_examples, num_shards=self._num_shards)
+        return (
+            (examples, every_shard)
+            | "WithEmptyShards" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.FlatMap(write_shard, output=self._output, split=self._split, num_shards=self._num_shards)
+        )
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
@@ -256,7 +301,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
             )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output)
     for name in SPLITS:
-        _ = transformed[name] | f"WriteShards{name.title()}" >> WriteShards(output, name)
+        _ = transformed[name] | f"WriteShards{name.title()}" >> WriteShards(output, name, config.num_shards)
 
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
     _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output)
@@ -318,7 +363,8 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
     stages.DecodeOptions.add_arguments(parser)
-    parser.add_argument("--max-patches-per-track", type=int, default=None)
+    parser.add_argument("--max-patches-per-track", type=int, default=None, help="keep only the first N patches (~3 s each) of a track")
+    parser.add_argument("--num-shards", type=int, default=4, help="files per split and kind; pick so a shard is 100-500 MB (%(default)s)")
     args, beam_args = parser.parse_known_args(argv)
     try:
         config = FeaturizeConfig(
@@ -329,6 +375,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
             test_fraction=args.test_fraction,
             decode=stages.DecodeOptions.from_args(args),
             max_patches_per_track=args.max_patches_per_track,
+            num_shards=args.num_shards,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import os
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -13,6 +16,8 @@ from pipelines import audio, dead_letter
 from pipelines.catalog import Track
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, nothing to learn or tag
+DECODE_ATTEMPTS = 3
+FAULT_ENV = "TAGSCALE_INJECT_DECODE_FAULTS"  # test hook: fraction of tracks whose first decode fails
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,18 +64,44 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
         raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
 
 
+def injected_fault(track_id: str, fraction: float) -> bool:
+    """Whether the fault-injection hook fails this track's first decode (stable per track_id)."""
+    digest = hashlib.sha256(("fault:" + track_id).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
 class _DecodeFn(beam.DoFn):
+    """Decode with retries: a :class:`audio.TransientError` (an I/O hiccup, a flaky object
+    store) is retried up to ``DECODE_ATTEMPTS`` times; a :class:`audio.DecodeError` is final."""
+
     def __init__(self, options: DecodeOptions):
         self._options = options
 
+    def setup(self):
+        self._fault_fraction = float(os.environ.get(FAULT_ENV, "0") or 0)
+
+    def _decode(self, track: Track, attempt: int):
+        if attempt == 1 and self._fault_fraction and injected_fault(track.track_id, self._fault_fraction):
+            beam.metrics.Metrics.counter("decode", "injected_faults").inc()
+            raise audio.TransientError(f"injected fault ({FAULT_ENV})")
+        return audio.decode_audio(
+            track.uri,
+            max_duration_s=self._options.max_duration_s,
+            timeout_s=self._options.timeout_s,
+            decoder=self._options.decoder,
+        )
+
     def process(self, track: Track):
         try:
-            decoded = audio.decode_audio(
-                track.uri,
-                max_duration_s=self._options.max_duration_s,
-                timeout_s=self._options.timeout_s,
-                decoder=self._options.decoder,
-            )
+            for attempt in range(1, DECODE_ATTEMPTS + 1):
+                try:
+                    decoded = self._decode(track, attempt)
+                    break
+                except audio.TransientError as error:
+                    beam.metrics.Metrics.counter("decode", "retries").inc()
+                    if attempt == DECODE_ATTEMPTS:
+                        raise audio.DecodeError(f"gave up after {attempt} attempts: {error}") from error
+                    time.sleep(0.05 * 2**attempt)
             check_audio(decoded.samples, min_duration_s=self._options.min_duration_s)
         except audio.DecodeError as error:
             beam.metrics.Metrics.counter("decode", "failed").inc()

@@ -53,6 +53,7 @@ class TagConfig:
     batch_size: int = 64
     max_patches_per_track: int | None = None
     precision: str = "float32"
+    progress_every_s: float = 5.0
     decode: stages.DecodeOptions = stages.DecodeOptions()
 
 
@@ -63,7 +64,9 @@ def track_patches(track: Track, samples: np.ndarray, *, max_patches: int | None 
     """``((track_id, patch_index, n_patches, uri, duration_s), patch)`` for each patch of a track."""
     patches = signal.patch_waveform(samples, max_patches=max_patches)
     duration = len(samples) / signal.SAMPLE_RATE
-    return [((track.track_id, index, len(patches), track.uri, duration), patch) for index, patch in enumerate(patches)]
+    # Keys are UTF-8 from here on (Beam's string coder): undecodable catalog bytes become U+FFFD.
+    track_id, uri = dead_letter.printable(track.track_id), dead_letter.printable(track.uri)
+    return [((track_id, index, len(patches), uri, duration), patch) for index, patch in enumerate(patches)]
 
 
 def track_row(track_id: str, patch_outputs, *, tags: list[str], model_name: str, model_version: str) -> dict:
@@ -200,7 +203,7 @@ class TagTracks(beam.PTransform):
             | "CutPatches" >> beam.FlatMap(lambda item: track_patches(*item, max_patches=self._config.max_patches_per_track))
             | "RunInference" >> RunInference(handler)
             | "KeepOutputs" >> beam.MapTuple(lambda key, result: (key, result.inference))
-            | "Progress" >> beam.ParDo(_Progress(self._total))
+            | "Progress" >> beam.ParDo(_Progress(self._total, self._config.progress_every_s))
             | "KeyByTrack" >> beam.MapTuple(lambda key, outputs: (key[0], (key, outputs)))
             | "GroupPatches" >> beam.GroupByKey()
             | "MeanPerTrack"
@@ -245,6 +248,7 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=64, help="patches per model call (%(default)s)")
     parser.add_argument("--max-patches-per-track", type=int, default=None, help="tag only the first N patches (~3 s each) of a track")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="bfloat16: faster on CPUs with AMX/AVX512-BF16, scores differ by up to ~0.01")
+    parser.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines on stderr (%(default)s)")
     parser.add_argument("--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)")
     stages.DecodeOptions.add_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
@@ -264,6 +268,7 @@ def parse_args(argv):
         batch_size=args.batch_size,
         max_patches_per_track=args.max_patches_per_track,
         precision=args.precision,
+        progress_every_s=args.progress_every,
         decode=decode,
     )
     return config, beam_args
