@@ -1,0 +1,54 @@
+"""compare: both front-ends on two training-set fractions of the demo catalog, report files and plots."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_trainer import make_demo_features
+from trainer import compare
+
+# The CPU demo settings: small networks, a few epochs (BENCHMARKS.md / report of issue 4).
+DEMO_FLAGS = [
+    "--epochs", "8", "--patience", "8", "--learning-rate", "3e-3", "--batch-size", "16",
+    "--frontend-filters", "4", "--backend-channels", "32", "--dense-units", "64",
+    "--dropout", "0.1", "--batch-norm-momentum", "0.9", "--seed", "0",
+]
+
+
+def test_fractions_are_validated():
+    assert compare.parse_fractions("1.0,0.1,0.3,0.1") == [0.1, 0.3, 1.0]
+    for bad in ("", "0", "1.5", "a,b"):
+        with pytest.raises(compare.TagscaleError, match="--fractions"):
+            compare.parse_fractions(bad)
+
+
+@pytest.mark.slow
+def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, capsys):
+    features = make_demo_features(tmp_path_factory)
+    out = tmp_path / "compare"
+    assert compare.main(["--features", str(features), "--output", str(out), "--fractions", "0.5,1.0", *DEMO_FLAGS]) == 0
+    report = json.loads((out / "report.json").read_text())
+    runs = {(row["fraction"], row["frontend"]): row for row in report["runs"]}
+    assert set(runs) == {(f, e) for f in (0.5, 1.0) for e in ("waveform", "spectrogram")}
+    for frontend in ("waveform", "spectrogram"):
+        half, full = runs[(0.5, frontend)], runs[(1.0, frontend)]
+        assert 0 < half["train_examples"] < full["train_examples"]
+        assert full["roc_auc"] > 0.65, (frontend, full["roc_auc"])  # chance is 0.5; seen: waveform 0.74, spectrogram 0.80
+        assert full["pr_auc"] > 0.55 and full["params"] > 0 and full["train_time_s"] > 0
+        assert len(full["history"]["val_loss"]) == full["epochs_trained"]
+    # one test split for all runs
+    assert len({json.dumps(row["test"]) for row in report["runs"]}) == 1
+    md = (out / "report.md").read_text()
+    assert "| fraction | front-end | training examples (tracks) | ROC-AUC | PR-AUC | parameters |" in md
+    assert md.count("| waveform |") == 2 and md.count("| spectrogram |") == 2
+    for name in (compare.PLOT_SIZE, compare.PLOT_CURVES):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
+    assert "spectrogram" in capsys.readouterr().out
+
+    # Run again: every finished run is reused (same settings), nothing is trained.
+    stamps = {row["job_dir"]: (tmp_path / row["job_dir"] / "eval.json").stat().st_mtime_ns for row in report["runs"]}
+    assert compare.main(["--features", str(features), "--output", str(out), "--fractions", "0.5,1.0", *DEMO_FLAGS]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert [row["roc_auc"] for row in again["runs"]] == [row["roc_auc"] for row in report["runs"]]
+    assert stamps == {row["job_dir"]: (tmp_path / row["job_dir"] / "eval.json").stat().st_mtime_ns for row in again["runs"]}

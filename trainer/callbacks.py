@@ -1,0 +1,200 @@
+"""Keras callbacks whose state survives a killed process, for use beside ``BackupAndRestore``.
+
+``keras.callbacks.BackupAndRestore`` restores the weights, optimizer and epoch after a restart,
+but not other callbacks' state: Keras' ``EarlyStopping`` would forget its best loss, patience
+counter and best weights, and ``fit``'s History only holds the epochs of the last process.
+These two keep their state in files under the job directory (local or gs://), keyed by epoch,
+so that whichever epoch ``BackupAndRestore`` resumes from, they resume from the same one.
+List them *before* ``BackupAndRestore``: at an epoch's end they write first, so a kill between
+the two writes only repeats that epoch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import keras
+import tensorflow as tf
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}"
+
+
+def _write_json(path: str, value) -> None:
+    """Write JSON atomically (temporary file, then rename) so a kill never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with tf.io.gfile.GFile(tmp, "w") as handle:
+        json.dump(value, handle, indent=1, sort_keys=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _read_json(path: str, default):
+    if not tf.io.gfile.exists(path):
+        return default
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """Every finished epoch's logs (plus ``epoch_time_s``) in ``path`` (JSON), across restarts.
+
+    A repeated epoch (the one running when a process was killed) replaces its earlier entry.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        entries = {int(k): v for k, v in _read_json(self.path, {}).items()}
+        entries = {k: v for k, v in entries.items() if k < epoch}  # a re-run epoch drops what followed it
+        entries[epoch] = {**{k: float(v) for k, v in (logs or {}).items()}, "epoch_time_s": time.perf_counter() - self._start}
+        _write_json(self.path, {str(k): v for k, v in sorted(entries.items())})
+
+
+def read_history(path: str) -> dict:
+    """``{metric: [value per epoch]}`` (epochs in order) from a :class:`HistoryLog` file."""
+    entries = {int(k): v for k, v in _read_json(path, {}).items()}
+    epochs = sorted(entries)
+    keys = sorted({key for entry in entries.values() for key in entry})
+    history = {key: [entries[e].get(key, float("nan")) for e in epochs] for key in keys}
+    history["epoch"] = epochs
+    return history
+
+
+class ResumableEarlyStopping(keras.callbacks.Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights.
+
+    Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` but its state (best
+    value, epochs waited, best epoch) is kept per epoch in ``state_dir/early_stopping.json``
+    and the best weights in ``state_dir/best-EPOCH.weights.h5``, so a restarted ``fit`` goes
+    on exactly where the killed one stopped. The state is deleted when training ends (after
+    restoring the best weights), as ``BackupAndRestore`` deletes its backup.
+    """
+
+    KEEP = 3  # epochs of state kept (the resume point is one of the last two)
+
+    def __init__(self, state_dir: str, *, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0):
+        super().__init__()
+        self.state_dir = state_dir
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = min_delta
+        self._state_path = _join(state_dir, "early_stopping.json")
+        self._reset()
+
+    def _reset(self):
+        self.best = math.inf
+        self.wait = 0
+        self.best_epoch = -1
+        self.stopped_epoch = -1
+        self._loaded = False
+
+    def _weights_path(self, epoch: int) -> str:
+        return _join(self.state_dir, f"best-{epoch:05d}.weights.h5")
+
+    def _entries(self) -> dict:
+        return {int(k): v for k, v in _read_json(self._state_path, {}).items()}
+
+    def _load(self, epoch: int | None):
+        """Take the state after ``epoch`` (None: the latest there is)."""
+        self._loaded = True
+        entries = self._entries()
+        if epoch is None and entries:
+            epoch = max(entries)
+        entry = entries.get(epoch) if epoch is not None else None
+        if entry:
+            self.best, self.wait, self.best_epoch = entry["best"], entry["wait"], entry["best_epoch"]
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        tf.io.gfile.makedirs(self.state_dir)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._loaded:  # the first epoch of this process: resume the state of the epoch before
+            self._load(epoch - 1 if epoch > 0 else -1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None or math.isnan(current):
+            self.wait += 1
+        elif current < self.best - self.min_delta:
+            self.best, self.wait, self.best_epoch = float(current), 0, epoch
+            path = self._weights_path(epoch)
+            tmp = path.replace(".weights.h5", ".tmp.weights.h5")
+            self.model.save_weights(tmp, overwrite=True)
+            tf.io.gfile.rename(tmp, path, overwrite=True)
+        else:
+            self.wait += 1
+        entries = {k: v for k, v in self._entries().items() if k < epoch}
+        entries[epoch] = {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch}
+        entries = dict(sorted(entries.items())[-self.KEEP :])
+        _write_json(self._state_path, {str(k): v for k, v in entries.items()})
+        self._prune({v["best_epoch"] for v in entries.values()})
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def _prune(self, keep: set):
+        for path in tf.io.gfile.glob(_join(self.state_dir, "best-*.weights.h5")):
+            name = path.rsplit("/", 1)[-1]
+            epoch = name[len("best-") : -len(".weights.h5")]
+            if epoch.isdigit() and int(epoch) not in keep:
+                tf.io.gfile.remove(path)
+
+    def on_train_end(self, logs=None):
+        if not self._loaded:  # no epoch ran in this process (all were done before a restart)
+            self._load(None)
+        if self.best_epoch >= 0 and tf.io.gfile.exists(self._weights_path(self.best_epoch)):
+            self.model.load_weights(self._weights_path(self.best_epoch))
+        if tf.io.gfile.exists(self.state_dir):
+            tf.io.gfile.rmtree(self.state_dir)
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Per-epoch scalars in TensorBoard's format, as ``keras.callbacks.TensorBoard`` lays them out
+    (``log_dir/train`` and ``log_dir/validation``, tags ``epoch_loss``, ``epoch_roc_auc`` ...).
+
+    Written with TensorFlow's own ``tf.summary.write`` and the scalars plugin's metadata, so it
+    does not need the ``tensorboard`` package (Keras' callback does: ``tf.summary.scalar`` is
+    TensorBoard code, and the package is not installed). TensorBoard reads the files as usual.
+    """
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers = {}
+
+    def _writer(self, name: str):
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(_join(self.log_dir, name))
+        return self._writers[name]
+
+    @staticmethod
+    def _metadata():
+        from tensorflow.core.framework import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata()
+        metadata.plugin_data.plugin_name = "scalars"  # ScalarPluginData version 0 serializes to b""
+        metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
+        return metadata
+
+    def on_epoch_end(self, epoch, logs=None):
+        metadata = self._metadata()
+        for key, value in (logs or {}).items():
+            name, tag = ("validation", key[len("val_") :]) if key.startswith("val_") else ("train", key)
+            with self._writer(name).as_default():
+                tf.summary.write(f"epoch_{tag}", tf.constant(float(value), tf.float32), step=epoch, metadata=metadata)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

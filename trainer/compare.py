@@ -1,0 +1,267 @@
+"""The front-end comparison (the paper's central experiment): waveform vs spectrogram models
+trained on growing fractions of the same training set, evaluated on the same test tracks.
+
+    tagscale compare --features FEATURES --output OUT [--fractions 0.1,0.3,1.0] [--epochs N] [--seed S]
+
+Every (fraction, front-end) run is a :func:`trainer.task.train_and_evaluate` job in
+``OUT/runs/{frontend}-f{fraction}/`` with the same recipe and seed; a run whose ``eval.json``
+exists with the same settings is reused, so a killed comparison picks up where it stopped
+(and a killed run resumes from its last epoch). Writes::
+
+    OUT/report.json                  every run: examples, ROC-AUC, PR-AUC, per tag, params, time, history
+    OUT/report.md                    the table, with the plots
+    OUT/auc_vs_training_size.png     test ROC-AUC and PR-AUC against training examples, per front-end
+    OUT/learning_curves.png          training / validation loss per epoch, per front-end and fraction
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+
+from model.errors import TagscaleError
+from trainer import task
+
+LOG = logging.getLogger("tagscale.compare")
+PLOT_SIZE = "auc_vs_training_size.png"
+PLOT_CURVES = "learning_curves.png"
+
+
+def parse_fractions(text: str) -> list[float]:
+    try:
+        fractions = sorted({float(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise TagscaleError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}") from None
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise TagscaleError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}")
+    return fractions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagscale compare",
+        description="Train both front-ends on each fraction of the training set; report test ROC-AUC / PR-AUC "
+        "against training-set size (OUT/report.md, report.json, PNG plots).",
+    )
+    parser.add_argument("--features", required=True, help="featurize output directory (local or gs://)")
+    parser.add_argument("--output", required=True, help="report directory; runs go to OUTPUT/runs/")
+    parser.add_argument("--fractions", default="0.1,0.3,1.0", help="training-set fractions, comma-separated (0.1,0.3,1.0)")
+    parser.add_argument("--frontends", default="waveform,spectrogram", help="front-ends to compare (both)")
+    parser.add_argument("--export", action="store_true", help="also export a serving model per run")
+    task.add_training_flags(parser)
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity per run (0)")
+    return parser
+
+
+def run_args(args, frontend: str, fraction: float) -> argparse.Namespace:
+    """The ``tagscale train`` arguments of one run of the comparison."""
+    run = copy.copy(args)
+    run.frontend = frontend
+    run.fraction = fraction
+    run.job_dir = f"{args.output.rstrip('/')}/runs/{frontend}-f{fraction:g}"
+    return run
+
+
+def _read_json(path: str):
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+def run_one(args) -> dict:
+    """Train and evaluate one run (or reuse its finished eval.json with equal settings); its report row."""
+    from trainer import callbacks, inputs
+
+    done = _read_json(f"{args.job_dir}/eval.json")
+    expected = task.run_settings(args, task.network_overrides(args, args.frontend))
+    if done and all(done.get("settings", {}).get(k) == v for k, v in expected.items()) and done.get("features") == inputs.open_features(args.features, [args.frontend]).path:
+        LOG.info("reusing %s", args.job_dir)
+        evaluation, history = done, callbacks.read_history(f"{args.job_dir}/history.json")
+    else:
+        result = task.train_and_evaluate(args)
+        evaluation, history = result.evaluation, result.history
+    LOG.info("%s", task.summary_line(evaluation))
+    return {
+        "fraction": args.fraction,
+        "frontend": args.frontend,
+        "train_tracks": evaluation["train"]["tracks"],
+        "train_examples": evaluation["train"]["examples"],
+        "roc_auc": evaluation["roc_auc"],
+        "pr_auc": evaluation["pr_auc"],
+        "params": evaluation["params"],
+        "train_time_s": evaluation["train_time_s"],
+        "epochs_trained": evaluation["epochs_trained"],
+        "best_epoch": evaluation["best_epoch"],
+        "per_tag": evaluation["per_tag"],
+        "excluded_tags": evaluation["excluded_tags"],
+        "test": evaluation["test"],
+        "job_dir": args.job_dir,
+        "history": {k: v for k, v in history.items() if k in ("epoch", "loss", "val_loss", "roc_auc", "val_roc_auc", "epoch_time_s")},
+    }
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    """``report.md``: settings, the table, the plots."""
+    settings = report["settings"]
+    lines = [
+        "# Front-end comparison: waveform vs spectrogram",
+        "",
+        f"Features: `{report['features']}` ({report['test']['tracks']} test tracks, {report['test']['examples']} test patches, "
+        f"{report['n_tags']} tags). Track-level scores (mean of patch scores); macro averages over the tags with "
+        f"positive and negative test tracks{'; excluded: ' + ', '.join(report['excluded_tags']) if report['excluded_tags'] else ''}.",
+        "",
+        f"Recipe: preset `{settings['preset']}`, Adam lr {settings['learning_rate']:g}, batch {settings['batch_size']}, "
+        f"at most {settings['epochs']} epochs, early-stopping patience {settings['patience']}, seed {settings['seed']}, "
+        f"batch-norm momentum {settings['batch_norm_momentum'] or 'Keras default (0.99)'}.",
+        "",
+        "Size overrides (NetworkConfig fields): "
+        + ("; ".join(f"{frontend}: `{json.dumps(o)}`" for frontend, o in settings["overrides"].items() if o) or "none (preset sizes)")
+        + ".",
+        "",
+        "| fraction | front-end | training examples (tracks) | ROC-AUC | PR-AUC | parameters | epochs | training time (s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["runs"]:
+        lines.append(
+            f"| {row['fraction']:g} | {row['frontend']} | {row['train_examples']} ({row['train_tracks']}) | {_fmt(row['roc_auc'])} | "
+            f"{_fmt(row['pr_auc'])} | {row['params']:,} | {row['epochs_trained']} | {row['train_time_s']:.1f} |"
+        )
+    lines += ["", f"![test AUC against training-set size]({PLOT_SIZE})", "", f"![learning curves]({PLOT_CURVES})", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, output: str) -> list[str]:
+    """The two PNGs (matplotlib Agg); returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    frontends = sorted({row["frontend"] for row in runs})
+    fractions = sorted({row["fraction"] for row in runs})
+    colors = {"waveform": "tab:blue", "spectrogram": "tab:orange"}
+    paths = []
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, title in zip(axes, ("roc_auc", "pr_auc"), ("ROC-AUC", "PR-AUC")):
+        for frontend in frontends:
+            rows = sorted((r for r in runs if r["frontend"] == frontend and r[key] is not None), key=lambda r: r["train_examples"])
+            axis.plot([r["train_examples"] for r in rows], [r[key] for r in rows], "o-", color=colors.get(frontend), label=frontend)
+        if key == "roc_auc":
+            axis.axhline(0.5, color="gray", linestyle=":", linewidth=1, label="chance")
+        if len(fractions) > 1 and max(fractions) / min(fractions) >= 5:
+            axis.set_xscale("log")
+        axis.set_xlabel("training examples (patches)")
+        axis.set_ylabel(f"test {title} (macro, track level)")
+        axis.set_title(f"{title} against training-set size")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    paths.append(_save(figure, output, PLOT_SIZE))
+    plt.close(figure)
+
+    figure, axes = plt.subplots(1, len(frontends), figsize=(5 * len(frontends), 4), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    for axis, frontend in zip(axes[0], frontends):
+        for i, fraction in enumerate(fractions):
+            row = next((r for r in runs if r["frontend"] == frontend and r["fraction"] == fraction), None)
+            if not row or not row["history"].get("epoch"):
+                continue
+            color = cmap(i / max(1, len(fractions) - 1) * 0.85)
+            epochs = [e + 1 for e in row["history"]["epoch"]]
+            axis.plot(epochs, row["history"]["loss"], "--", color=color, label=f"train, fraction {fraction:g}")
+            axis.plot(epochs, row["history"]["val_loss"], "-", color=color, label=f"valid, fraction {fraction:g}")
+        axis.set_title(f"{frontend}: binary cross-entropy per epoch")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("loss")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    paths.append(_save(figure, output, PLOT_CURVES))
+    plt.close(figure)
+    return paths
+
+
+def _save(figure, output: str, name: str) -> str:
+    import io
+
+    import tensorflow as tf
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    path = f"{output.rstrip('/')}/{name}"
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return path
+
+
+def compare(args) -> dict:
+    """Run every (fraction, front-end) job, then write the report files; returns report.json's contents."""
+    import tensorflow as tf
+
+    from trainer import inputs
+
+    fractions = parse_fractions(args.fractions)
+    frontends = [f.strip() for f in args.frontends.split(",") if f.strip()]
+    unknown = sorted(set(frontends) - set(task.FRONTENDS))
+    if unknown or not frontends:
+        raise TagscaleError(f"--frontends must name some of {', '.join(task.FRONTENDS)}, got {args.frontends!r}")
+    features = inputs.open_features(args.features, frontends, need_transform=args.export and "spectrogram" in frontends)
+    tf.io.gfile.makedirs(args.output)
+    args.features = features.path
+    runs = []
+    for fraction in fractions:
+        for frontend in frontends:
+            runs.append(run_one(run_args(args, frontend, fraction)))
+    first = runs[0]
+    report = {
+        "features": features.path,
+        "tags": features.tags,
+        "n_tags": features.n_tags,
+        "test": first["test"],
+        "excluded_tags": first["excluded_tags"],
+        "fractions": fractions,
+        "frontends": frontends,
+        "settings": {**task.run_settings(run_args(args, frontends[0], 1.0), {}), "overrides": {
+            frontend: task.network_overrides(args, frontend) for frontend in frontends
+        }},
+        "runs": runs,
+    }
+    report["settings"].pop("fraction", None)
+    report = json.loads(json.dumps(report))  # tuples -> lists, as written
+    with tf.io.gfile.GFile(f"{args.output.rstrip('/')}/report.json", "w") as handle:
+        json.dump(report, handle, indent=2)
+    report["plots"] = plot(report, args.output)
+    with tf.io.gfile.GFile(f"{args.output.rstrip('/')}/report.md", "w") as handle:
+        handle.write(markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = compare(args)
+    print(f"{'fraction':>8} {'front-end':<12} {'examples':>8} {'ROC-AUC':>8} {'PR-AUC':>8} {'params':>10} {'time s':>7}")
+    for row in report["runs"]:
+        print(
+            f"{row['fraction']:>8g} {row['frontend']:<12} {row['train_examples']:>8} {_fmt(row['roc_auc']):>8} "
+            f"{_fmt(row['pr_auc']):>8} {row['params']:>10,} {row['train_time_s']:>7.1f}"
+        )
+    print(f"wrote {args.output.rstrip('/')}/report.md, report.json, {PLOT_SIZE}, {PLOT_CURVES}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    from infra import cli
+
+    sys.exit(cli.main(["compare", *sys.argv[1:]]))

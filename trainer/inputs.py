@@ -1,0 +1,248 @@
+"""Input functions: featurize shards -> batched tf.data datasets for Keras ``fit`` and evaluation.
+
+A features directory is what ``tagscale featurize`` wrote (local or gs://)::
+
+    DIR/metadata.json                     counts, ``tags`` (the vocabulary in label order), top_k
+    DIR/mel/{train,valid,test}-*.tfrecord.gz       log_mel (187, 96), already normalised per band
+    DIR/waveform/{train,valid,test}-*.tfrecord.gz  waveform (48128,) raw 16 kHz samples
+    DIR/transform_fn/, DIR/transformed_metadata/   the tf.Transform graph (used by the export)
+
+The waveform front-end reads ``waveform/`` shards, the spectrogram front-end ``mel/`` shards.
+Labels are sliced to the real vocabulary size ``len(metadata['tags'])`` (featurize pads them to
+``top_k``). A ``fraction`` of the training tracks is chosen by a hash of the track_id, so the
+same tracks are chosen on every run and machine and a smaller fraction is a subset of a larger
+one (the training-set-size sweep of :mod:`trainer.compare`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import tensorflow as tf
+
+from model.errors import TagscaleError
+from pipelines import featurize
+
+SPLITS = featurize.SPLITS
+SHARD_KIND = {"waveform": "waveform", "spectrogram": "mel"}  # front-end -> shard folder
+INPUT_FEATURE = {"waveform": "waveform", "spectrogram": "log_mel"}  # front-end -> feature name
+METADATA_FILE = "metadata.json"
+TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")
+FRACTION_BUCKETS = 1_000_000
+
+
+class FeaturesDirError(TagscaleError):
+    """A features directory that cannot be trained on; the message names what is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """A checked features directory: where it is and what its metadata says."""
+
+    path: str
+    metadata: dict
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.metadata["tags"])
+
+    @property
+    def n_tags(self) -> int:
+        return len(self.metadata["tags"])
+
+    @property
+    def top_k(self) -> int:
+        return int(self.metadata["top_k"])
+
+    def split_examples(self, split: str) -> int:
+        return int(self.metadata.get("splits", {}).get(split, {}).get("examples", 0))
+
+    def split_tracks(self, split: str) -> int:
+        return int(self.metadata.get("splits", {}).get(split, {}).get("tracks", 0))
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def shard_files(features_dir: str, kind: str, split: str) -> list[str]:
+    """The sorted shard files of one kind (``mel`` / ``waveform``) and split; [] when none."""
+    return sorted(tf.io.gfile.glob(_join(features_dir, kind, f"{split}-*.tfrecord.gz")))
+
+
+def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, need_transform: bool = False) -> Features:
+    """Check a features directory for training ``frontends`` and read its metadata.
+
+    Raises
+    ------
+    FeaturesDirError
+        Naming the first missing piece: ``metadata.json``, the shards of a split of the kind a
+        front-end reads, or (``need_transform``) the tf.Transform output.
+    """
+    features_dir = features_dir.rstrip("/") if features_dir not in ("/", "") else features_dir
+    if not tf.io.gfile.isdir(features_dir):
+        raise FeaturesDirError(f"features directory {features_dir} does not exist (run `tagscale featurize` first)")
+    metadata_path = _join(features_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(metadata_path):
+        raise FeaturesDirError(f"{features_dir} is not a features directory: missing {METADATA_FILE}")
+    try:
+        with tf.io.gfile.GFile(metadata_path) as handle:
+            metadata = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise FeaturesDirError(f"{metadata_path} is not valid JSON: {error}") from None
+    for key in ("tags", "top_k"):
+        if key not in metadata:
+            raise FeaturesDirError(f"{metadata_path} has no {key!r}: not written by `tagscale featurize`")
+    if not metadata["tags"]:
+        raise FeaturesDirError(f"{metadata_path} has an empty tag vocabulary: the catalog has no tags to learn")
+    for frontend in frontends:
+        kind = SHARD_KIND[frontend]
+        for split in SPLITS:
+            if not shard_files(features_dir, kind, split):
+                raise FeaturesDirError(
+                    f"{features_dir} has no {split} shards for the {frontend} front-end: "
+                    f"missing {kind}/{split}-*.tfrecord.gz"
+                )
+    if need_transform:
+        for name in TRANSFORM_DIRS:
+            if not tf.io.gfile.isdir(_join(features_dir, name)):
+                raise FeaturesDirError(
+                    f"{features_dir} has no tf.Transform output: missing {name}/ (the spectrogram export needs it)"
+                )
+    return Features(path=features_dir, metadata=metadata)
+
+
+def keep_track(track_ids, fraction: float):
+    """Whether each track is in the first ``fraction`` of tracks, by a hash of its id.
+
+    ``tf.strings.to_hash_bucket_fast`` is a fixed fingerprint (FarmHash), the same in the
+    tf.data graph and in eager calls on any machine; ``fraction`` 0.3 keeps a superset of 0.1.
+
+    Parameters
+    ----------
+    track_ids : tf.Tensor of tf.string, any shape
+    fraction : float in (0, 1]
+
+    Returns
+    -------
+    tf.Tensor of tf.bool, same shape
+    """
+    buckets = tf.strings.to_hash_bucket_fast(track_ids, FRACTION_BUCKETS)
+    return buckets < int(round(fraction * FRACTION_BUCKETS))
+
+
+def check_fraction(fraction: float) -> float:
+    if not 0 < fraction <= 1:
+        raise TagscaleError(f"training fraction must be in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def make_dataset(
+    features: Features,
+    split: str,
+    frontend: str,
+    *,
+    batch_size: int,
+    training: bool = False,
+    fraction: float = 1.0,
+    seed: int = 0,
+    shuffle_buffer: int = 512,
+    with_ids: bool = False,
+    n_examples: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of ``(inputs, labels)`` (or a dict with ids) from the shards of one split.
+
+    Files are interleaved in parallel; with ``training`` the file order and the examples are
+    shuffled (records are shuffled while still serialized, then parsed a batch at a time).
+
+    Parameters
+    ----------
+    features : Features
+        From :func:`open_features`.
+    split : {"train", "valid", "test"}
+    frontend : {"waveform", "spectrogram"}
+    batch_size : int
+    training : bool
+        Shuffle files and examples (reshuffled every epoch); not deterministic in order.
+    fraction : float
+        Keep only the tracks selected by :func:`keep_track` (any split; used on ``train``).
+    seed : int
+        Seed of the shuffles.
+    shuffle_buffer : int
+        Examples in the shuffle buffer (a waveform example is 188 kB serialized).
+    with_ids : bool
+        Yield dicts ``{"inputs", "labels", "track_id", "patch_index"}`` (for evaluation).
+    n_examples : int, optional
+        The number of examples it holds (:func:`count_split`), declared as its cardinality.
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``inputs``: (batch, 48128) waveform or (batch, 187, 96) log-mel, float32;
+        ``labels``: (batch, n_tags) float32 multi-hot.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if frontend not in SHARD_KIND:
+        raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(SHARD_KIND)}")
+    check_fraction(fraction)
+    kind, feature = SHARD_KIND[frontend], INPUT_FEATURE[frontend]
+    files = shard_files(features.path, kind, split)
+    if not files:
+        raise FeaturesDirError(f"{features.path}: missing {kind}/{split}-*.tfrecord.gz")
+    spec = featurize.shard_feature_spec(kind, features.top_k)
+    wanted = {name: spec[name] for name in (feature, "labels", *(("track_id", "patch_index") if with_ids else ()))}
+    n_tags = features.n_tags
+
+    autotune = tf.data.AUTOTUNE
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training and len(files) > 1:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    cycle = min(len(files), 8)
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP", buffer_size=1 << 20),
+        cycle_length=cycle,
+        block_length=4,
+        **({"num_parallel_calls": cycle, "deterministic": not training} if cycle > 1 else {}),
+    )
+    if fraction < 1.0:
+        track_spec = {"track_id": spec["track_id"]}
+        dataset = dataset.filter(
+            lambda record: keep_track(tf.io.parse_single_example(record, track_spec)["track_id"], fraction)
+        )
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if n_examples is not None:  # lets Keras show and plan steps per epoch from the first epoch on
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-n_examples // batch_size)))
+
+    def parse(records):
+        parsed = tf.io.parse_example(records, wanted)
+        labels = parsed["labels"][:, :n_tags]  # featurize pads labels to top_k
+        if with_ids:
+            return {"inputs": parsed[feature], "labels": labels, "track_id": parsed["track_id"], "patch_index": parsed["patch_index"]}
+        return parsed[feature], labels
+
+    dataset = dataset.map(parse, num_parallel_calls=autotune, deterministic=not training)
+    options = tf.data.Options()
+    options.deterministic = not training
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(autotune)
+
+
+def count_split(features: Features, split: str, *, fraction: float = 1.0) -> dict:
+    """Tracks and examples of a split (of its ``fraction``): from metadata.json when the whole
+    split is used, else one pass over the (smaller) mel shards reading only the track ids."""
+    check_fraction(fraction)
+    if fraction >= 1.0:
+        return {"tracks": features.split_tracks(split), "examples": features.split_examples(split)}
+    spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
+    files = shard_files(features.path, "mel", split) or shard_files(features.path, "waveform", split)
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .batch(1024)
+        .map(lambda records: tf.io.parse_example(records, spec)["track_id"])
+    )
+    ids = [track for batch in dataset for track in batch.numpy()]
+    kept = [track for track, keep in zip(ids, keep_track(tf.constant(ids or [b""]), fraction).numpy()) if keep] if ids else []
+    return {"tracks": len(set(kept)), "examples": len(kept)}

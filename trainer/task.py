@@ -1,0 +1,350 @@
+"""Train one front-end on featurized shards, evaluate it per track, export a serving model.
+
+    tagscale train --features FEATURES --frontend spectrogram --job-dir JOB [options]
+    python -m trainer.task --features FEATURES --frontend waveform --job-dir gs://bucket/job
+
+The recipe defaults are the seed's (Pons et al. 2018 / musicnn): Adam at 1e-3, binary
+cross-entropy, batch 32, early stopping on the validation loss. Everything lands in the job
+directory (local or gs://)::
+
+    JOB/backup/          BackupAndRestore: weights, optimizer, epoch (deleted when done)
+    JOB/checkpoints/     early-stopping state and best weights (deleted when done)
+    JOB/history.json     per-epoch logs, across restarts
+    JOB/tensorboard/     TensorBoard logs
+    JOB/model.keras      the trained Keras model (best validation loss)
+    JOB/eval.json        track-level test ROC-AUC / PR-AUC, per tag, parameters, time
+    JOB/export/          serving model: waveform patches -> scores, embedding (+ tags.txt)
+
+Kill the process at any point and run the same command again: training resumes after the last
+finished epoch. With several GPUs visible it trains under ``MirroredStrategy`` (``--batch-size``
+is the global batch); on GPU in ``mixed_float16``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+from model import network
+from model.errors import TagscaleError
+
+LOG = logging.getLogger("tagscale.train")
+FRONTENDS = ("waveform", "spectrogram")
+PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The recipe and size flags shared by ``train`` and ``compare``."""
+    recipe = parser.add_argument_group("training recipe (defaults: the seed's)")
+    recipe.add_argument("--preset", choices=sorted(network.PRESETS), default="seed", help="network sizes (seed)")
+    recipe.add_argument("--epochs", type=int, default=100, help="maximum epochs (100); early stopping usually ends sooner")
+    recipe.add_argument("--batch-size", type=int, default=32, help="global batch size (32)")
+    recipe.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    recipe.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a lower validation loss (5)")
+    recipe.add_argument("--seed", type=int, default=0, help="seed of weights init, dropout and shuffling (0)")
+    recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")
+    sizes = parser.add_argument_group("size overrides (default: the preset's; small values for CPU demos)")
+    sizes.add_argument(
+        "--frontend-filters", type=int, default=None,
+        help="front-end width n: every front-end conv gets its preset filters x n/16 "
+        "(seed: spectrogram timbral n..4n, temporal n..8n; waveform 4n..16n)",
+    )
+    sizes.add_argument("--backend-channels", type=int, default=None, help="back-end conv channels (seed 512, musicnn 64)")
+    sizes.add_argument("--dense-units", type=int, default=None, help="penultimate dense units (seed 500, musicnn 200)")
+    sizes.add_argument("--dropout", type=float, default=None, help="dropout rate (0.5)")
+    recipe.add_argument(
+        "--batch-norm-momentum", type=float, default=None,
+        help="momentum of every batch norm's moving statistics (Keras' 0.99); short CPU runs need ~0.9, "
+        "or inference-mode statistics lag behind the weights",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagscale train",
+        description="Train the waveform or spectrogram tagging model on featurized shards; evaluate per track "
+        "on the test split (JOB/eval.json) and export a serving model (JOB/export/). Resumes after a kill.",
+    )
+    parser.add_argument("--features", required=True, help="featurize output directory (local or gs://)")
+    parser.add_argument("--frontend", required=True, choices=FRONTENDS)
+    parser.add_argument(
+        "--job-dir", default=os.environ.get("AIP_MODEL_DIR"),
+        help="output and checkpoint directory (local or gs://); default $AIP_MODEL_DIR (Vertex AI)",
+    )
+    parser.add_argument("--fraction", type=float, default=1.0, help="train on this fraction of the training tracks (1.0)")
+    add_training_flags(parser)
+    parser.add_argument("--no-export", dest="export", action="store_false", help="skip the serving-model export")
+    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras fit verbosity (2: a line per epoch)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.job_dir:
+        parser.error("--job-dir is required (or set AIP_MODEL_DIR)")
+    for name in ("epochs", "batch_size", "patience", "shuffle_buffer"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.learning_rate <= 0:
+        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not 0 < args.fraction <= 1:
+        parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
+    return args
+
+
+def network_overrides(args, frontend: str) -> dict:
+    """Map the size flags onto :func:`model.network.build_model` overrides (NetworkConfig fields)."""
+    overrides = {}
+    preset = network.make_config(1, args.preset)
+    if args.frontend_filters is not None:
+        if args.frontend_filters < 1:
+            raise TagscaleError(f"--frontend-filters must be at least 1, got {args.frontend_filters}")
+        scale = args.frontend_filters / PAPER_FILTERS
+
+        def scaled(filters: int) -> int:
+            return max(1, int(round(filters * scale)))
+
+        if frontend == "waveform":
+            overrides["sample_filters"] = tuple(scaled(f) for f in preset.sample_filters)
+        else:
+            overrides["timbral"] = tuple((w, frac, scaled(f)) for w, frac, f in preset.timbral)
+            overrides["temporal"] = tuple((length, scaled(f)) for length, f in preset.temporal)
+    for flag, field in (("backend_channels", "backend_filters"), ("dense_units", "dense_units"), ("dropout", "dropout")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    for field in ("backend_filters", "dense_units"):
+        if field in overrides and overrides[field] < 1:
+            raise TagscaleError(f"--{field.replace('_filters', '_channels').replace('_', '-')} must be at least 1")
+    if "dropout" in overrides and not 0 <= overrides["dropout"] < 1:
+        raise TagscaleError(f"--dropout must be in [0, 1), got {overrides['dropout']}")
+    return overrides
+
+
+# ------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_and_evaluate` returns: the eval.json contents, history and the model."""
+
+    evaluation: dict
+    history: dict
+    model: object  # keras.Model with dict outputs {"scores", "embedding"}
+    job_dir: str
+    export_dir: str | None
+
+
+def run_settings(args, overrides: dict) -> dict:
+    """The recipe of a run as eval.json records it (JSON values: tuples become lists)."""
+    settings = {
+        "preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "patience": args.patience, "seed": args.seed, "fraction": args.fraction, "shuffle_buffer": args.shuffle_buffer,
+        "batch_norm_momentum": args.batch_norm_momentum, "overrides": overrides,
+    }
+    return json.loads(json.dumps(settings))
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def device_setup():
+    """``(strategy, mixed_precision)``: MirroredStrategy for several GPUs, mixed_float16 on GPU."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    mixed = bool(gpus)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    return strategy, mixed
+
+
+def set_batch_norm_momentum(model, momentum: float | None) -> None:
+    """Set the moving-statistics momentum of every BatchNormalization layer (None: leave them)."""
+    import keras
+
+    if momentum is None:
+        return
+    if not 0 <= momentum < 1:
+        raise TagscaleError(f"--batch-norm-momentum must be in [0, 1), got {momentum}")
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def compile_for_training(model, n_tags: int, learning_rate: float):
+    """A view of ``model`` with only the ``scores`` output, compiled with the seed's recipe."""
+    import keras
+
+    train_model = keras.Model(model.input, model.output["scores"], name=f"{model.name}_scores")
+    train_model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[
+            keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=n_tags, name="roc_auc"),
+            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc"),
+        ],
+    )
+    return train_model
+
+
+def predict_patches(model, dataset) -> dict:
+    """Scores of every patch of a ``with_ids`` dataset: track_id, patch_index, labels, scores."""
+    import numpy as np
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *model.input.shape[1:]], tf.float32)
+    scores_of = tf.function(lambda inputs: tf.cast(model(inputs, training=False)["scores"], tf.float32), input_signature=[spec])
+
+    parts = {"track_id": [], "patch_index": [], "labels": [], "scores": []}
+    for batch in dataset:
+        parts["scores"].append(scores_of(batch["inputs"]).numpy())
+        for key in ("track_id", "patch_index", "labels"):
+            parts[key].append(batch[key].numpy())
+    return {key: np.concatenate(value) if value else np.zeros((0,)) for key, value in parts.items()}
+
+
+def evaluate_tracks(model, features, frontend: str, *, batch_size: int, split: str = "test") -> dict:
+    """Track-level macro / per-tag ROC-AUC and PR-AUC of ``model`` on ``split``."""
+    from trainer import inputs, metrics
+
+    dataset = inputs.make_dataset(features, split, frontend, batch_size=batch_size, with_ids=True)
+    patches = predict_patches(model, dataset)
+    ids, labels, scores = metrics.track_scores(patches["track_id"], patches["labels"], patches["scores"])
+    report = metrics.tag_report(labels, scores, features.tags)
+    report.update(tracks=len(ids), examples=int(len(patches["scores"])))
+    return report
+
+
+def export_copy(model, frontend: str, n_tags: int, preset: str, overrides: dict):
+    """``model`` itself in float32; rebuilt in float32 with its weights when trained in mixed precision."""
+    import keras
+
+    if keras.mixed_precision.global_policy().name == "float32":
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+    copy = network.build_model(frontend, n_tags, preset, **overrides)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def train_and_evaluate(args) -> TrainResult:
+    """Fit with resume, evaluate per track on the test split, export; see the module docstring."""
+    import keras
+    import tensorflow as tf
+
+    from trainer import callbacks, exporting, inputs
+
+    frontend = args.frontend
+    job_dir = args.job_dir.rstrip("/")
+    features = inputs.open_features(args.features, [frontend], need_transform=frontend == "spectrogram" and args.export)
+    for split in ("valid", "test"):
+        if features.split_examples(split) == 0:
+            raise TagscaleError(f"{features.path}: the {split} split has no examples; featurize more tracks or a larger --{split}-fraction")
+    train_counts = inputs.count_split(features, "train", fraction=args.fraction)
+    if train_counts["examples"] == 0:
+        raise TagscaleError(f"--fraction {args.fraction} keeps no training tracks of {features.path}")
+    overrides = network_overrides(args, frontend)
+    tf.io.gfile.makedirs(job_dir)
+
+    keras.utils.set_random_seed(args.seed)
+    strategy, mixed = device_setup()
+    train_data = inputs.make_dataset(
+        features, "train", frontend, batch_size=args.batch_size, training=True,
+        fraction=args.fraction, seed=args.seed, shuffle_buffer=args.shuffle_buffer, n_examples=train_counts["examples"],
+    )
+    valid_data = inputs.make_dataset(
+        features, "valid", frontend, batch_size=args.batch_size, n_examples=features.split_examples("valid")
+    )
+    with strategy.scope():
+        model = network.build_model(frontend, features.n_tags, args.preset, **overrides)
+        set_batch_norm_momentum(model, args.batch_norm_momentum)
+        train_model = compile_for_training(model, features.n_tags, args.learning_rate)
+
+    history_path = _join(job_dir, "history.json")
+    early_stopping = callbacks.ResumableEarlyStopping(_join(job_dir, "checkpoints"), monitor="val_loss", patience=args.patience)
+    fit_callbacks = [
+        callbacks.HistoryLog(history_path),
+        early_stopping,
+        callbacks.TensorBoardScalars(_join(job_dir, "tensorboard")),
+        keras.callbacks.BackupAndRestore(_join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
+    ]
+    LOG.info("training %s (%s, %d params) on %d examples of %d tracks", frontend, args.preset, model.count_params(), train_counts["examples"], train_counts["tracks"])
+    start = time.perf_counter()
+    train_model.fit(train_data, validation_data=valid_data, epochs=args.epochs, callbacks=fit_callbacks, verbose=args.verbose, shuffle=False)
+    fit_wall = time.perf_counter() - start
+    history = callbacks.read_history(history_path)
+
+    model = export_copy(model, frontend, features.n_tags, args.preset, overrides)
+    model.save(_join(job_dir, "model.keras"))
+    report = evaluate_tracks(model, features, frontend, batch_size=args.batch_size)
+
+    settings = {**run_settings(args, overrides), "mixed_precision": mixed, "replicas": strategy.num_replicas_in_sync}
+    evaluation = {
+        "frontend": frontend,
+        "features": features.path,
+        "tags": features.tags,
+        "roc_auc": report.pop("roc_auc"),
+        "pr_auc": report.pop("pr_auc"),
+        "evaluated_tags": report.pop("evaluated_tags"),
+        "excluded_tags": report.pop("excluded_tags"),
+        "per_tag": report.pop("per_tag"),
+        "test": {"tracks": report["tracks"], "examples": report["examples"]},
+        "train": train_counts,
+        "params": int(model.count_params()),
+        "epochs_trained": len(history["epoch"]),
+        "best_epoch": early_stopping.best_epoch,
+        "stopped_early": len(history["epoch"]) < args.epochs,
+        "train_time_s": round(float(sum(history.get("epoch_time_s", []))), 3),
+        "fit_wall_s_this_process": round(fit_wall, 3),
+        "settings": settings,
+        "device": "GPU" if mixed else "CPU",
+    }
+    export_dir = None
+    if args.export:
+        export_dir = _join(job_dir, "export")
+        info = {"name": f"{frontend}-{args.preset}", "preset": args.preset, "roc_auc": evaluation["roc_auc"], "pr_auc": evaluation["pr_auc"]}
+        evaluation["export"] = exporting.export_model(model, frontend, export_dir, features_dir=features.path, tags=features.tags, info=info)
+    with tf.io.gfile.GFile(_join(job_dir, "eval.json"), "w") as handle:
+        json.dump(evaluation, handle, indent=2)
+    return TrainResult(evaluation=evaluation, history=history, model=model, job_dir=job_dir, export_dir=export_dir)
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def summary_line(evaluation: dict) -> str:
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    return (
+        f"{evaluation['frontend']}: test ROC-AUC {fmt(evaluation['roc_auc'])}, PR-AUC {fmt(evaluation['pr_auc'])} "
+        f"over {evaluation['evaluated_tags']} tags on {evaluation['test']['tracks']} tracks; "
+        f"{evaluation['params']:,} params, {evaluation['epochs_trained']} epochs, {evaluation['train_time_s']:.0f} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = train_and_evaluate(args)
+    print(summary_line(result.evaluation))
+    print(f"wrote {result.job_dir}/eval.json" + (f" and {result.export_dir}/" if result.export_dir else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from infra import cli  # the same error handling and clean exit as `tagscale train`
+
+    sys.exit(cli.main(["train", *sys.argv[1:]]))
