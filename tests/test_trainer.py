@@ -198,6 +198,7 @@ def test_early_stopping_state_survives_a_restart(tmp_path):
 # ----------------------------------------------------------------------- train end to end
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir, tmp_path):
     copy = tmp_path / "features_copy"
     shutil.copytree(features_dir, copy)
