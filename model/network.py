@@ -65,12 +65,16 @@ class NetworkConfig:
     pooled_batch_norm: bool = False
     dense_units: int = 500
     dropout: float = 0.5
+    # moving-statistics momentum of every batch norm (Keras' 0.99; short CPU runs need ~0.9)
+    batch_norm_momentum: float = 0.99
 
     def __post_init__(self):
         if self.temporal_pooling not in ("mean_first", "max_after"):
             raise ValueError(f"temporal_pooling must be 'mean_first' or 'max_after', got {self.temporal_pooling!r}")
         if self.n_tags < 1:
             raise ValueError(f"n_tags must be positive, got {self.n_tags}")
+        if not 0 <= self.batch_norm_momentum < 1:
+            raise ValueError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
 
 
 def seed_spectrogram_blocks(n: int = 16) -> dict:
@@ -113,10 +117,13 @@ def make_config(n_tags: int, preset: str = "seed", **overrides) -> NetworkConfig
 # small blocks
 
 
-def conv_relu_bn(x, conv: layers.Layer, name: str):
+def batch_norm(x, config: NetworkConfig, name: str):
+    return layers.BatchNormalization(momentum=config.batch_norm_momentum, name=name)(x)
+
+
+def conv_relu_bn(x, conv: layers.Layer, name: str, config: NetworkConfig):
     """``conv`` (with ReLU) followed by batch norm; the block every front- and back-end conv uses."""
-    x = conv(x)
-    return layers.BatchNormalization(name=f"{name}_bn")(x)
+    return batch_norm(conv(x), config, f"{name}_bn")
 
 
 def max_over_frequency(x):
@@ -144,10 +151,10 @@ def waveform_frontend(waveform, config: NetworkConfig):
     x = layers.Reshape((config.n_samples, 1), name="waveform_channel")(waveform)  # (batch, samples, 1)
     k = config.sample_kernel
     conv0 = layers.Conv1D(config.sample_filters[0], k, strides=k, activation="relu", name="sample_0_conv")
-    x = conv_relu_bn(x, conv0, "sample_0")  # (batch, samples / 3, 64)
+    x = conv_relu_bn(x, conv0, "sample_0", config)  # (batch, samples / 3, 64)
     for i, filters in enumerate(config.sample_filters[1:], start=1):
         conv = layers.Conv1D(filters, k, padding="valid", activation="relu", name=f"sample_{i}_conv")
-        x = conv_relu_bn(x, conv, f"sample_{i}")
+        x = conv_relu_bn(x, conv, f"sample_{i}", config)
         x = layers.MaxPooling1D(k, name=f"sample_{i}_pool")(x)  # (batch, time / 3, filters)
     return x
 
@@ -165,17 +172,17 @@ def timbral_block(x, width: int, fraction: float, filters: int, config: NetworkC
     bands = int(fraction * config.n_mels)
     x = layers.ZeroPadding2D((((width - 1) // 2, width // 2), (0, 0)), name=f"{name}_pad")(x) if width > 1 else x
     conv = layers.Conv2D(filters, (width, bands), padding="valid", activation="relu", name=f"{name}_conv")
-    x = conv_relu_bn(x, conv, name)  # (batch, time, mel - bands + 1, filters)
+    x = conv_relu_bn(x, conv, name, config)  # (batch, time, mel - bands + 1, filters)
     return max_over_frequency(x)  # (batch, time, filters)
 
 
-def temporal_block(x, length: int, filters: int, name: str):
+def temporal_block(x, length: int, filters: int, config: NetworkConfig, name: str):
     """Conv of ``length`` frames over time only ("same" padding), max-pooled over what frequency is left.
 
     ``x``: (batch, time, freq, 1), freq = 1 after mean-pooling -> (batch, time, filters).
     """
     conv = layers.Conv2D(filters, (length, 1), padding="same", activation="relu", name=f"{name}_conv")
-    x = conv_relu_bn(x, conv, name)  # (batch, time, freq, filters)
+    x = conv_relu_bn(x, conv, name, config)  # (batch, time, freq, filters)
     return max_over_frequency(x)  # (batch, time, filters)
 
 
@@ -194,7 +201,7 @@ def spectrogram_frontend(log_mel, config: NetworkConfig):
     """
     x = layers.Reshape((config.n_frames, config.n_mels, 1), name="mel_channel")(log_mel)  # (batch, time, mel, 1)
     if config.input_batch_norm:
-        x = layers.BatchNormalization(name="input_bn")(x)
+        x = batch_norm(x, config, "input_bn")
     branches = [
         timbral_block(x, width, fraction, filters, config, name=f"timbral_{i}")
         for i, (width, fraction, filters) in enumerate(config.timbral)
@@ -204,7 +211,7 @@ def spectrogram_frontend(log_mel, config: NetworkConfig):
     else:
         rhythm = x  # (batch, time, mel, 1): one filter shared by every band, max over bands after
     branches += [
-        temporal_block(rhythm, length, filters, name=f"temporal_{i}")
+        temporal_block(rhythm, length, filters, config, name=f"temporal_{i}")
         for i, (length, filters) in enumerate(config.temporal)
     ]
     return layers.Concatenate(axis=-1, name="spectrogram_features")(branches)  # (batch, time, channels)
@@ -243,7 +250,7 @@ def backend(features, config: NetworkConfig) -> dict:
 
     def conv_block(x, i):
         conv = layers.Conv1D(f, k, padding="same", activation="relu", name=f"backend_{i}_conv")
-        return conv_relu_bn(x, conv, f"backend_{i}")  # (batch, time, f)
+        return conv_relu_bn(x, conv, f"backend_{i}", config)  # (batch, time, f)
 
     x1 = conv_block(features, 0)  # (batch, time, f)
     x2 = layers.Add(name="backend_1_residual")([conv_block(x1, 1), x1])
@@ -254,10 +261,10 @@ def backend(features, config: NetworkConfig) -> dict:
     pooled = layers.Concatenate(axis=-1, name="backend_pooled")(
         [global_max_mean_pool(m, name=f"backend_pool_{i}") for i, m in enumerate(maps)]
     )  # (batch, 2 * pooled channels)
-    x = layers.BatchNormalization(name="backend_pooled_bn")(pooled) if config.pooled_batch_norm else pooled
+    x = batch_norm(pooled, config, "backend_pooled_bn") if config.pooled_batch_norm else pooled
     x = layers.Dropout(config.dropout, name="backend_dropout_0")(x)
     x = layers.Dense(config.dense_units, activation="relu", name="backend_dense")(x)
-    embedding = layers.BatchNormalization(name="backend_dense_bn")(x)  # (batch, dense_units)
+    embedding = batch_norm(x, config, "backend_dense_bn")  # (batch, dense_units)
     x = layers.Dropout(config.dropout, name="backend_dropout_1")(embedding)
     scores = layers.Dense(config.n_tags, activation="sigmoid", name="backend_scores")(x)  # (batch, n_tags)
     return {"pooled": pooled, "embedding": embedding, "scores": scores}

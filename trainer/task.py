@@ -117,7 +117,10 @@ def network_overrides(args, frontend: str) -> dict:
         else:
             overrides["timbral"] = tuple((w, frac, scaled(f)) for w, frac, f in preset.timbral)
             overrides["temporal"] = tuple((length, scaled(f)) for length, f in preset.temporal)
-    for flag, field in (("backend_channels", "backend_filters"), ("dense_units", "dense_units"), ("dropout", "dropout")):
+    for flag, field in (
+        ("backend_channels", "backend_filters"), ("dense_units", "dense_units"), ("dropout", "dropout"),
+        ("batch_norm_momentum", "batch_norm_momentum"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
@@ -126,6 +129,8 @@ def network_overrides(args, frontend: str) -> dict:
             raise TagscaleError(f"--{field.replace('_filters', '_channels').replace('_', '-')} must be at least 1")
     if "dropout" in overrides and not 0 <= overrides["dropout"] < 1:
         raise TagscaleError(f"--dropout must be in [0, 1), got {overrides['dropout']}")
+    if "batch_norm_momentum" in overrides and not 0 <= overrides["batch_norm_momentum"] < 1:
+        raise TagscaleError(f"--batch-norm-momentum must be in [0, 1), got {overrides['batch_norm_momentum']}")
     return overrides
 
 
@@ -167,19 +172,6 @@ def device_setup():
     mixed = bool(gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     return strategy, mixed
-
-
-def set_batch_norm_momentum(model, momentum: float | None) -> None:
-    """Set the moving-statistics momentum of every BatchNormalization layer (None: leave them)."""
-    import keras
-
-    if momentum is None:
-        return
-    if not 0 <= momentum < 1:
-        raise TagscaleError(f"--batch-norm-momentum must be in [0, 1), got {momentum}")
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
 
 
 def compile_for_training(model, n_tags: int, learning_rate: float):
@@ -268,7 +260,6 @@ def train_and_evaluate(args) -> TrainResult:
     )
     with strategy.scope():
         model = network.build_model(frontend, features.n_tags, args.preset, **overrides)
-        set_batch_norm_momentum(model, args.batch_norm_momentum)
         train_model = compile_for_training(model, features.n_tags, args.learning_rate)
 
     history_path = _join(job_dir, "history.json")
