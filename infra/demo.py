@@ -15,7 +15,7 @@ import time
 # Small networks and few epochs so the comparison runs in minutes on 2 CPU cores; the
 # front-end structure is the paper's, only the widths shrink (see README "Front-end comparison").
 COMPARE_FLAGS = [
-    "--fractions", "0.5,1.0",
+    "--fractions", "0.25,0.5,1.0",
     "--epochs", "8",
     "--patience", "8",
     "--batch-size", "16",
@@ -39,7 +39,7 @@ def step(title: str, function, argv: list[str], where: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tagscale demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="demo_output", help="where every output goes (demo_output)")
-    parser.add_argument("--tracks", type=int, default=400, help="demo catalog size (400 tracks of 3.5 s)")
+    parser.add_argument("--tracks", type=int, default=800, help="demo catalog size (800 tracks of 3.5 s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-pretrained", action="store_true", help="do not fetch or use musicnn-mtt (no registry access)")
     args = parser.parse_args(argv)
