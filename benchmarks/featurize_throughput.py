@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tracks", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--marginal", type=int, default=160, help="also featurize this many tracks to separate fixed from per-track cost (0: skip)")
     args = parser.parse_args()
     catalog = mp3_catalog(args.tracks, args.seconds)
     audio_seconds = args.tracks * args.seconds
@@ -108,6 +109,25 @@ def main() -> None:
     for name, r in results.items():
         lines.append(f"| {name} | {r['cpu_s']} | {r['wall_s']} | {r['x_realtime_per_cpu_s']} | {r['x_realtime_per_wall_s']} | {r['x_realtime_work_only']} |")
     lines += ["", "Breakdown of the floor: `" + results["(c) floor: soundfile + soxr + TF log-mel"]["detail"] + "`"]
+    if args.marginal:
+        big = mp3_catalog(args.marginal, args.seconds)
+        shutil.rmtree(out, ignore_errors=True)
+        run = measure([PYTHON, "-c", FEATURIZE, "--catalog", str(big), "--output", str(out)], env={"PYTHONPATH": str(WORK.parents[1])})
+        small = results["featurize (tagscale, DirectRunner, decoder auto)"]
+        extra_audio = (args.marginal - args.tracks) * args.seconds
+        marginal_cpu = (run["cpu_s"] - small["cpu_s"]) / extra_audio
+        marginal_wall = (run["wall_s"] - small["wall_s"]) / extra_audio
+        fixed_cpu = small["cpu_s"] - marginal_cpu * audio_seconds
+        librosa = results["(a) librosa extractor"]["x_realtime_per_cpu_s"]
+        lines += [
+            "",
+            f"Fixed and per-track cost: featurize of {args.marginal} tracks took {run['cpu_s']:.1f} CPU s / {run['wall_s']:.1f} wall s. "
+            f"The difference to {args.tracks} tracks gives the marginal rate: **{1 / marginal_cpu:.0f}x realtime per CPU s** "
+            f"({1 / marginal_wall:.0f}x per wall s), i.e. {1 / marginal_cpu / librosa:.2f}x the librosa extractor's rate; "
+            f"the fixed cost of a run (interpreter, TensorFlow/Beam/tf.Transform imports, graph construction, tracing "
+            f"and saving the transform) is about {fixed_cpu:.0f} CPU s.",
+        ]
+        print(json.dumps({"marginal_x_per_cpu_s": 1 / marginal_cpu, "fixed_cpu_s": fixed_cpu}))
     update_benchmarks_md("featurize_throughput", "\n".join(lines))
     (WORK / "featurize_throughput.json").write_text(json.dumps(results, indent=2))
 
