@@ -50,7 +50,7 @@ class TagConfig:
     model: str  # a serving-model directory (resolved from a pretrained name by the command)
     output: str
     incremental: bool = False
-    batch_size: int = 64
+    batch_size: int = 16
     max_patches_per_track: int | None = None
     precision: str = "float32"
     progress_every_s: float = 5.0
@@ -106,6 +106,21 @@ def already_tagged(output: str, model_version: str) -> set[str]:
 # ------------------------------------------------------------------------ PTransforms
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas. TensorFlow runs a batch on many threads, and each thread's arena
+    keeps the freed activation memory of the batches it served, so peak memory crept up with the
+    number of batches (2.4 GB for 200 tracks, 4.0 GB for 2,000, BENCHMARKS.md); with two arenas
+    it stays flat. No-op where glibc's mallopt is missing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 class ServingModelHandler(ModelHandler):
     """RunInference handler for a tagscale serving model (TF SavedModel + tags + info).
 
@@ -114,12 +129,13 @@ class ServingModelHandler(ModelHandler):
     ``tf.saved_model.load`` through :func:`model.export.load_serving_model`.
     """
 
-    def __init__(self, model_dir: str, *, batch_size: int = 64, precision: str = "float32"):
+    def __init__(self, model_dir: str, *, batch_size: int = 16, precision: str = "float32"):
         self._model_dir = model_dir
         self._batch_size = batch_size
         self._precision = precision
 
     def load_model(self):
+        limit_malloc_arenas()
         if self._precision == "bfloat16":
             # oneDNN's graph rewrite runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16
             # CPUs); scores move by up to ~0.01 (BENCHMARKS.md). Process-wide, like the worker.
@@ -245,7 +261,7 @@ def parse_args(argv):
     parser.add_argument("--model", required=True, help="a pretrained name (musicnn-mtt, musicnn-msd) or a serving-model directory (trainer export)")
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
     parser.add_argument("--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version")
-    parser.add_argument("--batch-size", type=int, default=64, help="patches per model call (%(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="patches per model call (%(default)s; larger batches cost memory, not speed, on CPU)")
     parser.add_argument("--max-patches-per-track", type=int, default=None, help="tag only the first N patches (~3 s each) of a track")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="bfloat16: faster on CPUs with AMX/AVX512-BF16, scores differ by up to ~0.01")
     parser.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines on stderr (%(default)s)")
