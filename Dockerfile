@@ -1,8 +1,16 @@
 # Two images, one per place tagscale runs in the cloud (no Docker engine runs on the dev machines;
-# this file is linted with hadolint, see README "Dataflow and Vertex AI").
+# this file is linted with hadolint in the tests, see README "Dataflow and Vertex AI").
 #
 #   docker build --target dataflow-worker -t REGION-docker.pkg.dev/PROJECT/tagscale/worker:0.1.0 .
 #   docker build --target trainer         -t REGION-docker.pkg.dev/PROJECT/tagscale/trainer:0.1.0 .
+
+# ---- the project's files, copied into both images ----------------------------------------------
+FROM scratch AS source
+COPY setup.py constraints.txt README.md /src/
+COPY pipelines/ /src/pipelines/
+COPY model/ /src/model/
+COPY trainer/ /src/trainer/
+COPY infra/ /src/infra/
 
 # ---- Dataflow worker: Apache Beam's Python 3.11 SDK image of the pinned Beam version ----------
 FROM apache/beam_python3.11_sdk:2.77.0 AS dataflow-worker
@@ -12,12 +20,8 @@ FROM apache/beam_python3.11_sdk:2.77.0 AS dataflow-worker
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=source /src /opt/tagscale
 WORKDIR /opt/tagscale
-COPY setup.py constraints.txt README.md ./
-COPY pipelines/ pipelines/
-COPY model/ model/
-COPY trainer/ trainer/
-COPY infra/ infra/
 RUN pip install --no-cache-dir -c constraints.txt .
 # The SDK image's entrypoint (/opt/apache/beam/boot) is kept: Dataflow starts the SDK harness with it.
 
@@ -27,12 +31,8 @@ FROM tensorflow/tensorflow:2.21.0-gpu AS trainer
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg \
  && rm -rf /var/lib/apt/lists/*
+COPY --from=source /src /opt/tagscale
 WORKDIR /opt/tagscale
-COPY setup.py constraints.txt README.md ./
-COPY pipelines/ pipelines/
-COPY model/ model/
-COPY trainer/ trainer/
-COPY infra/ infra/
 RUN pip install --no-cache-dir -c constraints.txt .
 ENV TF_CPP_MIN_LOG_LEVEL=2
 ENTRYPOINT ["python", "-m", "trainer.task"]
