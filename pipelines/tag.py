@@ -89,18 +89,15 @@ def track_row(track_id: str, patch_outputs, *, tags: list[str], model_name: str,
     }
 
 
-def already_tagged(output: str, model_version: str) -> set[str]:
-    """Track ids with a row from this model version in ``DIR/tags/*.parquet``."""
-    import pyarrow.parquet as pq
-
-    done = set()
-    for path in fileio.glob(fileio.join(output, "tags", "*.parquet")):
-        with fileio.FileSystems.open(path) as handle:
-            table = pq.read_table(pyarrow.BufferReader(handle.read()), columns=["track_id", "model"])
-        for track_id, model in zip(table.column("track_id").to_pylist(), table.column("model").to_pylist()):
-            if model["version"] == model_version:
-                done.add(track_id)
-    return done
+def split_already_tagged(keyed):
+    """CoGroupByKey result -> the catalog track (main output) or, when this model version
+    already tagged it, the same track on the ``skipped`` output."""
+    _, grouped = keyed
+    for track in grouped["track"]:
+        if grouped["done"]:
+            yield beam.pvalue.TaggedOutput("skipped", track)
+        else:
+            yield track
 
 
 # ------------------------------------------------------------------------ PTransforms
@@ -165,8 +162,8 @@ class ServingModelHandler(ModelHandler):
 
 
 class _Progress(beam.DoFn):
-    """Print 'tracks done / total, rate' to stderr every few seconds (a track is done when its
-    last patch comes out of the model)."""
+    """Print 'tracks done, of the catalog's rows, rate' to stderr every few seconds (a track is
+    done when its last patch comes out of the model; with --incremental some rows are skipped)."""
 
     def __init__(self, total: int, every_s: float = 5.0):
         self._total = total
@@ -178,7 +175,11 @@ class _Progress(beam.DoFn):
 
     def _report(self):
         rate = self._done / max(time.monotonic() - self._start, 1e-9)
-        print(f"tagscale tag: {self._done}/{self._total} tracks through the model ({rate:.1f} tracks/s)", file=sys.stderr, flush=True)
+        print(
+            f"tagscale tag: {self._done} tracks through the model, of {self._total} catalog rows ({rate:.1f} tracks/s)",
+            file=sys.stderr,
+            flush=True,
+        )
         self._reported, self._last = self._done, time.monotonic()
 
     def process(self, element):
@@ -194,11 +195,33 @@ class _Progress(beam.DoFn):
             self._report()
 
 
-def _split_skipped(track: Track, done: set[str]):
-    if track.track_id in done:
-        yield beam.pvalue.TaggedOutput("skipped", track)
-    else:
-        yield track
+class SkipAlreadyTagged(beam.PTransform):
+    """Split catalog tracks into ``todo`` and ``skipped``: skipped ones already have a row from
+    this model version in ``existing`` Parquet files. A join, not a set shipped with the job, so
+    it scales to catalogs of any size."""
+
+    def __init__(self, existing: list[str], model_version: str):
+        super().__init__()
+        self._existing = existing
+        self._model_version = model_version
+
+    def expand(self, tracks):
+        keyed = tracks | "KeyByTrackId" >> beam.Map(lambda track: (track.track_id, track))
+        if not self._existing:
+            return keyed | "NothingTagged" >> beam.FlatMap(lambda item: [item[1]]).with_outputs("skipped", main="todo")
+        version = self._model_version
+        done = (
+            tracks.pipeline
+            | "CreateTaggedFiles" >> beam.Create(self._existing)
+            | "ReadTagged" >> beam.io.ReadAllFromParquet(columns=["track_id", "model"])
+            | "SameModelVersion" >> beam.Filter(lambda row: row["model"]["version"] == version)
+            | "TaggedIds" >> beam.Map(lambda row: (row["track_id"], True))
+        )
+        return (
+            {"track": keyed, "done": done}
+            | "JoinTagged" >> beam.CoGroupByKey()
+            | "Split" >> beam.FlatMap(split_already_tagged).with_outputs("skipped", main="todo")
+        )
 
 
 class TagTracks(beam.PTransform):
@@ -227,11 +250,15 @@ class TagTracks(beam.PTransform):
         )
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: TagConfig, *, tags: list[str], info: dict, done: set[str], total: int, run_id: str) -> None:
+def build_pipeline(
+    pipeline: beam.Pipeline, config: TagConfig, *, tags: list[str], info: dict, existing: list[str], total: int, run_id: str
+) -> None:
+    """Add the tag graph to ``pipeline``; ``existing`` are tag Parquet files of earlier runs to
+    skip tracks from (``--incremental``), ``total`` the catalog's row count for progress lines."""
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
-    todo = catalog["tracks"] | "SkipAlreadyTagged" >> beam.FlatMap(_split_skipped, done=done).with_outputs("skipped", main="todo")
+    todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"])
     decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
-    rows = decoded.decoded | "TagTracks" >> TagTracks(config, tags=tags, info=info, total=total - len(done))
+    rows = decoded.decoded | "TagTracks" >> TagTracks(config, tags=tags, info=info, total=total)
     _ = rows | "WriteTags" >> beam.io.WriteToParquet(
         fileio.join(config.output, "tags", f"run-{run_id}"), TAGS_SCHEMA, file_name_suffix=".parquet", num_shards=1
     )
@@ -298,14 +325,14 @@ def run(argv: list[str] | None = None) -> dict:
     total = sum(1 for _ in iter_rows(config.catalog))
     tags_dir = fileio.join(config.output, "tags")
     if config.incremental:
-        done = already_tagged(config.output, info["version"])
+        existing = fileio.glob(fileio.join(tags_dir, "*.parquet"))
     else:
-        done = set()
+        existing = []
         fileio.delete_tree(tags_dir)  # a full run replaces the previous output
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     start = time.monotonic()
     with beam_util.make_pipeline(beam_args) as pipeline:
-        build_pipeline(pipeline, config, tags=tags, info=info, done=done, total=total, run_id=run_id)
+        build_pipeline(pipeline, config, tags=tags, info=info, existing=existing, total=total, run_id=run_id)
     stats_path = fileio.join(config.output, "tmp", f"stats-{run_id}.json")
     stats = json.loads(fileio.read_text(stats_path))
     fileio.delete_tree(fileio.join(config.output, "tmp"))

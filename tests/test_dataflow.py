@@ -57,7 +57,7 @@ def test_tag_builds_for_dataflow(catalog, tmp_path):
     model = small_model_dir(tmp_path)
     config, beam_args = tag.parse_args(["--catalog", str(catalog), "--model", model, "--output", "gs://tagscale-demo-bucket/tags", *dataflow_args(tmp_path)])
     pipeline = beam_util.make_pipeline(beam_args)
-    tag.build_pipeline(pipeline, config, tags=TAGS, info={"name": "small", "version": "v"}, done=set(), total=1, run_id="dry")
+    tag.build_pipeline(pipeline, config, tags=TAGS, info={"name": "small", "version": "v"}, existing=["gs://tagscale-demo-bucket/tags/tags/run-1-00000-of-00001.parquet"], total=1, run_id="dry")
     names = transform_names(result := pipeline.run())
-    assert {"ReadCatalog", "DecodeTracks", "TagTracks", "TagTracks/RunInference", "WriteTags", "WriteDeadLetter"} <= names
+    assert {"ReadCatalog", "SkipAlreadyTagged/JoinTagged", "DecodeTracks", "TagTracks", "TagTracks/RunInference", "WriteTags", "WriteDeadLetter"} <= names
     assert result.job.options.get_all_options()["max_num_workers"] == 50
