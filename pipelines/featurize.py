@@ -60,8 +60,8 @@ class FeaturizeConfig:
 # ---------------------------------------------------------------------------- feature spec
 
 
-
 def raw_feature_spec() -> dict:
+    """The raw tf.Transform input: one patch of a track with the track's tags."""
     import tensorflow as tf
 
     return {
