@@ -96,7 +96,7 @@ def check_catalog(path: str) -> tuple[str, tuple[str, ...]]:
             raise CatalogError(f"{path}: catalog not found")
         with FileSystems.open(path, compression_type="uncompressed") as handle:
             if fmt == "parquet":
-                return fmt, _check_parquet(path, handle.read())
+                return fmt, _check_parquet(path, handle)
             first = handle.readline().decode("utf-8-sig")
     except CatalogError:
         raise
@@ -124,12 +124,12 @@ def check_catalog(path: str) -> tuple[str, tuple[str, ...]]:
     return fmt, ()
 
 
-def _check_parquet(path: str, data: bytes) -> tuple[str, ...]:
+def _check_parquet(path: str, handle) -> tuple[str, ...]:
     import pyarrow
     import pyarrow.parquet as pq
 
     try:
-        schema = pq.read_schema(pyarrow.BufferReader(data))
+        schema = pq.read_schema(handle)  # reads the footer only, not the whole catalog
     except pyarrow.ArrowException as error:
         raise CatalogError(f"{path}: not a Parquet file ({error})") from error
     missing = [field for field in REQUIRED if field not in schema.names]
@@ -148,11 +148,10 @@ def iter_rows(path: str):
     fmt, header = check_catalog(path)
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         if fmt == "parquet":
-            import pyarrow
             import pyarrow.parquet as pq
 
             number = 0
-            for batch in pq.ParquetFile(pyarrow.BufferReader(handle.read())).iter_batches(batch_size=10_000):
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=10_000):
                 for record in batch.to_pylist():
                     number += 1
                     yield number, record

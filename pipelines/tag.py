@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 
 from model import export, signal
 from pipelines import beam_util, dead_letter, fileio, stages
-from pipelines.catalog import ReadCatalog, Track, check_catalog, iter_rows
+from pipelines.catalog import ReadCatalog, Track, iter_rows
 
 LOG = logging.getLogger("tagscale.tag")
 TAGS_SCHEMA = pyarrow.schema(
@@ -321,8 +321,7 @@ def run(argv: list[str] | None = None) -> dict:
     """Run the tag pipeline to completion; return the summary it wrote."""
     config, beam_args = parse_args(argv)
     tags, info = export.read_model_info(config.model)
-    check_catalog(config.catalog)
-    total = sum(1 for _ in iter_rows(config.catalog))
+    total = sum(1 for _ in iter_rows(config.catalog))  # iter_rows checks the catalog first
     tags_dir = fileio.join(config.output, "tags")
     if config.incremental:
         existing = fileio.glob(fileio.join(tags_dir, "*.parquet"))
