@@ -17,9 +17,7 @@ import time
 import keras
 import tensorflow as tf
 
-
-def _join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
+from pipelines.fileio import join
 
 
 def _write_json(path: str, value) -> None:
@@ -86,7 +84,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
-        self._state_path = _join(state_dir, "early_stopping.json")
+        self._state_path = join(state_dir, "early_stopping.json")
         self._reset()
 
     def _reset(self):
@@ -97,7 +95,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         self._loaded = False
 
     def _weights_path(self, epoch: int) -> str:
-        return _join(self.state_dir, f"best-{epoch:05d}.weights.h5")
+        return join(self.state_dir, f"best-{epoch:05d}.weights.h5")
 
     def _entries(self) -> dict:
         return {int(k): v for k, v in _read_json(self._state_path, {}).items()}
@@ -142,7 +140,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _prune(self, keep: set):
-        for path in tf.io.gfile.glob(_join(self.state_dir, "best-*.weights.h5")):
+        for path in tf.io.gfile.glob(join(self.state_dir, "best-*.weights.h5")):
             name = path.rsplit("/", 1)[-1]
             epoch = name[len("best-") : -len(".weights.h5")]
             if epoch.isdigit() and int(epoch) not in keep:
@@ -173,7 +171,7 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
     def _writer(self, name: str):
         if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(_join(self.log_dir, name))
+            self._writers[name] = tf.summary.create_file_writer(join(self.log_dir, name))
         return self._writers[name]
 
     @staticmethod

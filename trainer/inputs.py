@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from model.errors import TagscaleError
 from pipelines import featurize
+from pipelines.fileio import join
 
 SPLITS = featurize.SPLITS
 SHARD_KIND = {"waveform": "waveform", "spectrogram": "mel"}  # front-end -> shard folder
@@ -61,13 +62,10 @@ class Features:
         return int(self.metadata.get("splits", {}).get(split, {}).get("tracks", 0))
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
 
 def shard_files(features_dir: str, kind: str, split: str) -> list[str]:
     """The sorted shard files of one kind (``mel`` / ``waveform``) and split; [] when none."""
-    return sorted(tf.io.gfile.glob(_join(features_dir, kind, f"{split}-*.tfrecord.gz")))
+    return sorted(tf.io.gfile.glob(join(features_dir, kind, f"{split}-*.tfrecord.gz")))
 
 
 def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, need_transform: bool = False) -> Features:
@@ -82,7 +80,7 @@ def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, n
     features_dir = features_dir.rstrip("/") if features_dir not in ("/", "") else features_dir
     if not tf.io.gfile.isdir(features_dir):
         raise FeaturesDirError(f"features directory {features_dir} does not exist (run `tagscale featurize` first)")
-    metadata_path = _join(features_dir, METADATA_FILE)
+    metadata_path = join(features_dir, METADATA_FILE)
     if not tf.io.gfile.exists(metadata_path):
         raise FeaturesDirError(f"{features_dir} is not a features directory: missing {METADATA_FILE}")
     try:
@@ -105,7 +103,7 @@ def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, n
                 )
     if need_transform:
         for name in TRANSFORM_DIRS:
-            if not tf.io.gfile.isdir(_join(features_dir, name)):
+            if not tf.io.gfile.isdir(join(features_dir, name)):
                 raise FeaturesDirError(
                     f"{features_dir} has no tf.Transform output: missing {name}/ (the spectrogram export needs it)"
                 )

@@ -31,6 +31,7 @@ import time
 
 from model import network
 from model.errors import TagscaleError
+from pipelines.fileio import join
 
 LOG = logging.getLogger("tagscale.train")
 FRONTENDS = ("waveform", "spectrogram")
@@ -158,9 +159,6 @@ def run_settings(args, overrides: dict) -> dict:
     return json.loads(json.dumps(settings))
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
 
 def device_setup():
     """``(strategy, mixed_precision)``: MirroredStrategy for several GPUs, mixed_float16 on GPU."""
@@ -262,13 +260,13 @@ def train_and_evaluate(args) -> TrainResult:
         model = network.build_model(frontend, features.n_tags, args.preset, **overrides)
         train_model = compile_for_training(model, features.n_tags, args.learning_rate)
 
-    history_path = _join(job_dir, "history.json")
-    early_stopping = callbacks.ResumableEarlyStopping(_join(job_dir, "checkpoints"), monitor="val_loss", patience=args.patience)
+    history_path = join(job_dir, "history.json")
+    early_stopping = callbacks.ResumableEarlyStopping(join(job_dir, "checkpoints"), monitor="val_loss", patience=args.patience)
     fit_callbacks = [
         callbacks.HistoryLog(history_path),
         early_stopping,
-        callbacks.TensorBoardScalars(_join(job_dir, "tensorboard")),
-        keras.callbacks.BackupAndRestore(_join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
+        callbacks.TensorBoardScalars(join(job_dir, "tensorboard")),
+        keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
     ]
     LOG.info("training %s (%s, %d params) on %d examples of %d tracks", frontend, args.preset, model.count_params(), train_counts["examples"], train_counts["tracks"])
     start = time.perf_counter()
@@ -277,7 +275,7 @@ def train_and_evaluate(args) -> TrainResult:
     history = callbacks.read_history(history_path)
 
     model = export_copy(model, frontend, features.n_tags, args.preset, overrides)
-    model.save(_join(job_dir, "model.keras"))
+    model.save(join(job_dir, "model.keras"))
     report = evaluate_tracks(model, features, frontend, batch_size=args.batch_size)
 
     settings = {**run_settings(args, overrides), "mixed_precision": mixed, "replicas": strategy.num_replicas_in_sync}
@@ -303,10 +301,10 @@ def train_and_evaluate(args) -> TrainResult:
     }
     export_dir = None
     if args.export:
-        export_dir = _join(job_dir, "export")
+        export_dir = join(job_dir, "export")
         info = {"name": f"{frontend}-{args.preset}", "preset": args.preset, "roc_auc": evaluation["roc_auc"], "pr_auc": evaluation["pr_auc"]}
         evaluation["export"] = exporting.export_model(model, frontend, export_dir, features_dir=features.path, tags=features.tags, info=info)
-    with tf.io.gfile.GFile(_join(job_dir, "eval.json"), "w") as handle:
+    with tf.io.gfile.GFile(join(job_dir, "eval.json"), "w") as handle:
         json.dump(evaluation, handle, indent=2)
     return TrainResult(evaluation=evaluation, history=history, model=model, job_dir=job_dir, export_dir=export_dir)
 
