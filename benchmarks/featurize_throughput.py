@@ -41,9 +41,9 @@ FLOOR = """
 import csv, sys, time
 import numpy as np, soundfile, soxr
 import tensorflow as tf
-from model import signal
+from model import dsp
 rows = list(csv.DictReader(open(sys.argv[1])))
-signal.log_mel_patches(np.zeros((1, signal.PATCH_SAMPLES), np.float32))  # build the TF kernels once
+dsp.log_mel_patches(np.zeros((1, dsp.PATCH_SAMPLES), np.float32))  # build the TF kernels once
 decode = resample = mel = 0.0
 for row in rows:
     t0 = time.perf_counter()
@@ -51,7 +51,7 @@ for row in rows:
     t1 = time.perf_counter()
     y = soxr.resample(y.mean(axis=1), rate, 16000, quality="HQ")
     t2 = time.perf_counter()
-    signal.log_mel_patches(signal.patch_waveform(y)).numpy()
+    dsp.log_mel_patches(dsp.patch_waveform(y)).numpy()
     t3 = time.perf_counter()
     decode, resample, mel = decode + t1 - t0, resample + t2 - t1, mel + t3 - t2
 print(f"work={decode + resample + mel:.3f} decode={decode:.3f} resample={resample:.3f} mel={mel:.3f}")

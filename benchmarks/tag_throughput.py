@@ -47,7 +47,6 @@ print(f"work={time.perf_counter() - start:.3f} tagged={summary['tagged']}")
 def tagscale_scores(output) -> dict:
     import pyarrow.parquet as pq
 
-    from model import pretrained
 
     table = pq.read_table(output / "tags").to_pylist()
     return {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in table}
@@ -75,7 +74,6 @@ def short_catalog(n_tracks: int, seconds: float = 4.0):
 
 
 def peak_rss_mb(command: list[str]) -> float:
-    import resource
     import subprocess
 
     # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run each in a fresh wrapper.

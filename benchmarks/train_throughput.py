@@ -26,7 +26,8 @@ DEMO_SIZES = ["--frontend-filters", "4", "--backend-channels", "32", "--dense-un
 
 
 def demo_features(n_tracks: int, seconds: float) -> str:
-    from pipelines import demo_catalog, featurize
+    from infra import demo_catalog
+    from pipelines import featurize
 
     root = WORK / f"train_demo_{n_tracks}x{seconds:g}"
     features = root / "features"
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     import gc
 
     gc.collect()
-    gc.freeze()  # tf.Transform teardown segfault (STACK_NOTES 1)
+    gc.freeze()  # tf.Transform teardown segfault after tf.Transform: freeze the heap so exit is clean
     return 0
 
 

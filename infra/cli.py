@@ -7,14 +7,12 @@ Errors the user can fix (:class:`model.errors.TagscaleError`) print as one line,
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
-import os
 import sys
 
 # name -> (module, one-line help). The order is the order of a typical run.
 COMMANDS = {
-    "demo-catalog": ("pipelines.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
+    "demo-catalog": ("infra.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
     "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
     "pretrained": ("model.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
     "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),
@@ -43,25 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints help or the usage error and exits
     module_name, _ = COMMANDS[argv[0]]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from model.errors import TagscaleError
+    from model.errors import run_command
 
-    try:
-        code = importlib.import_module(module_name).main(argv[1:])
-    except TagscaleError as error:
-        print(f"tagscale {argv[0]}: error: {error}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print(f"tagscale {argv[0]}: interrupted", file=sys.stderr)
-        code = 130
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # tf.Transform + protobuf objects can segfault in interpreter teardown (STACK_NOTES 1);
-    # freezing the heap after a final collection lets the process exit cleanly.
-    gc.collect()
-    gc.freeze()
-    return code or 0
-
+    return run_command(argv[0], lambda args: importlib.import_module(module_name).main(args), argv[1:])
 
 if __name__ == "__main__":
     sys.exit(main())

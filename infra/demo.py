@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from model import pretrained
-    from pipelines import demo_catalog, featurize, query, tag
+    from infra import demo_catalog
+    from pipelines import featurize, query, tag
     from trainer import compare
 
     work = os.path.abspath(args.workdir)

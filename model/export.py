@@ -4,7 +4,7 @@ A serving model is a directory that the batch tagging pipeline loads without any
 
 - ``saved_model.pb`` + ``variables/``: a TF SavedModel whose ``serving_default`` signature
   takes ``waveform``: float32 (batch, PATCH_SAMPLES), 16 kHz mono patches cut by
-  :func:`model.signal.patch_waveform`, and returns ``scores``: float32 (batch, n_tags) in [0, 1]
+  :func:`model.dsp.patch_waveform`, and returns ``scores``: float32 (batch, n_tags) in [0, 1]
   and ``embedding``: float32 (batch, embedding_dim). Feature extraction (log-mel, any
   normalisation) lives inside the graph.
 - ``tags.txt``: the tag vocabulary, one per line, in the order of the ``scores`` columns.
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from model import signal
+from model import dsp
 from model.errors import TagscaleError
 
 INFO_FILE = "tagscale_model.json"
@@ -38,7 +38,7 @@ def serving_signature(call_fn):
 
     return tf.function(
         call_fn,
-        input_signature=[tf.TensorSpec([None, signal.PATCH_SAMPLES], tf.float32, name="waveform")],
+        input_signature=[tf.TensorSpec([None, dsp.PATCH_SAMPLES], tf.float32, name="waveform")],
     )
 
 
@@ -54,7 +54,7 @@ def save_serving_model(module, export_dir: str, *, tags: list[str], info: dict) 
     with tf.io.gfile.GFile(os.path.join(export_dir, TAGS_FILE), "w") as handle:
         handle.write("\n".join(tags) + "\n")
     info = dict(info)
-    info.update(n_tags=len(tags), signal=signal.constants(), version=weights_version(export_dir))
+    info.update(n_tags=len(tags), signal=dsp.constants(), version=weights_version(export_dir))
     with tf.io.gfile.GFile(os.path.join(export_dir, INFO_FILE), "w") as handle:
         json.dump(info, handle, indent=2, sort_keys=True)
     return info

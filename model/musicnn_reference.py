@@ -3,13 +3,13 @@
 :class:`MusicnnGraph` is the wheel's TF 1 ``.meta`` graph restored from its checkpoint (not our
 Keras re-implementation); :func:`musicnn_log_mel_patches` is musicnn's ``extractor.batch_data``
 feature path (librosa) in float32 (musicnn casts to float16 there, which overflows on loud
-audio: STACK_NOTES 9). librosa is a test/benchmark dependency (``pip install -e .[dev]``).
+audio: musicnn's ``10000 * x`` in float16 reaches infinity on loud mel bins). librosa is a test/benchmark dependency (``pip install -e .[dev]``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from model import signal
+from model import dsp
 
 
 class MusicnnGraph:
@@ -47,10 +47,10 @@ def musicnn_log_mel_patches(path) -> np.ndarray:
     """The musicnn way (its extractor's ``batch_data``), in float32: (n_patches, 187, 96)."""
     import librosa
 
-    audio, sr = librosa.load(path, sr=signal.SAMPLE_RATE)
+    audio, sr = librosa.load(path, sr=dsp.SAMPLE_RATE)
     # musicnn fails on tracks shorter than one patch; zero-pad them to one patch as tagscale does.
-    audio = np.pad(audio, (0, max(0, (signal.PATCH_FRAMES - 1) * signal.HOP_LENGTH - len(audio))))
+    audio = np.pad(audio, (0, max(0, (dsp.PATCH_FRAMES - 1) * dsp.HOP_LENGTH - len(audio))))
     mel = librosa.feature.melspectrogram(y=audio, sr=sr, hop_length=256, n_fft=512, n_mels=96).T
     log_mel = np.log10(10000 * mel.astype(np.float32) + 1)  # musicnn casts to float16 here
-    n = signal.PATCH_FRAMES
+    n = dsp.PATCH_FRAMES
     return np.stack([log_mel[start : start + n] for start in range(0, log_mel.shape[0] - n + 1, n)])

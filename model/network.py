@@ -2,7 +2,7 @@
 
 Read top to bottom: the config and its presets, the small blocks, the waveform front-end,
 the spectrogram front-end, the back-end, then :func:`build_model` which joins one front-end
-to the back-end. Facts and sources are in ``shared/SEED_MODELS.md``:
+to the back-end. Two presets:
 
 - ``seed``: the paper's models (Pons et al. 2018, "End-to-end learning for music audio tagging
   at scale"): n = 16 spectrogram front-end, 512-channel back-end, 500 dense units.
@@ -10,8 +10,8 @@ to the back-end. Facts and sources are in ``shared/SEED_MODELS.md``:
   ``musicnn`` 0.1.0 wheel, so :mod:`model.pretrained` can load their weights one to one.
 
 Every convolution here is ``conv -> ReLU -> batch norm``, the order of both public TF 1 code
-bases (the weights only work in that order). Inputs are one patch: ``signal.PATCH_SAMPLES``
-waveform samples or ``signal.PATCH_FRAMES`` x ``signal.N_MELS`` log-mel frames.
+bases (the weights only work in that order). Inputs are one patch: ``dsp.PATCH_SAMPLES``
+waveform samples or ``dsp.PATCH_FRAMES`` x ``dsp.N_MELS`` log-mel frames.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
-from model import signal
+from model import dsp
 
 # -----------------------------------------------------------------------------
 # config
@@ -46,9 +46,9 @@ class NetworkConfig:
 
     n_tags: int = 50
     # inputs (one patch)
-    n_samples: int = signal.PATCH_SAMPLES
-    n_frames: int = signal.PATCH_FRAMES
-    n_mels: int = signal.N_MELS
+    n_samples: int = dsp.PATCH_SAMPLES
+    n_frames: int = dsp.PATCH_FRAMES
+    n_mels: int = dsp.N_MELS
     # waveform front-end: conv0 (stride = kernel) then one conv + max-pool block per entry
     sample_filters: tuple[int, ...] = (64, 64, 64, 128, 128, 128, 256)
     sample_kernel: int = 3
@@ -291,7 +291,7 @@ def build_model(frontend: str, n_tags: int, preset: str = "seed", *, stages: boo
     ----------
     frontend : {"waveform", "spectrogram"}
         ``waveform`` takes (batch, n_samples) raw 16 kHz patches; ``spectrogram`` takes
-        (batch, n_frames, n_mels) log-mel patches (:func:`model.signal.log_mel_patches`).
+        (batch, n_frames, n_mels) log-mel patches (:func:`model.dsp.log_mel_patches`).
     n_tags : int
         Number of sigmoid outputs.
     preset : {"seed", "musicnn"}

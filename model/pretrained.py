@@ -9,12 +9,12 @@ TF 1 checkpoints, copies every weight into the Keras ``musicnn`` preset of
 How tagging differs from musicnn's own ``extractor.py`` (and why):
 
 - musicnn cuts the log-mel of the whole track into non-overlapping 187-frame patches and
-  drops the incomplete last one; :func:`model.signal.patch_waveform` yields the same patches
+  drops the incomplete last one; :func:`model.dsp.patch_waveform` yields the same patches
   (``n_frames // 187`` of them). A track shorter than 187 frames (about 2.98 s) makes
   musicnn's ``batch_data`` fail (its patch loop never runs); tagscale tags one zero-padded
   patch instead.
 - musicnn casts the mel spectrogram to float16 before ``log10(10000 * x + 1)``, which
-  overflows on loud audio; tagscale computes in float32 (STACK_NOTES 9).
+  overflows on loud audio; tagscale computes in float32.
 - A track's tags are the mean of its patch sigmoid outputs, as musicnn's ``top_tags``.
 
 The cache is ``--cache-dir``, else ``$TAGSCALE_CACHE``, else ``~/.cache/tagscale``.
@@ -32,9 +32,9 @@ import subprocess
 import sys
 import zipfile
 
-import numpy as np
 
 from model import export
+from model.musicnn_checkpoint import CheckpointMappingError, load_musicnn_weights
 from model.errors import TagscaleError
 
 WHEEL_REQUIREMENT = "musicnn==0.1.0"
@@ -63,41 +63,6 @@ MODELS = {
         Pretrained("musicnn-msd", "MSD_musicnn", "MSD_LABELS", "Million Song Dataset"),
     )
 }
-
-# Keras layer of the `musicnn` preset -> TF 1 variable scope in the checkpoint. The TF 1 names
-# follow creation order in musicnn's models.py: input BN, the timbral 7x38 and 7x67 convs, the
-# temporal 128/64/32 convs, the three back-end convs, then pooled BN, dense, dense BN, output.
-CHECKPOINT_SCOPES = {
-    "input_bn": "batch_normalization",
-    "timbral_0_conv": "conv2d",
-    "timbral_0_bn": "batch_normalization_1",
-    "timbral_1_conv": "conv2d_1",
-    "timbral_1_bn": "batch_normalization_2",
-    "temporal_0_conv": "conv2d_2",
-    "temporal_0_bn": "batch_normalization_3",
-    "temporal_1_conv": "conv2d_3",
-    "temporal_1_bn": "batch_normalization_4",
-    "temporal_2_conv": "conv2d_4",
-    "temporal_2_bn": "batch_normalization_5",
-    "backend_0_conv": "conv2d_5",
-    "backend_0_bn": "batch_normalization_6",
-    "backend_1_conv": "conv2d_6",
-    "backend_1_bn": "batch_normalization_7",
-    "backend_2_conv": "conv2d_7",
-    "backend_2_bn": "batch_normalization_8",
-    "backend_pooled_bn": "batch_normalization_9",
-    "backend_dense": "dense",
-    "backend_dense_bn": "batch_normalization_10",
-    "backend_scores": "dense_1",
-}
-# Adam's state is saved beside the weights: its slots and its two step-power scalars.
-OPTIMIZER_SUFFIXES = ("/Adam", "/Adam_1")
-OPTIMIZER_VARIABLES = ("beta1_power", "beta2_power")
-
-
-class CheckpointMappingError(RuntimeError):
-    """The checkpoint and the Keras model do not correspond one to one (a bug, not user input)."""
-
 
 # -----------------------------------------------------------------------------
 # cache and wheel
@@ -218,57 +183,6 @@ def read_labels(configuration_py: str, list_name: str) -> list[str]:
 def checkpoint_prefix(package_dir: str, spec: Pretrained) -> str:
     """The checkpoint prefix: the model folder itself, files ``.index``, ``.data-*``, ``.meta``."""
     return os.path.join(package_dir, spec.checkpoint) + os.sep
-
-
-def is_optimizer_state(name: str) -> bool:
-    return name in OPTIMIZER_VARIABLES or name.endswith(OPTIMIZER_SUFFIXES)
-
-
-def _without_unit_axes(shape) -> tuple[int, ...]:
-    return tuple(int(d) for d in shape if d != 1)
-
-
-def load_musicnn_weights(keras_model, prefix: str) -> dict:
-    """Assign every weight of a Keras ``musicnn`` model from a musicnn TF 1 checkpoint.
-
-    Kernels whose shapes differ only by axes of size 1 (the TF 1 code's 2-D convs over a
-    (time, channels, 1) image are Keras Conv1D) are reshaped.
-
-    Returns
-    -------
-    dict
-        ``{"assigned": n_variables, "weights": n_values, "skipped": [optimizer state names]}``.
-
-    Raises
-    ------
-    CheckpointMappingError
-        If any Keras weight is not assigned, any model variable of the checkpoint is unused, or
-        shapes disagree.
-    """
-    from tensorflow.python.training import py_checkpoint_reader
-
-    reader = py_checkpoint_reader.NewCheckpointReader(prefix)
-    shapes = reader.get_variable_to_shape_map()
-    wanted = {name for name in shapes if not is_optimizer_state(name)}
-    used, problems, values = set(), [], 0
-    for layer in keras_model.layers:
-        for weight in layer.weights:
-            scope = CHECKPOINT_SCOPES.get(layer.name)
-            key = f"{scope}/{weight.name}"
-            if scope is None or key not in shapes:
-                problems.append(f"Keras weight {weight.path} has no checkpoint variable ({key})")
-                continue
-            value = reader.get_tensor(key)
-            if _without_unit_axes(value.shape) != _without_unit_axes(weight.shape):
-                problems.append(f"{key} has shape {value.shape}, Keras {weight.path} has {tuple(weight.shape)}")
-                continue
-            weight.assign(np.reshape(value, weight.shape))
-            used.add(key)
-            values += int(value.size)
-    problems += [f"checkpoint variable {name} {shapes[name]} is not used" for name in sorted(wanted - used)]
-    if problems:
-        raise CheckpointMappingError(f"{prefix}: " + "; ".join(problems))
-    return {"assigned": len(used), "weights": values, "skipped": sorted(set(shapes) - wanted)}
 
 
 def build_musicnn_model(package_dir: str, spec: Pretrained):
@@ -406,4 +320,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from model.errors import run_command
+
+    sys.exit(run_command("pretrained", main))

@@ -1,8 +1,8 @@
 """Wrap a Keras tagging model as a serving module: waveform patches in, scores and embedding out.
 
 The module's ``serve`` function (see :func:`model.export.serving_signature`) takes
-(batch, ``signal.PATCH_SAMPLES``) float32 waveform patches. For the spectrogram front-end it
-computes :func:`model.signal.log_mel_patches` inside the graph, then applies the optional
+(batch, ``dsp.PATCH_SAMPLES``) float32 waveform patches. For the spectrogram front-end it
+computes :func:`model.dsp.log_mel_patches` inside the graph, then applies the optional
 ``normalize`` callable (the trainer passes one built from tf.Transform output), then the
 Keras model. Save it with :func:`model.export.save_serving_model`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from model import export, network, signal
+from model import export, network, dsp
 
 
 class ServingModule(tf.Module):
@@ -41,7 +41,7 @@ class ServingModule(tf.Module):
     def _serve(self, waveform):
         x = waveform  # (batch, samples)
         if self.frontend == "spectrogram":
-            x = signal.log_mel_patches(waveform)  # (batch, time, mel)
+            x = dsp.log_mel_patches(waveform)  # (batch, time, mel)
         if self.normalize is not None:
             x = self.normalize(x)
         outputs = self.model(x, training=False)

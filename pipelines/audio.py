@@ -15,7 +15,7 @@ import subprocess
 
 import numpy as np
 
-from model import signal
+from model import dsp
 
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 DECODERS = ("auto", "ffmpeg", "soundfile")
@@ -31,12 +31,12 @@ class TransientError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class DecodedAudio:
-    samples: np.ndarray  # (n_samples,) float32 at signal.SAMPLE_RATE
+    samples: np.ndarray  # (n_samples,) float32 at dsp.SAMPLE_RATE
     decoder: str
 
     @property
     def duration_s(self) -> float:
-        return len(self.samples) / signal.SAMPLE_RATE
+        return len(self.samples) / dsp.SAMPLE_RATE
 
 
 def ffmpeg_executable() -> str:
@@ -105,7 +105,7 @@ def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float) -> 
         format="f32le",
         acodec="pcm_f32le",
         ac=1,
-        ar=signal.SAMPLE_RATE,
+        ar=dsp.SAMPLE_RATE,
         t=max_duration_s,
         # Normalise the downmix so stereo -> mono is the mean of the channels, as librosa's
         # to_mono; ffmpeg's default keeps each channel at -3 dB, a louder mix.
@@ -153,9 +153,9 @@ def decode_with_soundfile(uri: str, *, max_duration_s: float) -> np.ndarray:
     if audio.size == 0:
         raise DecodeError("no audio samples decoded")
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if native_rate == signal.SAMPLE_RATE:
+    if native_rate == dsp.SAMPLE_RATE:
         return np.ascontiguousarray(mono, dtype=np.float32)
-    return soxr.resample(mono, native_rate, signal.SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+    return soxr.resample(mono, native_rate, dsp.SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
 
 
 def decode_audio(

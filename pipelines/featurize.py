@@ -10,7 +10,7 @@ Stages, each a plain function wrapped by a small PTransform:
 
 An *example* is one 187-frame patch of a track (about 3 s): ``waveform`` holds its
 48,128 samples at 16 kHz and ``log_mel`` its (187, 96) log-mel, normalised per mel band by
-the training split's mean and standard deviation (see :mod:`model.signal`). ``labels`` is the
+the training split's mean and standard deviation (see :mod:`model.dsp`). ``labels`` is the
 track's multi-hot tag vector over the top-K tag vocabulary.
 """
 from __future__ import annotations
@@ -26,12 +26,10 @@ import sys
 import apache_beam as beam
 import numpy as np
 
-from model import signal
+from model import dsp, features
 from pipelines import beam_util, dead_letter, fileio, stages
 from pipelines.catalog import ReadCatalog, Track
 
-SPLITS = ("train", "valid", "test")
-TAG_VOCABULARY = "tags"  # tf.Transform vocabulary file name (transform_fn/assets/tags)
 LOG = logging.getLogger("tagscale.featurize")
 
 
@@ -57,76 +55,6 @@ class FeaturizeConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
 
-# ---------------------------------------------------------------------------- feature spec
-
-
-def raw_feature_spec() -> dict:
-    """The raw tf.Transform input: one patch of a track with the track's tags."""
-    import tensorflow as tf
-
-    return {
-        "track_id": tf.io.FixedLenFeature([], tf.string),
-        "patch_index": tf.io.FixedLenFeature([], tf.int64),
-        "waveform": tf.io.FixedLenFeature([signal.PATCH_SAMPLES], tf.float32),
-        "tags": tf.io.VarLenFeature(tf.string),
-    }
-
-
-def shard_feature_spec(kind: str, top_k: int) -> dict:
-    """The tf.train.Example features of ``DIR/{kind}/`` shards: what trainers parse."""
-    import tensorflow as tf
-
-    if kind not in ("mel", "waveform"):
-        raise ValueError(f"unknown shard kind {kind!r}")
-    data = (
-        {"log_mel": tf.io.FixedLenFeature([signal.PATCH_FRAMES, signal.N_MELS], tf.float32)}
-        if kind == "mel"
-        else {"waveform": tf.io.FixedLenFeature([signal.PATCH_SAMPLES], tf.float32)}
-    )
-    return {
-        "track_id": tf.io.FixedLenFeature([], tf.string),
-        "patch_index": tf.io.FixedLenFeature([], tf.int64),
-        "labels": tf.io.FixedLenFeature([top_k], tf.float32),
-        **data,
-    }
-
-
-def preprocessing_fn(inputs: dict, *, top_k: int) -> dict:
-    """The single definition of the features (tf.Transform): log-mel, its per-band
-    normalisation from full-pass statistics, and multi-hot labels over the tag vocabulary.
-
-    Per-band statistics: tf.Transform gives the mean and variance of every (frame, band) cell
-    over all training patches; each cell has the same count, so the band mean is the mean of
-    its cells and the band variance is the mean cell variance plus the variance of the cell
-    means (law of total variance) - exact, in one pass.
-    """
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
-    log_mel = signal.log_mel_patches(inputs["waveform"])  # (batch, frames, mel)
-    cell_mean = tft.mean(log_mel, reduce_instance_dims=False)  # (frames, mel)
-    cell_var = tft.var(log_mel, reduce_instance_dims=False)
-    band_mean = tf.reduce_mean(cell_mean, axis=0)  # (mel,)
-    band_var = tf.reduce_mean(cell_var + tf.square(cell_mean - band_mean), axis=0)
-    band_std = tf.sqrt(tf.maximum(band_var, 1e-12))
-
-    # Count each track's tags once (on its first patch) so long tracks do not outvote short ones.
-    tags = inputs["tags"]
-    first_patch = tf.gather(tf.equal(inputs["patch_index"], 0), tags.indices[:, 0])
-    vocabulary = tft.vocabulary(tf.sparse.retain(tags, first_patch), top_k=top_k, vocab_filename=TAG_VOCABULARY)
-    tag_ids = tft.apply_vocabulary(tags, vocabulary, default_value=-1)
-    known = tf.sparse.retain(tag_ids, tag_ids.values >= 0)
-    labels = tf.cast(tf.sparse.to_indicator(known, top_k), tf.float32)  # (batch, top_k)
-
-    return {
-        "track_id": inputs["track_id"],
-        "patch_index": inputs["patch_index"],
-        "waveform": inputs["waveform"],
-        "log_mel": (log_mel - band_mean) / band_std,
-        "labels": labels,
-    }
-
-
 # ----------------------------------------------------------------------- plain functions
 
 
@@ -140,20 +68,6 @@ def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float
     return "train"
 
 
-def raw_arrow_schema():
-    """Arrow layout of the raw examples, as tfx_bsl decodes tf.Examples (every column a list)."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("track_id", pa.large_list(pa.large_binary())),
-            ("patch_index", pa.large_list(pa.int64())),
-            ("waveform", pa.large_list(pa.float32())),
-            ("tags", pa.large_list(pa.large_binary())),
-        ]
-    )
-
-
 def track_record_batch(track: Track, samples: np.ndarray, *, max_patches: int | None = None):
     """The raw tf.Transform input of one track: an Arrow RecordBatch with one row per patch.
 
@@ -162,7 +76,7 @@ def track_record_batch(track: Track, samples: np.ndarray, *, max_patches: int | 
     """
     import pyarrow as pa
 
-    patches = signal.patch_waveform(samples, max_patches=max_patches)  # (patches, samples)
+    patches = dsp.patch_waveform(samples, max_patches=max_patches)  # (patches, samples)
     count = len(patches)
 
     def lists(values: pa.Array, per_row: int) -> pa.Array:
@@ -173,17 +87,14 @@ def track_record_batch(track: Track, samples: np.ndarray, *, max_patches: int | 
         [
             lists(pa.array([track.track_id.encode("utf-8")] * count, pa.large_binary()), 1),
             lists(pa.array(np.arange(count), pa.int64()), 1),
-            lists(pa.array(patches.reshape(-1), pa.float32()), signal.PATCH_SAMPLES),
+            lists(pa.array(patches.reshape(-1), pa.float32()), dsp.PATCH_SAMPLES),
             lists(pa.array(tags * count, pa.large_binary()), len(tags)),
         ],
-        schema=raw_arrow_schema(),
+        schema=features.raw_arrow_schema(),
     )
 
 
 # ------------------------------------------------------------------------ PTransforms
-
-
-SHARD_COLUMNS = {"mel": ("track_id", "patch_index", "labels", "log_mel"), "waveform": ("track_id", "patch_index", "labels", "waveform")}
 
 
 def shard_of(track_id: bytes, num_shards: int) -> int:
@@ -203,7 +114,7 @@ def keyed_examples(batch_and_passthrough, *, num_shards: int):
     record_batch, _ = batch_and_passthrough
     encoded = {
         kind: example_coder.RecordBatchToExamplesEncoder().encode(record_batch.select(list(columns)))
-        for kind, columns in SHARD_COLUMNS.items()
+        for kind, columns in features.SHARD_COLUMNS.items()
     }
     track_ids = [values[0] for values in record_batch.column("track_id").to_pylist()]
     patch_indices = [values[0] for values in record_batch.column("patch_index").to_pylist()]
@@ -254,7 +165,7 @@ class WriteShards(beam.PTransform):
     def expand(self, record_batches):
         import tensorflow as tf
 
-        for kind in SHARD_COLUMNS:
+        for kind in features.SHARD_COLUMNS:
             tf.io.gfile.makedirs(fileio.join(self._output, kind))
         every_shard = record_batches.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(self._num_shards)])
         examples = record_batches | "EncodeExamples" >> beam.FlatMap(keyed_examples, num_shards=self._num_shards)
@@ -282,25 +193,25 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
         lambda item: track_record_batch(item[0], item[1], max_patches=config.max_patches_per_track)
     )
     by_split = batches | "SplitByTrackId" >> beam.Partition(
-        lambda batch, _: SPLITS.index(split(batch.column(0)[0][0].as_py().decode("utf-8"))), len(SPLITS)
+        lambda batch, _: features.SPLITS.index(split(batch.column(0)[0][0].as_py().decode("utf-8"))), len(features.SPLITS)
     )
 
-    schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
-    raw_config = tfxio.TensorAdapterConfig(raw_arrow_schema(), tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
+    schema = schema_utils.schema_from_feature_spec(features.raw_feature_spec())
+    raw_config = tfxio.TensorAdapterConfig(features.raw_arrow_schema(), tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
     with tft_beam.Context(temp_dir=fileio.join(output, "tmp", "tft")):
         (train, _), transform_fn = (
             by_split[0],
             raw_config,
         ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            functools.partial(preprocessing_fn, top_k=config.top_k), output_record_batches=True
+            functools.partial(features.preprocessing_fn, top_k=config.top_k), output_record_batches=True
         )
         transformed = {"train": train}
-        for index, name in enumerate(SPLITS[1:], start=1):
+        for index, name in enumerate(features.SPLITS[1:], start=1):
             transformed[name], _ = ((by_split[index], raw_config), transform_fn) | (
                 f"Transform{name.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
             )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output)
-    for name in SPLITS:
+    for name in features.SPLITS:
         _ = transformed[name] | f"WriteShards{name.title()}" >> WriteShards(output, name, config.num_shards)
 
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
@@ -309,7 +220,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     def track_stats(item):
         track, samples = item
         name = split(track.track_id)
-        return [("tracks_ok", 1), (f"{name}_tracks", 1), ("audio_seconds", len(samples) / signal.SAMPLE_RATE)]
+        return [("tracks_ok", 1), (f"{name}_tracks", 1), ("audio_seconds", len(samples) / dsp.SAMPLE_RATE)]
 
     stats = (
         catalog["tracks"] | "CountUnique" >> beam.Map(lambda _: ("tracks_in", 1)),
@@ -326,7 +237,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
 def write_metadata(config: FeaturizeConfig) -> dict:
     """Combine the pipeline's counts with the vocabulary into ``DIR/metadata.json``."""
     stats = json.loads(fileio.read_text(fileio.join(config.output, "tmp", "stats.json")))
-    vocabulary_path = fileio.join(config.output, "transform_fn", "assets", TAG_VOCABULARY)
+    vocabulary_path = fileio.join(config.output, "transform_fn", "assets", features.TAG_VOCABULARY)
     tags = [line for line in fileio.read_text(vocabulary_path).splitlines() if line]
     metadata = {
         "tracks_in": int(stats.get("tracks_in", 0)),
@@ -334,10 +245,10 @@ def write_metadata(config: FeaturizeConfig) -> dict:
         "tracks_failed": int(stats.get("tracks_failed", 0)),
         "splits": {
             name: {"tracks": int(stats.get(f"{name}_tracks", 0)), "examples": int(stats.get(f"{name}_examples", 0))}
-            for name in SPLITS
+            for name in features.SPLITS
         },
         "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
-        "signal": signal.constants(),
+        "signal": dsp.constants(),
         "top_k": config.top_k,
         "tags": tags,
         "config": dataclasses.asdict(config),
@@ -406,4 +317,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    sys.exit(main())
+    from model.errors import run_command
+
+    sys.exit(run_command("featurize", main))

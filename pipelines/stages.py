@@ -11,7 +11,7 @@ import time
 import apache_beam as beam
 import numpy as np
 
-from model import signal
+from model import dsp
 from pipelines import audio, dead_letter
 from pipelines.catalog import Track
 
@@ -53,9 +53,9 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
     """Reject audio with nothing in it; :class:`audio.DecodeError` says why.
 
     Tracks shorter than ``min_duration_s`` are rejected; longer tracks shorter than one
-    patch are zero-padded to one patch by :func:`model.signal.patch_waveform`.
+    patch are zero-padded to one patch by :func:`model.dsp.patch_waveform`.
     """
-    duration = len(samples) / signal.SAMPLE_RATE
+    duration = len(samples) / dsp.SAMPLE_RATE
     if duration < min_duration_s:
         raise audio.DecodeError(f"too short: {duration:.2f} s < minimum {min_duration_s:g} s")
     if not np.isfinite(samples).all():

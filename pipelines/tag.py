@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from model import export, signal
+from model import export, dsp
 from pipelines import beam_util, dead_letter, fileio, stages
 from pipelines.catalog import ReadCatalog, Track, iter_rows
 
@@ -62,8 +62,8 @@ class TagConfig:
 
 def track_patches(track: Track, samples: np.ndarray, *, max_patches: int | None = None):
     """``((track_id, patch_index, n_patches, uri, duration_s), patch)`` for each patch of a track."""
-    patches = signal.patch_waveform(samples, max_patches=max_patches)
-    duration = len(samples) / signal.SAMPLE_RATE
+    patches = dsp.patch_waveform(samples, max_patches=max_patches)
+    duration = len(samples) / dsp.SAMPLE_RATE
     # Keys are UTF-8 from here on (Beam's string coder): undecodable catalog bytes become U+FFFD.
     track_id, uri = dead_letter.printable(track.track_id), dead_letter.printable(track.uri)
     return [((track_id, index, len(patches), uri, duration), patch) for index, patch in enumerate(patches)]
@@ -122,7 +122,7 @@ class ServingModelHandler(ModelHandler):
     """RunInference handler for a tagscale serving model (TF SavedModel + tags + info).
 
     Beam's own TF handler loads with ``tf.keras.models.load_model``, which Keras 3 refuses for
-    SavedModels, and imports tensorflow_hub (STACK_NOTES 12); this one uses
+    SavedModels, and imports tensorflow_hub, which apache-beam does not install; this one uses
     ``tf.saved_model.load`` through :func:`model.export.load_serving_model`.
     """
 
@@ -145,7 +145,7 @@ class ServingModelHandler(ModelHandler):
         # Always call the model with the same batch shape: oneDNN picks kernels by shape, so a
         # patch's scores would otherwise change in the last bits with the batch it landed in,
         # and re-runs would not reproduce their output exactly.
-        patches = np.zeros((self._batch_size, signal.PATCH_SAMPLES), np.float32)
+        patches = np.zeros((self._batch_size, dsp.PATCH_SAMPLES), np.float32)
         patches[: len(batch)] = np.stack(batch)
         outputs = model.predict(patches)
         # Results carry no input: a patch is 190 kB and would otherwise travel to the grouping.
@@ -363,4 +363,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    sys.exit(main())
+    from model.errors import run_command
+
+    sys.exit(run_command("tag", main))

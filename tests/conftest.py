@@ -15,7 +15,7 @@ SHARED_AUDIO = REPO.parent / "shared" / "audio" / "librosa_examples"
 
 
 def pytest_unconfigure(config):
-    # A process that ran tf.Transform can segfault in interpreter teardown (STACK_NOTES 1).
+    # A process that ran tf.Transform can segfault in interpreter teardown, after all work is done.
     gc.collect()
     gc.freeze()
 

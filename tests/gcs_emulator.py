@@ -3,7 +3,7 @@
 google-cloud-storage honours STORAGE_EMULATOR_HOST, and Beam's GCS filesystem builds a
 google-cloud-storage client, so Beam reads and writes gs:// through the emulator too. Tests
 give anonymous credentials up front: otherwise the client waits ~25 s looking for real ones.
-TensorFlow's own gs:// filesystem (tf.io.gfile, tf.data) ignores the emulator (STACK_NOTES 4).
+TensorFlow's own gs:// filesystem (tf.io.gfile, tf.data) ignores the emulator: it has no endpoint override.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from model import signal
+from model import dsp
 from pipelines import audio
 
 
@@ -33,8 +33,8 @@ def test_ffmpeg_and_soundfile_agree(write_audio, name):
     b = audio.decode_audio(path, decoder="soundfile").samples
     n = min(len(a), len(b))
     # Spectra agree closely even where resamplers and MP3 decoders differ by a few samples.
-    mel_a = signal.log_mel_patches(signal.patch_waveform(a[:n])).numpy()
-    mel_b = signal.log_mel_patches(signal.patch_waveform(b[:n])).numpy()
+    mel_a = dsp.log_mel_patches(dsp.patch_waveform(a[:n])).numpy()
+    mel_b = dsp.log_mel_patches(dsp.patch_waveform(b[:n])).numpy()
     assert np.median(np.abs(mel_a - mel_b)) < 0.05
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from model import signal
+from model import dsp
 from model.errors import TagscaleError
-from pipelines import demo_catalog
+from infra import demo_catalog
 from pipelines.audio import decode_audio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ def group_means(catalog, measure, tag, other=None):
 def power_spectrogram(samples, *, n_fft=1024, hop=256):
     """(frames, n_fft // 2 + 1) Hann-windowed power, and the bin frequencies in Hz."""
     frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[::hop] * np.hanning(n_fft)
-    return np.abs(np.fft.rfft(frames, axis=1)) ** 2, np.fft.rfftfreq(n_fft, 1 / signal.SAMPLE_RATE)
+    return np.abs(np.fft.rfft(frames, axis=1)) ** 2, np.fft.rfftfreq(n_fft, 1 / dsp.SAMPLE_RATE)
 
 
 def low_energy_ratio(samples):
@@ -89,15 +89,15 @@ def onset_rate(samples):
     power, _ = power_spectrogram(samples, n_fft=512, hop=hop)
     level_db = 10 * np.log10(power + power.max() * 1e-8)
     flux = np.maximum(0.0, np.diff(level_db, axis=0)).mean(axis=1)
-    half = int(0.15 * signal.SAMPLE_RATE / hop)
+    half = int(0.15 * dsp.SAMPLE_RATE / hop)
     running = np.median(np.lib.stride_tricks.sliding_window_view(np.pad(flux, half, mode="edge"), 2 * half + 1), axis=1)
     is_peak = np.zeros(len(flux), bool)
     is_peak[1:-1] = (flux[1:-1] > flux[:-2]) & (flux[1:-1] >= flux[2:])
     onsets, last = 0, -np.inf
     for frame in np.flatnonzero(is_peak & (flux > running + 1.0)):
-        if frame - last >= 0.08 * signal.SAMPLE_RATE / hop:
+        if frame - last >= 0.08 * dsp.SAMPLE_RATE / hop:
             onsets, last = onsets + 1, frame
-    return onsets / (len(samples) / signal.SAMPLE_RATE)
+    return onsets / (len(samples) / dsp.SAMPLE_RATE)
 
 
 def test_catalog_csv_has_header_ids_local_uris_and_known_tags(catalog):
@@ -140,7 +140,7 @@ def test_files_mix_formats_sample_rates_and_channels(catalog):
 def test_every_file_decodes_with_ffmpeg_to_the_requested_duration(catalog):
     _, _, rows, audio = catalog
     for (_, uri, _), samples in zip(rows, audio):
-        assert abs(len(samples) / signal.SAMPLE_RATE - DURATION_S) < 0.05, uri
+        assert abs(len(samples) / dsp.SAMPLE_RATE - DURATION_S) < 0.05, uri
         assert np.all(np.isfinite(samples))
         peak = np.abs(samples).max()
         assert 10 ** (-30 / 20) < peak <= 10 ** (-2 / 20), (uri, peak)  # -20..-3 dBFS, less after a stereo downmix

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from model import signal
+from model import dsp
 from pipelines import audio, featurize, stages
 from pipelines.catalog import Track
 
@@ -56,7 +56,7 @@ def test_track_record_batch_has_one_row_per_patch():
     rows = batch.to_pylist()
     assert [row["patch_index"] for row in rows] == [[0], [1]]
     assert rows[1]["tags"] == [b"a", b"b"] and rows[0]["track_id"] == [b"t"]
-    np.testing.assert_array_equal(np.array(rows[1]["waveform"], np.float32), signal.patch_waveform(samples)[1])
+    np.testing.assert_array_equal(np.array(rows[1]["waveform"], np.float32), dsp.patch_waveform(samples)[1])
     assert featurize.track_record_batch(Track("t", "/t.wav"), samples, max_patches=1).num_rows == 1
     assert featurize.track_record_batch(Track("t", "/t.wav"), samples).to_pylist()[0]["tags"] == []
 
@@ -114,7 +114,7 @@ def test_counts_add_up_and_metadata_is_complete(featurized):
     assert sum(split["tracks"] for split in metadata["splits"].values()) == 24
     assert all(metadata["splits"][name]["tracks"] > 0 for name in featurize.SPLITS)
     assert sorted(metadata["tags"]) == ["bass", "bright", "dark", "drums"]
-    assert metadata["signal"] == signal.constants()
+    assert metadata["signal"] == dsp.constants()
     expected_seconds = sum(4.0 + (i % 3) * 2.5 for i in range(24))
     assert abs(metadata["audio_seconds"] - expected_seconds) < 24 * 0.06  # mp3 padding only
     on_disk = json.loads((featurized["output"] / "metadata.json").read_text())
@@ -142,26 +142,26 @@ def test_shards_parse_with_tf_data_and_cover_every_patch(featurized):
         assert len(mel) == len(wave) == metadata["splits"][split]["examples"] > 0
         assert {e["track_id"].decode() for e in mel} == {e["track_id"].decode() for e in wave}
         for example in mel:
-            assert example["log_mel"].shape == (signal.PATCH_FRAMES, signal.N_MELS)
+            assert example["log_mel"].shape == (dsp.PATCH_FRAMES, dsp.N_MELS)
             track = example["track_id"].decode()
             assert featurize.split_of(track, valid_fraction=0.2, test_fraction=0.2) == split
             on = {tags[i] for i in np.flatnonzero(example["labels"][: len(tags)])}
             assert on == set(featurized["expected_tags"][track])
             assert not example["labels"][len(tags) :].any()
-        assert wave[0]["waveform"].shape == (signal.PATCH_SAMPLES,)
+        assert wave[0]["waveform"].shape == (dsp.PATCH_SAMPLES,)
 
 
 @pytest.mark.slow
 def test_normalisation_uses_train_band_statistics_equal_to_numpy(featurized):
     output, top_k = featurized["output"], featurized["metadata"]["top_k"]
     train_wave = read_shards(output, "waveform", "train", top_k)
-    raw = signal.log_mel_patches(np.stack([e["waveform"] for e in train_wave])).numpy()
-    frames = raw.reshape(-1, signal.N_MELS).astype(np.float64)
+    raw = dsp.log_mel_patches(np.stack([e["waveform"] for e in train_wave])).numpy()
+    frames = raw.reshape(-1, dsp.N_MELS).astype(np.float64)
     mean, std = frames.mean(axis=0), frames.std(axis=0)
     for split in featurize.SPLITS:  # valid and test use the training statistics too
         by_key = {(e["track_id"], e["patch_index"]): e for e in read_shards(output, "mel", split, top_k)}
         waves = read_shards(output, "waveform", split, top_k)
-        raw_split = signal.log_mel_patches(np.stack([e["waveform"] for e in waves])).numpy()
+        raw_split = dsp.log_mel_patches(np.stack([e["waveform"] for e in waves])).numpy()
         for example, raw_mel in zip(waves, raw_split):
             stored = by_key[(example["track_id"], example["patch_index"])]["log_mel"]
             np.testing.assert_allclose(stored, (raw_mel - mean) / std, atol=2e-3, rtol=1e-3)

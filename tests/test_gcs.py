@@ -3,7 +3,7 @@ Parquet written to gs://, incremental re-runs reading gs:// output.
 
 What is not covered here, and why: tf.Transform writes transform_fn/ and TensorFlow reads
 shards through TensorFlow's own GCS filesystem, which cannot be pointed at an emulator
-(STACK_NOTES 4); featurize output and training on gs:// run on real GCS only.
+(it has no endpoint override); featurize output and training on gs:// run on real GCS only.
 """
 import io
 import json

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import export, network, serving, signal
+from model import export, network, serving, dsp
 
 N_TAGS = 50
 
@@ -22,8 +22,8 @@ EXPECTED = {
 def example_batch(frontend: str, batch: int = 2, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if frontend == "waveform":
-        return rng.normal(0, 0.1, (batch, signal.PATCH_SAMPLES)).astype(np.float32)
-    return rng.uniform(0, 3, (batch, signal.PATCH_FRAMES, signal.N_MELS)).astype(np.float32)
+        return rng.normal(0, 0.1, (batch, dsp.PATCH_SAMPLES)).astype(np.float32)
+    return rng.uniform(0, 3, (batch, dsp.PATCH_FRAMES, dsp.N_MELS)).astype(np.float32)
 
 
 @pytest.mark.parametrize("frontend,preset", sorted(EXPECTED))
@@ -118,7 +118,7 @@ def test_serving_module_round_trip(frontend, tmp_path):
     outputs = loaded.predict(waveform)
     export.check_outputs(outputs, 5)
     assert outputs["embedding"].shape == (3, 16)
-    features = signal.log_mel_patches(waveform) if frontend == "spectrogram" else waveform
+    features = dsp.log_mel_patches(waveform) if frontend == "spectrogram" else waveform
     expected = model(features, training=False)
     np.testing.assert_allclose(outputs["scores"], np.asarray(expected["scores"]), atol=1e-6)
     np.testing.assert_allclose(outputs["embedding"], np.asarray(expected["embedding"]), atol=1e-5)
@@ -131,7 +131,7 @@ def test_serving_module_applies_normalisation_before_the_model():
     module = serving.build_serving_module(model, "spectrogram", normalize=lambda x: (x - 1.0) * 0.5)
     waveform = example_batch("waveform", batch=2, seed=2)
     outputs = module.serve(tf.constant(waveform))
-    expected = model((signal.log_mel_patches(waveform) - 1.0) * 0.5, training=False)
+    expected = model((dsp.log_mel_patches(waveform) - 1.0) * 0.5, training=False)
     np.testing.assert_allclose(outputs["scores"].numpy(), np.asarray(expected["scores"]), atol=1e-6)
     with pytest.raises(ValueError, match="'mel'"):
         serving.build_serving_module(model, "mel")

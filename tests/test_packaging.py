@@ -46,5 +46,5 @@ def test_setup_py_builds_an_sdist_for_dataflow_workers(tmp_path):
 
     (sdist,) = tmp_path.glob("tagscale-*.tar.gz")
     names = tarfile.open(sdist).getnames()
-    for module in ("pipelines/featurize.py", "pipelines/tag.py", "model/signal.py", "model/network.py", "trainer/task.py", "infra/cli.py"):
+    for module in ("pipelines/featurize.py", "pipelines/tag.py", "model/dsp.py", "model/network.py", "trainer/task.py", "infra/cli.py"):
         assert any(name.endswith(module) for name in names), module

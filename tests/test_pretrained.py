@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from model import export, pretrained, signal
+from model import dsp, export, musicnn_checkpoint, pretrained
 from model.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
 from model.errors import TagscaleError
 
@@ -51,7 +51,7 @@ def tagscale_scores(path, model: export.ServingModel) -> np.ndarray:
     """The project's path: decode -> waveform patches -> serving model -> mean over patches."""
     from pipelines.audio import decode_audio
 
-    patches = signal.patch_waveform(decode_audio(str(path)).samples)
+    patches = dsp.patch_waveform(decode_audio(str(path)).samples)
     return model.predict(patches)["scores"].mean(axis=0)
 
 
@@ -86,7 +86,7 @@ def test_checkpoint_maps_every_variable(package_dir):
 
     for spec in pretrained.MODELS.values():
         model = network.build_model("spectrogram", 50, preset="musicnn")
-        report = pretrained.load_musicnn_weights(model, pretrained.checkpoint_prefix(package_dir, spec))
+        report = musicnn_checkpoint.load_musicnn_weights(model, pretrained.checkpoint_prefix(package_dir, spec))
         # 66 non-slot checkpoint variables (792,081 values) = 64 model weights + Adam's 2 powers.
         assert report["assigned"] == 64 == len(model.weights)
         assert report["weights"] == 792_079 == model.count_params()
@@ -98,18 +98,18 @@ def test_checkpoint_maps_every_variable(package_dir):
 def test_mapping_fails_loudly_on_unmapped_weights(package_dir, monkeypatch):
     from model import network
 
-    scopes = dict(pretrained.CHECKPOINT_SCOPES)
+    scopes = dict(musicnn_checkpoint.CHECKPOINT_SCOPES)
     del scopes["temporal_1_bn"]
     monkeypatch.setattr(pretrained, "CHECKPOINT_SCOPES", scopes)
     model = network.build_model("spectrogram", 50, preset="musicnn")
     prefix = pretrained.checkpoint_prefix(package_dir, pretrained.MODELS["musicnn-mtt"])
-    with pytest.raises(pretrained.CheckpointMappingError) as caught:
-        pretrained.load_musicnn_weights(model, prefix)
+    with pytest.raises(musicnn_checkpoint.CheckpointMappingError) as caught:
+        musicnn_checkpoint.load_musicnn_weights(model, prefix)
     assert "temporal_1_bn/moving_mean has no checkpoint variable" in str(caught.value)
     assert "batch_normalization_4/moving_variance [51] is not used" in str(caught.value)
     monkeypatch.undo()
-    with pytest.raises(pretrained.CheckpointMappingError, match="shape"):
-        pretrained.load_musicnn_weights(network.build_model("spectrogram", 50, "musicnn", dense_units=100), prefix)
+    with pytest.raises(musicnn_checkpoint.CheckpointMappingError, match="shape"):
+        musicnn_checkpoint.load_musicnn_weights(network.build_model("spectrogram", 50, "musicnn", dense_units=100), prefix)
 
 
 def test_resolve_model(cache_dir, tmp_path):
@@ -170,7 +170,7 @@ def test_keras_model_equals_musicnn_graph(name, package_dir, reference_graphs, s
     log_mel = np.concatenate(
         [
             musicnn_log_mel_patches(clip)[:6],  # real music
-            rng.uniform(0, 4, (2, signal.PATCH_FRAMES, signal.N_MELS)).astype(np.float32),
+            rng.uniform(0, 4, (2, dsp.PATCH_FRAMES, dsp.N_MELS)).astype(np.float32),
         ]
     )
     expected = reference_graphs[name](log_mel)
@@ -179,9 +179,9 @@ def test_keras_model_equals_musicnn_graph(name, package_dir, reference_graphs, s
     print(f"\n{name}: Keras vs musicnn graph, max |diff| of sigmoid outputs = {diff:.3g}")
     assert diff < 1e-5
     # The saved serving model computes its own log-mel from the waveform: same weights again.
-    waveform = rng.normal(0, 0.1, (3, signal.PATCH_SAMPLES)).astype(np.float32)
+    waveform = rng.normal(0, 0.1, (3, dsp.PATCH_SAMPLES)).astype(np.float32)
     served = serving_models[name].predict(waveform)["scores"]
-    assert np.abs(served - reference_graphs[name](signal.log_mel_patches(waveform).numpy())).max() < 1e-5
+    assert np.abs(served - reference_graphs[name](dsp.log_mel_patches(waveform).numpy())).max() < 1e-5
 
 
 # -----------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def test_hungarian_dance_gets_plausible_tags(cache_dir, real_clips):
 
     model = export.load_serving_model(pretrained.resolve_model("musicnn-mtt", cache_dir))
     clip = next(path for path in real_clips if "Hungarian" in path.name)
-    patches = signal.patch_waveform(decode_audio(str(clip)).samples)
+    patches = dsp.patch_waveform(decode_audio(str(clip)).samples)
     outputs = model.predict(patches)
     export.check_outputs(outputs, len(model.tags))
     scores = outputs["scores"].mean(axis=0)

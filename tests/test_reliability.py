@@ -5,7 +5,6 @@ each account for every row exactly once, in their output or their dead letter, w
 specific reason, without crashing or hanging.
 """
 import os
-import shutil
 import signal as os_signal
 import subprocess
 import sys
@@ -115,9 +114,9 @@ def test_featurize_accounts_for_every_bad_row(nasty, tmp_path):
 
 
 def signal_patches(seconds):
-    from model import signal
+    from model import dsp
 
-    return signal.n_patches(int(seconds * signal.SAMPLE_RATE))
+    return dsp.n_patches(int(seconds * dsp.SAMPLE_RATE))
 
 
 @pytest.mark.slow

@@ -1,13 +1,12 @@
 """tag: plain functions, then real DirectRunner runs with a small model and with musicnn-mtt."""
 import json
-import shutil
 
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model import export, network, serving, signal
+from model import export, network, serving, dsp
 from pipelines import audio, tag
 from pipelines.catalog import Track
 
@@ -19,7 +18,7 @@ def test_track_patches_keys_every_patch_with_its_track():
     patches = tag.track_patches(Track("t", "/t.wav"), samples)
     assert [key[:3] for key, _ in patches] == [("t", 0, 2), ("t", 1, 2)]
     assert patches[0][0][3:] == ("/t.wav", 7.0)
-    assert patches[1][1].shape == (signal.PATCH_SAMPLES,)
+    assert patches[1][1].shape == (dsp.PATCH_SAMPLES,)
 
 
 def test_track_row_means_patches_and_sorts_scores():
@@ -95,7 +94,7 @@ def test_tags_every_track_once_with_the_models_own_scores(tag_catalog, small_mod
     model = export.load_serving_model(small_model)
     for row in rows.itertuples():
         samples = audio.decode_audio(row.uri).samples
-        patches = signal.patch_waveform(samples)
+        patches = dsp.patch_waveform(samples)
         assert row.n_patches == len(patches) and abs(row.duration_s - len(samples) / 16000) < 1e-3
         expected = model.predict(patches)
         got = {s["tag"]: s["score"] for s in row.scores}

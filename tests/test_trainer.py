@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import export, signal
+from model import export, dsp
 from trainer import callbacks, inputs, metrics, task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -31,7 +31,8 @@ def make_demo_features(tmp_path_factory) -> pathlib.Path:
     features = root / "features"
     if (features / "metadata.json").exists():
         return features
-    from pipelines import demo_catalog, featurize
+    from infra import demo_catalog
+    from pipelines import featurize
 
     catalog = demo_catalog.make_demo_catalog(str(root / "catalog"), n_tracks=DEMO_TRACKS, seed=0, duration_s=DEMO_SECONDS)
     featurize.run(
@@ -58,7 +59,7 @@ def train_args(features, job_dir, frontend, *extra) -> argparse.Namespace:
 # ------------------------------------------------------------------------------- inputs
 
 
-@pytest.mark.parametrize("frontend,shape", [("waveform", (signal.PATCH_SAMPLES,)), ("spectrogram", (signal.PATCH_FRAMES, signal.N_MELS))])
+@pytest.mark.parametrize("frontend,shape", [("waveform", (dsp.PATCH_SAMPLES,)), ("spectrogram", (dsp.PATCH_FRAMES, dsp.N_MELS))])
 def test_dataset_shapes_and_labels_match_the_catalog(features_dir, catalog_tags, frontend, shape):
     features = inputs.open_features(str(features_dir))
     assert features.top_k == 16 and features.n_tags == 11  # labels are sliced from top_k to the vocabulary

@@ -11,13 +11,13 @@ the two writes only repeats that epoch.
 from __future__ import annotations
 
 import json
+from posixpath import join  # local paths and gs:// URIs alike, without Beam
 import math
 import time
 
 import keras
 import tensorflow as tf
 
-from pipelines.fileio import join
 
 
 def _write_json(path: str, value) -> None:

@@ -262,6 +262,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    from infra import cli
+    from model.errors import run_command
 
-    sys.exit(cli.main(["compare", *sys.argv[1:]]))
+    sys.exit(run_command("compare", main))

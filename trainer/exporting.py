@@ -3,10 +3,10 @@
 Waveform front-end: :class:`model.serving.ServingModule` as is (the model takes raw patches).
 
 Spectrogram front-end: the features the model was trained on are the tf.Transform output
-``log_mel``: :func:`model.signal.log_mel_patches` then the per-band normalisation with the
+``log_mel``: :func:`model.dsp.log_mel_patches` then the per-band normalisation with the
 training split's statistics. The export carries that exact graph: the tf.Transform layer
 (``TFTransformOutput.transform_features_layer()``, a tf_keras model, so it cannot sit inside
-the Keras 3 model; STACK_NOTES 11) is held by a tf.Module beside the Keras model and applied
+the Keras 3 model, so it cannot be a layer of it) is held by a tf.Module beside the Keras model and applied
 to ``{"waveform": patches}`` in the serving function. The layer prunes the transform graph to
 the outputs computable from the inputs it is given (``drop_unused_features``), so it needs no
 track_id, patch_index or tags at serving time. ``tf.saved_model.save`` copies the transform's

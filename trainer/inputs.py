@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 import tensorflow as tf
 
 from model.errors import TagscaleError
-from pipelines import featurize
-from pipelines.fileio import join
+from model import features
 
-SPLITS = featurize.SPLITS
-SHARD_KIND = {"waveform": "waveform", "spectrogram": "mel"}  # front-end -> shard folder
-INPUT_FEATURE = {"waveform": "waveform", "spectrogram": "log_mel"}  # front-end -> feature name
+SPLITS = features.SPLITS
+SHARD_KIND = features.SHARD_KIND
+INPUT_FEATURE = features.INPUT_FEATURE
 METADATA_FILE = "metadata.json"
 TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")
 FRACTION_BUCKETS = 1_000_000
@@ -188,7 +188,7 @@ def make_dataset(
     files = shard_files(features.path, kind, split)
     if not files:
         raise FeaturesDirError(f"{features.path}: missing {kind}/{split}-*.tfrecord.gz")
-    spec = featurize.shard_feature_spec(kind, features.top_k)
+    spec = features.shard_feature_spec(kind, features.top_k)
     wanted = {name: spec[name] for name in (feature, "labels", *(("track_id", "patch_index") if with_ids else ()))}
     n_tags = features.n_tags
 

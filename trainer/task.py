@@ -24,17 +24,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from posixpath import join  # local paths and gs:// URIs alike, without Beam
 import logging
 import os
 import sys
 import time
 
-from model import network
+from model import features, network
 from model.errors import TagscaleError
-from pipelines.fileio import join
 
 LOG = logging.getLogger("tagscale.train")
-FRONTENDS = ("waveform", "spectrogram")
+FRONTENDS = features.FRONTENDS
 PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
 
 
@@ -333,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from infra import cli  # the same error handling and clean exit as `tagscale train`
+    from model.errors import run_command
 
-    sys.exit(cli.main(["train", *sys.argv[1:]]))
+    sys.exit(run_command("train", main))
