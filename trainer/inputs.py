@@ -22,11 +22,11 @@ from posixpath import join  # local paths and gs:// URIs alike, without Beam
 import tensorflow as tf
 
 from model.errors import TagscaleError
-from model import features
+from model import features as schema  # "features" names the opened directory below
 
-SPLITS = features.SPLITS
-SHARD_KIND = features.SHARD_KIND
-INPUT_FEATURE = features.INPUT_FEATURE
+SPLITS = schema.SPLITS
+SHARD_KIND = schema.SHARD_KIND
+INPUT_FEATURE = schema.INPUT_FEATURE
 METADATA_FILE = "metadata.json"
 TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")
 FRACTION_BUCKETS = 1_000_000
@@ -188,7 +188,7 @@ def make_dataset(
     files = shard_files(features.path, kind, split)
     if not files:
         raise FeaturesDirError(f"{features.path}: missing {kind}/{split}-*.tfrecord.gz")
-    spec = features.shard_feature_spec(kind, features.top_k)
+    spec = schema.shard_feature_spec(kind, features.top_k)
     wanted = {name: spec[name] for name in (feature, "labels", *(("track_id", "patch_index") if with_ids else ()))}
     n_tags = features.n_tags
 
