@@ -36,7 +36,7 @@ function trackLink(id) {
 }
 
 function show(...nodes) {
-  app.replaceChildren(...nodes);
+  app.replaceChildren(...nodes.flat());
   document.getElementById("nav-browse").classList.toggle("active", !location.hash.startsWith("#/summary"));
   document.getElementById("nav-summary").classList.toggle("active", location.hash.startsWith("#/summary"));
 }
