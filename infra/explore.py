@@ -13,6 +13,7 @@ import argparse
 import collections
 import csv
 import io
+import itertools
 import json
 import os
 import pathlib
@@ -158,12 +159,23 @@ class Handler(BaseHTTPRequestHandler):
                 left -= len(chunk)
 
     def _csv(self, params: dict) -> None:
-        rows = self.server.explorer.csv_rows(params.get("tag") or None, params.get("min"), params.get("q", ""), params.get("run") or None)
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        """The whole filter as CSV, sent in chunks as it is formatted (a large export never sits in memory)."""
+        batches = self.server.explorer.csv_rows(params.get("tag") or None, params.get("min"), params.get("q", ""), params.get("run") or None)
+        header = next(batches)  # the filter is checked here, before the status line goes out
         name = "".join(c if c.isalnum() or c in "-_" else "_" for c in (params.get("tag") or "all"))
-        self._send(200, buffer.getvalue().encode("utf-8"), "text/csv; charset=utf-8",
-                   {"Content-Disposition": f'attachment; filename="tracks-{name}.csv"'})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv; charset=utf-8")
+        self.send_header("Content-Disposition", f'attachment; filename="tracks-{name}.csv"')
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.head:
+            return
+        for rows in itertools.chain([header], batches):
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows(rows)
+            data = buffer.getvalue().encode("utf-8")
+            self.wfile.write(f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
 
     def _json(self, value) -> None:
         self._send(200, json.dumps(value).encode("utf-8"), "application/json")

@@ -35,6 +35,7 @@ class Explorer:
         for run in runs:
             self._db.register(run.view, run.table)
         self._stats = None
+        self.stats()  # once, up front: no request waits for it
 
     @classmethod
     def open(cls, sources: list[str], thresholds: str | None = None) -> "Explorer":
@@ -133,14 +134,23 @@ class Explorer:
         rows, total = self._matches(tag, minimum, search, run, limit, offset)
         return {"tracks": [self._summary(run_index, row, score) for run_index, row, score in rows], "total": total}
 
-    def csv_rows(self, tag=None, minimum=0.0, search="", run=None):
-        """Every row of the filter (no paging) as CSV rows, header first."""
+    def csv_rows(self, tag=None, minimum=0.0, search="", run=None, *, batch: int = 10_000):
+        """Every row of the filter (no paging) as lists of CSV rows, header first, ``batch`` rows a list."""
         rows, _ = self._matches(tag, _minimum(minimum), search, run)
-        yield ["run", "track_id", "uri", "tag", "score", "duration_s", "model"]
-        for run_index, row, score in rows:
-            entry = self._summary(run_index, row, score, top_tags=False)
-            yield [entry["run"], entry["track_id"], entry["uri"], tag or "", "" if score is None else f"{score:.6f}",
-                   entry["duration_s"], f"{entry['model']['name']}/{entry['model']['version']}"]
+        yield [["run", "track_id", "uri", "tag", "score", "duration_s", "model"]]
+        for start in range(0, len(rows), batch):
+            chunk = rows[start:start + batch]
+            meta = [None] * len(chunk)
+            for index, source in enumerate(self.runs):  # one Arrow take per run, not one lookup per row
+                positions = [i for i, (run_index, _, _) in enumerate(chunk) if run_index == index]
+                if positions:
+                    picked = source.table.take([chunk[i][1] for i in positions]).select(
+                        ["track_id", "uri", "duration_s", "model_name", "model_version"]).to_pylist()
+                    for i, record in zip(positions, picked):
+                        meta[i] = (source.name, record)
+            yield [[name, record["track_id"], record["uri"], tag or "", "" if score is None else f"{score:.6f}",
+                    record["duration_s"], f"{record['model_name']}/{record['model_version']}"]
+                   for (name, record), (_, _, score) in zip(meta, chunk)]
 
     def _summary(self, run_index: int, row: int, score, *, top_tags: bool = True) -> dict:
         run = self.runs[run_index]

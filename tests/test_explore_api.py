@@ -209,6 +209,12 @@ def test_csv_export_of_the_current_filter(server, runs):
     assert get_json(server, "/api/tracks?tag=drums&min=0.8")["total"] == len(want)
 
 
+def test_csv_batches_join_into_the_same_rows(server):
+    small = [row for batch in server.explorer.csv_rows("drums", 0, batch=7) for row in batch]
+    whole = [row for batch in server.explorer.csv_rows("drums", 0) for row in batch]
+    assert small == whole and len(whole) == 1 + 40 and {row[0] for row in whole[1:]} == {"run-mtt", "run-spec"}
+
+
 @pytest.mark.parametrize("query", ["tag=piano&min=abc", "tag=piano&limit=0", "tag=piano&limit=x", "tag=violin", "tag=piano&offset=-1", "run=nope"])
 def test_bad_parameters_are_400_with_a_message(server, query):
     status, _, body = fetch(server, f"/api/tracks?{query}")
