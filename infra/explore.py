@@ -19,6 +19,7 @@ import os
 import pathlib
 import sys
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -114,6 +115,9 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, str(error))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the browser went away (it cancels media requests freely)
+        except Exception as error:  # a bug or an unreadable file: say so, keep serving
+            self.log_error("%s failed: %s", self.path, traceback.format_exc())
+            self._error(500, f"{type(error).__name__}: {error}")
 
     def _track(self, track_id: str, action: str | None, params: dict) -> None:
         explorer = self.server.explorer

@@ -37,7 +37,7 @@ class Run:
     source: str  # the DIR as given on the command line
     local_dir: str  # the same run on local disk (a gs:// run is copied once)
     tags: list[str]  # column ``s{k}`` of :attr:`table` holds the scores of ``tags[k]``
-    table: pyarrow.Table  # row, track_id, uri, duration_s, n_patches, model_name, model_version, s0..
+    table: pyarrow.Table  # row, track_id, uri, duration_s, n_patches, model_name, model_version, search, s0.., r0..
     thresholds: dict[str, float]
 
     @property
@@ -46,6 +46,9 @@ class Run:
 
     def column(self, tag: str) -> str:
         return f"s{self.tags.index(tag)}"
+
+    def rank_column(self, tag: str) -> str:
+        return f"r{self.tags.index(tag)}"
 
 
 def mirror(source: str, local_dir: str) -> str:
@@ -123,11 +126,19 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
         "model_name": model.field("name"),
         "model_version": model.field("version"),
     }
+    # What the Browse search matches: id and URI, lower-cased once here rather than per query.
+    columns["search"] = pc.utf8_lower(pc.binary_join_element_wise(meta.column("track_id"), meta.column("uri"), "\x1f"))
+    positions = np.arange(row, dtype=np.int32)
     for tag, k in matrix.tags.items():
         values = matrix.values[:, k]
         missing = np.isnan(values)
         # NULL, not NaN, for a tag a track lacks: DuckDB sorts NaN above every score.
         columns[f"s{k}"] = pyarrow.array(values, mask=missing if missing.any() else None)
+        # Each track's place in the tag's order (score desc, then row; missing scores last): a
+        # page of one run is then a range of ranks, with no sort per request.
+        rank = np.empty(row, dtype=np.int32)
+        rank[np.argsort(-values, kind="stable")] = positions
+        columns[f"r{k}"] = rank
     name = os.path.basename(source.rstrip("/")) or source
     return Run(index, name, source, local_dir, list(matrix.tags), pyarrow.table(columns), {})
 

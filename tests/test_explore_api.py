@@ -101,6 +101,23 @@ def test_pages_tile_the_full_list_and_search_narrows_it(server, runs):
     assert found["total"] == 10 + 10 and all(t["track_id"].startswith("trk-00") for t in found["tracks"])
 
 
+@pytest.mark.parametrize("tag", TAGS)
+@pytest.mark.parametrize("minimum", [0.0, 0.5])
+@pytest.mark.parametrize("run", ["", "run-mtt", "run-spec"])
+def test_every_page_of_every_filter_matches_the_scores(server, runs, tag, minimum, run):
+    """One run pages by rank ranges, several runs merge; both must give the order the scores say."""
+    want = [(r, t) for r, t, _ in expected_order(runs, tag, minimum) if run in ("", r)]
+    got, total = [], None
+    for offset in range(0, len(want) + 9, 9):
+        body = get_json(server, f"/api/tracks?tag={tag}&min={minimum}&limit=9&offset={offset}&run={run}")
+        got += [(t["run"], t["track_id"]) for t in body["tracks"]]
+        assert total in (None, body["total"])
+        total = body["total"]
+    assert got == want and total == len(want)
+    searched = get_json(server, f"/api/tracks?tag={tag}&min={minimum}&limit=500&q=trk-0&run={run}")
+    assert [(t["run"], t["track_id"]) for t in searched["tracks"]] == [w for w in want if w[1].startswith("trk-0")]
+
+
 def test_calibrated_threshold_applies_to_the_run_of_its_model(server, runs):
     body = get_json(server, "/api/tracks?tag=piano&min=calibrated&limit=100")
     want = [(r, t, s) for r, t, s in expected_order(runs, "piano", 0.6) if r == "run-mtt"]
