@@ -7,6 +7,7 @@ registered with DuckDB; a browse query then scans one column (BENCHMARKS.md, "Ex
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -95,6 +96,22 @@ class _ScoreMatrix:
         self.values[rows, local_to_global[tags.indices.to_numpy(zero_copy_only=False)]] = values
 
 
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Each track's place in a tag's order: score descending, then row; missing (NaN) last.
+
+    With it a page of one run is a range of ranks, so no request sorts. Scores and rows pack
+    into one uint64 key (order-preserving float bits, inverted for descending, above the row),
+    which sorts twice as fast as a stable argsort of the scores."""
+    bits = (values + np.float32(0)).view(np.uint32).astype(np.uint64)  # + 0 folds -0.0 into 0.0
+    ascending = np.where(bits & 0x80000000, ~bits & 0xFFFFFFFF, bits | 0x80000000)
+    ascending[np.isnan(values)] = 0
+    key = ((0xFFFFFFFF - ascending) << np.uint64(32)) | np.arange(len(values), dtype=np.uint64)
+    order = (np.sort(key) & 0xFFFFFFFF).astype(np.int64)
+    rank = np.empty(len(values), dtype=np.int32)
+    rank[order] = np.arange(len(values), dtype=np.int32)
+    return rank
+
+
 def read_run(index: int, source: str, local_dir: str) -> Run:
     """Read a run's tag Parquet into a :class:`Run` (one Arrow column per tag)."""
     files = query.tag_files(local_dir)
@@ -128,17 +145,15 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
     }
     # What the Browse search matches: id and URI, lower-cased once here rather than per query.
     columns["search"] = pc.utf8_lower(pc.binary_join_element_wise(meta.column("track_id"), meta.column("uri"), "\x1f"))
-    positions = np.arange(row, dtype=np.int32)
     for tag, k in matrix.tags.items():
         values = matrix.values[:, k]
         missing = np.isnan(values)
         # NULL, not NaN, for a tag a track lacks: DuckDB sorts NaN above every score.
         columns[f"s{k}"] = pyarrow.array(values, mask=missing if missing.any() else None)
-        # Each track's place in the tag's order (score desc, then row; missing scores last): a
-        # page of one run is then a range of ranks, with no sort per request.
-        rank = np.empty(row, dtype=np.int32)
-        rank[np.argsort(-values, kind="stable")] = positions
-        columns[f"r{k}"] = rank
+    # numpy sorts release the GIL: one thread per core ranks the tags side by side.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for k, rank in zip(matrix.tags.values(), pool.map(ranks, (matrix.values[:, k] for k in matrix.tags.values()))):
+            columns[f"r{k}"] = rank
     name = os.path.basename(source.rstrip("/")) or source
     return Run(index, name, source, local_dir, list(matrix.tags), pyarrow.table(columns), {})
 

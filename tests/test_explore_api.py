@@ -303,3 +303,15 @@ def test_command_line_serves_on_loopback_and_reports_bad_input(runs, tmp_path):
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"tagscale explore: error: no tag output in {tmp_path / 'missing'}: expected {tmp_path / 'missing'}/tags/*.parquet (run `tagscale tag` first)"]
+
+
+def test_ranks_order_by_score_then_row_with_missing_last():
+    from infra.explore_data import ranks
+
+    rng = np.random.default_rng(3)
+    values = rng.choice(np.array([0.1, 0.5, 0.9, np.nan, 0.0, -0.0, 1.0, 0.25], dtype=np.float32), 5000)
+    values[:100] = rng.random(100, dtype=np.float32)
+    want = np.empty(len(values), dtype=np.int32)
+    want[np.argsort(-(values + np.float32(0)), kind="stable")] = np.arange(len(values))
+    assert ranks(values).tolist() == want.tolist()
+    assert ranks(np.array([np.nan, 0.2, 0.2, 0.7], dtype=np.float32)).tolist() == [3, 1, 2, 0]
