@@ -149,9 +149,10 @@ shared with other jobs while measured, so single numbers are noisy.
 {rows}
 
 Startup reads the run into one score column and one rank column per tag and computes the summary: {load_s:.1f} s, peak RSS {rss_mb:,.0f} MB. DuckDB straight over
-the Parquet (`unnest(scores)` on every request) takes {direct_s:.1f} s for the first row of the table, which is why
+the Parquet (`unnest(scores)` on every request) takes {direct_s:.1f} s for the query of the table's first row, which is why
 the server does not query the Parquet per request. Similar tracks is `pipelines.similar`'s own time (it reads the
-embeddings of the whole run on each call), timed once; it is not one of the browse queries.
+embeddings of the whole run on each call), timed once; it is not one of the browse queries, and the
+Track page loads it after the rest of the page.
 """
     print(body)
     if not args.no_write:
