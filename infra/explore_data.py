@@ -122,17 +122,22 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
         try:
             first = pq.ParquetFile(path)
             parquet_files.append(pq.ParquetFile(path, read_dictionary=[_tag_column_path(first)]))
-        except (StopIteration, pyarrow.ArrowException, OSError) as error:
+            parquet_files[-1].schema_arrow.empty_table().select(META_COLUMNS)
+        except (StopIteration, KeyError, pyarrow.ArrowException, OSError) as error:
             raise TagscaleError(f"{path} is not tag output (schema pipelines.tag.TAGS_SCHEMA): {error}") from error
     matrix = _ScoreMatrix(sum(f.metadata.num_rows for f in parquet_files))
-    metadata, row = [], 0
+    # A run where every track failed still has its (empty) files: it shows its dead letters.
+    metadata, row = [parquet_files[0].schema_arrow.empty_table().select(META_COLUMNS)], 0
     for parquet in parquet_files:
         for group in range(parquet.num_row_groups):
-            part = parquet.read_row_group(group, columns=META_COLUMNS + ["scores"])
+            try:
+                part = parquet.read_row_group(group, columns=META_COLUMNS + ["scores"])
+            except (KeyError, pyarrow.ArrowException) as error:
+                raise TagscaleError(f"unreadable tag output: {error}") from error
             matrix.add(row, part.column("scores").combine_chunks())
             metadata.append(part.drop_columns(["scores"]))
             row += part.num_rows
-    meta = pyarrow.concat_tables(metadata) if metadata else None
+    meta = pyarrow.concat_tables(metadata)
     model = meta.column("model").combine_chunks()
     columns = {
         "row": pyarrow.array(np.arange(row, dtype=np.int32)),

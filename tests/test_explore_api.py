@@ -11,10 +11,12 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+import pyarrow
 import pyarrow.parquet as pq
 import pytest
 
 from explore_run import TAGS, write_run, write_thresholds
+from model.errors import TagscaleError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OPENED: list[str] = []  # files opened by Python code while RECORDING is set (see the audit hook)
@@ -315,3 +317,23 @@ def test_ranks_order_by_score_then_row_with_missing_last():
     want[np.argsort(-(values + np.float32(0)), kind="stable")] = np.arange(len(values))
     assert ranks(values).tolist() == want.tolist()
     assert ranks(np.array([np.nan, 0.2, 0.2, 0.7], dtype=np.float32)).tolist() == [3, 1, 2, 0]
+
+
+def test_a_run_with_no_tagged_track_still_shows_its_dead_letters(tmp_path):
+    """Every track failed: the tag files are empty, the summary still counts the failures."""
+    from infra.explore_query import Explorer
+    from pipelines import tag
+
+    write_run(tmp_path / "run", tracks=4)
+    for path in (tmp_path / "run" / "tags").glob("*.parquet"):
+        pq.write_table(tag.TAGS_SCHEMA.empty_table(), path)
+    explorer = Explorer.open([str(tmp_path / "run")])
+    try:
+        assert explorer.tracks("piano" if "piano" in explorer.runs[0].tags else None) == {"tracks": [], "total": 0}
+        assert explorer.stats()["dead_letters"] == 4 and explorer.stats()["tracks"] == 0
+        assert explorer.track("trk-000") is None and explorer.audio_uri("trk-000") is None
+    finally:
+        explorer.close()
+    pq.write_table(pyarrow.table({"track_id": ["a"], "scores": [[{"tag": "x", "score": 0.5}]]}), tmp_path / "run" / "tags" / "other.parquet")
+    with pytest.raises(TagscaleError, match="other.parquet is not tag output"):
+        Explorer.open([str(tmp_path / "run")])

@@ -6,14 +6,17 @@ was impossible these tests fail and name what is missing (they never skip).
 import json
 import os
 import pathlib
+import subprocess
+import sys
 import urllib.request
 
 import pytest
 
 from explore_run import write_run, write_thresholds
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Debian's packages; the variables exist so a test can point them at nothing and see the failure.
+CHROMIUM = os.environ.get("TAGSCALE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TAGSCALE_CHROMEDRIVER", "/usr/bin/chromedriver")
 WAIT_S = 30
 
 
@@ -143,3 +146,14 @@ def test_summary_page_shows_histograms_and_dead_letters(browser, server, tmp_pat
     open_view(browser, server, "#/summary")
     browser.save_screenshot(str(tmp_path / "summary.png"))
     no_console_errors(browser)
+
+
+def test_a_missing_browser_fails_and_is_named(tmp_path):
+    """Without chromium the browser tests fail (not skip), naming the missing file."""
+    missing = str(tmp_path / "no-chromium")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_summary_page_shows_histograms_and_dead_letters"],
+        cwd=pathlib.Path(__file__).parents[1], env={**os.environ, "TAGSCALE_CHROMIUM": missing}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "1 error" in result.stdout and "skipped" not in result.stdout
+    assert f"missing {missing}" in result.stdout
