@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: install demo lint format test test-fast bench clean
+.PHONY: install browser demo lint format test test-fast bench clean
 
 install: $(STAMP)
 
@@ -14,6 +14,14 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The explorer's browser tests drive Debian's chromium through its chromedriver. Installed only when
+# missing; where apt-get cannot run (not root, offline) the tests then fail naming what is missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \
+	  || echo "make: could not install chromium and chromium-driver; the explorer's browser tests will fail"; \
+	fi
 
 demo: $(STAMP)
 	$(VENV)/bin/tagscale demo --workdir $(DEMO_DIR)
@@ -26,10 +34,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+test: lint browser
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(PY) -m pytest -m 'not slow'
 
 bench: $(STAMP)

