@@ -19,7 +19,7 @@ $(STAMP): setup.py constraints.txt
 # missing; where apt-get cannot run (not root, offline) the tests then fail naming what is missing.
 browser:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver \
 	  || echo "make: could not install chromium and chromium-driver; the explorer's browser tests will fail"; \
 	fi
 
