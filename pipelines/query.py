@@ -34,12 +34,15 @@ def tag_files(tags_dir: str) -> list[str]:
 
 
 def decided_view(thresholds: dict[str, float]) -> str:
-    """SQL of the ``decided`` view: per track, one boolean per tag, score >= the tag's threshold."""
+    """SQL of the ``decided`` view: per track, one boolean per tag, score >= the tag's threshold.
+
+    Scores are stored as float32; comparing in float32 keeps a threshold such as 0.7 from
+    missing a score stored as 0.7 (0.69999999 once widened to a double)."""
     def quote(text: str, mark: str) -> str:
         return mark + text.replace(mark, mark * 2) + mark
 
     columns = "".join(
-        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score >= {float(threshold)!r}), false) AS {quote(tag, chr(34))}"
+        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= {float(threshold)!r}::FLOAT), false) AS {quote(tag, chr(34))}"
         for tag, threshold in sorted(thresholds.items())
     )
     return f"CREATE VIEW decided AS SELECT track_id, any_value(uri) AS uri{columns}\nFROM tag_scores GROUP BY track_id;"
@@ -69,7 +72,7 @@ def top(connection, tag: str, limit: int = 10, threshold: float | None = None):
         vocabulary = [row[0] for row in connection.execute("SELECT DISTINCT tag FROM tag_scores ORDER BY tag").fetchall()]
         raise TagscaleError(f"unknown tag {tag!r}; the tags are: {', '.join(vocabulary)}")
     return connection.execute(
-        "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores WHERE tag = ? AND score >= ? "
+        "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores WHERE tag = ? AND score::FLOAT >= ?::FLOAT "
         "ORDER BY score DESC, track_id LIMIT ?",
         [tag, float("-inf") if threshold is None else threshold, limit],
     )
