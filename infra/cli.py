@@ -20,7 +20,7 @@ COMMANDS = {
     "tag": ("pipelines.tag", "Beam: tag a catalog with a model, write Parquet"),
     "query": ("pipelines.query", "DuckDB queries over tag Parquet output"),
     "similar": ("pipelines.similar", "tracks most similar to a track (or an audio file) by embedding cosine"),
-    "index": ("pipelines.index", "build an approximate nearest-neighbour index (faiss HNSW) for similar"),
+    "index": ("pipelines.index", "build an approximate nearest-neighbour index (faiss IVF) for similar"),
     "probe": ("pipelines.probe", "train / apply linear probes: new tags from a few labels"),
     "calibrate": ("pipelines.calibrate", "a threshold per tag at a target precision, from labels"),
     "diff": ("pipelines.drift", "what changed between two tag runs: report.md + PNG"),

@@ -346,3 +346,26 @@ def test_bad_labels_thresholds_and_runs_are_clear_errors(tmp_path, capsys):
     assert cli(["diff", "--tags", run, "--output", str(tmp_path / "r")]) == 2
     # Three tracks: t2 sits between t0 and t1, so it is the nearest of both.
     assert [r["track_id"] for r in similar.similar_tracks(run, "t0", k=2)] == ["t2", "t1"]
+
+
+def test_gs_tag_output(tmp_path):
+    """similar, index, probe and calibrate read and write gs:// folders (against the GCS emulator)."""
+    from gcs_emulator import running_emulator
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(40, 8)).tolist()
+    scores = [{"a": float(e[0] > 0) * 0.5 + 0.25, "b": 0.5} for e in embeddings]
+    local = small_run(tmp_path / "run", scores, embeddings)
+    with running_emulator("beyond-test") as client:
+        bucket = client.bucket("beyond-test")
+        bucket.blob("run/tags/run-1.parquet").upload_from_filename(query.tag_files(local)[0])
+        bucket.blob("labels.csv").upload_from_string("track_id,tag\n" + "".join(f"t{i},{'a' if e[0] > 0 else 'b'}\n" for i, e in enumerate(embeddings)))
+        run = "gs://beyond-test/run"
+        assert similar.similar_tracks(run, "t3", k=5) == similar.similar_tracks(local, "t3", k=5)
+        assert cli(["index", "--tags", run]) == 0 and bucket.blob("run/index/similar.faiss").exists()
+        assert similar.search(run, track_id="t3", k=5) == (similar.similar_tracks(local, "t3", k=5), None)
+        assert cli(["calibrate", "--tags", run, "--labels", "gs://beyond-test/labels.csv", "--output", "gs://beyond-test/t.json"]) == 0
+        assert calibrate.load_thresholds("gs://beyond-test/t.json") == {"a": 0.75}
+        assert cli(["probe", "train", "--tags", run, "--labels", "gs://beyond-test/labels.csv", "--output", "gs://beyond-test/p"]) == 0
+        assert cli(["probe", "apply", "--tags", run, "--probe", "gs://beyond-test/p", "--output", "gs://beyond-test/probed"]) == 0
+        assert tagdata.load("gs://beyond-test/probed").model["name"] == "p"
