@@ -108,8 +108,10 @@ def render(results: list[dict], n: int, n_queries: int) -> str:
             "",
             f"{n:,} synthetic 200-d embeddings (float32, unit length; {CLUSTERS:,} clusters around a shared offset: median cosine of random pairs "
             f"{exact['random_pair_cosine_median']}, the demo run's 0.41), {n_queries} single queries of top 10 with the query excluded, "
-            f"as `tagscale similar` runs them. Each method in its own process; peak RSS of that process (the embeddings alone take "
-            f"{exact['rss_after_data_mb']} MB of it). Machine: {platform.machine()}, 2 cores shared with other jobs; faiss on {ivf['threads']} threads.",
+            f"as `tagscale similar` runs them. Each method in its own process; peak RSS of that process ({exact['rss_after_data_mb']} MB "
+            f"once the embeddings are made: {exact['structure_mb']} MB of vectors, the rest interpreter, imports and generation temporaries; "
+            "the index process also holds faiss's own copy of the vectors). "
+            f"Machine: {platform.machine()}, 2 cores shared with other jobs; faiss on {ivf['threads']} threads.",
             "",
             "| method | build s | structure MB | peak RSS MB | query ms (median) | query ms (p95) | recall@10 vs exact |",
             "|---|---:|---:|---:|---:|---:|---:|",
