@@ -19,6 +19,12 @@ RUNTIME = [
     "soxr==1.1.0",  # resampling, as librosa's default 'soxr_hq'
     "duckdb>=1.1",
     "matplotlib>=3.8",
+    "scikit-learn>=1.5",  # probe: logistic regression + cross-validation; calibrate: precision-recall curve
+    "scipy>=1.13",  # diff: Spearman rank correlation (scikit-learn needs it anyway)
+    # similar/index: approximate nearest neighbours. faiss over hnswlib (no release since 2023),
+    # usearch or pynndescent: maintained by Meta with monthly releases, wheels for numpy 2,
+    # exact and HNSW/IVF indexes behind one API, and an index serializes to bytes (gs:// works).
+    "faiss-cpu==1.15.1",
 ]
 DEV = [
     "pytest>=8",

@@ -20,6 +20,11 @@ COMMANDS = {
     "tag": ("pipelines.tag", "Beam: tag a catalog with a model, write Parquet"),
     "query": ("pipelines.query", "DuckDB queries over tag Parquet output"),
     "explore": ("infra.explore", "a local web app over tag runs: browse by tag, play tracks, summary"),
+    "similar": ("pipelines.similar", "tracks most similar to a track (or an audio file) by embedding cosine"),
+    "index": ("pipelines.index", "build an approximate nearest-neighbour index (faiss IVF) for similar"),
+    "probe": ("pipelines.probe", "train / apply linear probes: new tags from a few labels"),
+    "calibrate": ("pipelines.calibrate", "a threshold per tag at a target precision, from labels"),
+    "diff": ("pipelines.drift", "what changed between two tag runs: report.md + PNG"),
     "submit-training": ("infra.vertex", "submit a trainer job to Vertex AI (or --dry-run the spec)"),
     "demo": ("infra.demo", "the whole chain on a synthesized catalog (what `make demo` runs)"),
 }

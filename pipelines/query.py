@@ -1,13 +1,15 @@
 """query: DuckDB over the tag Parquet files (``DIR/tags/*.parquet``).
 
-    tagscale query --tags DIR top TAG [--limit N]
+    tagscale query --tags DIR top TAG [--limit N] [--thresholds THRESHOLDS]
     tagscale query --tags DIR track TRACK_ID [--limit N]
     tagscale query --tags DIR stats
-    tagscale query --tags DIR sql "SELECT ... FROM tags ..."
+    tagscale query --tags DIR sql "SELECT ... FROM tags ..." [--thresholds THRESHOLDS]
 
 Every query runs over a view named ``tags`` (one row per track, the schema of
 :data:`pipelines.tag.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
-track_id, uri, model, tag, score). Output is a table, or JSON with ``--json``.
+track_id, uri, model, tag, score). With ``--thresholds`` (a file of ``tagscale calibrate``)
+there is also a view ``decided``: one row per track, one boolean column per calibrated tag
+(score at or above the tag's threshold). Output is a table, or JSON with ``--json``.
 """
 from __future__ import annotations
 
@@ -27,35 +29,52 @@ CREATE VIEW tag_scores AS
 
 
 def tag_files(tags_dir: str) -> list[str]:
-    """The Parquet files of a tag run, sorted: ``DIR/tags/*.parquet``, local or gs://.
-
-    Every reader of tag output goes through here, so a run manifest can later narrow the
-    list to exactly the files a run wrote without touching the readers."""
+    """The tag Parquet files of a run folder (``DIR/tags/*.parquet``), sorted; the one place readers list them."""
     return fileio.glob(fileio.join(tags_dir.rstrip("/"), "tags", "*.parquet"))
 
 
-def connect(tags_dir: str):
-    """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``."""
+def decided_view(thresholds: dict[str, float]) -> str:
+    """SQL of the ``decided`` view: per track, one boolean per tag, score >= the tag's threshold.
+
+    Scores are stored as float32; comparing in float32 keeps a threshold such as 0.7 from
+    missing a score stored as 0.7 (0.69999999 once widened to a double)."""
+    def quote(text: str, mark: str) -> str:
+        return mark + text.replace(mark, mark * 2) + mark
+
+    columns = "".join(
+        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= {float(threshold)!r}::FLOAT), false) AS {quote(tag, chr(34))}"
+        for tag, threshold in sorted(thresholds.items())
+    )
+    return f"CREATE VIEW decided AS SELECT track_id, any_value(uri) AS uri{columns}\nFROM tag_scores GROUP BY track_id;"
+
+
+def connect(tags_dir: str, thresholds: dict[str, float] | None = None):
+    """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``, and
+    ``decided`` when ``thresholds`` (tag -> threshold) are given."""
     import duckdb
 
-    files = fileio.glob(fileio.join(tags_dir.rstrip("/"), "tags", "*.parquet"))
+    files = tag_files(tags_dir)
     if not files:
         raise TagscaleError(f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', '*.parquet')} (run `tagscale tag` first)")
     if any("://" in path for path in files):
         raise TagscaleError("query reads local tag output; copy it first (gsutil -m cp -r gs://.../tags DIR/)")
     connection = duckdb.connect()
     connection.execute(VIEWS.format(files="[" + ", ".join(f"'{path}'" for path in files) + "]"))
+    if thresholds:
+        connection.execute(decided_view(thresholds))
     return connection
 
 
-def top(connection, tag: str, limit: int = 10):
+def top(connection, tag: str, limit: int = 10, threshold: float | None = None):
+    """Tracks with the highest score for ``tag``; with ``threshold``, only those scoring at or above it."""
     known = connection.execute("SELECT count(*) FROM tag_scores WHERE tag = ?", [tag]).fetchone()[0]
     if not known:
         vocabulary = [row[0] for row in connection.execute("SELECT DISTINCT tag FROM tag_scores ORDER BY tag").fetchall()]
         raise TagscaleError(f"unknown tag {tag!r}; the tags are: {', '.join(vocabulary)}")
     return connection.execute(
-        "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores WHERE tag = ? ORDER BY score DESC, track_id LIMIT ?",
-        [tag, limit],
+        "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores WHERE tag = ? AND score::FLOAT >= ?::FLOAT "
+        "ORDER BY score DESC, track_id LIMIT ?",
+        [tag, float("-inf") if threshold is None else threshold, limit],
     )
 
 
@@ -106,20 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     top_parser = commands.add_parser("top", help="tracks with the highest score for TAG")
     top_parser.add_argument("tag")
     top_parser.add_argument("--limit", type=int, default=10)
+    top_parser.add_argument("--thresholds", help="a `tagscale calibrate` file: keep only tracks at or above TAG's threshold")
     track_parser = commands.add_parser("track", help="a track's top tags with scores")
     track_parser.add_argument("track_id")
     track_parser.add_argument("--limit", type=int, default=10)
     commands.add_parser("stats", help="per tag: tracks scoring above 0.5 and score quantiles")
     sql_parser = commands.add_parser("sql", help="any SQL over the views `tags` and `tag_scores`")
     sql_parser.add_argument("statement")
+    sql_parser.add_argument("--thresholds", help="a `tagscale calibrate` file: adds the view `decided` (one boolean per tag)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    connection = connect(args.tags)
+    thresholds = None
+    if getattr(args, "thresholds", None):
+        from pipelines.calibrate import load_thresholds
+
+        thresholds = load_thresholds(args.thresholds)
+    connection = connect(args.tags, thresholds)
     if args.query == "top":
-        result = top(connection, args.tag, args.limit)
+        if thresholds is not None and args.tag not in thresholds:
+            raise TagscaleError(f"{args.thresholds} has no threshold for {args.tag!r} (calibrated: {', '.join(sorted(thresholds)) or 'none'})")
+        result = top(connection, args.tag, args.limit, None if thresholds is None else thresholds[args.tag])
     elif args.query == "track":
         result = track(connection, args.track_id, args.limit)
     elif args.query == "stats":
