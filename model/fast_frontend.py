@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from model import network
-
 
 def supports(keras_model) -> bool:
     """True for a spectrogram model with musicnn's max-after-convolution temporal branch."""
