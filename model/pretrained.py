@@ -263,6 +263,7 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
         if info is None:
             raise TagscaleError(f"model {name_or_path} is not fetched; run `tagscale pretrained fetch`")
         if not is_current(info):
+            print(f"tagscale: converting {name_or_path} to the current serving graph (once; same weights)", file=sys.stderr)
             fetch([name_or_path], cache_dir)  # from the cached wheel: same weights, faster graph
         return path
     if "://" in name_or_path or os.path.isdir(name_or_path):

@@ -258,3 +258,22 @@ def test_hungarian_dance_gets_plausible_tags(cache_dir, real_clips):
     print(f"\nHungarian Dance no. 5 (string orchestra), top 3: {shown}")
     assert len(set(top3) & {"classical", "strings", "violin"}) >= 2
     assert outputs["embedding"].shape == (len(patches), 200)
+
+
+def test_an_older_conversion_is_converted_again_with_the_same_version(cache_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    old_cache = tmp_path / "cache"
+    shutil.copytree(os.path.join(cache_dir, "wheels"), old_cache / "wheels")
+    target = old_cache / "models" / "musicnn-mtt"
+    shutil.copytree(os.path.join(cache_dir, "models", "musicnn-mtt"), target)
+    info_file = target / export.INFO_FILE
+    info = json.loads(info_file.read_text())
+    version = info.pop("serving_graph") and info["version"]
+    info_file.write_text(json.dumps(info))  # as written before the fast graph existed
+    assert not pretrained.is_current(pretrained.fetched_info(str(target)))
+    assert pretrained.resolve_model("musicnn-mtt", str(old_cache)) == str(target)
+    assert "converting musicnn-mtt to the current serving graph" in capsys.readouterr().err
+    info = pretrained.fetched_info(str(target))
+    assert info["serving_graph"] == export.FAST_GRAPH and info["version"] == version
