@@ -14,8 +14,9 @@ order that touches far less memory:
    The elementwise work then runs on (time, channels) instead of (time, frequency, channels).
 2. **Temporal convs as one GEMM.** A conv over time with one input channel is a linear map of
    each band's 187 frames; the three temporal kernels ("same" padding) become one banded
-   (187, 187 x 153) matrix, applied to every band as a single matrix product, which runs near
-   the CPU's FMA peak, unlike a 1-channel Conv2D with a 128-frame kernel.
+   (187, 187 x 153) matrix, applied to every band as a single matrix product. That is 2.5x the
+   multiply-adds of the convs, but it runs at ~40 GFLOPS where TF's 1-channel Conv2D with a
+   128-frame kernel runs at 4 (BENCHMARKS.md, profile), so the branch takes a quarter of the time.
 
 The back-end is the Keras model's own layers, called as a sub-model. Outputs equal the Keras
 model's to float32 rounding (tests/test_network.py measures it).
@@ -36,6 +37,11 @@ def _max_after(keras_model) -> bool:
     # but the graph holds a mean over the mel axis; "max_after" models have no such op.
     temporal = keras_model.get_layer("temporal_0_conv")
     return temporal.input.shape[2] == keras_model.get_layer("mel_channel").output.shape[2]
+
+
+def _count(names: set, prefix: str) -> int:
+    """How many ``{prefix}{i}_conv`` layers there are."""
+    return sum(name.startswith(prefix) and name.endswith("_conv") for name in names)
 
 
 def _bn(layer) -> dict:
@@ -109,12 +115,11 @@ class FastSpectrogramModel:
         names = {layer.name for layer in keras_model.layers}
         self.n_frames = int(get("mel_channel").output.shape[1])
         self.input_bn = _bn(get("input_bn")) if "input_bn" in names else None
-        count = lambda prefix: sum(name.startswith(prefix) and name.endswith("_conv") for name in names)  # noqa: E731
         self.timbral = [
             (get(f"timbral_{i}_conv"), _bn(get(f"timbral_{i}_bn")), get(f"timbral_{i}_pad").padding[0] if f"timbral_{i}_pad" in names else (0, 0))
-            for i in range(count("timbral_"))
+            for i in range(_count(names, "timbral_"))
         ]
-        self.temporal = [(get(f"temporal_{i}_conv"), _bn(get(f"temporal_{i}_bn"))) for i in range(count("temporal_"))]
+        self.temporal = [(get(f"temporal_{i}_conv"), _bn(get(f"temporal_{i}_bn"))) for i in range(_count(names, "temporal_"))]
         # The back-end's own layers, as a sub-model from the front-end's output.
         self.backend = keras.Model(
             get("spectrogram_features").output,
