@@ -1,145 +1,209 @@
-"""Batch tagging throughput: `tagscale tag --model musicnn-mtt` against musicnn's own way.
+"""Batch tagging throughput: `tagscale tag --model musicnn-mtt` against musicnn's own way, one run.
 
-    .venv/bin/python benchmarks/tag_throughput.py [--tracks 40] [--seconds 30] [--memory]
+    .venv/bin/python benchmarks/tag_throughput.py            # 40 MP3s x 30 s, rows 40 and 160
+    .venv/bin/python benchmarks/tag_throughput.py --quick    # 10 MP3s, rows 10 and 40 (~2 min)
 
-musicnn's way: librosa features, its TF 1 meta graph fed one patch at a time (batch size 1),
-one file after another (model/musicnn_reference.py, float32). Both run in their own process on
-the same MP3 files; CPU is user+sys of the process and its children. ``--memory`` also measures
-peak RSS of `tagscale tag` on 200 and 2,000 short tracks. Results go to BENCHMARKS.md.
+Files: ``--tracks`` MP3s of 30 s (44.1 kHz stereo, 128 kb/s, made once by common.mp3_catalog);
+the small catalog lists each once, the large one ``--repeat`` times under new track_ids.
+
+- musicnn's way: librosa features + the wheel's TF 1 graph fed one patch at a time (batch 1),
+  file after file (model/musicnn_reference.py, float32). Its marginal rate is its in-process
+  work (CPU of the loop, no start-up), which is what a longer catalog adds.
+- tagscale: ``tagscale tag --model musicnn-mtt`` on both catalogs, whole process, on all cores
+  and pinned to one (``taskset -c 0``). Marginal = large run minus small run (CPU and wall).
+
+CPU = user+sys of the process and its children; peak RSS from wait4. Everything is sequential,
+so the figures are ratios measured side by side. Results go to BENCHMARKS.md (``tag_throughput``)
+with the CPU model and its vector flags.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import shutil
+import subprocess
 import sys
+import time
 
-import numpy as np
-
-from common import PYTHON, REPO, WORK, internal_seconds, measure, mp3_catalog, update_benchmarks_md
+from common import PYTHON, REPO, WORK, mp3_catalog, update_benchmarks_md
 
 MUSICNN_WAY = """
 import csv, json, sys, time
 import numpy as np
 from model import pretrained
 from model.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
-package = pretrained.unpack_wheel(pretrained.download_wheel())
+package = pretrained.unpack_wheel(pretrained.download_wheel(sys.argv[3]), sys.argv[3])
 graph = MusicnnGraph(pretrained.checkpoint_prefix(package, pretrained.MODELS["musicnn-mtt"]))
 rows = list(csv.DictReader(open(sys.argv[1])))
-start = time.perf_counter()
+graph(musicnn_log_mel_patches(rows[0]["uri"])[:1])  # first call builds the session's kernels
+cpu, wall = time.process_time(), time.perf_counter()
 scores = {}
 for row in rows:
     patches = musicnn_log_mel_patches(row["uri"])
     scores[row["track_id"]] = np.mean([graph(patch[None])[0] for patch in patches], axis=0).tolist()
-print(f"work={time.perf_counter() - start:.3f}")
+print(f"work_cpu={time.process_time() - cpu:.3f} work_wall={time.perf_counter() - wall:.3f}")
 json.dump(scores, open(sys.argv[2], "w"))
 """
 
-TAG = """
-import sys, time
-from pipelines import tag
-start = time.perf_counter()
-summary = tag.run(sys.argv[1:])
-print(f"work={time.perf_counter() - start:.3f} tagged={summary['tagged']}")
-"""
+
+def cpu_info() -> str:
+    """'model name, N cores, AVX-512 / AVX2 / ...' from /proc/cpuinfo."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    vector = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2", "fma") if f in flags]
+    return f"{name}, {len(os.sched_getaffinity(0))} cores, flags: {' '.join(vector) or 'none of avx2/avx512'}"
+
+
+def run(command: list[str], env: dict) -> dict:
+    """Run a child; wall s, CPU s (user+sys, its reaped children included) and peak RSS MB, from wait4."""
+    start = time.perf_counter()
+    with open(os.devnull, "w") as devnull, open(WORK / "child_stdout.txt", "w+") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=devnull, cwd=REPO, env={**os.environ, **env})
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read()
+    wall = time.perf_counter() - start
+    if child.returncode:
+        raise RuntimeError(f"{' '.join(command[:6])}... exited {child.returncode}; rerun it by hand to see why")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024, "stdout": stdout}
+
+
+def repeated_catalog(catalog, repeat: int):
+    """The catalog listed ``repeat`` times, copies under new track_ids (same files)."""
+    rows = list(csv.DictReader(open(catalog)))
+    path = catalog.parent / f"catalog_x{repeat}.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for copy in range(repeat):
+            for row in rows:
+                writer.writerow({**row, "track_id": row["track_id"] if copy == 0 else f"{row['track_id']}_copy{copy}"})
+    return path, len(rows) * repeat
+
+
+def prepare_cache() -> str:
+    """A cache of its own with musicnn-mtt converted by this checkout's code (the wheel is copied
+    from the user's cache when there, else downloaded)."""
+    cache = WORK / "cache"
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    user_wheels = os.path.join(os.path.expanduser("~"), ".cache", "tagscale", "wheels")
+    if os.path.isdir(user_wheels):
+        for name in os.listdir(user_wheels):
+            if not (wheels / name).exists():
+                shutil.copy(os.path.join(user_wheels, name), wheels / name)
+    subprocess.run([PYTHON, "-m", "infra.cli", "pretrained", "fetch", "musicnn-mtt", "--cache-dir", str(cache)], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+    return str(cache)
+
+
+def tag_command(catalog, output, cache: str, pinned: bool) -> list[str]:
+    command = [PYTHON, "-m", "infra.cli", "tag", "--catalog", str(catalog), "--model", "musicnn-mtt", "--output", str(output), "--cache-dir", cache, "--progress-every", "1000"]
+    return (["taskset", "-c", "0"] + command) if pinned else command
 
 
 def tagscale_scores(output) -> dict:
     import pyarrow.parquet as pq
 
-
-    table = pq.read_table(output / "tags").to_pylist()
-    return {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in table}
-
-
-def short_catalog(n_tracks: int, seconds: float = 4.0):
-    """n short WAV tracks (noise-like tones) for the memory measurement."""
-    import soundfile
-
-    root = WORK / f"short_{n_tracks}"
-    catalog = root / "catalog.csv"
-    if catalog.exists():
-        return catalog
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    t = np.arange(int(seconds * 22050)) / 22050
-    lines = ["track_id,uri,tags"]
-    for i in range(n_tracks):
-        y = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 1000) * t) + 0.05 * rng.normal(size=t.size)
-        path = root / f"s{i:05d}.wav"
-        soundfile.write(path, y.astype(np.float32), 22050, subtype="PCM_16")
-        lines.append(f"s{i:05d},{path},")
-    catalog.write_text("\n".join(lines) + "\n")
-    return catalog
+    rows = pq.read_table(os.path.join(output, "tags")).to_pylist()
+    return {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in rows}
 
 
-def peak_rss_mb(command: list[str]) -> float:
-    import subprocess
-
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run each in a fresh wrapper.
-    wrapper = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    result = subprocess.run([PYTHON, "-c", wrapper, *command], capture_output=True, text=True, check=True, cwd=REPO)
-    return int(result.stdout.strip()) / 1024
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tracks", type=int, default=40)
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=40, help="distinct MP3 files (%(default)s)")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--repeat", type=int, default=4, help="the large catalog lists every file this often (%(default)s)")
+    parser.add_argument("--quick", action="store_true", help="10 files, rows 10 and 40: a smoke run, noisier")
+    parser.add_argument("--no-pinned", action="store_true", help="skip the taskset -c 0 runs")
     args = parser.parse_args()
-    from model import pretrained
-
-    pretrained.fetch()
-    catalog = mp3_catalog(args.tracks, args.seconds)
-    audio_seconds = args.tracks * args.seconds
-    env = {"PYTHONPATH": str(REPO)}
-    results, scores = {}, {}
-    for precision in ("float32", "bfloat16"):
-        out = WORK / f"tag_{precision}"
-        shutil.rmtree(out, ignore_errors=True)
-        run = measure([PYTHON, "-c", TAG, "--catalog", str(catalog), "--model", "musicnn-mtt", "--output", str(out), "--precision", precision], env=env)
-        results[f"tagscale tag, {precision}"] = run
-        scores[precision] = tagscale_scores(out)
+    if args.quick:
+        args.tracks = 10
+    small = mp3_catalog(args.tracks, args.seconds)
+    large, n_large = repeated_catalog(small, args.repeat)
+    n_small, seconds = args.tracks, args.seconds
+    cache = prepare_cache()
+    env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    pinned = not args.no_pinned and shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1
+    runs = {}
     reference_file = WORK / "musicnn_way_scores.json"
-    results["musicnn's way (librosa + meta graph, batch 1)"] = measure([PYTHON, "-c", MUSICNN_WAY, str(catalog), str(reference_file)], env=env)
-    tags = [line.strip() for line in open(pretrained.model_dir("musicnn-mtt") + "/tags.txt") if line.strip()]
-    reference = {track: dict(zip(tags, values)) for track, values in json.loads(reference_file.read_text()).items()}
-
-    def largest_difference(ours):
-        return max(abs(ours[track][tag] - reference[track][tag]) for track in reference for tag in tags)
-
-    base = results["musicnn's way (librosa + meta graph, batch 1)"]
-    lines = [
-        "## Batch tagging throughput (issue 5)",
-        "",
-        f"{args.tracks} MP3 tracks x {args.seconds:g} s (44.1 kHz stereo, 128 kb/s) = {audio_seconds:g} s of audio, model musicnn-mtt; "
-        "each in its own process; CPU = user+sys of the process and its children; 'work only' excludes start-up and imports.",
-        "",
-        "| method | CPU s | wall s | x realtime per CPU s | x realtime per wall s | x realtime, work only (wall) | speed-up per CPU s vs musicnn's way | largest score difference vs musicnn's way |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    summary = {}
-    for name, run in results.items():
-        work = internal_seconds(run["stdout"], "work")
-        precision = "bfloat16" if "bfloat16" in name else "float32" if "float32" in name else None
-        diff = f"{largest_difference(scores[precision]):.2e}" if precision else "-"
-        speedup = base["cpu_s"] / run["cpu_s"]
-        summary[name] = {"cpu_s": run["cpu_s"], "wall_s": run["wall_s"], "work_s": work, "speedup": speedup, "diff": diff}
-        lines.append(
-            f"| {name} | {run['cpu_s']:.1f} | {run['wall_s']:.1f} | {audio_seconds / run['cpu_s']:.0f} | {audio_seconds / run['wall_s']:.0f} | "
-            f"{audio_seconds / work:.0f} | {speedup:.2f}x | {diff} |"
-        )
-        print(name, json.dumps(summary[name]), flush=True)
-    if args.memory:
-        lines += ["", "Peak RSS of `tagscale tag --model musicnn-mtt` (whole process, 4 s WAV tracks):", "", "| tracks | peak RSS MB |", "|---|---|"]
-        for n in (200, 2000):
-            out = WORK / f"tag_memory_{n}"
-            shutil.rmtree(out, ignore_errors=True)
-            rss = peak_rss_mb([PYTHON, "-m", "pipelines.tag", "--catalog", str(short_catalog(n)), "--model", "musicnn-mtt", "--output", str(out)])
-            lines.append(f"| {n} | {rss:.0f} |")
-            print(f"{n} tracks: peak RSS {rss:.0f} MB", flush=True)
+    runs["musicnn"] = run([PYTHON, "-c", MUSICNN_WAY, str(small), str(reference_file), cache], env)
+    print("musicnn's way", {k: round(v, 2) for k, v in runs["musicnn"].items() if k != "stdout"}, flush=True)
+    for cores in ("all", "pinned") if pinned else ("all",):
+        for rows, catalog in ((n_small, small), (n_large, large)):
+            output = WORK / f"tag_{cores}_{rows}"
+            shutil.rmtree(output, ignore_errors=True)
+            runs[(cores, rows)] = run(tag_command(catalog, output, cache, cores == "pinned"), env)
+            print(f"tagscale tag, {cores} cores, {rows} rows", {k: round(v, 2) for k, v in runs[(cores, rows)].items() if k != "stdout"}, flush=True)
+    lines = report(runs, args, n_small, n_large, seconds, reference_file, WORK / f"tag_all_{n_small}", pinned)
+    print("\n".join(lines))
     update_benchmarks_md("tag_throughput", "\n".join(lines))
+    return 0
+
+
+def internal(stdout: str, key: str) -> float:
+    return float(stdout.split(f"{key}=")[1].split()[0])
+
+
+def report(runs, args, n_small, n_large, seconds, reference_file, small_output, pinned) -> list[str]:
+    audio_small, audio_large = n_small * seconds, n_large * seconds
+    base = runs["musicnn"]
+    base_cpu_rate = audio_small / internal(base["stdout"], "work_cpu")
+    base_wall_rate = audio_small / internal(base["stdout"], "work_wall")
+    reference = json.loads(reference_file.read_text())
+    ours = tagscale_scores(small_output)
+    tags = list(next(iter(ours.values())))
+    from model import pretrained  # the tag order of the reference's score vectors
+
+    order = [line.strip() for line in open(os.path.join(pretrained.model_dir("musicnn-mtt", str(WORK / "cache")), "tags.txt")) if line.strip()]
+    diff = max(abs(ours[t][tag] - reference[t][order.index(tag)]) for t in reference for tag in tags)
+
+    def marginal(cores):
+        small, large = runs[(cores, n_small)], runs[(cores, n_large)]
+        extra = audio_large - audio_small
+        return extra / (large["cpu_s"] - small["cpu_s"]), extra / (large["wall_s"] - small["wall_s"])
+
+    lines = [
+        "## Batch tagging throughput (issue 10)",
+        "",
+        f"Machine: {cpu_info()}. Made by `python benchmarks/tag_throughput.py{' --quick' if args.quick else ''}` "
+        f"on {time.strftime('%Y-%m-%d', time.gmtime())} (the dev machine was shared with other jobs: absolute figures are noisy, ratios less so).",
+        f"{n_small} MP3 files x {seconds:g} s (44.1 kHz stereo, 128 kb/s); the large catalog lists them {args.repeat} times "
+        f"under new track_ids ({n_large} rows). CPU = user+sys of the process and its children; marginal = large run minus small run.",
+        "",
+        "| method | rows | CPU s | wall s | x realtime per CPU s | x realtime per wall s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| musicnn's way (librosa + its TF 1 graph, batch 1), whole process | {n_small} | {base['cpu_s']:.1f} | {base['wall_s']:.1f} | "
+        f"{audio_small / base['cpu_s']:.1f} | {audio_small / base['wall_s']:.1f} | {base['rss_mb']:.0f} |",
+        f"| musicnn's way, work only (= its marginal rate) | {n_small} | {audio_small / base_cpu_rate:.1f} | {audio_small / base_wall_rate:.1f} | "
+        f"{base_cpu_rate:.1f} | {base_wall_rate:.1f} | - |",
+    ]
+    for cores in ("all", "pinned") if pinned else ("all",):
+        label = "`tagscale tag`" + (", `taskset -c 0`" if cores == "pinned" else "")
+        for rows, audio in ((n_small, audio_small), (n_large, audio_large)):
+            r = runs[(cores, rows)]
+            lines.append(f"| {label}, whole process | {rows} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {audio / r['cpu_s']:.1f} | {audio / r['wall_s']:.1f} | {r['rss_mb']:.0f} |")
+        cpu_rate, wall_rate = marginal(cores)
+        lines.append(f"| {label}, marginal ({n_large} - {n_small} rows) | {n_large - n_small} | - | - | **{cpu_rate:.1f}** | **{wall_rate:.1f}** | - |")
+    cpu_rate, wall_rate = marginal("all")
+    lines += [
+        "",
+        f"- tagscale / musicnn's way, per CPU s (marginal): **{cpu_rate / base_cpu_rate:.2f}x** (target 2.5x); per wall s: {wall_rate / base_wall_rate:.2f}x.",
+    ]
+    if pinned:
+        _, pinned_wall = marginal("pinned")
+        lines.append(f"- all cores / `taskset -c 0`, wall rate (marginal): **{wall_rate / pinned_wall:.2f}x** (target 1.8x on 2 cores).")
+    lines.append(
+        f"- Largest score difference, tagscale vs musicnn's way on the same files: {diff:.1e} (whole paths: tagscale decodes with "
+        "libsndfile + soxr and computes the log-mel in TF, musicnn uses librosa; on the same log-mel the models agree to ~3e-7, tests/test_pretrained.py)."
+    )
+    return lines
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ A serving model is a directory that the batch tagging pipeline loads without any
   normalisation) lives inside the graph.
 - ``tags.txt``: the tag vocabulary, one per line, in the order of the ``scores`` columns.
 - ``tagscale_model.json``: name, front-end, preset, signal constants and ``version``, a hash of
-  the weights that tag outputs record so re-runs know which model made a row.
+  the weights that tag outputs record so re-runs know which model made a row, and
+  ``serving_graph``: which form of the network the graph computes (:data:`FAST_GRAPH` or
+  :data:`KERAS_GRAPH`; same weights and outputs, so the version does not change with it).
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from model.errors import TagscaleError
 INFO_FILE = "tagscale_model.json"
 TAGS_FILE = "tags.txt"
 SIGNATURE = "serving_default"
+# The serving graph's form: the Keras layers as written, or model.fast_frontend's CPU form.
+KERAS_GRAPH = "keras"
+FAST_GRAPH = "fast-frontend-1"
 
 
 class ModelDirError(TagscaleError):
@@ -55,6 +60,7 @@ def save_serving_model(module, export_dir: str, *, tags: list[str], info: dict) 
         handle.write("\n".join(tags) + "\n")
     info = dict(info)
     info.update(n_tags=len(tags), signal=dsp.constants(), version=weights_version(export_dir))
+    info["serving_graph"] = getattr(module, "graph", KERAS_GRAPH)
     with tf.io.gfile.GFile(os.path.join(export_dir, INFO_FILE), "w") as handle:
         json.dump(info, handle, indent=2, sort_keys=True)
     return info

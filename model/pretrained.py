@@ -91,6 +91,12 @@ def fetched_info(path: str) -> dict | None:
         return None
 
 
+def is_current(info: dict | None) -> bool:
+    """True for a fetched model whose graph is the one this code would write (the fast CPU form);
+    an older conversion still serves the same scores, only slower, and is converted again."""
+    return info is not None and info.get("serving_graph") == export.FAST_GRAPH
+
+
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -232,7 +238,7 @@ def fetch(names=None, cache_dir: str | None = None, *, force: bool = False) -> d
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         raise TagscaleError(f"unknown pretrained model {unknown[0]!r}; available: {', '.join(MODELS)}")
-    todo = [name for name in names if force or fetched_info(model_dir(name, cache_dir)) is None]
+    todo = [name for name in names if force or not is_current(fetched_info(model_dir(name, cache_dir)))]
     try:
         if todo:
             package = unpack_wheel(download_wheel(cache_dir), cache_dir)
@@ -253,8 +259,12 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
     """
     if name_or_path in MODELS:
         path = model_dir(name_or_path, cache_dir)
-        if fetched_info(path) is None:
+        info = fetched_info(path)
+        if info is None:
             raise TagscaleError(f"model {name_or_path} is not fetched; run `tagscale pretrained fetch`")
+        if not is_current(info):
+            print(f"tagscale: converting {name_or_path} to the current serving graph (once; same weights)", file=sys.stderr)
+            fetch([name_or_path], cache_dir)  # from the cached wheel: same weights, faster graph
         return path
     if "://" in name_or_path or os.path.isdir(name_or_path):
         return name_or_path

@@ -5,12 +5,16 @@ The module's ``serve`` function (see :func:`model.export.serving_signature`) tak
 computes :func:`model.dsp.log_mel_patches` inside the graph, then applies the optional
 ``normalize`` callable (the trainer passes one built from tf.Transform output), then the
 Keras model. Save it with :func:`model.export.save_serving_model`.
+
+A spectrogram model with musicnn's max-after temporal branch is served through
+:class:`model.fast_frontend.FastSpectrogramModel`: the same weights and outputs (to float32
+rounding), about twice as fast on CPU. ``graph`` says which form a module serves.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-from model import export, network, dsp
+from model import dsp, export, fast_frontend, network
 
 
 class ServingModule(tf.Module):
@@ -36,6 +40,10 @@ class ServingModule(tf.Module):
         self.model = keras_model
         self.frontend = frontend
         self.normalize = normalize
+        fast = frontend == "spectrogram" and fast_frontend.supports(keras_model)
+        # A plain attribute of a plain object: tf.Module tracks the Keras model's variables once.
+        self._forward = fast_frontend.FastSpectrogramModel(keras_model) if fast else None
+        self.graph = export.FAST_GRAPH if fast else export.KERAS_GRAPH
         self.serve = export.serving_signature(self._serve)
 
     def _serve(self, waveform):
@@ -44,7 +52,10 @@ class ServingModule(tf.Module):
             x = dsp.log_mel_patches(waveform)  # (batch, time, mel)
         if self.normalize is not None:
             x = self.normalize(x)
-        outputs = self.model(x, training=False)
+        if self._forward is not None:
+            outputs = self._forward(x)
+        else:
+            outputs = self.model(x, training=False)
         return {"scores": outputs["scores"], "embedding": outputs["embedding"]}
 
 

@@ -3,7 +3,7 @@
     python -m pipelines.tag --catalog catalog.csv --model musicnn-mtt --output tags_out/ [Beam flags]
 
     ReadCatalog -> SkipAlreadyTagged (--incremental) -> DecodeTracks -> CutPatches
-      -> RunInference (batched across tracks) -> MeanPerTrack -> WriteToParquet
+      -> RunInference (batched across tracks, overlapped with decoding) -> MeanPerTrack -> WriteToParquet
     every failure -> WriteDeadLetter;  counts -> summary.json
 
 Output ``DIR/tags/*.parquet``, one row per track (schema :data:`TAGS_SCHEMA`):
@@ -24,10 +24,9 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import pyarrow
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from model import export, dsp
-from pipelines import beam_util, dead_letter, fileio, stages
+from pipelines import beam_util, dead_letter, fileio, inference, stages
 from pipelines.catalog import ReadCatalog, Track, iter_rows
 
 LOG = logging.getLogger("tagscale.tag")
@@ -71,7 +70,9 @@ def track_patches(track: Track, samples: np.ndarray, *, max_patches: int | None 
 
 def track_row(track_id: str, patch_outputs, *, tags: list[str], model_name: str, model_version: str) -> dict:
     """Mean the patch outputs of one track into its Parquet row (scores sorted, highest first)."""
-    patch_outputs = list(patch_outputs)
+    # Patch order, not arrival order (which varies with threads and bundles): the float mean,
+    # and so the output bytes, must not change from run to run.
+    patch_outputs = sorted(patch_outputs, key=lambda item: item[0][1])
     (_, _, n_patches, uri, duration) = patch_outputs[0][0]
     if len(patch_outputs) != n_patches:
         raise ValueError(f"track {track_id}: got {len(patch_outputs)} patch outputs for {n_patches} patches")
@@ -101,64 +102,6 @@ def split_already_tagged(keyed):
 
 
 # ------------------------------------------------------------------------ PTransforms
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas. TensorFlow runs a batch on many threads, and each thread's arena
-    keeps the freed activation memory of the batches it served, so peak memory crept up with the
-    number of batches (2.4 GB for 200 tracks, 4.0 GB for 2,000, BENCHMARKS.md); with two arenas
-    it stays flat. No-op where glibc's mallopt is missing."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
-class ServingModelHandler(ModelHandler):
-    """RunInference handler for a tagscale serving model (TF SavedModel + tags + info).
-
-    Beam's own TF handler loads with ``tf.keras.models.load_model``, which Keras 3 refuses for
-    SavedModels, and imports tensorflow_hub, which apache-beam does not install; this one uses
-    ``tf.saved_model.load`` through :func:`model.export.load_serving_model`.
-    """
-
-    def __init__(self, model_dir: str, *, batch_size: int = 16, precision: str = "float32"):
-        self._model_dir = model_dir
-        self._batch_size = batch_size
-        self._precision = precision
-
-    def load_model(self):
-        limit_malloc_arenas()
-        if self._precision == "bfloat16":
-            # oneDNN's graph rewrite runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16
-            # CPUs); scores move by up to ~0.01 (BENCHMARKS.md). Process-wide, like the worker.
-            import tensorflow as tf
-
-            tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-        return export.load_serving_model(self._model_dir)
-
-    def run_inference(self, batch, model, inference_args=None):
-        # Always call the model with the same batch shape: oneDNN picks kernels by shape, so a
-        # patch's scores would otherwise change in the last bits with the batch it landed in,
-        # and re-runs would not reproduce their output exactly.
-        patches = np.zeros((self._batch_size, dsp.PATCH_SAMPLES), np.float32)
-        patches[: len(batch)] = np.stack(batch)
-        outputs = model.predict(patches)
-        # Results carry no input: a patch is 190 kB and would otherwise travel to the grouping.
-        return [
-            PredictionResult(example=None, inference={"scores": scores, "embedding": embedding}, model_id=model.version)
-            for scores, embedding in zip(outputs["scores"][: len(batch)], outputs["embedding"][: len(batch)])
-        ]
-
-    def batch_elements_kwargs(self):
-        return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
-
-    def get_metrics_namespace(self) -> str:
-        return "tagscale_inference"
 
 
 class _Progress(beam.DoFn):
@@ -235,13 +178,12 @@ class TagTracks(beam.PTransform):
         self._total = total
 
     def expand(self, decoded):
-        handler = KeyedModelHandler(ServingModelHandler(self._config.model, batch_size=self._config.batch_size, precision=self._config.precision))
         name, version = self._info.get("name", "model"), self._info["version"]
         return (
             decoded
             | "CutPatches" >> beam.FlatMap(lambda item: track_patches(*item, max_patches=self._config.max_patches_per_track))
-            | "RunInference" >> RunInference(handler)
-            | "KeepOutputs" >> beam.MapTuple(lambda key, result: (key, result.inference))
+            | "RunInference"
+            >> inference.RunInference(self._config.model, batch_size=self._config.batch_size, precision=self._config.precision)
             | "Progress" >> beam.ParDo(_Progress(self._total, self._config.progress_every_s))
             | "KeyByTrack" >> beam.MapTuple(lambda key, outputs: (key[0], (key, outputs)))
             | "GroupPatches" >> beam.GroupByKey()

@@ -135,3 +135,69 @@ def test_serving_module_applies_normalisation_before_the_model():
     np.testing.assert_allclose(outputs["scores"].numpy(), np.asarray(expected["scores"]), atol=1e-6)
     with pytest.raises(ValueError, match="'mel'"):
         serving.build_serving_module(model, "mel")
+
+
+def randomised_musicnn(n_tags: int = 6, seed: int = 3):
+    """A musicnn-preset model with random weights and batch-norm statistics; about half of every
+    batch norm's gammas negative, so the fast form's sign handling is exercised on every branch."""
+    model = network.build_model("spectrogram", n_tags, "musicnn", dense_units=16)
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        shape = tuple(weight.shape)
+        if weight.path.endswith("moving_variance"):
+            weight.assign(rng.uniform(0.2, 2.0, shape).astype(np.float32))
+        elif weight.path.endswith(("gamma", "moving_mean", "beta", "bias")):
+            weight.assign(rng.normal(0, 1, shape).astype(np.float32))
+        else:  # kernels
+            weight.assign(rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape).astype(np.float32))
+    return model
+
+
+def test_fast_frontend_computes_the_keras_model():
+    from model import fast_frontend
+
+    model = randomised_musicnn()
+    gammas = np.concatenate([np.asarray(model.get_layer(f"temporal_{i}_bn").gamma) for i in range(3)])
+    assert (gammas < 0).sum() > 30 and (gammas > 0).sum() > 30
+    fast = fast_frontend.FastSpectrogramModel(model)
+    log_mel = example_batch("spectrogram", batch=4, seed=5)
+    stages = network.build_model("spectrogram", 6, "musicnn", dense_units=16, stages=True)
+    stages.set_weights(model.get_weights())
+    reference = stages(log_mel, training=False)
+    got = fast(log_mel)
+    frontend = np.asarray(fast.frontend(log_mel))
+    # Measured: front-end features equal to ~1e-6 (float32 rounding of the conv sums), scores ~1e-7.
+    np.testing.assert_allclose(frontend, np.asarray(reference["frontend"]), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got["scores"]), np.asarray(reference["scores"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["embedding"]), np.asarray(reference["embedding"]), atol=2e-5, rtol=1e-5)
+
+
+def test_temporal_matrix_is_the_same_padded_convolution():
+    import tensorflow as tf
+
+    from model import fast_frontend
+
+    rng = np.random.default_rng(0)
+    kernels = [rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)]
+    frames = rng.normal(size=(2, 20)).astype(np.float32)
+    matrix = fast_frontend.temporal_matrix([tf.constant(k) for k in kernels], 20).numpy()
+    got = (frames @ matrix).reshape(2, 20, 5)
+    expected = np.concatenate(
+        [tf.nn.conv1d(frames[..., None], k[:, None, :], 1, "SAME").numpy() for k in kernels], axis=-1
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_serving_module_serves_the_fast_form_only_where_it_applies(tmp_path):
+    from model import fast_frontend
+
+    musicnn = serving.build_serving_module(randomised_musicnn(), "spectrogram")
+    assert musicnn.graph == export.FAST_GRAPH
+    seed = network.build_model("spectrogram", 5, "seed", dense_units=8)
+    assert not fast_frontend.supports(seed)
+    assert serving.build_serving_module(seed, "spectrogram").graph == export.KERAS_GRAPH
+    assert serving.build_serving_module(network.build_model("waveform", 5, "musicnn"), "waveform").graph == export.KERAS_GRAPH
+    info = export.save_serving_model(musicnn, str(tmp_path / "m"), tags=[f"t{i}" for i in range(6)], info={"name": "m"})
+    assert info["serving_graph"] == export.FAST_GRAPH
+    with pytest.raises(ValueError, match="max-after"):
+        fast_frontend.FastSpectrogramModel(seed)
