@@ -104,13 +104,23 @@ class ServingModel:
         return {key: value.numpy() for key, value in outputs.items()}
 
 
+REQUIRED_FILES = ("saved_model.pb", "variables", TAGS_FILE, INFO_FILE)
+
+
+def missing_files(export_dir: str) -> list[str]:
+    """The files of a serving model that ``export_dir`` lacks, in :data:`REQUIRED_FILES` order."""
+    import tensorflow as tf
+
+    return [name for name in REQUIRED_FILES if not tf.io.gfile.exists(os.path.join(export_dir, name))]
+
+
 def read_model_info(export_dir: str) -> tuple[list[str], dict]:
     """Read tags and info of a serving model; :class:`ModelDirError` names any missing file."""
     import tensorflow as tf
 
-    for required in ("saved_model.pb", "variables", TAGS_FILE, INFO_FILE):
-        if not tf.io.gfile.exists(os.path.join(export_dir, required)):
-            raise ModelDirError(f"{export_dir} is not a tagscale serving model: missing {required}")
+    missing = missing_files(export_dir)
+    if missing:
+        raise ModelDirError(f"{export_dir} is not a tagscale serving model: missing {missing[0]}")
     with tf.io.gfile.GFile(os.path.join(export_dir, TAGS_FILE)) as handle:
         tags = [line.strip() for line in handle if line.strip()]
     with tf.io.gfile.GFile(os.path.join(export_dir, INFO_FILE)) as handle:
@@ -132,7 +142,7 @@ def load_serving_model(export_dir: str) -> ServingModel:
 
 
 def check_outputs(outputs: dict, n_tags: int) -> None:
-    """Validate a serving call's outputs (used by tests and the tag pipeline's first batch)."""
+    """Check a serving call's outputs: ``scores`` of shape (batch, n_tags) in [0, 1], a 2-D ``embedding``."""
     scores = np.asarray(outputs["scores"])
     if scores.ndim != 2 or scores.shape[1] != n_tags:
         raise ModelDirError(f"model returned scores of shape {scores.shape}, expected (batch, {n_tags})")

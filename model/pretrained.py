@@ -81,8 +81,7 @@ def model_dir(name: str, cache_dir: str | None = None) -> str:
 
 def fetched_info(path: str) -> dict | None:
     """The info dict of a complete serving model at ``path``, or None."""
-    required = ("saved_model.pb", "variables", export.TAGS_FILE, export.INFO_FILE)
-    if not all(os.path.exists(os.path.join(path, item)) for item in required):
+    if export.missing_files(path):
         return None
     try:
         with open(os.path.join(path, export.INFO_FILE)) as handle:

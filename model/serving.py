@@ -2,9 +2,10 @@
 
 The module's ``serve`` function (see :func:`model.export.serving_signature`) takes
 (batch, ``dsp.PATCH_SAMPLES``) float32 waveform patches. For the spectrogram front-end it
-computes :func:`model.dsp.log_mel_patches` inside the graph, then applies the optional
-``normalize`` callable (the trainer passes one built from tf.Transform output), then the
-Keras model. Save it with :func:`model.export.save_serving_model`.
+computes :func:`model.dsp.log_mel_patches` inside the graph, then runs the Keras model.
+A trained spectrogram model also needs the training split's per-band normalisation:
+:mod:`trainer.exporting` subclasses :class:`ServingModule` to apply the tf.Transform layer
+between the two. Save a module with :func:`model.export.save_serving_model`.
 
 A spectrogram model with musicnn's max-after temporal branch is served through
 :class:`model.fast_frontend.FastSpectrogramModel`: the same weights and outputs (to float32
@@ -18,7 +19,7 @@ from model import dsp, export, fast_frontend, network
 
 
 class ServingModule(tf.Module):
-    """A tf.Module holding the Keras model (and any normalisation) with a ``serve`` tf.function.
+    """A tf.Module holding the Keras model with a ``serve`` tf.function.
 
     Parameters
     ----------
@@ -27,19 +28,14 @@ class ServingModule(tf.Module):
         ``embedding``.
     frontend : {"waveform", "spectrogram"}
         Which input the Keras model takes.
-    normalize : callable, optional
-        ``(batch, PATCH_FRAMES, N_MELS) -> same`` for the spectrogram front-end, or
-        ``(batch, PATCH_SAMPLES) -> same`` for the waveform one; applied before the model.
-        Trackable objects (Keras / tf_keras layers, tf.Modules) are saved with the module.
     """
 
-    def __init__(self, keras_model, frontend: str, normalize=None):
+    def __init__(self, keras_model, frontend: str):
         super().__init__(name="tagscale_serving")
         if frontend not in network.FRONTENDS:
             raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(network.FRONTENDS)}")
         self.model = keras_model
         self.frontend = frontend
-        self.normalize = normalize
         fast = frontend == "spectrogram" and fast_frontend.supports(keras_model)
         # A plain attribute of a plain object: tf.Module tracks the Keras model's variables once.
         self._forward = fast_frontend.FastSpectrogramModel(keras_model) if fast else None
@@ -50,8 +46,6 @@ class ServingModule(tf.Module):
         x = waveform  # (batch, samples)
         if self.frontend == "spectrogram":
             x = dsp.log_mel_patches(waveform)  # (batch, time, mel)
-        if self.normalize is not None:
-            x = self.normalize(x)
         if self._forward is not None:
             outputs = self._forward(x)
         else:
@@ -59,6 +53,6 @@ class ServingModule(tf.Module):
         return {"scores": outputs["scores"], "embedding": outputs["embedding"]}
 
 
-def build_serving_module(keras_model, frontend: str, normalize=None) -> ServingModule:
+def build_serving_module(keras_model, frontend: str) -> ServingModule:
     """Return a :class:`ServingModule` for ``keras_model`` (see its docstring)."""
-    return ServingModule(keras_model, frontend, normalize=normalize)
+    return ServingModule(keras_model, frontend)
