@@ -142,7 +142,7 @@ def load_serving_model(export_dir: str) -> ServingModel:
 
 
 def check_outputs(outputs: dict, n_tags: int) -> None:
-    """Check a serving call's outputs: ``scores`` of shape (batch, n_tags) in [0, 1], a 2-D ``embedding``."""
+    """Check that a serving call's ``scores`` have shape (batch, n_tags); :class:`ModelDirError` if not."""
     scores = np.asarray(outputs["scores"])
     if scores.ndim != 2 or scores.shape[1] != n_tags:
         raise ModelDirError(f"model returned scores of shape {scores.shape}, expected (batch, {n_tags})")
