@@ -1,4 +1,4 @@
-"""query: DuckDB over the tag Parquet files (``DIR/tags/*.parquet``).
+"""query: DuckDB over the tag Parquet files (those ``DIR/tags/manifest.json`` lists).
 
     tagscale query --tags DIR top TAG [--limit N]
     tagscale query --tags DIR track TRACK_ID [--limit N]
@@ -16,7 +16,7 @@ import json
 import sys
 
 from model.errors import TagscaleError
-from pipelines import fileio
+from pipelines import fileio, tag_output
 
 VIEWS = """
 CREATE VIEW tags AS SELECT * FROM read_parquet({files});
@@ -26,13 +26,23 @@ CREATE VIEW tag_scores AS
 """
 
 
+def tag_files(tags_dir: str) -> list[str]:
+    """The Parquet files of a tag output: exactly those its ``tags/manifest.json`` lists.
+
+    ``tags_dir`` is the ``--output`` directory of ``tagscale tag`` (or its ``tags/``). Every
+    reader of tag output goes through this one function, so none sees a file of an unfinished
+    or replaced run.
+    """
+    return tag_output.tag_files(tags_dir)
+
+
 def connect(tags_dir: str):
     """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``."""
     import duckdb
 
-    files = fileio.glob(fileio.join(tags_dir.rstrip("/"), "tags", "*.parquet"))
+    files = tag_files(tags_dir)
     if not files:
-        raise TagscaleError(f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', '*.parquet')} (run `tagscale tag` first)")
+        raise TagscaleError(f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)")
     if any("://" in path for path in files):
         raise TagscaleError("query reads local tag output; copy it first (gsutil -m cp -r gs://.../tags DIR/)")
     connection = duckdb.connect()
