@@ -253,13 +253,17 @@ def _list_objects(prefix: str) -> list[str]:
 
 
 def _publish_objects(output: str, staging: str, journal: dict) -> None:
-    staged = _list_objects(staging)
-    relative = [path[len(staging.rstrip("/")) + 1 :] for path in staged]
+    entries = journal["entries"]
+    relative = [path[len(staging.rstrip("/")) + 1 :] for path in _list_objects(staging)]
+    relative = [name for name in relative if any(name == entry or name.startswith(entry + "/") for entry in entries)]
     commit = journal.get("commit")
     ordered = sorted(relative, key=lambda name: name == commit)  # the commit file last
     for name in ordered:
         FileSystems.copy([fileio.join(staging, name)], [fileio.join(output, name)])
     keep = set(relative) | set(journal.get("keep", []))
+    for entry in journal.get("remove", []):
+        if fileio.exists(fileio.join(output, entry)):  # a file this run did not make: stale
+            FileSystems.delete([fileio.join(output, entry)])
     for entry in journal["entries"] + journal.get("remove", []):
         for path in _list_objects(fileio.join(output, entry)):
             name = path[len(output.rstrip("/")) + 1 :]

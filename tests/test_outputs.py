@@ -142,3 +142,29 @@ def test_a_remote_lock_is_stale_when_its_pid_is_gone_here_or_it_is_old():
     assert locks.is_stale({**here, "pid": dead.pid})
     assert not locks.is_stale({**here, "host": "elsewhere", "pid": dead.pid})  # another host: cannot tell, wait for the age
     assert locks.is_stale({**here, "host": "elsewhere"}, now=time.time() + locks.STALE_AFTER_S + 1)
+
+
+@pytest.mark.slow
+def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_not_list():
+    from gcs_emulator import running_emulator
+
+    from pipelines import fileio
+
+    with running_emulator("publish") as client:
+        names = lambda: sorted(blob.name for blob in client.bucket("publish").list_blobs())
+        first = outputs.Staging("gs://publish/out", "r1").create()
+        for name in ("tags/a.parquet", "tags/manifest.json", "tmp/beam-temp-x/part", "summary.json"):
+            fileio.write_text(first.path(name), name)
+        first.publish(["tags", "summary.json"], commit="tags/manifest.json")
+        assert names() == ["out/.tagscale-owned", "out/summary.json", "out/tags/.tagscale-owned", "out/tags/a.parquet", "out/tags/manifest.json"]
+        incremental = outputs.Staging("gs://publish/out", "r2").create()
+        incremental.carry_over("tags", ["a.parquet"])  # kept where it is, not copied
+        fileio.write_text(incremental.path("tags", "b.parquet"), "b")
+        fileio.write_text(incremental.path("tags", "manifest.json"), "a b")
+        incremental.publish(["tags", "summary.json"], commit="tags/manifest.json")
+        assert names() == ["out/.tagscale-owned", "out/tags/.tagscale-owned", "out/tags/a.parquet", "out/tags/b.parquet", "out/tags/manifest.json"]
+        full = outputs.Staging("gs://publish/out", "r3").create()
+        fileio.write_text(full.path("tags", "c.parquet"), "c")
+        full.publish(["tags"], commit="tags/manifest.json")
+        assert names() == ["out/.tagscale-owned", "out/tags/.tagscale-owned", "out/tags/c.parquet"]
+        assert client.bucket("publish").blob("out/tags/c.parquet").download_as_text() == "c"
