@@ -104,7 +104,9 @@ def test_featurize_accounts_for_every_bad_row(nasty, tmp_path):
     assert metadata["tracks_in"] == n_rows == metadata["tracks_ok"] + metadata["tracks_failed"]
     import tensorflow as tf
 
-    spec = featurize.shard_feature_spec("mel", metadata["top_k"])
+    from model import features
+
+    spec = features.shard_feature_spec("mel", metadata["top_k"])
     files = [str(p) for p in (tmp_path / "f" / "mel").glob("train-*.tfrecord.gz")]
     records = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     ok_ids = sorted({r["track_id"].numpy().decode("utf-8", "replace") for r in records})
