@@ -30,7 +30,7 @@ def tone(seconds, rate, channels=1, seed=0):
 
 @pytest.fixture(scope="module")
 def nasty(tmp_path_factory):
-    """A catalog of 6 good tracks and 14 bad or odd rows; returns (dir, catalog path, expectations)."""
+    """A catalog of 6 good tracks and 15 bad or odd rows; returns (dir, catalog path, expectations)."""
     root = tmp_path_factory.mktemp("nasty")
     (root / "victim").write_text("must survive")
     rows, expected = [], {}  # expected: track_id -> "ok" or a dead-letter reason prefix
@@ -72,13 +72,17 @@ def nasty(tmp_path_factory):
     soundfile.write(root / NASTY_NAME, tone(4.0, 32000), 32000)
     add("shell_name", root / NASTY_NAME, "ok")
     add("directory", root, "is a directory")
+    # A track_id that is not valid UTF-8 (the catalog is decoded with surrogateescape): it
+    # cannot be written as UTF-8, so it is a catalog dead letter, not a crash at encode time.
+    rows.append(("bad\udcffid", str(root / "good0.wav")))
+    expected["bad\ufffdid"] = f"row {len(rows)}: track_id is not valid UTF-8"
     rows.append(("good0", str(root / "good1.flac")))  # duplicate track_id: the first row wins
     catalog = root / "catalog.csv"
     with open(catalog, "wb") as handle:  # bytes: the latin-1 file name is not valid UTF-8
         handle.write(b"track_id,uri,tags\n")
         for i, (track_id, path) in enumerate(rows):
             quoted = b'"' + os.fsencode(path).replace(b'"', b'""') + b'"'
-            handle.write(track_id.encode() + b"," + quoted + (b",odd" if i % 2 else b",even") + b"\n")
+            handle.write(track_id.encode("utf-8", "surrogateescape") + b"," + quoted + (b",odd" if i % 2 else b",even") + b"\n")
     return root, catalog, expected, len(rows)
 
 
