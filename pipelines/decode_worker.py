@@ -55,6 +55,7 @@ class Worker:
 
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.environ = dict(os.environ)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipelines.decode_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
@@ -87,7 +88,10 @@ def call(name: str, timeout_s: float, **kwargs):
     after ``timeout_s`` seconds (the helper is killed; the next call starts another)."""
     worker = getattr(_local, "worker", None)
     try:
-        if worker is None or worker.process.poll() is not None:
+        if worker is not None and (worker.process.poll() is not None or worker.environ != os.environ):
+            worker.kill()  # exited, or started with another environment (credentials, endpoints)
+            worker = None
+        if worker is None:
             worker = _local.worker = Worker()
         return worker.call(name, kwargs, timeout_s)
     except (WorkerTimeout, EOFError, BrokenPipeError):
