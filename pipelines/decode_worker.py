@@ -35,19 +35,29 @@ def _send(stream, payload) -> None:
     stream.flush()
 
 
-def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
-    chunks, remaining = [], size
-    while remaining:
+def _read_exactly(fd: int, size: int, deadline: float | None) -> bytearray:
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
         if deadline is not None:
             wait = deadline - time.monotonic()
             if wait <= 0 or not select.select([fd], [], [], wait)[0]:
                 raise WorkerTimeout()
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
+        count = os.readv(fd, [view[done:]])
+        if not count:
             raise EOFError("decode helper exited")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+        done += count
+    return buffer
+
+
+def _widen_pipe(stream) -> None:
+    """1 MiB pipe buffers instead of 64 KiB: a decoded track is tens of MB."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), 1031, 1 << 20)  # F_SETPIPE_SZ (Linux)
+    except (OSError, AttributeError, ImportError):
+        pass
 
 
 class Worker:
@@ -60,6 +70,7 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pipelines.decode_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
         )
+        _widen_pipe(self.process.stdout)
         # Start-up (imports) is not the decode's time: wait for the helper to say it is ready.
         try:
             if _read_exactly(self.process.stdout.fileno(), len(READY), time.monotonic() + STARTUP_TIMEOUT_S) != READY:
