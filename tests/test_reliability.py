@@ -328,8 +328,9 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(forty_tracks,
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(parquetio._ParquetSink, "write_record", full)
-    with pytest.raises(Exception, match="No space left on device"):
+    with pytest.raises(Exception, match="No space left on device") as failure:
         tag.run(["--catalog", str(forty_tracks), "--model", model, "--output", str(output)])
+    assert "while running 'WriteTags/" in str(failure.value)  # the Parquet sink hit the full disk
     assert (output / "tags" / "manifest.json").read_bytes() == manifest
     assert tag_rows_as_bits(output) == before and len(before) == 5
     assert sorted(name for name in os.listdir(output) if name.startswith(".tagscale")) == [".tagscale-owned", ".tagscale.lock"]
