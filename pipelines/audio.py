@@ -12,11 +12,13 @@ import io
 import os
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 
 from model import dsp
 
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: ten minutes of 96 kHz 24-bit 8-channel WAV is 1.24 GB
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 DECODERS = ("auto", "ffmpeg", "soundfile")
 
@@ -58,34 +60,106 @@ def local_path(uri: str) -> str | None:
     return uri
 
 
-def read_bytes(uri: str) -> bytes:
-    """Read a remote object (gs:// and anything else Beam's FileSystems knows) into memory."""
+def file_size(uri: str) -> int:
+    """Size in bytes of a local file or a remote object (Beam's FileSystems: gs:// and others)."""
+    path = local_path(uri)
+    if path is not None:
+        return os.path.getsize(path)
     from apache_beam.io.filesystems import FileSystems
 
     try:
-        if not FileSystems.exists(uri):
-            raise DecodeError(f"file not found: {uri}")
-        with FileSystems.open(uri, compression_type="uncompressed") as handle:
-            return handle.read()
-    except DecodeError:
-        raise
+        found = FileSystems.match([uri])[0].metadata_list
     except (ConnectionError, TimeoutError) as error:
         raise TransientError(f"cannot read {uri}: {_one_line(error)}") from error
     except Exception as error:  # Beam wraps backend errors in many types; the reason is what matters
         raise DecodeError(f"cannot read {uri}: {_one_line(error)}") from error
+    if not found:
+        raise DecodeError(f"file not found: {uri}")
+    return found[0].size_in_bytes
 
 
-def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float) -> np.ndarray:
+def check_size(uri: str, max_bytes: int) -> None:
+    size = file_size(uri)
+    if size > max_bytes:
+        raise DecodeError(f"file is {size} bytes, over --max-bytes {max_bytes}")
+
+
+class CappedReader(io.RawIOBase):
+    """A read-only stream over ``handle`` that raises :class:`DecodeError` past ``max_bytes``:
+    remote audio is streamed in pieces, never held whole, and never read beyond the cap."""
+
+    def __init__(self, handle, uri: str, max_bytes: int):
+        super().__init__()
+        self._handle, self._uri, self._max_bytes = handle, uri, max_bytes
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return self._handle.seekable()
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        return self._handle.seek(offset, whence)
+
+    def tell(self):
+        return self._handle.tell()
+
+    def readinto(self, buffer):
+        try:
+            data = self._handle.read(len(buffer))
+        except (ConnectionError, TimeoutError) as error:
+            raise TransientError(f"cannot read {self._uri}: {_one_line(error)}") from error
+        if self._handle.tell() > self._max_bytes:
+            raise DecodeError(f"read past --max-bytes {self._max_bytes}: {self._uri}")
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self):
+        self._handle.close()
+        super().close()
+
+
+def open_remote(uri: str, max_bytes: int) -> CappedReader:
+    """Open a remote object for streaming, checked against ``max_bytes`` first."""
+    from apache_beam.io.filesystems import FileSystems
+
+    check_size(uri, max_bytes)
+    try:
+        return CappedReader(FileSystems.open(uri, compression_type="uncompressed"), uri, max_bytes)
+    except (ConnectionError, TimeoutError) as error:
+        raise TransientError(f"cannot read {uri}: {_one_line(error)}") from error
+    except Exception as error:
+        raise DecodeError(f"cannot read {uri}: {_one_line(error)}") from error
+
+
+def _pump(source, sink_fd: int, errors: list) -> None:
+    """Copy ``source`` into ffmpeg's stdin; ffmpeg may stop reading early (``-t`` reached)."""
+    try:
+        with source, os.fdopen(sink_fd, "wb") as sink:
+            while True:
+                chunk = source.read(1 << 20)
+                if not chunk:
+                    break
+                sink.write(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    except Exception as error:  # reported after ffmpeg ends: a cap or a read error is the reason
+        errors.append(error)
+
+
+def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     """Decode with an ffmpeg subprocess to 16 kHz mono float32.
 
     Parameters
     ----------
     uri : str
-        Local path, file:// or a remote URI (whose bytes are piped to ffmpeg's stdin).
+        Local path, file:// or a remote URI (whose bytes are streamed to ffmpeg's stdin).
     max_duration_s : float
         Only the first ``max_duration_s`` seconds are decoded (ffmpeg stops reading there).
     timeout_s : float
         The process is killed after this many seconds and :class:`DecodeError` raised.
+    max_bytes : int
+        A remote object larger than this is refused; reading never goes past it.
 
     Returns
     -------
@@ -97,9 +171,9 @@ def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float) -> 
     if path is not None:
         _check_readable(path)
         # The 'file:' protocol stops ffmpeg from reading a colon in a file name as a protocol.
-        stream, stdin = ffmpeg.input("file:" + os.path.abspath(path)), None
+        stream, source = ffmpeg.input("file:" + os.path.abspath(path)), None
     else:
-        stream, stdin = ffmpeg.input("pipe:0"), read_bytes(uri)
+        stream, source = ffmpeg.input("pipe:0"), open_remote(uri, max_bytes)
     stream = stream.output(
         "pipe:1",
         format="f32le",
@@ -110,16 +184,26 @@ def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float) -> 
         # Normalise the downmix so stereo -> mono is the mean of the channels, as librosa's
         # to_mono; ffmpeg's default keeps each channel at -3 dB, a louder mix.
         rematrix_maxval=1.0,
-    ).global_args("-nostdin" if stdin is None else "-hide_banner", "-loglevel", "error")
-    process = stream.run_async(
-        cmd=ffmpeg_executable(), pipe_stdin=stdin is not None, pipe_stdout=True, pipe_stderr=True
-    )
+    ).global_args("-nostdin" if source is None else "-hide_banner", "-loglevel", "error")
+    stdin, pump, errors = subprocess.DEVNULL, None, []
+    if source is not None:
+        stdin, sink = os.pipe()  # our own pipe: communicate() would close a Popen stdin we still feed
+    process = subprocess.Popen(stream.compile(cmd=ffmpeg_executable()), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if source is not None:
+        os.close(stdin)
+        pump = threading.Thread(target=_pump, args=(source, sink, errors), daemon=True)
+        pump.start()
     try:
-        out, err = process.communicate(input=stdin, timeout=timeout_s)
+        out, err = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
         raise DecodeError(f"ffmpeg timed out after {timeout_s:g} s")
+    finally:
+        if pump is not None:
+            pump.join(timeout=5)
+    if errors:
+        raise errors[0]
     if process.returncode != 0:
         message = err.decode("utf-8", "replace").strip().splitlines()
         raise DecodeError(f"ffmpeg failed: {message[-1] if message else f'exit {process.returncode}'}")
@@ -129,7 +213,7 @@ def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float) -> 
     return samples.astype(np.float32, copy=False)
 
 
-def decode_with_soundfile(uri: str, *, max_duration_s: float) -> np.ndarray:
+def decode_with_soundfile(uri: str, *, max_duration_s: float, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     """Decode in-process with libsndfile, mix to mono, resample with soxr 'HQ' to 16 kHz.
 
     This is ``librosa.load(sr=16000)``'s own path, so features match librosa's closely.
@@ -142,7 +226,7 @@ def decode_with_soundfile(uri: str, *, max_duration_s: float) -> np.ndarray:
     if path is not None:
         _check_readable(path)
     # Bytes paths keep non-UTF-8 file names (surrogate-escaped in the catalog) intact.
-    source = os.fsencode(path) if path is not None else io.BytesIO(read_bytes(uri))
+    source = os.fsencode(path) if path is not None else open_remote(uri, max_bytes)
     try:
         with soundfile.SoundFile(source) as audio_file:
             native_rate = audio_file.samplerate
@@ -150,6 +234,9 @@ def decode_with_soundfile(uri: str, *, max_duration_s: float) -> np.ndarray:
             audio = audio_file.read(frames=frames, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise DecodeError(f"soundfile failed: {_one_line(error)}") from error
+    finally:
+        if path is None:
+            source.close()
     if audio.size == 0:
         raise DecodeError("no audio samples decoded")
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
@@ -159,7 +246,12 @@ def decode_with_soundfile(uri: str, *, max_duration_s: float) -> np.ndarray:
 
 
 def decode_audio(
-    uri: str, *, max_duration_s: float = 600.0, timeout_s: float = 120.0, decoder: str = "auto"
+    uri: str,
+    *,
+    max_duration_s: float = 600.0,
+    timeout_s: float = 120.0,
+    decoder: str = "auto",
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DecodedAudio:
     """Decode one track to 16 kHz mono float32 with the chosen decoder.
 
@@ -170,10 +262,13 @@ def decode_audio(
     max_duration_s : float
         Decode at most this many seconds from the start (long files are never loaded whole).
     timeout_s : float
-        Per-file limit for the ffmpeg process.
+        Per-file limit for each decoder: the ffmpeg process, and the helper process that runs
+        libsndfile (:mod:`pipelines.decode_worker`), are killed when it runs out.
     decoder : {'auto', 'ffmpeg', 'soundfile'}
         ``auto``: soundfile for the extensions libsndfile reads, ffmpeg for the rest and as
-        the fallback when soundfile fails.
+        the fallback when soundfile fails (not when it times out).
+    max_bytes : int
+        Files larger than this are refused; remote ones are streamed and never read past it.
 
     Returns
     -------
@@ -184,21 +279,32 @@ def decode_audio(
     DecodeError
         With a one-line reason, when no decoder can read the file.
     """
+    from pipelines import decode_worker
+
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     if max_duration_s <= 0:
         raise ValueError(f"max_duration_s must be positive, got {max_duration_s}")
+    path = local_path(uri)
+    if path is not None:
+        _check_readable(path)
+    check_size(uri, max_bytes)
     use_soundfile = decoder == "soundfile" or (
         decoder == "auto" and uri.lower().endswith(SOUNDFILE_EXTENSIONS)
     )
     if use_soundfile:
         try:
-            return DecodedAudio(decode_with_soundfile(uri, max_duration_s=max_duration_s), "soundfile")
-        except DecodeError:
+            samples = decode_worker.call(
+                "decode_with_soundfile", timeout_s, uri=uri, max_duration_s=max_duration_s, max_bytes=max_bytes
+            )
+            return DecodedAudio(samples, "soundfile")
+        except decode_worker.WorkerTimeout:
+            raise DecodeError(f"soundfile timed out after {timeout_s:g} s") from None
+        except (DecodeError, EOFError, BrokenPipeError) as error:
             if decoder == "soundfile":
-                raise
+                raise error if isinstance(error, DecodeError) else DecodeError("soundfile crashed on this file") from error
     return DecodedAudio(
-        decode_with_ffmpeg(uri, max_duration_s=max_duration_s, timeout_s=timeout_s), "ffmpeg"
+        decode_with_ffmpeg(uri, max_duration_s=max_duration_s, timeout_s=timeout_s, max_bytes=max_bytes), "ffmpeg"
     )
 
 

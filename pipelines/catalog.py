@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 
 import apache_beam as beam
 
@@ -43,26 +44,52 @@ def catalog_format(path: str) -> str:
     raise CatalogError(f"{path}: unknown catalog format; use .csv, .jsonl or .parquet")
 
 
+def utf8_text(field: str, value) -> str:
+    """``value`` as text that is valid UTF-8; :class:`BadRow` naming ``field`` when it is not.
+
+    Catalogs are decoded with ``surrogateescape`` so a file name's exact bytes survive; a
+    track_id or tag is written to Parquet and TFRecords as UTF-8, so its bytes must be valid.
+    """
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BadRow(f"{field} is not valid UTF-8 ({error.reason} at byte {error.start}): {bytes(value)!r}") from error
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        shown = text.encode("utf-8", "surrogateescape")
+        raise BadRow(f"{field} is not valid UTF-8 (byte {error.start}): {shown!r}") from error
+    return text
+
+
 def split_tags(value) -> tuple[str, ...]:
     """Tags from a ';'-separated string or a list; blanks dropped, order and case kept."""
     if value is None:
         return ()
+    if isinstance(value, (bytes, bytearray)):
+        value = utf8_text("tags", value)
     if isinstance(value, str):
         value = value.split(";")
     elif not isinstance(value, (list, tuple)):
         raise BadRow(f"tags must be a ';'-separated string or a list, got {type(value).__name__}")
-    return tuple(dict.fromkeys(str(tag).strip() for tag in value if str(tag).strip()))
+    tags = (utf8_text("tag", tag).strip() for tag in value)
+    return tuple(dict.fromkeys(tag for tag in tags if tag))
 
 
 def to_track(record: dict) -> Track:
-    """Validate one parsed row; :class:`BadRow` when track_id or uri is missing or empty."""
+    """Validate one parsed row; :class:`BadRow` when track_id or uri is missing or empty, or
+    when the track_id or a tag is not valid UTF-8 (the uri may be any file name)."""
     values = {}
     for field in REQUIRED:
         value = record.get(field)
         if value is None or not str(value).strip():
             raise BadRow(f"missing {field}")
         values[field] = str(value).strip()
-    return Track(values["track_id"], values["uri"], split_tags(record.get("tags")))
+    track_id = utf8_text("track_id", record["track_id"]).strip()
+    uri = os.fsdecode(record["uri"]).strip() if isinstance(record["uri"], bytes) else values["uri"]
+    return Track(track_id, uri, split_tags(record.get("tags")))
 
 
 def parse_json_line(line: str) -> dict:

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from model.errors import TagscaleError
-from pipelines import fileio, tagdata
+from pipelines import tagdata
 
 TOP = 3
 

@@ -22,12 +22,14 @@ import hashlib
 import json
 import logging
 import sys
+import time
+import uuid
 
 import apache_beam as beam
 import numpy as np
 
 from model import dsp, features
-from pipelines import beam_util, dead_letter, fileio, stages
+from pipelines import beam_util, dead_letter, fileio, locks, outputs, stages
 from pipelines.catalog import ReadCatalog, Track
 
 LOG = logging.getLogger("tagscale.featurize")
@@ -234,10 +236,12 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
 
 
-def write_metadata(config: FeaturizeConfig) -> dict:
-    """Combine the pipeline's counts with the vocabulary into ``DIR/metadata.json``."""
-    stats = json.loads(fileio.read_text(fileio.join(config.output, "tmp", "stats.json")))
-    vocabulary_path = fileio.join(config.output, "transform_fn", "assets", features.TAG_VOCABULARY)
+def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dict:
+    """Combine the pipeline's counts with the vocabulary into ``metadata.json`` in ``directory``
+    (the run's staging directory; ``config.output`` by default)."""
+    directory = directory or config.output
+    stats = json.loads(fileio.read_text(fileio.join(directory, "tmp", "stats.json")))
+    vocabulary_path = fileio.join(directory, "transform_fn", "assets", features.TAG_VOCABULARY)
     tags = [line for line in fileio.read_text(vocabulary_path).splitlines() if line]
     metadata = {
         "tracks_in": int(stats.get("tracks_in", 0)),
@@ -254,8 +258,8 @@ def write_metadata(config: FeaturizeConfig) -> dict:
         "config": dataclasses.asdict(config),
         "example": "one 187-frame patch (~3 s): waveform[48128] at 16 kHz, log_mel[187, 96] normalised per band, labels[top_k] multi-hot",
     }
-    fileio.write_text(fileio.join(config.output, "metadata.json"), json.dumps(metadata, indent=2))
-    fileio.delete_tree(fileio.join(config.output, "tmp"))
+    fileio.write_text(fileio.join(directory, "metadata.json"), json.dumps(metadata, indent=2))
+    fileio.delete_tree(fileio.join(directory, "tmp"))
     return metadata
 
 
@@ -293,14 +297,35 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     return config, beam_args
 
 
+OUTPUT_ENTRIES = ["dead_letter", "mel", "waveform", "transform_fn", "transformed_metadata", "metadata.json"]
+
+
 def run(argv: list[str] | None = None) -> dict:
-    """Run the pipeline to completion and return the metadata it wrote."""
+    """Run the pipeline to completion and return the metadata it wrote.
+
+    The run holds ``--output``'s lock and writes everything into a staging directory, published
+    over the previous output only when finished (metadata.json last): a failed, killed or
+    out-of-space run leaves the previous output whole, and no shard of an earlier run survives.
+    """
     config, beam_args = parse_args(argv)
-    with beam_util.make_pipeline(beam_args) as pipeline:
-        build_pipeline(pipeline, config)
     if beam_util.is_dry_run(beam_args):
+        with beam_util.make_pipeline(beam_args) as pipeline:
+            build_pipeline(pipeline, config)
         return {}  # DataflowRunner --dry_run=True: the job was built and translated, nothing ran
-    return write_metadata(config)
+    outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    with locks.OutputLock(config.output, "featurize"):
+        outputs.recover(config.output)
+        staging = outputs.Staging(config.output, run_id).create()
+        try:
+            with beam_util.make_pipeline(beam_args) as pipeline:
+                build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
+            metadata = write_metadata(config, staging.dir)
+            staging.publish(OUTPUT_ENTRIES, commit="metadata.json")
+        except BaseException:
+            staging.discard()
+            raise
+    return metadata
 
 
 def main(argv: list[str] | None = None) -> int:

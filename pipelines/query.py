@@ -1,4 +1,4 @@
-"""query: DuckDB over the tag Parquet files (``DIR/tags/*.parquet``).
+"""query: DuckDB over the tag Parquet files (those ``DIR/tags/manifest.json`` lists).
 
     tagscale query --tags DIR top TAG [--limit N] [--thresholds THRESHOLDS]
     tagscale query --tags DIR track TRACK_ID [--limit N]
@@ -18,7 +18,7 @@ import json
 import sys
 
 from model.errors import TagscaleError
-from pipelines import fileio
+from pipelines import fileio, tag_output
 
 VIEWS = """
 CREATE VIEW tags AS SELECT * FROM read_parquet({files});
@@ -29,8 +29,14 @@ CREATE VIEW tag_scores AS
 
 
 def tag_files(tags_dir: str) -> list[str]:
-    """The tag Parquet files of a run folder (``DIR/tags/*.parquet``), sorted; the one place readers list them."""
-    return fileio.glob(fileio.join(tags_dir.rstrip("/"), "tags", "*.parquet"))
+    """The Parquet files of a tag output: exactly those its ``tags/manifest.json`` lists.
+
+    ``tags_dir`` is the ``--output`` directory of ``tagscale tag`` (or its ``tags/``). Every
+    reader of tag output goes through this one function, so none sees a file of an unfinished
+    or replaced run.
+    """
+    return tag_output.tag_files(tags_dir)
+
 
 
 def decided_view(thresholds: dict[str, float]) -> str:
@@ -55,7 +61,7 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None):
 
     files = tag_files(tags_dir)
     if not files:
-        raise TagscaleError(f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', '*.parquet')} (run `tagscale tag` first)")
+        raise TagscaleError(f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)")
     if any("://" in path for path in files):
         raise TagscaleError("query reads local tag output; copy it first (gsutil -m cp -r gs://.../tags DIR/)")
     connection = duckdb.connect()

@@ -28,10 +28,13 @@ class DecodeOptions:
     min_duration_s: float = 1.0
     timeout_s: float = 120.0
     decoder: str = "auto"
+    max_bytes: int = audio.DEFAULT_MAX_BYTES
 
     def __post_init__(self):
         if self.max_duration_s <= 0 or self.timeout_s <= 0 or self.min_duration_s < 0:
             raise ValueError("--max-duration and --timeout must be positive, --min-duration not negative")
+        if self.max_bytes < 1:
+            raise ValueError("--max-bytes must be positive")
         if self.min_duration_s > self.max_duration_s:
             raise ValueError("--min-duration must not exceed --max-duration")
         if self.decoder not in audio.DECODERS:
@@ -41,12 +44,13 @@ class DecodeOptions:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--max-duration", type=float, default=cls.max_duration_s, help="decode at most this many seconds of each track (%(default)s)")
         parser.add_argument("--min-duration", type=float, default=cls.min_duration_s, help="shorter tracks go to the dead letter (%(default)s)")
-        parser.add_argument("--timeout", type=float, default=cls.timeout_s, help="per-file decode timeout in seconds (%(default)s)")
+        parser.add_argument("--timeout", type=float, default=cls.timeout_s, help="per-file decode timeout in seconds, in-process decoders included (%(default)s)")
+        parser.add_argument("--max-bytes", type=int, default=cls.max_bytes, help="larger audio files go to the dead letter; gs:// audio is streamed, never read past this (%(default)s = 1 GiB)")
         parser.add_argument("--decoder", choices=audio.DECODERS, default=cls.decoder, help="auto: in-process libsndfile for wav/flac/ogg/mp3, ffmpeg otherwise and as fallback")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DecodeOptions":
-        return cls(args.max_duration, args.min_duration, args.timeout, args.decoder)
+        return cls(args.max_duration, args.min_duration, args.timeout, args.decoder, args.max_bytes)
 
 
 def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
@@ -89,6 +93,7 @@ class _DecodeFn(beam.DoFn):
             max_duration_s=self._options.max_duration_s,
             timeout_s=self._options.timeout_s,
             decoder=self._options.decoder,
+            max_bytes=self._options.max_bytes,
         )
 
     def process(self, track: Track):

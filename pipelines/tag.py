@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow
 
 from model import export, dsp
-from pipelines import beam_util, dead_letter, fileio, inference, stages
-from pipelines.catalog import ReadCatalog, Track, iter_rows
+from pipelines import beam_util, dead_letter, fileio, inference, locks, outputs, stages, tag_output
+from pipelines.catalog import ReadCatalog, Track
 
 LOG = logging.getLogger("tagscale.tag")
 TAGS_SCHEMA = pyarrow.schema(
@@ -105,21 +105,24 @@ def split_already_tagged(keyed):
 
 
 class _Progress(beam.DoFn):
-    """Print 'tracks done, of the catalog's rows, rate' to stderr every few seconds (a track is
-    done when its last patch comes out of the model; with --incremental some rows are skipped)."""
+    """Count tracks through the model (a Beam counter, ``tagscale/tracks_through_model``) and
+    print 'tracks done, rate' to stderr every few seconds; a track is done when its last patch
+    comes out of the model. No catalog total: the driver never reads the whole catalog."""
 
-    def __init__(self, total: int, every_s: float = 5.0):
+    def __init__(self, total: int | None = None, every_s: float = 5.0):
         self._total = total
         self._every_s = every_s
 
     def setup(self):
         self._done = self._reported = 0
+        self._counter = beam.metrics.Metrics.counter("tagscale", "tracks_through_model")
         self._start = self._last = time.monotonic()
 
     def _report(self):
         rate = self._done / max(time.monotonic() - self._start, 1e-9)
+        of = f", of {self._total} catalog rows" if self._total else ""
         print(
-            f"tagscale tag: {self._done} tracks through the model, of {self._total} catalog rows ({rate:.1f} tracks/s)",
+            f"tagscale tag: {self._done} tracks through the model{of} ({rate:.1f} tracks/s)",
             file=sys.stderr,
             flush=True,
         )
@@ -129,6 +132,7 @@ class _Progress(beam.DoFn):
         (_, index, n_patches, _, _), _ = element
         if index == n_patches - 1:
             self._done += 1
+            self._counter.inc()
             if time.monotonic() - self._last >= self._every_s:
                 self._report()
         yield element
@@ -193,17 +197,17 @@ class TagTracks(beam.PTransform):
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, config: TagConfig, *, tags: list[str], info: dict, existing: list[str], total: int, run_id: str
+    pipeline: beam.Pipeline, config: TagConfig, *, tags: list[str], info: dict, existing: list[str], run_id: str, total: int | None = None
 ) -> None:
-    """Add the tag graph to ``pipeline``; ``existing`` are tag Parquet files of earlier runs to
-    skip tracks from (``--incremental``), ``total`` the catalog's row count for progress lines."""
+    """Add the tag graph to ``pipeline``, writing under ``config.output`` (a run's staging
+    directory); ``existing`` are tag Parquet files of earlier runs to skip tracks from
+    (``--incremental``). Progress lines count tracks without a total unless ``total`` is given:
+    counting the catalog's rows would read it all on the driver."""
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
     todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"])
     decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
     rows = decoded.decoded | "TagTracks" >> TagTracks(config, tags=tags, info=info, total=total)
-    _ = rows | "WriteTags" >> beam.io.WriteToParquet(
-        fileio.join(config.output, "tags", f"run-{run_id}"), TAGS_SCHEMA, file_name_suffix=".parquet", num_shards=1
-    )
+    _ = rows | "WriteTags" >> tag_output.WriteTags(fileio.join(config.output, "tags"), run_id, TAGS_SCHEMA)
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
     _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(config.output)
     stats = (
@@ -259,24 +263,44 @@ def parse_args(argv):
     return config, beam_args
 
 
+OUTPUT_ENTRIES = ["dead_letter", "summary.json", "tags"]  # what a run publishes into --output
+
+
 def run(argv: list[str] | None = None) -> dict:
-    """Run the tag pipeline to completion; return the summary it wrote."""
+    """Run the tag pipeline to completion; return the summary it wrote.
+
+    The run holds ``--output``'s lock, writes into a staging directory and publishes only when
+    the pipeline has finished: a run that fails, is killed or fills the disk leaves the
+    previous output as it was.
+    """
     config, beam_args = parse_args(argv)
+    outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))  # checks the catalog too
     tags, info = export.read_model_info(config.model)
-    total = sum(1 for _ in iter_rows(config.catalog))  # iter_rows checks the catalog first
-    tags_dir = fileio.join(config.output, "tags")
-    if config.incremental:
-        existing = fileio.glob(fileio.join(tags_dir, "*.parquet"))
-    else:
-        existing = []
-        fileio.delete_tree(tags_dir)  # a full run replaces the previous output
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    with locks.OutputLock(config.output, "tag"):
+        outputs.recover(config.output)
+        staging = outputs.Staging(config.output, run_id).create()
+        try:
+            summary = run_staged(config, beam_args, staging, tags=tags, info=info)
+        except BaseException:
+            staging.discard()
+            raise
+    return summary
+
+
+def run_staged(config: TagConfig, beam_args: list[str], staging: outputs.Staging, *, tags: list[str], info: dict) -> dict:
+    """The pipeline into ``staging``, then the manifest and the summary, then the publish."""
+    run_id = staging.run_id
+    live_tags = fileio.join(config.output, "tags")
+    kept = [path.rsplit("/", 1)[-1] for path in tag_output.tag_files(live_tags)] if config.incremental else []
+    staging.carry_over("tags", kept)
+    existing = [fileio.join(live_tags, name) for name in kept]
     start = time.monotonic()
     with beam_util.make_pipeline(beam_args) as pipeline:
-        build_pipeline(pipeline, config, tags=tags, info=info, existing=existing, total=total, run_id=run_id)
-    stats_path = fileio.join(config.output, "tmp", f"stats-{run_id}.json")
-    stats = json.loads(fileio.read_text(stats_path))
-    fileio.delete_tree(fileio.join(config.output, "tmp"))
+        build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir), tags=tags, info=info, existing=existing, run_id=run_id)
+    stats = json.loads(fileio.read_text(staging.path("tmp", f"stats-{run_id}.json")))
+    written = [path.rsplit("/", 1)[-1] for path in fileio.glob(staging.path("tags", f"run-{run_id}-*.parquet"))]
+    tag_output.write_manifest(staging.path("tags"), kept + written, run_id=run_id)
     summary = {
         "tracks_in": int(stats.get("tracks_in", 0)),
         "tagged": int(stats.get("tagged", 0)),
@@ -289,7 +313,8 @@ def run(argv: list[str] | None = None) -> dict:
         "run_id": run_id,
         "output": config.output,
     }
-    fileio.write_text(fileio.join(config.output, "summary.json"), json.dumps(summary, indent=2))
+    fileio.write_text(staging.path("summary.json"), json.dumps(summary, indent=2))
+    staging.publish(OUTPUT_ENTRIES, commit="tags/" + tag_output.MANIFEST)
     return summary
 
 

@@ -4,6 +4,7 @@ The catalog mixes good tracks with every kind of bad entry users send; featurize
 each account for every row exactly once, in their output or their dead letter, with a
 specific reason, without crashing or hanging.
 """
+import json
 import os
 import signal as os_signal
 import subprocess
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import audio, featurize, stages, tag
+from pipelines import audio, featurize, query, stages, tag, tag_output
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NASTY_NAME = "a; rm -rf victim $(touch pwned) `touch pwned2`.flac"
@@ -29,7 +30,7 @@ def tone(seconds, rate, channels=1, seed=0):
 
 @pytest.fixture(scope="module")
 def nasty(tmp_path_factory):
-    """A catalog of 6 good tracks and 14 bad or odd rows; returns (dir, catalog path, expectations)."""
+    """A catalog of 6 good tracks and 15 bad or odd rows; returns (dir, catalog path, expectations)."""
     root = tmp_path_factory.mktemp("nasty")
     (root / "victim").write_text("must survive")
     rows, expected = [], {}  # expected: track_id -> "ok" or a dead-letter reason prefix
@@ -71,13 +72,17 @@ def nasty(tmp_path_factory):
     soundfile.write(root / NASTY_NAME, tone(4.0, 32000), 32000)
     add("shell_name", root / NASTY_NAME, "ok")
     add("directory", root, "is a directory")
+    # A track_id that is not valid UTF-8 (the catalog is decoded with surrogateescape): it
+    # cannot be written as UTF-8, so it is a catalog dead letter, not a crash at encode time.
+    rows.append(("bad\udcffid", str(root / "good0.wav")))
+    expected["bad\ufffdid"] = f"row {len(rows)}: track_id is not valid UTF-8"
     rows.append(("good0", str(root / "good1.flac")))  # duplicate track_id: the first row wins
     catalog = root / "catalog.csv"
     with open(catalog, "wb") as handle:  # bytes: the latin-1 file name is not valid UTF-8
         handle.write(b"track_id,uri,tags\n")
         for i, (track_id, path) in enumerate(rows):
             quoted = b'"' + os.fsencode(path).replace(b'"', b'""') + b'"'
-            handle.write(track_id.encode() + b"," + quoted + (b",odd" if i % 2 else b",even") + b"\n")
+            handle.write(track_id.encode("utf-8", "surrogateescape") + b"," + quoted + (b",odd" if i % 2 else b",even") + b"\n")
     return root, catalog, expected, len(rows)
 
 
@@ -103,7 +108,9 @@ def test_featurize_accounts_for_every_bad_row(nasty, tmp_path):
     assert metadata["tracks_in"] == n_rows == metadata["tracks_ok"] + metadata["tracks_failed"]
     import tensorflow as tf
 
-    spec = featurize.shard_feature_spec("mel", metadata["top_k"])
+    from model import features
+
+    spec = features.shard_feature_spec("mel", metadata["top_k"])
     files = [str(p) for p in (tmp_path / "f" / "mel").glob("train-*.tfrecord.gz")]
     records = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     ok_ids = sorted({r["track_id"].numpy().decode("utf-8", "replace") for r in records})
@@ -126,7 +133,7 @@ def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
     root, catalog, expected, n_rows = nasty
     summary = tag.run(["--catalog", str(catalog), "--model", small_model_dir(tmp_path), "--output", str(tmp_path / "t"), "--max-duration", "20", "--timeout", "30"])
     assert summary["tracks_in"] == n_rows == summary["tagged"] + summary["skipped"] + summary["failed"]
-    rows = pq.read_table(tmp_path / "t" / "tags").to_pylist()
+    rows = pq.read_table(query.tag_files(str(tmp_path / "t"))).to_pylist()
     check_accounting(tmp_path / "t" / "dead_letter", [r["track_id"] for r in rows], expected, n_rows)
     by_id = {r["track_id"]: r for r in rows}
     assert by_id["two_hours"]["duration_s"] == 20.0 and by_id["non_utf8_name"]["uri"].endswith("caf\ufffd.wav")
@@ -195,8 +202,7 @@ def test_transient_decode_faults_are_retried_and_change_nothing(forty_tracks, tm
     monkeypatch.setenv(stages.FAULT_ENV, "0.05")
     faulty = tag.run(["--catalog", str(forty_tracks), "--model", model, "--output", str(tmp_path / "faulty")])
     assert clean["tagged"] == faulty["tagged"] == 40 and faulty["failed"] == 0
-    read = lambda d: pq.read_table(d / "tags").to_pandas().sort_values("track_id").reset_index(drop=True)
-    assert read(tmp_path / "clean").to_json() == read(tmp_path / "faulty").to_json()
+    assert tag_rows_as_bits(tmp_path / "clean") == tag_rows_as_bits(tmp_path / "faulty")
 
 
 def test_a_fault_that_persists_ends_in_the_dead_letter(monkeypatch):
@@ -213,25 +219,121 @@ def test_a_fault_that_persists_ends_in_the_dead_letter(monkeypatch):
     assert out.tag == "dead_letter" and out.value["error"] == "gave up after 3 attempts: connection reset"
 
 
+def tag_rows_as_bits(output):
+    """The tag output read through its manifest, one row per track in track_id order, with
+    every score and embedding value as the bits of its float32, so re-runs compare exactly."""
+    rows = sorted(pq.read_table(query.tag_files(str(output))).to_pylist(), key=lambda row: row["track_id"])
+    for row in rows:
+        row["scores"] = [(s["tag"], int(np.float32(s["score"]).view(np.uint32))) for s in row["scores"]]
+        row["embedding"] = np.asarray(row["embedding"], np.float32).view(np.uint32).tolist()
+    return rows
+
+
+def catalog_head(catalog, n, path):
+    lines = catalog.read_text().splitlines()
+    path.write_text("\n".join(lines[: n + 1]) + "\n")
+    return path
+
+
 @pytest.mark.slow
-def test_killed_tag_run_then_incremental_tags_every_track_once(forty_tracks, tmp_path):
+def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tags_the_rest(forty_tracks, tmp_path):
+    """Old output: 25 tracks. A full run of all 40 is paused inside the Parquet sink (a test
+    hook; the marker proves where), a second run is refused while it holds the output, then it
+    is killed: the 25-track output is untouched, its stale lock is taken over with a message,
+    and --incremental tags exactly the 15 others."""
     from test_tag import small_model_dir
 
     model = small_model_dir(tmp_path)
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "pipelines.tag", "--catalog", str(forty_tracks), "--model", model, "--output", str(output), "--incremental", "--batch-size", "2", "--progress-every", "0.2"]
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:  # kill as soon as tracks are coming out of the model
-        if "tracks through the model" in line:
-            process.send_signal(os_signal.SIGKILL)
-            break
-    process.wait(timeout=120)
-    assert process.returncode == -os_signal.SIGKILL
-    assert not list((output / "tags").glob("*.parquet")) if (output / "tags").exists() else True  # partial output never counts
-    summary = tag.run(command[3:])
-    assert summary["tagged"] + summary["skipped"] == 40
-    ids = pq.read_table(output / "tags").column("track_id").to_pylist()
-    assert sorted(ids) == [f"t{i:02d}" for i in range(40)]  # each exactly once
+    tag.run(["--catalog", str(catalog_head(forty_tracks, 25, tmp_path / "first25.csv")), "--model", model, "--output", str(output)])
+    manifest = (output / "tags" / "manifest.json").read_bytes()
+    before = tag_rows_as_bits(output)
+    assert len(before) == 25
+
+    marker = tmp_path / "in_sink"
+    command = [sys.executable, "-m", "pipelines.tag", "--catalog", str(forty_tracks), "--model", model, "--output", str(output), "--batch-size", "4"]
+    env = {**os.environ, tag_output.PAUSE_IN_SINK_ENV: str(marker), "PYTHONPATH": REPO}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), f"the run never reached the Parquet sink (exit {process.poll()})"
+        temp_file = marker.read_text().split("writing ", 1)[1].strip()
+        assert os.path.exists(temp_file) and "/.tagscale-staging-" in temp_file and "/tags/" in temp_file
+
+        second = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2
+        (line,) = second.stderr.strip().splitlines()[-1:]
+        assert line.startswith("tagscale tag: error: ") and f"pid {process.pid}," in line and "in use by tagscale tag on host" in line
+    finally:
+        process.send_signal(os_signal.SIGKILL)
+        process.wait(timeout=60)
+    assert (output / "tags" / "manifest.json").read_bytes() == manifest
+    assert tag_rows_as_bits(output) == before  # the old output, intact and readable
+
+    result = subprocess.run(command + ["--incremental"], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"taking over the stale lock of tagscale tag on host" in result.stderr and f"pid {process.pid}," in result.stderr
+    summary = json.loads((output / "summary.json").read_text())
+    assert (summary["tagged"], summary["skipped"], summary["failed"]) == (15, 25, 0)
+    after = tag_rows_as_bits(output)
+    assert [row["track_id"] for row in after] == [f"t{i:02d}" for i in range(40)]  # each exactly once
+    assert [row for row in after if row["track_id"] < "t25"] == before
+    assert not [name for name in os.listdir(output) if name.startswith(".tagscale-staging-")]  # the killed run's staging is gone
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 4 MiB tmpfs (root can mount one); None where it cannot be made."""
+    mount_point = tmp_path / "small_fs"
+    mount_point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if made.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(directory, leave_bytes):
+    """Fill the filesystem of ``directory`` until ``leave_bytes`` are free."""
+    stats = os.statvfs(directory)
+    free = stats.f_bavail * stats.f_frsize
+    with open(directory / "filler", "wb") as handle:
+        handle.write(b"\0" * max(free - leave_bytes, 0))
+
+
+@pytest.mark.slow
+def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(forty_tracks, tmp_path, small_filesystem, monkeypatch):
+    from test_tag import small_model_dir
+
+    model = small_model_dir(tmp_path)
+    if small_filesystem is not None:
+        output = small_filesystem / "out"
+    else:  # no tmpfs: every write of the Parquet sink fails as a full disk would
+        output = tmp_path / "out"
+    tag.run(["--catalog", str(catalog_head(forty_tracks, 5, tmp_path / "first5.csv")), "--model", model, "--output", str(output)])
+    before, manifest = tag_rows_as_bits(output), (output / "tags" / "manifest.json").read_bytes()
+    if small_filesystem is not None:
+        fill(small_filesystem, 12 * 1024)
+    else:
+        import errno
+
+        from apache_beam.io import parquetio
+
+        def full(self, writer, table):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(parquetio._ParquetSink, "write_record", full)
+    with pytest.raises(Exception, match="No space left on device") as failure:
+        tag.run(["--catalog", str(forty_tracks), "--model", model, "--output", str(output)])
+    assert "while running 'WriteTags/" in str(failure.value)  # the Parquet sink hit the full disk
+    assert (output / "tags" / "manifest.json").read_bytes() == manifest
+    assert tag_rows_as_bits(output) == before and len(before) == 5
+    assert sorted(name for name in os.listdir(output) if name.startswith(".tagscale")) == [".tagscale-owned", ".tagscale.lock"]
 
 
 @pytest.mark.slow
@@ -247,7 +349,27 @@ def test_featurize_twice_gives_identical_shards_and_metadata(forty_tracks, tmp_p
         m["config"].pop("output")
     assert meta[0] == meta[1]
     for kind in ("mel", "waveform"):
-        files = [sorted(p.name for p in (o / kind).iterdir()) for o in outputs]
+        files = [sorted(p.name for p in (o / kind).glob("*.tfrecord.gz")) for o in outputs]
         assert files[0] == files[1] and len(files[0]) == 3 * 4  # 3 splits x 4 shards
         for name in files[0]:
             assert (outputs[0] / kind / name).read_bytes() == (outputs[1] / kind / name).read_bytes(), (kind, name)
+
+
+@pytest.mark.slow
+def test_featurize_with_fewer_shards_into_the_same_directory_leaves_no_stale_shard(forty_tracks, tmp_path):
+    """4 shards, then 2 into the same directory: the trainer's files hold exactly the
+    examples metadata.json counts (the 4-shard files would add every example a second time)."""
+    import tensorflow as tf
+
+    from trainer import inputs
+
+    output = tmp_path / "features"
+    for shards in ("4", "2"):
+        metadata = featurize.run(["--catalog", str(forty_tracks), "--output", str(output), "--num-shards", shards])
+    for kind in ("mel", "waveform"):
+        assert len(list((output / kind).glob("*.tfrecord.gz"))) == 3 * 2
+        for split in ("train", "valid", "test"):
+            files = inputs.shard_files(str(output), kind, split)
+            read = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+            assert read == metadata["splits"][split]["examples"], (kind, split)
+    assert sum(metadata["splits"][split]["examples"] for split in ("train", "valid", "test")) > 0

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model import export, network, serving, dsp
-from pipelines import audio, tag
+from pipelines import audio, query, tag
 from pipelines.catalog import Track
 
 TAGS = ["low", "mid", "high"]
@@ -77,7 +77,7 @@ def run_tag(catalog, model, output, *extra):
 
 
 def read_tags(output):
-    return pq.read_table(output / "tags").to_pandas().sort_values("track_id").reset_index(drop=True)
+    return pq.read_table(query.tag_files(str(output))).to_pandas().sort_values("track_id").reset_index(drop=True)
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_tags_every_track_once_with_the_models_own_scores(tag_catalog, small_mod
     assert summary["tracks_in"] == 13
     assert (summary["tagged"], summary["skipped"], summary["failed"]) == (10, 0, 3)
     assert json.loads((output / "summary.json").read_text())["tagged"] == 10
-    table = pq.read_table(output / "tags")
+    table = pq.read_table(query.tag_files(str(output)))
     assert table.schema.equals(tag.TAGS_SCHEMA)
     rows = read_tags(output)
     assert list(rows.track_id) == sorted(f"t{i}" for i in range(10))

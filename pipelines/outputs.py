@@ -1,0 +1,295 @@
+"""Safe outputs: a run stages everything it writes and publishes it only when it has finished.
+
+    output = outputs.prepare(DIR, catalog=CATALOG, entries=("tags", "dead_letter", "summary.json"))
+    with outputs.OutputLock(DIR, "tag"):            # one run per output (pipelines.locks)
+        staging = outputs.Staging(DIR, run_id)       # DIR/.tagscale-staging-RUN/
+        ... the pipeline writes under staging.dir ...
+        staging.publish(entries, commit="tags/manifest.json")
+
+Publishing is rolled forward from a journal (``DIR/.tagscale-publish.json``) written once the
+staged output is complete, so a run killed half-way through publishing is finished by the next
+run that takes the lock. Locally every entry is moved into place with a rename (the previous
+entry is renamed aside first and deleted last); on gs://, where there is no rename, the objects
+are copied first and the commit file (a manifest readers go by) last, then objects of the
+previous output that the new one does not list are deleted.
+
+tagscale deletes only directories that carry its marker file (:data:`MARKER`), and refuses an
+output that is a filesystem or bucket root or that equals or contains the catalog's audio.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+from apache_beam.io.filesystems import FileSystems
+
+from model.errors import TagscaleError
+from pipelines import fileio
+
+LOG = logging.getLogger("tagscale.outputs")
+MARKER = ".tagscale-owned"
+STAGING_PREFIX = ".tagscale-staging-"
+OLD_PREFIX = ".tagscale-old-"
+JOURNAL = ".tagscale-publish.json"
+AUDIO_CHECK_ROWS = 1000  # catalog rows whose audio location is checked against --output on the driver
+
+
+class OutputError(TagscaleError):
+    """An output location tagscale must not write to or delete; the message says why."""
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def mark(directory: str) -> None:
+    """Create ``directory`` (if needed) and put tagscale's ownership marker in it."""
+    if not is_remote(directory):
+        os.makedirs(directory, exist_ok=True)
+    fileio.write_text(fileio.join(directory, MARKER), "made by tagscale: it may replace or delete this directory\n")
+
+
+def owned(directory: str) -> bool:
+    return fileio.exists(fileio.join(directory, MARKER))
+
+
+def _exists(path: str) -> bool:
+    if is_remote(path):
+        return fileio.exists(path) or bool(_list_objects(path))
+    return os.path.lexists(path)
+
+
+def _is_dir(path: str) -> bool:
+    return bool(_list_objects(path)) if is_remote(path) else os.path.isdir(path)
+
+
+def delete_owned(directory: str) -> None:
+    """Delete ``directory`` and all under it, but only when tagscale made it (it carries the marker)."""
+    if not _exists(directory):
+        return
+    if not owned(directory):
+        raise OutputError(f"{directory} was not made by tagscale (no {MARKER} in it); refusing to delete it")
+    if is_remote(directory):
+        fileio.delete_tree(directory)
+    else:
+        shutil.rmtree(directory)
+
+
+# ---------------------------------------------------------------------- checks before a run
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path[len("file://") :] if path.startswith("file://") else path)
+
+
+def _is_root(output: str) -> bool:
+    if is_remote(output):
+        scheme, _, rest = output.partition("://")
+        return "/" not in rest.strip("/")  # gs://bucket: the whole bucket
+    real = _real(output)
+    return os.path.dirname(real) == real
+
+
+def _within(path: str, directory: str) -> bool:
+    if is_remote(path) != is_remote(directory):
+        return False
+    if is_remote(path):
+        path, directory = path.rstrip("/"), directory.rstrip("/")
+    else:
+        path, directory = _real(path), _real(directory)
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def check_output(output: str, *, catalog: str, entries: tuple[str, ...]) -> None:
+    """Refuse an output that tagscale must not write into or delete from.
+
+    Refused: a filesystem or bucket root; a directory that is or contains the catalog or the
+    audio of its first :data:`AUDIO_CHECK_ROWS` rows (a streamed peek, not a catalog read);
+    an existing output entry (a directory without the marker, or a file in a directory
+    tagscale did not make) that a publish would replace.
+    """
+    from pipelines.catalog import iter_rows
+
+    if _is_root(output):
+        raise OutputError(f"--output {output} is a filesystem root; choose a directory for tagscale's output")
+    if _within(catalog, output):
+        raise OutputError(f"--output {output} contains the catalog {catalog}; choose another directory")
+    for number, record in iter_rows(catalog):
+        if number > AUDIO_CHECK_ROWS:
+            break
+        uri = str(record.get("uri") or "") if isinstance(record, dict) else ""
+        if uri and _within(uri, output):
+            raise OutputError(f"--output {output} contains the catalog's audio ({uri}, row {number}); choose another directory")
+    directory_owned = owned(output)
+    for entry in entries:
+        path = fileio.join(output, entry)
+        if not _exists(path):
+            continue
+        if _is_dir(path) and not owned(path):
+            raise OutputError(f"{path} exists and was not made by tagscale (no {MARKER}); refusing to replace it")
+        if not _is_dir(path) and not directory_owned:
+            raise OutputError(f"{path} exists in a directory tagscale did not make; refusing to replace it")
+
+
+# ---------------------------------------------------------------------------- staging
+
+
+class Staging:
+    """A run's private directory ``OUTPUT/.tagscale-staging-RUN_ID/``, published as a whole."""
+
+    def __init__(self, output: str, run_id: str):
+        self.output = output
+        self.run_id = run_id
+        self.dir = fileio.join(output, STAGING_PREFIX + run_id)
+        self._keep: list[str] = []
+
+    def create(self) -> "Staging":
+        if _only_tagscale_files(self.output):
+            mark(self.output)  # tagscale made the output directory, so it owns the files it puts there
+        mark(self.dir)
+        return self
+
+    def path(self, *parts: str) -> str:
+        return fileio.join(self.dir, *parts)
+
+    def carry_over(self, entry: str, names: list[str]) -> None:
+        """Keep files of the live ``entry`` directory in the published output (an incremental
+        run adds to what is there): hard links into staging locally, kept in place on gs://."""
+        for name in names:
+            if is_remote(self.output):
+                self._keep.append(f"{entry}/{name}")
+            else:
+                os.makedirs(self.path(entry), exist_ok=True)
+                os.link(fileio.join(self.output, entry, name), self.path(entry, name))
+
+    def publish(self, entries: list[str], *, commit: str | None = None) -> None:
+        """Replace the live ``entries`` with the staged ones; ``commit`` (a staged file, e.g.
+        the manifest readers go by) lands last. Every staged directory gets the marker."""
+        staged = [entry for entry in entries if _exists(self.path(entry))]
+        for entry in staged:
+            if _is_dir(self.path(entry)):
+                mark(self.path(entry))
+        journal = {
+            "staging": STAGING_PREFIX + self.run_id,
+            "old": OLD_PREFIX + self.run_id,
+            "entries": staged,
+            "remove": [entry for entry in entries if entry not in staged],  # this run made none: an old one would be stale
+            "commit": commit,
+            "keep": self._keep,
+        }
+        _write_atomically(fileio.join(self.output, JOURNAL), json.dumps(journal, indent=1))
+        roll_forward(self.output, journal)
+
+    def discard(self) -> None:
+        """Delete the staging directory (the run failed; the live output was never touched)."""
+        try:
+            delete_owned(self.dir)
+        except Exception as error:  # the original failure matters more than the clean-up
+            LOG.warning("could not delete %s: %s", self.dir, error)
+
+
+def _only_tagscale_files(directory: str) -> bool:
+    if is_remote(directory):
+        names = [path[len(directory.rstrip("/")) + 1 :] for path in _list_objects(directory)]
+    elif os.path.isdir(directory):
+        names = os.listdir(directory)
+    else:
+        return not os.path.lexists(directory)
+    return all(name.startswith(".tagscale") for name in names)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    if is_remote(path):
+        fileio.write_text(path, text)  # one object write: readers see the old or the new object
+        return
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def roll_forward(output: str, journal: dict) -> None:
+    """Finish a publish from its journal; safe to repeat after a crash at any point."""
+    staging, old = fileio.join(output, journal["staging"]), fileio.join(output, journal["old"])
+    if is_remote(output):
+        _publish_objects(output, staging, journal)
+    else:
+        for entry in journal["entries"]:
+            _move_into_place(fileio.join(staging, entry), fileio.join(output, entry), fileio.join(old, entry))
+        for entry in journal.get("remove", []):
+            if os.path.lexists(fileio.join(output, entry)):
+                mark(old)
+                os.rename(fileio.join(output, entry), fileio.join(old, entry))
+    if is_remote(output):
+        FileSystems.delete([fileio.join(output, JOURNAL)])
+    else:
+        os.remove(fileio.join(output, JOURNAL))
+    for leftover in (old, staging):
+        delete_owned(leftover)
+
+
+def _move_into_place(staged: str, live: str, old: str) -> None:
+    if not os.path.lexists(staged):
+        return  # moved before a crash
+    if os.path.lexists(live):
+        if os.path.lexists(old):
+            shutil.rmtree(live) if os.path.isdir(live) else os.remove(live)
+        else:
+            mark(os.path.dirname(old))
+            os.rename(live, old)
+    os.rename(staged, live)
+
+
+def _list_objects(prefix: str) -> list[str]:
+    pattern = prefix.rstrip("/") + "/**"
+    try:
+        return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
+    except Exception:  # nothing under the prefix
+        return []
+
+
+def _publish_objects(output: str, staging: str, journal: dict) -> None:
+    entries = journal["entries"]
+    relative = [path[len(staging.rstrip("/")) + 1 :] for path in _list_objects(staging)]
+    relative = [name for name in relative if any(name == entry or name.startswith(entry + "/") for entry in entries)]
+    commit = journal.get("commit")
+    ordered = sorted(relative, key=lambda name: name == commit)  # the commit file last
+    for name in ordered:
+        FileSystems.copy([fileio.join(staging, name)], [fileio.join(output, name)])
+    keep = set(relative) | set(journal.get("keep", []))
+    for entry in journal.get("remove", []):
+        if fileio.exists(fileio.join(output, entry)):  # a file this run did not make: stale
+            FileSystems.delete([fileio.join(output, entry)])
+    for entry in journal["entries"] + journal.get("remove", []):
+        for path in _list_objects(fileio.join(output, entry)):
+            name = path[len(output.rstrip("/")) + 1 :]
+            if name not in keep:
+                FileSystems.delete([path])
+
+
+def recover(output: str) -> None:
+    """Under the lock: finish a publish a killed run left half done, and delete staging
+    directories of runs that died before publishing (they never touched the live output)."""
+    journal_path = fileio.join(output, JOURNAL)
+    if fileio.exists(journal_path):
+        journal = json.loads(fileio.read_text(journal_path))
+        LOG.warning("finishing the publish of run %s that was interrupted", journal["staging"])
+        roll_forward(output, journal)
+    if is_remote(output):
+        leftovers = {
+            fileio.join(output, path[len(output.rstrip("/")) + 1 :].split("/")[0])
+            for path in _list_objects(output)
+            if path[len(output.rstrip("/")) + 1 :].startswith((STAGING_PREFIX, OLD_PREFIX))
+        }
+    elif os.path.isdir(output):
+        leftovers = {os.path.join(output, name) for name in os.listdir(output) if name.startswith((STAGING_PREFIX, OLD_PREFIX))}
+    else:
+        leftovers = set()
+    for leftover in sorted(leftovers):
+        if owned(leftover):
+            LOG.warning("deleting %s, left by a run that did not finish", leftover)
+            delete_owned(leftover)

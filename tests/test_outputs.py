@@ -1,0 +1,170 @@
+"""Output safety without a pipeline: refused outputs, ownership markers, publish and its
+roll-forward after a crash, and the one-run-per-output lock (live holder, killed holder)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines import locks, outputs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "a.wav").write_bytes(b"RIFF")
+    path = tmp_path / "lists" / "catalog.csv"
+    path.parent.mkdir()
+    path.write_text(f"track_id,uri,tags\na,{tmp_path / 'audio' / 'a.wav'},x\n")
+    return path
+
+
+def test_refuses_a_root_the_audio_and_the_catalog(catalog, tmp_path):
+    check = lambda output: outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+    with pytest.raises(outputs.OutputError, match="is a filesystem root"):
+        check("/")
+    with pytest.raises(outputs.OutputError, match="is a filesystem root"):
+        check("gs://some-bucket/")
+    with pytest.raises(outputs.OutputError, match="contains the catalog"):
+        check(tmp_path)  # the parent of the catalog and the audio
+    with pytest.raises(outputs.OutputError, match="contains the catalog's audio"):
+        check(tmp_path / "audio")  # the audio directory itself
+    with pytest.raises(outputs.OutputError, match="contains the catalog"):
+        check(catalog.parent)
+    check(tmp_path / "out")  # beside them is fine
+
+
+def test_refuses_to_replace_or_delete_what_tagscale_did_not_make(catalog, tmp_path):
+    output = tmp_path / "out"
+    (output / "tags").mkdir(parents=True)
+    (output / "tags" / "precious.parquet").write_bytes(b"mine")
+    with pytest.raises(outputs.OutputError, match="was not made by tagscale"):
+        outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+    with pytest.raises(outputs.OutputError, match="refusing to delete it"):
+        outputs.delete_owned(str(output / "tags"))
+    assert (output / "tags" / "precious.parquet").read_bytes() == b"mine"
+    outputs.mark(str(output / "tags"))
+    outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+    outputs.delete_owned(str(output / "tags"))
+    assert not (output / "tags").exists()
+
+
+def stage(output, run_id, content):
+    staging = outputs.Staging(str(output), run_id).create()
+    os.makedirs(staging.path("tags"))
+    with open(staging.path("tags", f"{content}.parquet"), "w") as handle:
+        handle.write(content)
+    with open(staging.path("summary.json"), "w") as handle:
+        handle.write(json.dumps({"run": content}))
+    return staging
+
+
+def test_publish_replaces_entries_and_leaves_nothing_behind(tmp_path):
+    output = tmp_path / "out"
+    stage(output, "r1", "first").publish(["tags", "summary.json"])
+    stage(output, "r2", "second").publish(["tags", "summary.json"])
+    assert sorted(os.listdir(output / "tags")) == [outputs.MARKER, "second.parquet"]  # no file of run 1
+    assert json.loads((output / "summary.json").read_text()) == {"run": "second"}
+    assert sorted(os.listdir(output)) == [outputs.MARKER, "summary.json", "tags"]
+
+
+def test_a_publish_killed_half_way_is_finished_by_recover(tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    stage(output, "r1", "first").publish(["tags", "summary.json"])
+    staging = stage(output, "r2", "second")
+    renames = []
+    real_rename = os.rename
+
+    def crash_after_two(source, target):  # the old tags moved aside, the new ones not yet in place
+        if len(renames) == 1:
+            raise KeyboardInterrupt("killed")
+        renames.append(target)
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        staging.publish(["tags", "summary.json"])
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not (output / "tags").exists() and (output / outputs.JOURNAL).exists()
+    outputs.recover(str(output))
+    assert sorted(os.listdir(output / "tags")) == [outputs.MARKER, "second.parquet"]
+    assert json.loads((output / "summary.json").read_text()) == {"run": "second"}
+    assert sorted(os.listdir(output)) == [outputs.MARKER, "summary.json", "tags"]
+
+
+def test_recover_deletes_the_staging_of_a_run_that_died(tmp_path):
+    output = tmp_path / "out"
+    stage(output, "r1", "first").publish(["tags"])
+    stage(output, "dead", "never-published")
+    outputs.recover(str(output))
+    assert sorted(os.listdir(output)) == [outputs.MARKER, "tags"]
+    assert sorted(os.listdir(output / "tags")) == [outputs.MARKER, "first.parquet"]
+
+
+HOLD = """
+import sys, time
+from pipelines import locks
+with locks.OutputLock(sys.argv[1], "tag"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, capfd):
+    output = str(tmp_path / "out")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, output], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(locks.LockHeld, match=rf"in use by tagscale tag on host \S+, pid {holder.pid}, started 20"):
+            locks.OutputLock(output, "featurize").acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    capfd.readouterr()
+    with locks.OutputLock(output, "featurize") as lock:
+        assert json.loads(open(lock.path).read())["pid"] == os.getpid()
+    assert f"taking over the stale lock of tagscale tag on host" in capfd.readouterr().err
+    with locks.OutputLock(output, "featurize"):  # released cleanly: no takeover message
+        pass
+    assert "stale" not in capfd.readouterr().err
+
+
+def test_a_remote_lock_is_stale_when_its_pid_is_gone_here_or_it_is_old():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = locks.holder_info("tag")
+    assert not locks.is_stale(here)
+    assert locks.is_stale({**here, "pid": dead.pid})
+    assert not locks.is_stale({**here, "host": "elsewhere", "pid": dead.pid})  # another host: cannot tell, wait for the age
+    assert locks.is_stale({**here, "host": "elsewhere"}, now=time.time() + locks.STALE_AFTER_S + 1)
+
+
+@pytest.mark.slow
+def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_not_list():
+    from gcs_emulator import running_emulator
+
+    from pipelines import fileio
+
+    with running_emulator("publish") as client:
+        names = lambda: sorted(blob.name for blob in client.bucket("publish").list_blobs())
+        first = outputs.Staging("gs://publish/out", "r1").create()
+        for name in ("tags/a.parquet", "tags/manifest.json", "tmp/beam-temp-x/part", "summary.json"):
+            fileio.write_text(first.path(name), name)
+        first.publish(["tags", "summary.json"], commit="tags/manifest.json")
+        assert names() == ["out/.tagscale-owned", "out/summary.json", "out/tags/.tagscale-owned", "out/tags/a.parquet", "out/tags/manifest.json"]
+        incremental = outputs.Staging("gs://publish/out", "r2").create()
+        incremental.carry_over("tags", ["a.parquet"])  # kept where it is, not copied
+        fileio.write_text(incremental.path("tags", "b.parquet"), "b")
+        fileio.write_text(incremental.path("tags", "manifest.json"), "a b")
+        incremental.publish(["tags", "summary.json"], commit="tags/manifest.json")
+        assert names() == ["out/.tagscale-owned", "out/tags/.tagscale-owned", "out/tags/a.parquet", "out/tags/b.parquet", "out/tags/manifest.json"]
+        full = outputs.Staging("gs://publish/out", "r3").create()
+        fileio.write_text(full.path("tags", "c.parquet"), "c")
+        full.publish(["tags"], commit="tags/manifest.json")
+        assert names() == ["out/.tagscale-owned", "out/tags/.tagscale-owned", "out/tags/c.parquet"]
+        assert client.bucket("publish").blob("out/tags/c.parquet").download_as_text() == "c"
