@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from model.errors import TagscaleError
-from pipelines import fileio, tagdata
+from pipelines import fileio, locks, outputs, tag_output, tagdata
 
 PROBE_FILE = "probe.json"
 
@@ -137,15 +137,29 @@ def apply(table: tagdata.TagTable, probe: dict, output: str) -> str:
         }
         for i, track_id in enumerate(table.track_ids)
     ]
-    tags_dir = fileio.join(output.rstrip("/"), "tags")
-    fileio.delete_tree(tags_dir)  # like a full tag run, a new apply replaces the folder's tags
-    if "://" not in tags_dir:
-        os.makedirs(tags_dir, exist_ok=True)
-    path = fileio.join(tags_dir, f"probe-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{probe['version'][:6]}.parquet")
-    from apache_beam.io.filesystems import FileSystems
+    output = output.rstrip("/")
+    name = f"probe-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{probe['version'][:6]}.parquet"
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + probe["version"][:6]
+    if "://" not in output:
+        os.makedirs(output, exist_ok=True)
+    # As a full tag run: one run per output, written aside and published with its manifest last,
+    # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
+    with locks.OutputLock(output, "probe apply"):
+        outputs.recover(output)
+        staging = outputs.Staging(output, run_id).create()
+        try:
+            if "://" not in output:
+                os.makedirs(staging.path("tags"), exist_ok=True)
+            from apache_beam.io.filesystems import FileSystems
 
-    with FileSystems.create(path, compression_type="uncompressed") as handle:
-        pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
+            with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
+                pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
+            tag_output.write_manifest(staging.path("tags"), [name], run_id=run_id)
+            staging.publish(["tags"], commit=f"tags/{tag_output.MANIFEST}")
+        except BaseException:
+            staging.discard()
+            raise
+    path = fileio.join(output, "tags", name)
     return path
 
 

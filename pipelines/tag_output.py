@@ -28,7 +28,8 @@ def manifest_files(tags_dir: str) -> list[str] | None:
 
 
 def write_manifest(tags_dir: str, names: list[str], *, run_id: str) -> dict:
-    manifest = {"files": sorted(names), "run_id": run_id, "written_by": "tagscale tag"}
+    """Write ``tags_dir/manifest.json`` listing exactly ``names``: the files readers will read."""
+    manifest = {"files": sorted(names), "run_id": run_id, "written_by": "tagscale"}
     fileio.write_text(fileio.join(tags_dir, MANIFEST), json.dumps(manifest, indent=1))
     return manifest
 
