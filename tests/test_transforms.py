@@ -1,0 +1,115 @@
+"""Each composite PTransform of the tag pipeline on tiny inputs: TestPipeline + assert_that.
+
+featurize's transforms (DecodeTracks, WriteShards) are tested the same way in test_featurize.py.
+"""
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import numpy as np
+import pyarrow
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from model import dsp, export
+from pipelines import dead_letter, stages, tag, tag_output
+from pipelines.catalog import Track
+from tests.test_tag import TAGS, small_model_dir
+
+MODEL = {"name": "m", "version": "v1"}
+
+
+def tag_row(track_id: str, version: str) -> dict:
+    return {
+        "track_id": track_id,
+        "uri": f"/{track_id}.wav",
+        "model": {"name": "m", "version": version},
+        "duration_s": 3.0,
+        "n_patches": 1,
+        "scores": [{"tag": "a", "score": 0.5}],
+        "embedding": [0.0, 1.0],
+    }
+
+
+def test_skip_already_tagged_splits_by_model_version(tmp_path):
+    existing = tmp_path / "run.parquet"
+    rows = [tag_row("a", "v1"), tag_row("b", "v0")]  # b was tagged by another version: tag it again
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), existing)
+    tracks = [Track(name, f"/{name}.wav") for name in ("a", "b", "c")]
+    with TestPipeline() as pipeline:
+        split = pipeline | beam.Create(tracks) | tag.SkipAlreadyTagged([str(existing)], "v1")
+        assert_that(split.todo | "TodoIds" >> beam.Map(lambda t: t.track_id), equal_to(["b", "c"]), label="todo")
+        assert_that(split.skipped | "SkippedIds" >> beam.Map(lambda t: t.track_id), equal_to(["a"]), label="skipped")
+
+
+def test_skip_already_tagged_without_earlier_output_skips_nothing():
+    tracks = [Track("a", "/a.wav"), Track("b", "/b.wav")]
+    with TestPipeline() as pipeline:
+        split = pipeline | beam.Create(tracks) | tag.SkipAlreadyTagged([], "v1")
+        assert_that(split.todo | beam.Map(lambda t: t.track_id), equal_to(["a", "b"]), label="todo")
+        assert_that(split.skipped, equal_to([]), label="skipped")
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    return small_model_dir(tmp_path_factory.mktemp("model"))
+
+
+def test_tag_tracks_means_the_models_patch_outputs(small_model):
+    rng = np.random.default_rng(0)
+    decoded = [
+        (Track("long", "/long.wav"), rng.normal(0, 0.1, 3 * dsp.PATCH_HOP_SAMPLES).astype(np.float32)),
+        (Track("short", "/short.wav"), rng.normal(0, 0.1, dsp.SAMPLE_RATE).astype(np.float32)),
+    ]
+    model = export.load_serving_model(small_model)
+    expected = {}
+    for track, samples in decoded:
+        outputs = model.predict(dsp.patch_waveform(samples))
+        expected[track.track_id] = (len(outputs["scores"]), outputs["scores"].mean(axis=0))
+    tags, info = export.read_model_info(small_model)
+    config = tag.TagConfig(catalog="unused", model=small_model, output="unused", batch_size=4)
+
+    def check(rows):
+        assert sorted(row["track_id"] for row in rows) == ["long", "short"]
+        for row in rows:
+            n_patches, scores = expected[row["track_id"]]
+            assert row["n_patches"] == n_patches
+            got = {item["tag"]: item["score"] for item in row["scores"]}
+            np.testing.assert_allclose([got[t] for t in TAGS], scores, atol=1e-6)
+            assert [item["score"] for item in row["scores"]] == sorted(got.values(), reverse=True)
+            assert row["model"] == {"name": info["name"], "version": info["version"]}
+
+    with TestPipeline() as pipeline:
+        rows = pipeline | beam.Create(decoded) | tag.TagTracks(config, tags=tags, info=info, total=None)
+        assert_that(rows, check)
+
+
+def test_write_tags_writes_one_parquet_file_of_the_rows(tmp_path):
+    rows = [tag_row("a", "v1"), tag_row("b", "v1")]
+    with TestPipeline() as pipeline:
+        written = pipeline | beam.Create(rows) | tag_output.WriteTags(str(tmp_path), "r1", tag.TAGS_SCHEMA)
+        assert_that(written | beam.Map(lambda path: path.rsplit("/", 1)[-1]), equal_to(["run-r1-00000-of-00001.parquet"]))
+    table = pq.read_table(tmp_path / "run-r1-00000-of-00001.parquet")
+    assert table.schema.equals(tag.TAGS_SCHEMA)
+    assert table.to_pylist() == [
+        {**row, "scores": [{"tag": "a", "score": 0.5}], "embedding": [0.0, 1.0]} for row in rows
+    ]
+
+
+def test_write_dead_letter_keeps_every_record(tmp_path):
+    records = [dead_letter.record(track_id=f"t{i}", uri=f"/t{i}.mp3", stage="decode", error="bad") for i in range(3)]
+    with TestPipeline() as pipeline:
+        _ = pipeline | beam.Create(records) | dead_letter.WriteDeadLetter(str(tmp_path))
+    (path,) = (tmp_path / "dead_letter").glob("part-*.parquet")
+    assert sorted(pq.read_table(path).to_pylist(), key=lambda r: r["track_id"]) == records
+
+
+def test_count_stats_sums_pairs_into_one_json_file(tmp_path):
+    path = tmp_path / "stats.json"
+    with TestPipeline() as pipeline:
+        pairs = pipeline | beam.Create([("tracks_in", 1), ("tracks_in", 1), ("audio_seconds", 2.5), ("audio_seconds", 0.5)])
+        _ = pairs | stages.CountStats(str(path))
+    assert json.loads(path.read_text()) == {"audio_seconds": 3.0, "tracks_in": 2}
