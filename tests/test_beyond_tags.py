@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from infra.cli import main as cli
 from infra.demo_catalog import make_demo_catalog
 from model.errors import TagscaleError
-from pipelines import calibrate, drift, probe, query, similar, tag, tagdata
+from pipelines import calibrate, drift, probe, query, similar, tag, tag_output, tagdata
 
 N_TRACKS = 200
 N_TRAIN = 120
@@ -121,6 +121,8 @@ def test_index_recall_and_staleness(demo, tmp_path, capsys):
     rows = pq.read_table(next((folder / "tags").glob("*.parquet"))).slice(0, 1).to_pylist()
     copied, rows[0]["track_id"] = rows[0]["track_id"], "extra-0"
     pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), folder / "tags" / "run-z.parquet")
+    listed = [path.rsplit("/", 1)[-1] for path in query.tag_files(str(folder))]
+    tag_output.write_manifest(str(folder / "tags"), listed + ["run-z.parquet"], run_id="z")  # as an incremental run would
     results, note = similar.search(str(folder), track_id="extra-0", k=2)
     assert "older than the tag output" in note
     assert results[0]["track_id"] == copied and results[0]["similarity"] == pytest.approx(1.0, abs=1e-6)
