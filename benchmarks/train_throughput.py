@@ -4,7 +4,8 @@
 
 Makes (once, under benchmarks/work/) a demo catalog and featurizes it, then for each front-end
 trains the CPU demo network (the sizes `tagscale compare` uses in its test; ``--full-size``: the
-seed preset) with Keras ``fit`` on (a) ``trainer.inputs.make_dataset`` over the gzip shards and
+seed preset) with Keras ``fit`` on (a) ``trainer.inputs.make_dataset`` over the shards (uncompressed,
+raw-bytes signal, int16 PCM waveform) and
 (b) the same examples held in memory (``from_tensor_slices(...).cache()``, shuffled, batched).
 Both get one warm-up epoch, then alternate timed epochs. Target: shards >= 0.9x in-memory.
 Results go to BENCHMARKS.md (section ``train_throughput``).
