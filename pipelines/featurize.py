@@ -66,7 +66,7 @@ class FeaturizeConfig:
 def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
     """The split of a track: a stable hash of its track_id (the same in every run and machine).
 
-    The one place a track's split is decided; a catalog ``split`` column would override it here.
+    ``fractions`` of the tracks go to test and valid, the rest to train.
     """
     bucket = stages.unit_hash(track_id)
     if bucket < test_fraction:
@@ -74,6 +74,12 @@ def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float
     if bucket < test_fraction + valid_fraction:
         return "valid"
     return "train"
+
+
+def track_split(track: Track, **fractions) -> str:
+    """The split of a catalog track, the one call the pipeline makes: a catalog ``split`` column
+    would be honoured here, before the hash."""
+    return split_of(track.track_id, **fractions)
 
 
 class _SpillFn(beam.DoFn):
@@ -93,7 +99,7 @@ class _SpillFn(beam.DoFn):
         spill.write_track(path, patches, self._log_mel(patches))
         yield spill.TrackRef(
             track_id=track.track_id,
-            split=self._split(track.track_id),
+            split=self._split(track),
             n_patches=len(patches),
             seconds=len(samples) / dsp.SAMPLE_RATE,
             tags=tuple(track.tags),
@@ -126,7 +132,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     output = config.output
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
     decoded = catalog["tracks"] | "DecodeTracks" >> stages.DecodeTracks(config.decode)
-    split = functools.partial(split_of, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
+    split = functools.partial(track_split, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
     refs = decoded.decoded | "Spill" >> beam.ParDo(
         _SpillFn(fileio.join(output, "tmp", "spill"), split, config.max_patches_per_track)
     )
