@@ -1,135 +1,176 @@
-"""Featurize throughput against a librosa extractor, ffmpeg decoding alone and the in-process floor.
+"""Featurize against a librosa loop, side by side in one run, on the same MP3 files.
 
-    .venv/bin/python benchmarks/featurize_throughput.py [--tracks 40] [--seconds 30]
+    .venv/bin/python benchmarks/featurize_throughput.py [--quick] [--tracks 40] [--repeat 4] [--seconds 30]
 
-Each method runs in its own process, sequentially, on the same MP3 files; CPU is user+sys of
-that process and its children (ffmpeg included). Results go to BENCHMARKS.md.
+Rows: ``--tracks`` real-music-like MP3s (44.1 kHz stereo, 128 kb/s), then the same files listed
+``--repeat`` times under new track_ids. Each method runs in its own process on both catalogs,
+interleaved (librosa small, tagscale small, librosa large, tagscale large), so machine noise
+hits both alike. CPU = user+sys of the process and its children; peak RSS from ``wait4``.
+
+* whole process: audio seconds / CPU seconds of the large run, tagscale over librosa;
+* marginal: the large run minus the small one (fixed costs cancel), tagscale over librosa;
+* CPU busy: CPU seconds / wall seconds of tagscale's large run.
+
+Targets (issue 10): marginal >= 1.5x, whole process >= 1.0x, CPU busy >= 0.9. The results go
+into BENCHMARKS.md (section ``featurize_scale``), one row per machine (CPU model and AVX flags):
+rows measured on other machines stay, labelled with their machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import platform
+import re
 import shutil
+import subprocess
 import sys
+import time
 
-from common import PYTHON, WORK, internal_seconds, measure, mp3_catalog, update_benchmarks_md
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import PYTHON, REPO, WORK, mp3_catalog  # noqa: E402
 
 LIBROSA = """
 import csv, sys, time
 import librosa, numpy as np
 rows = list(csv.DictReader(open(sys.argv[1])))
-start = time.perf_counter()
 for row in rows:
     y, _ = librosa.load(row["uri"], sr=16000)
     mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256, n_mels=96)
     np.log10(10000 * mel + 1)
-print(f"work={time.perf_counter() - start:.3f}")
-"""
-
-FFMPEG_ONLY = """
-import csv, sys, time
-from pipelines import audio
-rows = list(csv.DictReader(open(sys.argv[1])))
-start = time.perf_counter()
-for row in rows:
-    audio.decode_with_ffmpeg(row["uri"], max_duration_s=600, timeout_s=60)
-print(f"work={time.perf_counter() - start:.3f}")
-"""
-
-FLOOR = """
-import csv, sys, time
-import numpy as np, soundfile, soxr
-import tensorflow as tf
-from model import dsp
-rows = list(csv.DictReader(open(sys.argv[1])))
-dsp.log_mel_patches(np.zeros((1, dsp.PATCH_SAMPLES), np.float32))  # build the TF kernels once
-decode = resample = mel = 0.0
-for row in rows:
-    t0 = time.perf_counter()
-    y, rate = soundfile.read(row["uri"], dtype="float32", always_2d=True)
-    t1 = time.perf_counter()
-    y = soxr.resample(y.mean(axis=1), rate, 16000, quality="HQ")
-    t2 = time.perf_counter()
-    dsp.log_mel_patches(dsp.patch_waveform(y)).numpy()
-    t3 = time.perf_counter()
-    decode, resample, mel = decode + t1 - t0, resample + t2 - t1, mel + t3 - t2
-print(f"work={decode + resample + mel:.3f} decode={decode:.3f} resample={resample:.3f} mel={mel:.3f}")
 """
 
 FEATURIZE = """
-import sys, time
+import sys
 from pipelines import featurize
-start = time.perf_counter()
-metadata = featurize.run(sys.argv[1:])
-print(f"work={time.perf_counter() - start:.3f} ok={metadata['tracks_ok']}")
+featurize.run(sys.argv[1:])
 """
+
+SECTION = "featurize_scale"
+
+
+def run_measured(command: list[str]) -> dict:
+    """Run a child; its wall and CPU seconds (children included) and peak RSS (GB)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    stderr_tail = process.stderr.read()[-3000:]
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command[:4])}... failed:\n{stderr_tail.decode(errors='replace')}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_gb": usage.ru_maxrss / 1e6}
+
+
+def repeated_catalog(catalog: pathlib.Path, repeat: int) -> pathlib.Path:
+    """The same files listed ``repeat`` times under new track_ids."""
+    lines = catalog.read_text().splitlines()
+    rows = [f"{line.split(',', 1)[0]}-r{k},{line.split(',', 1)[1]}" for k in range(repeat) for line in lines[1:]]
+    path = catalog.with_name(f"catalog_x{repeat}.csv")
+    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    return path
+
+
+def machine() -> str:
+    """CPU model, core count and the AVX level (AVX-512 changes every figure)."""
+    info = pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", info)
+    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split()) if "flags" in info else set()
+    avx = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model.group(1).strip() if model else platform.processor()}, {os.cpu_count()} cores, {avx}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--marginal", type=int, default=160, help="also featurize this many tracks to separate fixed from per-track cost (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="10 tracks of 15 s (a smoke run; noisier ratios)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
-    catalog = mp3_catalog(args.tracks, args.seconds)
-    audio_seconds = args.tracks * args.seconds
-    out = WORK / "featurize_out"
-    shutil.rmtree(out, ignore_errors=True)
-    runs = {
-        "featurize (tagscale, DirectRunner, decoder auto)": [PYTHON, "-c", FEATURIZE, "--catalog", str(catalog), "--output", str(out)],
-        "(a) librosa extractor": [PYTHON, "-c", LIBROSA, str(catalog)],
-        "(b) ffmpeg decode only, one process per file": [PYTHON, "-c", FFMPEG_ONLY, str(catalog)],
-        "(c) floor: soundfile + soxr + TF log-mel": [PYTHON, "-c", FLOOR, str(catalog)],
-    }
+    if args.quick:
+        args.tracks, args.seconds = 10, 15.0
+    small = mp3_catalog(args.tracks, args.seconds)
+    large = repeated_catalog(small, args.repeat)
+    rows = {"small": args.tracks, "large": args.tracks * args.repeat}
+    audio = {name: count * args.seconds for name, count in rows.items()}
+    out = WORK / "featurize_scale_out"
     results = {}
-    for name, command in runs.items():
-        result = measure(command, env={"PYTHONPATH": str(WORK.parents[1])})
-        work = internal_seconds(result["stdout"], "work")
-        results[name] = {
-            "cpu_s": round(result["cpu_s"], 2),
-            "wall_s": round(result["wall_s"], 2),
-            "work_wall_s": work,
-            "x_realtime_per_cpu_s": round(audio_seconds / result["cpu_s"], 1),
-            "x_realtime_per_wall_s": round(audio_seconds / result["wall_s"], 1),
-            "x_realtime_work_only": round(audio_seconds / work, 1) if work else None,
-            "detail": result["stdout"].strip().splitlines()[-1],
-        }
-        print(name, json.dumps(results[name]), flush=True)
-    lines = [
-        "## Featurize throughput (issue 2)",
-        "",
-        f"{args.tracks} MP3 tracks x {args.seconds:g} s (44.1 kHz stereo, 128 kb/s) = {audio_seconds:g} s of audio; "
-        f"each method in its own process, sequential; CPU = user+sys of the process and its children. "
-        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores. 'work only' excludes interpreter start-up and imports.",
-        "",
-        "| method | CPU s | wall s | x realtime per CPU s | x realtime per wall s | x realtime, work only (wall) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['cpu_s']} | {r['wall_s']} | {r['x_realtime_per_cpu_s']} | {r['x_realtime_per_wall_s']} | {r['x_realtime_work_only']} |")
-    lines += ["", "Breakdown of the floor: `" + results["(c) floor: soundfile + soxr + TF log-mel"]["detail"] + "`"]
-    if args.marginal:
-        big = mp3_catalog(args.marginal, args.seconds)
+    for size, catalog in (("small", small), ("large", large)):
+        results[("librosa", size)] = run_measured([PYTHON, "-c", LIBROSA, str(catalog)])
         shutil.rmtree(out, ignore_errors=True)
-        run = measure([PYTHON, "-c", FEATURIZE, "--catalog", str(big), "--output", str(out)], env={"PYTHONPATH": str(WORK.parents[1])})
-        small = results["featurize (tagscale, DirectRunner, decoder auto)"]
-        extra_audio = (args.marginal - args.tracks) * args.seconds
-        marginal_cpu = (run["cpu_s"] - small["cpu_s"]) / extra_audio
-        marginal_wall = (run["wall_s"] - small["wall_s"]) / extra_audio
-        fixed_cpu = small["cpu_s"] - marginal_cpu * audio_seconds
-        librosa = results["(a) librosa extractor"]["x_realtime_per_cpu_s"]
-        lines += [
-            "",
-            f"Fixed and per-track cost: featurize of {args.marginal} tracks took {run['cpu_s']:.1f} CPU s / {run['wall_s']:.1f} wall s. "
-            f"The difference to {args.tracks} tracks gives the marginal rate: **{1 / marginal_cpu:.0f}x realtime per CPU s** "
-            f"({1 / marginal_wall:.0f}x per wall s), i.e. {1 / marginal_cpu / librosa:.2f}x the librosa extractor's rate; "
-            f"the fixed cost of a run (interpreter, TensorFlow/Beam/tf.Transform imports, graph construction, tracing "
-            f"and saving the transform) is about {fixed_cpu:.0f} CPU s.",
-        ]
-        print(json.dumps({"marginal_x_per_cpu_s": 1 / marginal_cpu, "fixed_cpu_s": fixed_cpu}))
-    update_benchmarks_md("featurize_throughput", "\n".join(lines))
-    (WORK / "featurize_throughput.json").write_text(json.dumps(results, indent=2))
+        results[("tagscale", size)] = run_measured([PYTHON, "-c", FEATURIZE, "--catalog", str(catalog), "--output", str(out)])
+        for method in ("librosa", "tagscale"):
+            print(method, size, json.dumps({k: round(v, 2) for k, v in results[(method, size)].items()}), flush=True)
+
+    def rate(method, size):
+        return audio[size] / results[(method, size)]["cpu_s"]
+
+    def marginal(method):
+        return (audio["large"] - audio["small"]) / (results[(method, "large")]["cpu_s"] - results[(method, "small")]["cpu_s"])
+
+    big = results[("tagscale", "large")]
+    summary = {
+        "machine": machine(),
+        "rows": f"{rows['small']} / {rows['large']} x {args.seconds:g} s",
+        "librosa_marginal": marginal("librosa"),
+        "tagscale_marginal": marginal("tagscale"),
+        "marginal_ratio": marginal("tagscale") / marginal("librosa"),
+        "whole_ratio": rate("tagscale", "large") / rate("librosa", "large"),
+        "cpu_busy": big["cpu_s"] / big["wall_s"],
+        "fixed_cpu_s": results[("tagscale", "small")]["cpu_s"] - audio["small"] / marginal("tagscale"),
+        "rss_gb": f"{results[('tagscale', 'small')]['peak_rss_gb']:.2f} / {big['peak_rss_gb']:.2f}",
+    }
+    print(json.dumps(summary, indent=2))
+    if not args.no_write:
+        write_section(summary, results, audio)
+
+
+def write_section(summary: dict, results: dict, audio: dict) -> None:
+    """Replace this machine's row in BENCHMARKS.md's ``featurize_scale`` table; keep the others."""
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text()
+    start, end = f"<!-- {SECTION} -->", f"<!-- /{SECTION} -->"
+    header = "| machine | rows | librosa marginal x RT/CPU s | tagscale marginal x RT/CPU s | marginal ratio (>= 1.5) | whole-process ratio (>= 1.0) | CPU busy (>= 0.9) | fixed CPU s | peak RSS GB small / large |"
+    old_rows = []
+    if start in text:
+        body = text[text.index(start) : text.index(end)]
+        old_rows = [line for line in body.splitlines() if line.startswith("| ") and not line.startswith(("| machine", "|---")) and summary["machine"] not in line]
+    s = summary
+    row = (
+        f"| {s['machine']} | {s['rows']} | {s['librosa_marginal']:.0f} | {s['tagscale_marginal']:.0f} | **{s['marginal_ratio']:.2f}x** | "
+        f"**{s['whole_ratio']:.2f}x** | {s['cpu_busy']:.2f} | {s['fixed_cpu_s']:.1f} | {s['rss_gb']} |"
+    )
+    detail = ", ".join(
+        f"{method} {size}: {r['cpu_s']:.1f} CPU s / {r['wall_s']:.1f} wall s / {r['peak_rss_gb']:.2f} GB"
+        for (method, size), r in results.items()
+    )
+    body = "\n".join([
+        start,
+        "## Featurize at catalog scale: tagscale vs a librosa loop (issue 10)",
+        "",
+        "Written by `benchmarks/featurize_throughput.py` (`--quick` for a smoke run). Same MP3 files for both "
+        "(real-music-like, 44.1 kHz stereo, 128 kb/s), the large catalog lists them again under new track_ids; "
+        "librosa loop = `librosa.load(sr=16000)` + `melspectrogram(n_fft=512, hop=256, n_mels=96)` + "
+        "`log10(10000 x + 1)`. Marginal = large run minus small run; whole process = the large run; "
+        "CPU busy = CPU s / wall s of tagscale's large run. One row per machine: rows from earlier machines stay, "
+        "labelled by their CPU.",
+        "",
+        header,
+        "|---|---|---|---|---|---|---|---|---|",
+        *old_rows,
+        row,
+        "",
+        f"Last run ({s['machine']}): {detail}.",
+        end,
+    ])
+    if start in text:
+        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + body + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":

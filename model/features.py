@@ -15,45 +15,65 @@ TAG_VOCABULARY = "tags"  # tf.Transform vocabulary file name (transform_fn/asset
 FRONTENDS = ("waveform", "spectrogram")
 SHARD_KIND = {"waveform": "waveform", "spectrogram": "mel"}  # front-end -> shard folder
 INPUT_FEATURE = {"waveform": "waveform", "spectrogram": "log_mel"}  # front-end -> feature it reads
-SHARD_COLUMNS = {  # shard kind -> the features its Examples hold
-    "mel": ("track_id", "patch_index", "labels", "log_mel"),
-    "waveform": ("track_id", "patch_index", "labels", "waveform"),
-}
+WAVEFORM_SCALE = 32768.0  # int16 PCM full scale: stored sample = round(waveform * 32768), clipped
 
 
 def raw_feature_spec() -> dict:
-    """The raw tf.Transform input: one patch of a track with the track's tags."""
+    """The raw tf.Transform input: one patch of a track (its log-mel, not yet normalised) with
+    the track's tags. The log-mel is computed once, in featurize's decode stage, by
+    :func:`model.dsp.log_mel_patches`; serving applies the same function before this transform."""
     import tensorflow as tf
 
     return {
         "track_id": tf.io.FixedLenFeature([], tf.string),
         "patch_index": tf.io.FixedLenFeature([], tf.int64),
-        "waveform": tf.io.FixedLenFeature([dsp.PATCH_SAMPLES], tf.float32),
+        "log_mel": tf.io.FixedLenFeature([dsp.PATCH_FRAMES, dsp.N_MELS], tf.float32),
         "tags": tf.io.VarLenFeature(tf.string),
     }
 
 
 def shard_feature_spec(kind: str, top_k: int) -> dict:
-    """The tf.train.Example features of ``DIR/{kind}/`` shards: what trainers parse."""
+    """The tf.train.Example features of ``DIR/{kind}/`` shards: what trainers parse.
+
+    The signal is one bytes feature, raw little-endian values: ``log_mel`` 187 x 96 float32
+    (normalised), ``waveform`` 48,128 int16 PCM samples (see :func:`decode_signal`). Raw bytes
+    cost nothing to encode or parse, where a float list is copied value by value.
+    """
     import tensorflow as tf
 
     if kind not in ("mel", "waveform"):
         raise ValueError(f"unknown shard kind {kind!r}")
-    data = (
-        {"log_mel": tf.io.FixedLenFeature([dsp.PATCH_FRAMES, dsp.N_MELS], tf.float32)}
-        if kind == "mel"
-        else {"waveform": tf.io.FixedLenFeature([dsp.PATCH_SAMPLES], tf.float32)}
-    )
     return {
         "track_id": tf.io.FixedLenFeature([], tf.string),
         "patch_index": tf.io.FixedLenFeature([], tf.int64),
         "labels": tf.io.FixedLenFeature([top_k], tf.float32),
-        **data,
+        ("log_mel" if kind == "mel" else "waveform"): tf.io.FixedLenFeature([], tf.string),
     }
 
 
+def decode_signal(kind: str, raw_bytes):
+    """Parsed ``log_mel`` / ``waveform`` bytes (any batch shape) -> float32 model input:
+    (..., 187, 96) log-mel or (..., 48128) waveform in [-1, 1)."""
+    import tensorflow as tf
+
+    if kind == "mel":
+        values = tf.io.decode_raw(raw_bytes, tf.float32, little_endian=True)
+        return tf.reshape(values, tf.concat([tf.shape(raw_bytes), [dsp.PATCH_FRAMES, dsp.N_MELS]], 0))
+    if kind == "waveform":
+        pcm = tf.io.decode_raw(raw_bytes, tf.int16, little_endian=True)
+        return tf.cast(pcm, tf.float32) * (1.0 / WAVEFORM_SCALE)
+    raise ValueError(f"unknown shard kind {kind!r}")
+
+
+def waveform_pcm(waveform):
+    """float32 waveform patches -> int16 PCM as stored in ``waveform/`` shards (numpy)."""
+    import numpy as np
+
+    return np.clip(np.rint(np.asarray(waveform) * WAVEFORM_SCALE), -32768, 32767).astype("<i2")
+
+
 def preprocessing_fn(inputs: dict, *, top_k: int) -> dict:
-    """The single definition of the features (tf.Transform): log-mel, its per-band
+    """The single definition of the features (tf.Transform): the log-mel's per-band
     normalisation from full-pass statistics, and multi-hot labels over the tag vocabulary.
 
     Per-band statistics: tf.Transform gives the mean and variance of every (frame, band) cell
@@ -64,7 +84,7 @@ def preprocessing_fn(inputs: dict, *, top_k: int) -> dict:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    log_mel = dsp.log_mel_patches(inputs["waveform"])  # (batch, frames, mel)
+    log_mel = inputs["log_mel"]  # (batch, frames, mel), from dsp.log_mel_patches
     cell_mean = tft.mean(log_mel, reduce_instance_dims=False)  # (frames, mel)
     cell_var = tft.var(log_mel, reduce_instance_dims=False)
     band_mean = tf.reduce_mean(cell_mean, axis=0)  # (mel,)
@@ -82,7 +102,6 @@ def preprocessing_fn(inputs: dict, *, top_k: int) -> dict:
     return {
         "track_id": inputs["track_id"],
         "patch_index": inputs["patch_index"],
-        "waveform": inputs["waveform"],
         "log_mel": (log_mel - band_mean) / band_std,
         "labels": labels,
     }
@@ -96,7 +115,7 @@ def raw_arrow_schema():
         [
             ("track_id", pa.large_list(pa.large_binary())),
             ("patch_index", pa.large_list(pa.int64())),
-            ("waveform", pa.large_list(pa.float32())),
+            ("log_mel", pa.large_list(pa.float32())),
             ("tags", pa.large_list(pa.large_binary())),
         ]
     )

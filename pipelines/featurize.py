@@ -4,21 +4,24 @@
 
 Stages, each a plain function wrapped by a small PTransform:
 
-    ReadCatalog -> DecodeTracks -> CutExamples -> SplitByTrackId
-      -> tf.Transform (analyze on train; transform train/valid/test) -> WriteShards
+    ReadCatalog -> DecodeTracks -> Spill (patches + log-mel to OUTPUT/tmp/spill, a TrackRef out)
+      -> Analyze (tf.Transform over the training tracks read back) -> OUTPUT/transform_fn
+      -> ShardCounts -> WriteShards (group refs by shard, stream tracks through the transform)
     every failure -> WriteDeadLetter;  counts -> metadata.json
 
+Only TrackRefs and counts cross a stage boundary (Beam's local runner holds those in memory),
+so memory does not grow with the catalog: see :mod:`pipelines.spill` and :mod:`pipelines.shards`.
+
 An *example* is one 187-frame patch of a track (about 3 s): ``waveform`` holds its
-48,128 samples at 16 kHz and ``log_mel`` its (187, 96) log-mel, normalised per mel band by
-the training split's mean and standard deviation (see :mod:`model.dsp`). ``labels`` is the
-track's multi-hot tag vector over the top-K tag vocabulary.
+48,128 samples at 16 kHz as int16 PCM and ``log_mel`` its (187, 96) log-mel, normalised per
+mel band by the training split's mean and standard deviation (see :mod:`model.features`).
+``labels`` is the track's multi-hot tag vector over the top-K tag vocabulary.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import sys
@@ -26,10 +29,9 @@ import time
 import uuid
 
 import apache_beam as beam
-import numpy as np
 
 from model import dsp, features
-from pipelines import beam_util, dead_letter, fileio, locks, outputs, stages
+from pipelines import beam_util, dead_letter, fileio, locks, outputs, shards, spill, stages
 from pipelines.catalog import ReadCatalog, Track
 
 LOG = logging.getLogger("tagscale.featurize")
@@ -44,15 +46,18 @@ class FeaturizeConfig:
     test_fraction: float = 0.1
     decode: stages.DecodeOptions = stages.DecodeOptions()
     max_patches_per_track: int | None = None
-    num_shards: int = 4
+    num_shards: int | None = None
+    target_shard_bytes: int = shards.DEFAULT_TARGET_BYTES
 
     def __post_init__(self):
         if not 0 <= self.valid_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ValueError("valid and test fractions must be in [0, 1)")
         if self.valid_fraction + self.test_fraction >= 1:
             raise ValueError("valid + test fractions must leave some tracks for training")
-        if self.num_shards < 1:
+        if self.num_shards is not None and self.num_shards < 1:
             raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+        if self.target_shard_bytes < 1:
+            raise ValueError(f"target shard bytes must be >= 1, got {self.target_shard_bytes}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
@@ -61,8 +66,11 @@ class FeaturizeConfig:
 
 
 def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
-    """Deterministic split from a hash of the track_id (stable across runs and machines)."""
-    bucket = int.from_bytes(hashlib.sha256(track_id.encode("utf-8")).digest()[:8], "big") / 2**64
+    """The split of a track: a stable hash of its track_id (the same in every run and machine).
+
+    ``fractions`` of the tracks go to test and valid, the rest to train.
+    """
+    bucket = stages.unit_hash(track_id)
     if bucket < test_fraction:
         return "test"
     if bucket < test_fraction + valid_fraction:
@@ -70,168 +78,90 @@ def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float
     return "train"
 
 
-def track_record_batch(track: Track, samples: np.ndarray, *, max_patches: int | None = None):
-    """The raw tf.Transform input of one track: an Arrow RecordBatch with one row per patch.
-
-    Arrow keeps the 48,128-sample patches as one contiguous buffer; tf.Transform reads it
-    without the per-float Python work that instance dicts cost.
-    """
-    import pyarrow as pa
-
-    patches = dsp.patch_waveform(samples, max_patches=max_patches)  # (patches, samples)
-    count = len(patches)
-
-    def lists(values: pa.Array, per_row: int) -> pa.Array:
-        return pa.LargeListArray.from_arrays(pa.array(np.arange(count + 1) * per_row, pa.int64()), values)
-
-    tags = [tag.encode("utf-8") for tag in track.tags]
-    return pa.RecordBatch.from_arrays(
-        [
-            lists(pa.array([track.track_id.encode("utf-8")] * count, pa.large_binary()), 1),
-            lists(pa.array(np.arange(count), pa.int64()), 1),
-            lists(pa.array(patches.reshape(-1), pa.float32()), dsp.PATCH_SAMPLES),
-            lists(pa.array(tags * count, pa.large_binary()), len(tags)),
-        ],
-        schema=features.raw_arrow_schema(),
-    )
+def track_split(track: Track, **fractions) -> str:
+    """The split of a catalog track, the one call the pipeline makes: a catalog ``split`` column
+    would be honoured here, before the hash."""
+    return split_of(track.track_id, **fractions)
 
 
-# ------------------------------------------------------------------------ PTransforms
+class _SpillFn(beam.DoFn):
+    """(track, samples) -> :class:`spill.TrackRef`, the patches and their log-mel (computed
+    once, here) written to the spill; the samples go no further than this stage."""
 
+    def __init__(self, spill_dir: str, split, max_patches: int | None):
+        self._spill_dir, self._split, self._max_patches = spill_dir, split, max_patches
 
-def shard_of(track_id: bytes, num_shards: int) -> int:
-    """The shard of a track: a stable hash, so all its patches share a shard in every run."""
-    return int.from_bytes(hashlib.sha256(b"shard:" + track_id).digest()[:8], "big") % num_shards
+    def setup(self):
+        self._log_mel = spill.LogMel()
 
-
-def keyed_examples(batch_and_passthrough, *, num_shards: int):
-    """tf.Transform's output RecordBatch -> ``(shard, (track_id, patch_index, mel, waveform))``
-    with both serialized tf.train.Examples.
-
-    tfx_bsl's C++ encoder is ~20x faster than building Example protos in Python, which
-    spends its time copying 48,128 floats per waveform one by one into protobuf lists.
-    """
-    from tfx_bsl.coders import example_coder
-
-    record_batch, _ = batch_and_passthrough
-    encoded = {
-        kind: example_coder.RecordBatchToExamplesEncoder().encode(record_batch.select(list(columns)))
-        for kind, columns in features.SHARD_COLUMNS.items()
-    }
-    track_ids = [values[0] for values in record_batch.column("track_id").to_pylist()]
-    patch_indices = [values[0] for values in record_batch.column("patch_index").to_pylist()]
-    for row, (track_id, patch_index) in enumerate(zip(track_ids, patch_indices)):
-        mel, waveform = (deterministic(encoded[kind][row]) for kind in ("mel", "waveform"))
-        yield shard_of(track_id, num_shards), (track_id, patch_index, mel, waveform)
-
-
-def deterministic(serialized: bytes) -> bytes:
-    """Re-serialize an Example with its feature map in key order (the C++ encoder's map order
-    varies between processes), so equal examples are equal bytes; ~15 us per waveform."""
-    from tensorflow.core.example import example_pb2
-
-    return example_pb2.Example.FromString(serialized).SerializeToString(deterministic=True)
-
-
-def write_shard(keyed, *, output: str, split: str, num_shards: int) -> list[str]:
-    """Write one shard of a split, examples sorted by (track_id, patch_index), to
-    ``{output}/{mel,waveform}/{split}-SSSSS-of-NNNNN.tfrecord.gz``.
-
-    Sorting makes the files byte-identical across runs, whatever order workers produced the
-    examples in; a shard holds 1/num_shards of the split, so it fits a worker's memory.
-    """
-    import tensorflow as tf
-
-    shard, items = keyed
-    examples = sorted(item for item in items if item is not None)
-    paths = []
-    for kind, position in (("mel", 2), ("waveform", 3)):
-        path = fileio.join(output, kind, f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord.gz")
-        with tf.io.TFRecordWriter(path, options=tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
-            for example in examples:
-                writer.write(example[position])
-        paths.append(path)
-    return paths
-
-
-class WriteShards(beam.PTransform):
-    """Transformed examples of one split -> ``num_shards`` gzip TFRecord files each of mel and
-    waveform examples, every file written (an empty one when no track hashes to it)."""
-
-    def __init__(self, output: str, split: str, num_shards: int):
-        super().__init__()
-        self._output = output
-        self._split = split
-        self._num_shards = num_shards
-
-    def expand(self, record_batches):
-        import tensorflow as tf
-
-        for kind in features.SHARD_COLUMNS:
-            tf.io.gfile.makedirs(fileio.join(self._output, kind))
-        every_shard = record_batches.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(self._num_shards)])
-        examples = record_batches | "EncodeExamples" >> beam.FlatMap(keyed_examples, num_shards=self._num_shards)
-        return (
-            (examples, every_shard)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.FlatMap(write_shard, output=self._output, split=self._split, num_shards=self._num_shards)
+    def process(self, item):
+        track, samples = item
+        patches = dsp.patch_waveform(samples, max_patches=self._max_patches)
+        path = spill.spill_path(self._spill_dir, track.track_id)
+        spill.write_track(path, patches, self._log_mel(patches))
+        yield spill.TrackRef(
+            track_id=track.track_id,
+            split=self._split(track),
+            n_patches=len(patches),
+            seconds=len(samples) / dsp.SAMPLE_RATE,
+            tags=tuple(track.tags),
+            path=path,
         )
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
-    """Add the featurize graph to ``pipeline``."""
+def analyze(train_refs, config: FeaturizeConfig):
+    """tf.Transform's analyze pass over the training tracks, read back from the spill;
+    returns the PCollection that exists once ``OUTPUT/transform_fn`` is written."""
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import schema_utils
     from tfx_bsl.public import tfxio
     from tfx_bsl.tfxio import tensor_representation_util
 
+    schema = schema_utils.schema_from_feature_spec(features.raw_feature_spec())
+    raw_config = tfxio.TensorAdapterConfig(
+        features.raw_arrow_schema(), tensor_representation_util.InferTensorRepresentationsFromSchema(schema)
+    )
+    batches = train_refs | "ReadSpill" >> beam.Map(lambda ref: spill.raw_record_batch(ref, spill.read_track(ref)[1]))
+    with tft_beam.Context(temp_dir=fileio.join(config.output, "tmp", "tft")):
+        transform_fn = (batches, raw_config) | "Analyze" >> tft_beam.AnalyzeDataset(
+            functools.partial(features.preprocessing_fn, top_k=config.top_k)
+        )
+        return transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(config.output)
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
+    """Add the featurize graph to ``pipeline``: only TrackRefs and counts cross its stages."""
     output = config.output
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
     decoded = catalog["tracks"] | "DecodeTracks" >> stages.DecodeTracks(config.decode)
-
-    split = functools.partial(split_of, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
-    batches = decoded.decoded | "CutExamples" >> beam.Map(
-        lambda item: track_record_batch(item[0], item[1], max_patches=config.max_patches_per_track)
+    split = functools.partial(track_split, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
+    refs = decoded.decoded | "Spill" >> beam.ParDo(
+        _SpillFn(fileio.join(output, "tmp", "spill"), split, config.max_patches_per_track)
     )
-    by_split = batches | "SplitByTrackId" >> beam.Partition(
-        lambda batch, _: features.SPLITS.index(split(batch.column(0)[0][0].as_py().decode("utf-8"))), len(features.SPLITS)
+    train_refs = refs | "TrainOnly" >> beam.Filter(lambda ref: ref.split == "train")
+    ready = analyze(train_refs, config)
+    counts = refs | "ShardCounts" >> shards.ShardCounts(
+        num_shards=config.num_shards, target_bytes=config.target_shard_bytes, top_k=config.top_k
     )
-
-    schema = schema_utils.schema_from_feature_spec(features.raw_feature_spec())
-    raw_config = tfxio.TensorAdapterConfig(features.raw_arrow_schema(), tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
-    with tft_beam.Context(temp_dir=fileio.join(output, "tmp", "tft")):
-        (train, _), transform_fn = (
-            by_split[0],
-            raw_config,
-        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            functools.partial(features.preprocessing_fn, top_k=config.top_k), output_record_batches=True
-        )
-        transformed = {"train": train}
-        for index, name in enumerate(features.SPLITS[1:], start=1):
-            transformed[name], _ = ((by_split[index], raw_config), transform_fn) | (
-                f"Transform{name.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
-            )
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output)
-    for name in features.SPLITS:
-        _ = transformed[name] | f"WriteShards{name.title()}" >> WriteShards(output, name, config.num_shards)
+    _ = refs | "WriteShards" >> shards.WriteShards(output, output, counts, ready)
 
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
     _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output)
 
-    def track_stats(item):
-        track, samples = item
-        name = split(track.track_id)
-        return [("tracks_ok", 1), (f"{name}_tracks", 1), ("audio_seconds", len(samples) / dsp.SAMPLE_RATE)]
+    def ref_stats(ref):
+        return [
+            ("tracks_ok", 1),
+            (f"{ref.split}_tracks", 1),
+            (f"{ref.split}_examples", ref.n_patches),
+            ("audio_seconds", ref.seconds),
+        ]
 
     stats = (
         catalog["tracks"] | "CountUnique" >> beam.Map(lambda _: ("tracks_in", 1)),
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
         failures | "CountFailed" >> beam.Map(lambda _: ("tracks_failed", 1)),
-        decoded.decoded | "CountOk" >> beam.FlatMap(track_stats),
-        batches | "CountExamples" >> beam.Map(
-            lambda batch: (f"{split(batch.column(0)[0][0].as_py().decode('utf-8'))}_examples", batch.num_rows)
-        ),
+        refs | "CountOk" >> beam.FlatMap(ref_stats),
+        counts | "CountShards" >> beam.FlatMap(lambda n: [(f"{split}_shards", n[split]) for split in n]),
     ) | "AllStats" >> beam.Flatten()
     _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
 
@@ -252,11 +182,15 @@ def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dic
             for name in features.SPLITS
         },
         "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
+        # Exactly this run's shards: readers open these, never a glob (an earlier run with
+        # another shard count may have left other files beside them).
+        "files": shards.shard_files({name: int(stats.get(f"{name}_shards", 1)) for name in features.SPLITS}),
         "signal": dsp.constants(),
         "top_k": config.top_k,
         "tags": tags,
         "config": dataclasses.asdict(config),
-        "example": "one 187-frame patch (~3 s): waveform[48128] at 16 kHz, log_mel[187, 96] normalised per band, labels[top_k] multi-hot",
+        "example": "one 187-frame patch (~3 s): waveform = 48128 int16 PCM samples at 16 kHz (bytes, /32768 for float), "
+        "log_mel = 187 x 96 float32 normalised per band (bytes), labels[top_k] multi-hot",
     }
     fileio.write_text(fileio.join(directory, "metadata.json"), json.dumps(metadata, indent=2))
     fileio.delete_tree(fileio.join(directory, "tmp"))
@@ -279,7 +213,9 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     parser.add_argument("--test-fraction", type=float, default=0.1)
     stages.DecodeOptions.add_arguments(parser)
     parser.add_argument("--max-patches-per-track", type=int, default=None, help="keep only the first N patches (~3 s each) of a track")
-    parser.add_argument("--num-shards", type=int, default=4, help="files per split and kind; pick so a shard is 100-500 MB (%(default)s)")
+    parser.add_argument("--target-shard-bytes", type=int, default=shards.DEFAULT_TARGET_BYTES,
+                        help="size shards by data volume: files of about this many bytes per split and kind (%(default)s)")
+    parser.add_argument("--num-shards", type=int, default=None, help="a fixed number of files per split and kind instead")
     args, beam_args = parser.parse_known_args(argv)
     try:
         config = FeaturizeConfig(
@@ -291,6 +227,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
             decode=stages.DecodeOptions.from_args(args),
             max_patches_per_track=args.max_patches_per_track,
             num_shards=args.num_shards,
+            target_shard_bytes=args.target_shard_bytes,
         )
     except ValueError as error:
         parser.error(str(error))

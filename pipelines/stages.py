@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
 
 import apache_beam as beam
 import numpy as np
@@ -68,15 +67,23 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
         raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
 
 
+def unit_hash(key: str, salt: str = "") -> float:
+    """A number in [0, 1) from the sha256 of ``salt + key``: the one stable bucketing hash behind
+    split assignment, shard assignment and fault injection (the same on every machine and run,
+    unlike Python's salted ``hash``). Different salts give independent buckets for one key."""
+    digest = hashlib.sha256((salt + key).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def injected_fault(track_id: str, fraction: float) -> bool:
     """Whether the fault-injection hook fails this track's first decode (stable per track_id)."""
-    digest = hashlib.sha256(("fault:" + track_id).encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+    return unit_hash(track_id, "fault:") < fraction
 
 
 class _DecodeFn(beam.DoFn):
     """Decode with retries: a :class:`audio.TransientError` (an I/O hiccup, a flaky object
-    store) is retried up to ``DECODE_ATTEMPTS`` times; a :class:`audio.DecodeError` is final."""
+    store) is retried, with Beam's exponential backoff, up to ``DECODE_ATTEMPTS`` attempts in
+    all; a :class:`audio.DecodeError` is final."""
 
     def __init__(self, options: DecodeOptions):
         self._options = options
@@ -84,29 +91,40 @@ class _DecodeFn(beam.DoFn):
     def setup(self):
         self._fault_fraction = float(os.environ.get(FAULT_ENV, "0") or 0)
 
-    def _decode(self, track: Track, attempt: int):
-        if attempt == 1 and self._fault_fraction and injected_fault(track.track_id, self._fault_fraction):
-            beam.metrics.Metrics.counter("decode", "injected_faults").inc()
-            raise audio.TransientError(f"injected fault ({FAULT_ENV})")
-        return audio.decode_audio(
-            track.uri,
-            max_duration_s=self._options.max_duration_s,
-            timeout_s=self._options.timeout_s,
-            decoder=self._options.decoder,
-            max_bytes=self._options.max_bytes,
+    def _decode_with_retries(self, track: Track):
+        from apache_beam.utils import retry
+
+        attempts = []
+
+        @retry.with_exponential_backoff(
+            num_retries=DECODE_ATTEMPTS - 1,
+            initial_delay_secs=0.1,
+            logger=lambda *args, **kwargs: None,  # each retry is counted below; a log line per retry is noise
+            retry_filter=lambda error: isinstance(error, audio.TransientError),
         )
+        def attempt():
+            attempts.append(1)
+            if len(attempts) > 1:
+                beam.metrics.Metrics.counter("decode", "retries").inc()
+            if len(attempts) == 1 and self._fault_fraction and injected_fault(track.track_id, self._fault_fraction):
+                beam.metrics.Metrics.counter("decode", "injected_faults").inc()
+                raise audio.TransientError(f"injected fault ({FAULT_ENV})")
+            return audio.decode_audio(
+                track.uri,
+                max_duration_s=self._options.max_duration_s,
+                timeout_s=self._options.timeout_s,
+                decoder=self._options.decoder,
+                max_bytes=self._options.max_bytes,
+            )
+
+        try:
+            return attempt()
+        except audio.TransientError as error:
+            raise audio.DecodeError(f"gave up after {len(attempts)} attempts: {error}") from error
 
     def process(self, track: Track):
         try:
-            for attempt in range(1, DECODE_ATTEMPTS + 1):
-                try:
-                    decoded = self._decode(track, attempt)
-                    break
-                except audio.TransientError as error:
-                    beam.metrics.Metrics.counter("decode", "retries").inc()
-                    if attempt == DECODE_ATTEMPTS:
-                        raise audio.DecodeError(f"gave up after {attempt} attempts: {error}") from error
-                    time.sleep(0.05 * 2**attempt)
+            decoded = self._decode_with_retries(track)
             check_audio(decoded.samples, min_duration_s=self._options.min_duration_s)
         except audio.DecodeError as error:
             beam.metrics.Metrics.counter("decode", "failed").inc()

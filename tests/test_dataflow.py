@@ -43,7 +43,7 @@ def test_featurize_builds_for_dataflow(catalog, tmp_path):
     featurize.build_pipeline(pipeline, config)
     result = pipeline.run()
     names = transform_names(result)
-    for stage in ("ReadCatalog", "DecodeTracks", "AnalyzeAndTransformTrain", "TransformTest", "WriteShardsTrain", "WriteDeadLetter"):
+    for stage in ("ReadCatalog", "DecodeTracks", "Spill", "Analyze", "WriteTransformFn", "ShardCounts", "WriteShards", "WriteDeadLetter"):
         assert stage in names, stage
     options = result.job.options.get_all_options()
     assert options["sdk_container_image"].endswith("worker:0.1.0") and "use_runner_v2" in options["experiments"]

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from model import dsp
-from pipelines import audio, featurize, stages
+from model import dsp, features
+from pipelines import audio, featurize, shards, spill, stages
 from pipelines.catalog import Track
 
 FORMATS = [".wav", ".flac", ".ogg", ".mp3"]
@@ -50,15 +50,71 @@ def test_check_audio_rejects_short_silent_and_nan():
         stages.check_audio(bad, min_duration_s=1.0)
 
 
-def test_track_record_batch_has_one_row_per_patch():
-    samples = np.random.default_rng(0).normal(size=16000 * 7).astype(np.float32)
-    batch = featurize.track_record_batch(Track("t", "/t.wav", ("a", "b")), samples)
-    rows = batch.to_pylist()
+def test_spill_round_trip_and_raw_record_batch(tmp_path):
+    samples = np.random.default_rng(0).normal(0, 0.2, size=16000 * 7).astype(np.float32)
+    patches = dsp.patch_waveform(samples)
+    log_mel = spill.LogMel()(patches)
+    np.testing.assert_allclose(log_mel, dsp.log_mel_patches(patches).numpy(), rtol=1e-6, atol=1e-6)
+    ref = spill.TrackRef("t", "train", len(patches), 7.0, ("a", "b"), spill.spill_path(str(tmp_path), "t"))
+    spill.write_track(ref.path, patches, log_mel)
+    pcm, back = spill.read_track(ref)
+    np.testing.assert_array_equal(back, log_mel)
+    np.testing.assert_allclose(pcm / features.WAVEFORM_SCALE, patches, atol=0.5 / features.WAVEFORM_SCALE + 1e-7)
+    rows = spill.raw_record_batch(ref, back).to_pylist()
     assert [row["patch_index"] for row in rows] == [[0], [1]]
     assert rows[1]["tags"] == [b"a", b"b"] and rows[0]["track_id"] == [b"t"]
-    np.testing.assert_array_equal(np.array(rows[1]["waveform"], np.float32), dsp.patch_waveform(samples)[1])
-    assert featurize.track_record_batch(Track("t", "/t.wav"), samples, max_patches=1).num_rows == 1
-    assert featurize.track_record_batch(Track("t", "/t.wav"), samples).to_pylist()[0]["tags"] == []
+    np.testing.assert_array_equal(np.array(rows[1]["log_mel"], np.float32), log_mel[1].reshape(-1))
+
+
+def test_int16_waveform_snr_and_clipping():
+    """The stored waveform is int16 PCM: quantisation noise is 1/65536 of full scale (a music
+    signal at -20 dBFS RMS keeps 81 dB SNR); values beyond full scale clip instead of wrapping."""
+    music = np.random.default_rng(1).normal(0, 0.1, 48_128).astype(np.float32)  # -20 dBFS RMS
+    decoded = features.decode_signal("waveform", tf.constant(features.waveform_pcm(music).tobytes())).numpy()
+    snr = 10 * np.log10(np.mean(music**2) / np.mean((decoded - music) ** 2))
+    assert 80.5 < snr < 81.5
+    assert list(features.waveform_pcm(np.array([1.5, -1.5, 1.0]))) == [32767, -32768, 32767]
+
+
+def test_shard_assignment_and_sizing_are_stable():
+    ids = [f"track-{i}" for i in range(4000)]
+    counts = collections.Counter(shards.shard_of(i, 4) for i in ids)
+    assert sorted(counts) == [0, 1, 2, 3] and min(counts.values()) > 900
+    assert [shards.shard_of(i, 4) for i in ids[:50]] == [shards.shard_of(i, 4) for i in ids[:50]]
+    per_example = shards.example_bytes(50)
+    assert shards.shard_count(0, target_bytes=10**6, top_k=50) == 1
+    assert shards.shard_count(100, target_bytes=per_example * 10, top_k=50) == 10
+    assert shards.shard_count(101, target_bytes=per_example * 10, top_k=50) == 11
+
+
+def test_decode_tracks_transform_with_test_pipeline(tmp_path):
+    import soundfile
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from conftest import synth_tone
+
+    soundfile.write(tmp_path / "ok.flac", synth_tone(2.0, 22050, seed=3), 22050)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    tracks = [Track("ok", str(tmp_path / "ok.flac")), Track("empty", str(tmp_path / "empty.wav"))]
+    with TestPipeline() as pipeline:
+        decoded = pipeline | beam_create(tracks) | stages.DecodeTracks(stages.DecodeOptions())
+        lengths = decoded.decoded | "Length" >> beam_map(lambda item: (item[0].track_id, round(len(item[1]) / 16000, 1)))
+        assert_that(lengths, equal_to([("ok", 2.0)]))
+        reasons = decoded["dead_letter"] | "Reason" >> beam_map(lambda row: (row["track_id"], row["error"].startswith("empty file")))
+        assert_that(reasons, equal_to([("empty", True)]), label="dead")
+
+
+def beam_create(items):
+    import apache_beam as beam
+
+    return beam.Create(items)
+
+
+def beam_map(fn):
+    import apache_beam as beam
+
+    return beam.Map(fn)
 
 
 # ------------------------------------------------------------------------- end to end
@@ -98,11 +154,16 @@ def featurized(tmp_path_factory):
 
 
 def read_shards(output, kind, split, top_k):
-    files = sorted(str(p) for p in (output / kind).glob(f"{split}-*.tfrecord.gz"))
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
-        lambda record: tf.io.parse_single_example(record, featurize.shard_feature_spec(kind, top_k))
-    )
-    return [{k: v.numpy() for k, v in example.items()} for example in dataset]
+    """Every example of a split's shards (the files metadata.json lists), signal decoded."""
+    metadata = json.loads((output / "metadata.json").read_text())
+    files = [str(output / name) for name in metadata["files"][kind][split]]
+    feature = "log_mel" if kind == "mel" else "waveform"
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, features.shard_feature_spec(kind, top_k))
+        return {**example, feature: features.decode_signal(kind, example[feature])}
+
+    return [{k: v.numpy() for k, v in example.items()} for example in tf.data.TFRecordDataset(files).map(parse)]
 
 
 @pytest.mark.slow
@@ -112,7 +173,7 @@ def test_counts_add_up_and_metadata_is_complete(featurized):
     assert metadata["tracks_ok"] == 24 and metadata["tracks_failed"] == 3
     assert metadata["tracks_in"] == metadata["tracks_ok"] + metadata["tracks_failed"]
     assert sum(split["tracks"] for split in metadata["splits"].values()) == 24
-    assert all(metadata["splits"][name]["tracks"] > 0 for name in featurize.SPLITS)
+    assert all(metadata["splits"][name]["tracks"] > 0 for name in features.SPLITS)
     assert sorted(metadata["tags"]) == ["bass", "bright", "dark", "drums"]
     assert metadata["signal"] == dsp.constants()
     expected_seconds = sum(4.0 + (i % 3) * 2.5 for i in range(24))
@@ -136,7 +197,7 @@ def test_dead_letter_has_one_row_per_bad_file_with_reason(featurized):
 def test_shards_parse_with_tf_data_and_cover_every_patch(featurized):
     output, metadata = featurized["output"], featurized["metadata"]
     top_k, tags = metadata["top_k"], metadata["tags"]
-    for split in featurize.SPLITS:
+    for split in features.SPLITS:
         mel = read_shards(output, "mel", split, top_k)
         wave = read_shards(output, "waveform", split, top_k)
         assert len(mel) == len(wave) == metadata["splits"][split]["examples"] > 0
@@ -153,18 +214,24 @@ def test_shards_parse_with_tf_data_and_cover_every_patch(featurized):
 
 @pytest.mark.slow
 def test_normalisation_uses_train_band_statistics_equal_to_numpy(featurized):
+    """The stored log-mel is the log-mel of the decoded float audio (not of the int16 copy),
+    normalised by the band mean and std of every training patch."""
+    import csv
+
     output, top_k = featurized["output"], featurized["metadata"]["top_k"]
-    train_wave = read_shards(output, "waveform", "train", top_k)
-    raw = dsp.log_mel_patches(np.stack([e["waveform"] for e in train_wave])).numpy()
-    frames = raw.reshape(-1, dsp.N_MELS).astype(np.float64)
+    with open(output.parent / "catalog.csv") as handle:
+        uris = {row["track_id"]: row["uri"] for row in csv.DictReader(handle)}
+
+    def raw_log_mel(track_id):
+        return dsp.log_mel_patches(dsp.patch_waveform(audio.decode_audio(uris[track_id]).samples)).numpy()
+
+    train_ids = sorted({e["track_id"].decode() for e in read_shards(output, "mel", "train", top_k)})
+    frames = np.concatenate([raw_log_mel(t) for t in train_ids]).reshape(-1, dsp.N_MELS).astype(np.float64)
     mean, std = frames.mean(axis=0), frames.std(axis=0)
-    for split in featurize.SPLITS:  # valid and test use the training statistics too
-        by_key = {(e["track_id"], e["patch_index"]): e for e in read_shards(output, "mel", split, top_k)}
-        waves = read_shards(output, "waveform", split, top_k)
-        raw_split = dsp.log_mel_patches(np.stack([e["waveform"] for e in waves])).numpy()
-        for example, raw_mel in zip(waves, raw_split):
-            stored = by_key[(example["track_id"], example["patch_index"])]["log_mel"]
-            np.testing.assert_allclose(stored, (raw_mel - mean) / std, atol=2e-3, rtol=1e-3)
+    for split in features.SPLITS:  # valid and test use the training statistics too
+        for example in read_shards(output, "mel", split, top_k):
+            raw = raw_log_mel(example["track_id"].decode())[example["patch_index"]]
+            np.testing.assert_allclose(example["log_mel"], (raw - mean) / std, atol=2e-3, rtol=1e-3)
 
 
 @pytest.mark.slow
@@ -198,3 +265,83 @@ def test_multi_processing_runner_writes_the_same_shards(tmp_path):
         assert names == sorted(p.name for p in (tmp_path / "multi" / kind).iterdir())
         for name in names:
             assert (tmp_path / "single" / kind / name).read_bytes() == (tmp_path / "multi" / kind / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_write_shards_with_test_pipeline_sorts_streams_and_transforms(featurized, tmp_path):
+    """WriteShards alone: refs in any order -> every shard written (empty ones too), tracks sorted
+    by id inside a shard, log-mel normalised and labels made by the written transform."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    rng = np.random.default_rng(5)
+    refs = []
+    for name, n, tags in (("zeta", 2, ("dark",)), ("alpha", 1, ("bright", "drums")), ("mid", 3, ())):
+        patches = rng.normal(0, 0.1, (n, dsp.PATCH_SAMPLES)).astype(np.float32)
+        ref = spill.TrackRef(name, "train", n, 3.0 * n, tags, spill.spill_path(str(tmp_path / "spill"), name))
+        (tmp_path / "spill").mkdir(exist_ok=True)
+        spill.write_track(ref.path, patches, dsp.log_mel_patches(patches).numpy())
+        refs.append(ref)
+    output = tmp_path / "out"
+    counts = {"train": 1, "valid": 2, "test": 1}
+    with TestPipeline() as pipeline:
+        shard_counts = pipeline | "Counts" >> beam.Create([counts])
+        paths = pipeline | beam.Create(refs) | shards.WriteShards(str(output), str(featurized["output"]), shard_counts)
+        expected = [str(output / name) for kind in shards.KINDS for split in counts for name in shards.shard_files(counts)[kind][split]]
+        assert_that(paths, equal_to(expected))
+    metadata = {"files": shards.shard_files(counts)}
+    (output / "metadata.json").write_text(json.dumps(metadata))
+    top_k, tags = featurized["metadata"]["top_k"], featurized["metadata"]["tags"]
+    mel, wave = read_shards(output, "mel", "train", top_k), read_shards(output, "waveform", "train", top_k)
+    assert [(e["track_id"], e["patch_index"]) for e in mel] == [(b"alpha", 0), (b"mid", 0), (b"mid", 1), (b"mid", 2), (b"zeta", 0), (b"zeta", 1)]
+    assert [(e["track_id"], e["patch_index"]) for e in wave] == [(e["track_id"], e["patch_index"]) for e in mel]
+    assert {tags[i] for i in np.flatnonzero(mel[0]["labels"])} == {"bright", "drums"} and not mel[1]["labels"].any()
+    import tensorflow_transform as tft
+
+    stats = tft.TFTransformOutput(str(featurized["output"]))
+    raw = dsp.log_mel_patches(np.stack([e["waveform"] for e in wave])).numpy()
+    want = stats.transform_raw_features({"log_mel": tf.constant(raw)}, drop_unused_features=True)["log_mel"].numpy()
+    np.testing.assert_allclose(np.stack([e["log_mel"] for e in mel]), want, atol=2e-3)
+    assert (output / "mel" / "valid-00001-of-00002.tfrecord").stat().st_size == 0
+
+
+@pytest.mark.slow
+def test_rerun_with_fewer_shards_reads_only_this_runs_files(tmp_path):
+    """Featurize with 4 shards, then 2 into the same directory: the 4-shard files go with the
+    output they belonged to, metadata lists only the 2-shard ones and training reads exactly its count."""
+    import soundfile
+
+    from conftest import synth_tone
+    from trainer import inputs
+
+    lines = ["track_id,uri,tags"]
+    for i in range(10):
+        path = tmp_path / f"s{i}.wav"
+        soundfile.write(path, synth_tone(3.5, 16000, seed=i), 16000)
+        lines.append(f"s{i},{path},{'x' if i % 2 else 'y'}")
+    (tmp_path / "catalog.csv").write_text("\n".join(lines) + "\n")
+    common = ["--catalog", str(tmp_path / "catalog.csv"), "--output", str(tmp_path / "out"), "--valid-fraction", "0.2", "--test-fraction", "0.2"]
+    featurize.run([*common, "--num-shards", "4"])
+    metadata = featurize.run([*common, "--num-shards", "2"])
+    assert not list((tmp_path / "out" / "mel").glob("*-of-00004.tfrecord"))  # the publish replaced the whole mel/
+    assert metadata["files"]["mel"]["train"] == ["mel/train-00000-of-00002.tfrecord", "mel/train-00001-of-00002.tfrecord"]
+    opened = inputs.open_features(str(tmp_path / "out"))
+    for frontend in ("spectrogram", "waveform"):
+        for split in features.SPLITS:
+            seen = sum(len(y) for _, y in inputs.make_dataset(opened, split, frontend, batch_size=4))
+            assert seen == metadata["splits"][split]["examples"] > 0
+
+
+@pytest.mark.slow
+def test_target_shard_bytes_sizes_shards_by_volume(featurized, tmp_path):
+    """A small byte target gives each split as many shards as its volume needs."""
+    metadata = featurize.run(
+        ["--catalog", str(featurized["output"].parent / "catalog.csv"), "--output", str(tmp_path / "out"),
+         "--valid-fraction", "0.2", "--test-fraction", "0.2", "--target-shard-bytes", str(3 * shards.example_bytes(50))]
+    )
+    for split, counts in metadata["splits"].items():
+        assert len(metadata["files"]["mel"][split]) == -(-counts["examples"] // 3)
+        sizes = [(tmp_path / "out" / name).stat().st_size for name in metadata["files"]["waveform"][split]]
+        # every example once, each a little under example_bytes (the estimate errs on the large side)
+        assert counts["examples"] * (shards.example_bytes(50) - 64) < sum(sizes) <= counts["examples"] * shards.example_bytes(50)

@@ -44,7 +44,8 @@ def test_featurize_reads_catalog_and_audio_from_gcs(gcs, tmp_path):
     metadata = featurize.run(["--catalog", f"gs://{BUCKET}/catalog.csv", "--output", str(tmp_path / "features"), "--valid-fraction", "0", "--test-fraction", "0"])
     assert (metadata["tracks_in"], metadata["tracks_ok"], metadata["tracks_failed"]) == (9, 8, 1)
     assert sorted(metadata["tags"]) == ["high", "low"]
-    assert list((tmp_path / "features" / "mel").glob("train-*.tfrecord.gz"))
+    assert metadata["files"]["mel"]["train"] == ["mel/train-00000-of-00001.tfrecord"]
+    assert (tmp_path / "features" / "mel" / "train-00000-of-00001.tfrecord").stat().st_size > 0
     (dead,) = pq.read_table(tmp_path / "features" / "dead_letter").to_pylist()
     assert dead["track_id"] == "gone" and dead["stage"] == "decode" and "gone.mp3" in dead["error"]
 

@@ -3,11 +3,12 @@
 Waveform front-end: :class:`model.serving.ServingModule` as is (the model takes raw patches).
 
 Spectrogram front-end: the features the model was trained on are the tf.Transform output
-``log_mel``: :func:`model.dsp.log_mel_patches` then the per-band normalisation with the
-training split's statistics. The export carries that exact graph: the tf.Transform layer
+``log_mel``: :func:`model.dsp.log_mel_patches` (computed by featurize before tf.Transform, so
+the export applies it here too) then the per-band normalisation with the training split's
+statistics. The export carries that exact graph: the tf.Transform layer
 (``TFTransformOutput.transform_features_layer()``, a tf_keras model, so it cannot sit inside
 the Keras 3 model, so it cannot be a layer of it) is held by a tf.Module beside the Keras model and applied
-to ``{"waveform": patches}`` in the serving function. The layer prunes the transform graph to
+to ``{"log_mel": dsp.log_mel_patches(patches)}`` in the serving function. The layer prunes the transform graph to
 the outputs computable from the inputs it is given (``drop_unused_features``), so it needs no
 track_id, patch_index or tags at serving time. ``tf.saved_model.save`` copies the transform's
 variables and assets into the export, so the export runs without the features directory.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from model import export, serving
+from model import dsp, export, serving
 
 
 class TransformServingModule(serving.ServingModule):
@@ -27,7 +28,8 @@ class TransformServingModule(serving.ServingModule):
         self.transform_layer = transform_layer  # tracked: saved with the module
 
     def _serve(self, waveform):
-        log_mel = self.transform_layer({"waveform": waveform})["log_mel"]  # (batch, time, mel), normalised
+        raw_log_mel = dsp.log_mel_patches(waveform)  # what featurize fed tf.Transform
+        log_mel = self.transform_layer({"log_mel": raw_log_mel})["log_mel"]  # (batch, time, mel), normalised
         outputs = self.model(log_mel, training=False)
         return {"scores": outputs["scores"], "embedding": outputs["embedding"]}
 

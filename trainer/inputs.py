@@ -2,12 +2,15 @@
 
 A features directory is what ``tagscale featurize`` wrote (local or gs://)::
 
-    DIR/metadata.json                     counts, ``tags`` (the vocabulary in label order), top_k
-    DIR/mel/{train,valid,test}-*.tfrecord.gz       log_mel (187, 96), already normalised per band
-    DIR/waveform/{train,valid,test}-*.tfrecord.gz  waveform (48128,) raw 16 kHz samples
+    DIR/metadata.json                     counts, ``tags`` (the vocabulary in label order), top_k,
+                                          ``files``: every shard of the run, by kind and split
+    DIR/mel/{train,valid,test}-*.tfrecord       log_mel (187, 96) float32 bytes, normalised per band
+    DIR/waveform/{train,valid,test}-*.tfrecord  waveform (48128,) int16 PCM bytes at 16 kHz
     DIR/transform_fn/, DIR/transformed_metadata/   the tf.Transform graph (used by the export)
 
-The waveform front-end reads ``waveform/`` shards, the spectrogram front-end ``mel/`` shards.
+The waveform front-end reads ``waveform/`` shards, the spectrogram front-end ``mel/`` shards:
+only the files ``metadata.json`` lists, so shards an earlier run left behind are never read.
+Raw bytes are turned into float32 tensors a batch at a time (:func:`model.features.decode_signal`).
 Labels are sliced to the real vocabulary size ``len(metadata['tags'])`` (featurize pads them to
 ``top_k``). A ``fraction`` of the training tracks is chosen by a hash of the track_id, so the
 same tracks are chosen on every run and machine and a smaller fraction is a subset of a larger
@@ -63,9 +66,9 @@ class Features:
 
 
 
-def shard_files(features_dir: str, kind: str, split: str) -> list[str]:
-    """The sorted shard files of one kind (``mel`` / ``waveform``) and split; [] when none."""
-    return sorted(tf.io.gfile.glob(join(features_dir, kind, f"{split}-*.tfrecord.gz")))
+def shard_files(features_dir: str, kind: str, split: str, metadata: dict) -> list[str]:
+    """The shard files of one kind (``mel`` / ``waveform``) and split that ``metadata`` lists."""
+    return [join(features_dir, name) for name in metadata.get("files", {}).get(kind, {}).get(split, [])]
 
 
 def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, need_transform: bool = False) -> Features:
@@ -88,7 +91,7 @@ def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, n
             metadata = json.load(handle)
     except json.JSONDecodeError as error:
         raise FeaturesDirError(f"{metadata_path} is not valid JSON: {error}") from None
-    for key in ("tags", "top_k"):
+    for key in ("tags", "top_k", "files"):
         if key not in metadata:
             raise FeaturesDirError(f"{metadata_path} has no {key!r}: not written by `tagscale featurize`")
     if not metadata["tags"]:
@@ -96,10 +99,11 @@ def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, n
     for frontend in frontends:
         kind = SHARD_KIND[frontend]
         for split in SPLITS:
-            if not shard_files(features_dir, kind, split):
+            files = shard_files(features_dir, kind, split, metadata)
+            if not files or not all(tf.io.gfile.exists(path) for path in files):
                 raise FeaturesDirError(
                     f"{features_dir} has no {split} shards for the {frontend} front-end: "
-                    f"missing {kind}/{split}-*.tfrecord.gz"
+                    f"missing {kind}/{split}-*.tfrecord (listed in {METADATA_FILE})"
                 )
     if need_transform:
         for name in TRANSFORM_DIRS:
@@ -167,7 +171,7 @@ def make_dataset(
     seed : int
         Seed of the shuffles.
     shuffle_buffer : int
-        Examples in the shuffle buffer (a waveform example is 188 kB serialized).
+        Examples in the shuffle buffer (a waveform example is 96 kB serialized).
     with_ids : bool
         Yield dicts ``{"inputs", "labels", "track_id", "patch_index"}`` (for evaluation).
     n_examples : int, optional
@@ -185,9 +189,9 @@ def make_dataset(
         raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(SHARD_KIND)}")
     check_fraction(fraction)
     kind, feature = SHARD_KIND[frontend], INPUT_FEATURE[frontend]
-    files = shard_files(features.path, kind, split)
+    files = shard_files(features.path, kind, split, features.metadata)
     if not files:
-        raise FeaturesDirError(f"{features.path}: missing {kind}/{split}-*.tfrecord.gz")
+        raise FeaturesDirError(f"{features.path}: missing {kind}/{split}-*.tfrecord (listed in {METADATA_FILE})")
     spec = schema.shard_feature_spec(kind, features.top_k)
     wanted = {name: spec[name] for name in (feature, "labels", *(("track_id", "patch_index") if with_ids else ()))}
     n_tags = features.n_tags
@@ -198,7 +202,7 @@ def make_dataset(
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     cycle = min(len(files), 8)
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP", buffer_size=1 << 20),
+        lambda path: tf.data.TFRecordDataset(path, buffer_size=4 << 20),
         cycle_length=cycle,
         block_length=4,
         **({"num_parallel_calls": cycle, "deterministic": not training} if cycle > 1 else {}),
@@ -217,9 +221,10 @@ def make_dataset(
     def parse(records):
         parsed = tf.io.parse_example(records, wanted)
         labels = parsed["labels"][:, :n_tags]  # featurize pads labels to top_k
+        signal = schema.decode_signal(kind, parsed[feature])
         if with_ids:
-            return {"inputs": parsed[feature], "labels": labels, "track_id": parsed["track_id"], "patch_index": parsed["patch_index"]}
-        return parsed[feature], labels
+            return {"inputs": signal, "labels": labels, "track_id": parsed["track_id"], "patch_index": parsed["patch_index"]}
+        return signal, labels
 
     dataset = dataset.map(parse, num_parallel_calls=autotune, deterministic=not training)
     options = tf.data.Options()
@@ -235,9 +240,9 @@ def count_split(features: Features, split: str, *, fraction: float = 1.0) -> dic
     if fraction >= 1.0:
         return {"tracks": features.split_tracks(split), "examples": features.split_examples(split)}
     spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
-    files = shard_files(features.path, "mel", split) or shard_files(features.path, "waveform", split)
+    files = shard_files(features.path, "mel", split, features.metadata) or shard_files(features.path, "waveform", split, features.metadata)
     dataset = (
-        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        tf.data.TFRecordDataset(files)
         .batch(1024)
         .map(lambda records: tf.io.parse_example(records, spec)["track_id"])
     )
