@@ -16,7 +16,7 @@ import math
 import apache_beam as beam
 import numpy as np
 
-from model import dsp, features
+from model import features
 from pipelines import fileio, spill, stages
 
 KINDS = ("mel", "waveform")

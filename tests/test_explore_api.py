@@ -1,5 +1,4 @@
 """explore: the JSON API against a real server on 127.0.0.1, over tag runs written in the pipeline's schema."""
-import io
 import json
 import os
 import pathlib

@@ -128,7 +128,7 @@ def test_a_second_run_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path,
     capfd.readouterr()
     with locks.OutputLock(output, "featurize") as lock:
         assert json.loads(open(lock.path).read())["pid"] == os.getpid()
-    assert f"taking over the stale lock of tagscale tag on host" in capfd.readouterr().err
+    assert "taking over the stale lock of tagscale tag on host" in capfd.readouterr().err
     with locks.OutputLock(output, "featurize"):  # released cleanly: no takeover message
         pass
     assert "stale" not in capfd.readouterr().err

@@ -274,7 +274,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
 
     result = subprocess.run(command + ["--incremental"], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"taking over the stale lock of tagscale tag on host" in result.stderr and f"pid {process.pid}," in result.stderr
+    assert "taking over the stale lock of tagscale tag on host" in result.stderr and f"pid {process.pid}," in result.stderr
     summary = json.loads((output / "summary.json").read_text())
     assert (summary["tagged"], summary["skipped"], summary["failed"]) == (15, 25, 0)
     after = tag_rows_as_bits(output)
