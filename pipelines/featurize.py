@@ -188,13 +188,18 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
     decoded = catalog["tracks"] | "DecodeTracks" >> stages.DecodeTracks(config.decode)
 
-    split = functools.partial(split_of, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
-    batches = decoded.decoded | "CutExamples" >> beam.Map(
-        lambda item: track_record_batch(item[0], item[1], max_patches=config.max_patches_per_track)
+    hash_split = functools.partial(split_of, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
+
+    def split(track: Track) -> str:  # the catalog's split column when it has one, else the hash
+        return track.split or hash_split(track.track_id)
+
+    split_batches = decoded.decoded | "CutExamples" >> beam.Map(
+        lambda item: (split(item[0]), track_record_batch(item[0], item[1], max_patches=config.max_patches_per_track))
     )
-    by_split = batches | "SplitByTrackId" >> beam.Partition(
-        lambda batch, _: features.SPLITS.index(split(batch.column(0)[0][0].as_py().decode("utf-8"))), len(features.SPLITS)
+    by_split = split_batches | "SplitByTrack" >> beam.Partition(
+        lambda pair, _: features.SPLITS.index(pair[0]), len(features.SPLITS)
     )
+    by_split = [part | f"BatchesOf{name.title()}" >> beam.Values() for part, name in zip(by_split, features.SPLITS)]
 
     schema = schema_utils.schema_from_feature_spec(features.raw_feature_spec())
     raw_config = tfxio.TensorAdapterConfig(features.raw_arrow_schema(), tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
@@ -219,17 +224,16 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
 
     def track_stats(item):
         track, samples = item
-        name = split(track.track_id)
-        return [("tracks_ok", 1), (f"{name}_tracks", 1), ("audio_seconds", len(samples) / dsp.SAMPLE_RATE)]
+        name = split(track)
+        from_catalog = [("catalog_split_tracks", 1)] if track.split else []
+        return [("tracks_ok", 1), (f"{name}_tracks", 1), ("audio_seconds", len(samples) / dsp.SAMPLE_RATE), *from_catalog]
 
     stats = (
         catalog["tracks"] | "CountUnique" >> beam.Map(lambda _: ("tracks_in", 1)),
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
         failures | "CountFailed" >> beam.Map(lambda _: ("tracks_failed", 1)),
         decoded.decoded | "CountOk" >> beam.FlatMap(track_stats),
-        batches | "CountExamples" >> beam.Map(
-            lambda batch: (f"{split(batch.column(0)[0][0].as_py().decode('utf-8'))}_examples", batch.num_rows)
-        ),
+        split_batches | "CountExamples" >> beam.MapTuple(lambda name, batch: (f"{name}_examples", batch.num_rows)),
     ) | "AllStats" >> beam.Flatten()
     _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
 
@@ -247,6 +251,10 @@ def write_metadata(config: FeaturizeConfig) -> dict:
             name: {"tracks": int(stats.get(f"{name}_tracks", 0)), "examples": int(stats.get(f"{name}_examples", 0))}
             for name in features.SPLITS
         },
+        "split_source": (
+            f"catalog split column ({int(stats['catalog_split_tracks'])} tracks; others by hash)"
+            if stats.get("catalog_split_tracks") else "hash of track_id"
+        ),
         "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
         "signal": dsp.constants(),
         "top_k": config.top_k,

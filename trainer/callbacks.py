@@ -67,7 +67,7 @@ def read_history(path: str) -> dict:
 
 
 class ResumableEarlyStopping(keras.callbacks.Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights.
+    """Stop when ``monitor`` has not improved for ``patience`` epochs (None: never); restore the best weights.
 
     Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` but its state (best
     value, epochs waited, best epoch) is kept per epoch in ``state_dir/early_stopping.json``
@@ -78,7 +78,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
 
     KEEP = 3  # epochs of state kept (the resume point is one of the last two)
 
-    def __init__(self, state_dir: str, *, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0):
+    def __init__(self, state_dir: str, *, monitor: str = "val_loss", patience: int | None = 5, min_delta: float = 0.0):
         super().__init__()
         self.state_dir = state_dir
         self.monitor = monitor
@@ -120,7 +120,9 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         current = (logs or {}).get(self.monitor)
-        if current is None or math.isnan(current):
+        if current is None:  # not a validation epoch (validation_freq > 1): nothing to compare
+            pass
+        elif math.isnan(current):
             self.wait += 1
         elif current < self.best - self.min_delta:
             self.best, self.wait, self.best_epoch = float(current), 0, epoch
@@ -135,7 +137,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         entries = dict(sorted(entries.items())[-self.KEEP :])
         _write_json(self._state_path, {str(k): v for k, v in entries.items()})
         self._prune({v["best_epoch"] for v in entries.values()})
-        if self.wait >= self.patience:
+        if self.patience is not None and self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -196,3 +198,42 @@ class TensorBoardScalars(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch: loss, validation loss, training examples/s, and the time left.
+
+    The rate counts only the training part of the epoch (up to the start of validation), so
+    it is the speed of the steps and the input pipeline together. ``print_fn`` gets each line.
+    """
+
+    def __init__(self, label: str, examples_per_epoch: int, epochs: int, print_fn=print):
+        super().__init__()
+        self.label = label
+        self.examples = examples_per_epoch
+        self.epochs = epochs
+        self.print_fn = print_fn
+        self._epoch_start = self._train_end = 0.0
+        self._durations: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._train_end = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now, logs = time.perf_counter(), logs or {}
+        train_s = max((self._train_end if self._train_end > self._epoch_start else now) - self._epoch_start, 1e-9)
+        self._durations.append(now - self._epoch_start)
+        # the first epoch includes tracing: estimate from the later ones once there are some
+        typical = sorted(self._durations[1:] or self._durations)[len(self._durations[1:] or self._durations) // 2]
+        left = typical * max(self.epochs - epoch - 1, 0)
+
+        def fmt(key):
+            return f"{logs[key]:.4f}" if key in logs else "n/a"
+
+        self.print_fn(
+            f"[{self.label}] epoch {epoch + 1}/{self.epochs}: loss {fmt('loss')}, val loss {fmt('val_loss')}, "
+            f"{self.examples / train_s:.0f} examples/s, {now - self._epoch_start:.1f} s; about {left:.0f} s left in this run"
+        )

@@ -27,6 +27,7 @@ from model import features
 SPLITS = features.SPLITS
 SHARD_KIND = features.SHARD_KIND
 INPUT_FEATURE = features.INPUT_FEATURE
+SHARD_FEATURE_SPEC = features.shard_feature_spec  # make_dataset's ``features`` argument shadows the module
 METADATA_FILE = "metadata.json"
 TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")
 FRACTION_BUCKETS = 1_000_000
@@ -188,7 +189,7 @@ def make_dataset(
     files = shard_files(features.path, kind, split)
     if not files:
         raise FeaturesDirError(f"{features.path}: missing {kind}/{split}-*.tfrecord.gz")
-    spec = features.shard_feature_spec(kind, features.top_k)
+    spec = SHARD_FEATURE_SPEC(kind, features.top_k)
     wanted = {name: spec[name] for name in (feature, "labels", *(("track_id", "patch_index") if with_ids else ()))}
     n_tags = features.n_tags
 
