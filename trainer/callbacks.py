@@ -28,7 +28,8 @@ def _write_json(path: str, value) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def _read_json(path: str, default):
+def read_json(path: str, default):
+    """The JSON value in ``path`` (local or gs://), or ``default`` when the file does not exist."""
     if not tf.io.gfile.exists(path):
         return default
     with tf.io.gfile.GFile(path) as handle:
@@ -50,7 +51,7 @@ class HistoryLog(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        entries = {int(k): v for k, v in _read_json(self.path, {}).items()}
+        entries = {int(k): v for k, v in read_json(self.path, {}).items()}
         entries = {k: v for k, v in entries.items() if k < epoch}  # a re-run epoch drops what followed it
         entries[epoch] = {**{k: float(v) for k, v in (logs or {}).items()}, "epoch_time_s": time.perf_counter() - self._start}
         _write_json(self.path, {str(k): v for k, v in sorted(entries.items())})
@@ -58,7 +59,7 @@ class HistoryLog(keras.callbacks.Callback):
 
 def read_history(path: str) -> dict:
     """``{metric: [value per epoch]}`` (epochs in order) from a :class:`HistoryLog` file."""
-    entries = {int(k): v for k, v in _read_json(path, {}).items()}
+    entries = {int(k): v for k, v in read_json(path, {}).items()}
     epochs = sorted(entries)
     keys = sorted({key for entry in entries.values() for key in entry})
     history = {key: [entries[e].get(key, float("nan")) for e in epochs] for key in keys}
@@ -98,7 +99,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         return join(self.state_dir, f"best-{epoch:05d}.weights.h5")
 
     def _entries(self) -> dict:
-        return {int(k): v for k, v in _read_json(self._state_path, {}).items()}
+        return {int(k): v for k, v in read_json(self._state_path, {}).items()}
 
     def _load(self, epoch: int | None):
         """Take the state after ``epoch`` (None: the latest there is)."""

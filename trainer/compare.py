@@ -121,20 +121,11 @@ def run_all(runs: list, jobs: int) -> list[dict]:
         return [futures[i].result() for i in range(len(runs))]
 
 
-def _read_json(path: str):
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
-
-
 def run_one(args) -> dict:
     """Train and evaluate one run (or reuse its finished eval.json with equal settings); its report row."""
     from trainer import callbacks, inputs
 
-    done = _read_json(f"{args.job_dir}/eval.json")
+    done = callbacks.read_json(f"{args.job_dir}/eval.json", None)
     expected = task.run_settings(args, task.network_overrides(args, args.frontend))
     if done and all(done.get("settings", {}).get(k) == v for k, v in expected.items()) and done.get("features") == inputs.open_features(args.features, [args.frontend]).path:
         LOG.info("reusing %s", args.job_dir)
