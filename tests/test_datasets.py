@@ -131,3 +131,25 @@ def test_catalog_split_column_is_checked(tmp_path):
     path.write_text("track_id,uri,tags,split\na,/a.wav,x,holdout\n")
     with pytest.raises(catalog.CatalogError, match="split must be one of"):
         catalog.read_catalog(str(path))
+
+
+@pytest.mark.slow
+def test_featurize_honours_the_catalog_split_column(tmp_path, write_audio):
+    import json
+
+    from pipelines import featurize
+
+    splits = ["train", "train", "train", "valid", "test", ""]  # the last: no split, the hash decides
+    lines = ["track_id,uri,tags,split"]
+    for index, split in enumerate(splits):
+        path = write_audio(f"t{index}.wav", seconds=3.5, sample_rate=16000, channels=1, seed=index)
+        lines.append(f"t{index},{path},{'a' if index % 2 else 'b'},{split}")
+    (tmp_path / "catalog.csv").write_text("\n".join(lines) + "\n")
+    output = tmp_path / "features"
+    featurize.run(["--catalog", str(tmp_path / "catalog.csv"), "--output", str(output), "--top-k", "4"])
+    metadata = json.loads((output / "metadata.json").read_text())
+    hashed = featurize.split_of("t5")
+    expected = {name: splits[:5].count(name) + (hashed == name) for name in ("train", "valid", "test")}
+    assert {name: counts["tracks"] for name, counts in metadata["splits"].items()} == expected
+    assert {name: counts["examples"] for name, counts in metadata["splits"].items()} == expected  # one patch each
+    assert metadata["split_source"] == "catalog split column (5 tracks; others by hash)"
