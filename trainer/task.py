@@ -202,11 +202,9 @@ def compile_for_training(model, n_tags: int, learning_rate: float):
     import keras
 
     train_model = keras.Model(model.input, model.output["scores"], name=f"{model.name}_scores")
-    # XLA for the spectrogram model on CPU as well (Keras turns it on only for GPUs): it halves a
-    # CPU step (the timbral convs with their batch norm and max over frequency); the waveform
-    # model measured the same with and without it, so it skips the compile time.
+    # Keras' default: XLA on GPUs only. On a CPU it halves a spectrogram step but compiles for
+    # minutes on 2 cores, once per batch shape (BENCHMARKS.md "Where a demo arm's time goes").
     train_model.compile(
-        jit_compile=model.name.startswith("spectrogram"),
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[
