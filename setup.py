@@ -19,6 +19,7 @@ RUNTIME = [
     "soxr==1.1.0",  # resampling, as librosa's default 'soxr_hq'
     "duckdb>=1.1",
     "matplotlib>=3.8",
+    "tensorboard==2.21.0",  # Keras' TensorBoard callback writes the training scalars with it (TF 2.21 no longer pulls it in)
 ]
 DEV = [
     "pytest>=8",

@@ -158,49 +158,6 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
             tf.io.gfile.rmtree(self.state_dir)
 
 
-class TensorBoardScalars(keras.callbacks.Callback):
-    """Per-epoch scalars in TensorBoard's format, as ``keras.callbacks.TensorBoard`` lays them out
-    (``log_dir/train`` and ``log_dir/validation``, tags ``epoch_loss``, ``epoch_roc_auc`` ...).
-
-    Written with TensorFlow's own ``tf.summary.write`` and the scalars plugin's metadata, so it
-    does not need the ``tensorboard`` package (Keras' callback does: ``tf.summary.scalar`` is
-    TensorBoard code, and the package is not installed). TensorBoard reads the files as usual.
-    """
-
-    def __init__(self, log_dir: str):
-        super().__init__()
-        self.log_dir = log_dir
-        self._writers = {}
-
-    def _writer(self, name: str):
-        if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(join(self.log_dir, name))
-        return self._writers[name]
-
-    @staticmethod
-    def _metadata():
-        from tensorflow.core.framework import summary_pb2
-
-        metadata = summary_pb2.SummaryMetadata()
-        metadata.plugin_data.plugin_name = "scalars"  # ScalarPluginData version 0 serializes to b""
-        metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-        return metadata
-
-    def on_epoch_end(self, epoch, logs=None):
-        metadata = self._metadata()
-        for key, value in (logs or {}).items():
-            name, tag = ("validation", key[len("val_") :]) if key.startswith("val_") else ("train", key)
-            with self._writer(name).as_default():
-                tf.summary.write(f"epoch_{tag}", tf.constant(float(value), tf.float32), step=epoch, metadata=metadata)
-        for writer in self._writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs=None):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
-
-
 class EpochProgress(keras.callbacks.Callback):
     """One line per epoch: loss, validation loss, training examples/s, and the time left.
 

@@ -34,9 +34,14 @@ def parse_fractions(text: str) -> list[float]:
         fractions = sorted({float(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise TagscaleError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}") from None
-    if not fractions or any(not 0 < f <= 1 for f in fractions):
+    if not fractions:
         raise TagscaleError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}")
-    return fractions
+    from trainer.inputs import check_fraction  # the one fraction check
+
+    try:
+        return [check_fraction(f) for f in fractions]
+    except TagscaleError as error:
+        raise TagscaleError(f"--fractions {text!r}: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -103,8 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.job_dir:
         parser.error("--job-dir is required (or set AIP_MODEL_DIR)")
     check_recipe(parser, args)
-    if not 0 < args.fraction <= 1:
-        parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
+    from trainer.inputs import check_fraction  # the one fraction check (imports TensorFlow: not before --help)
+
+    check_fraction(args.fraction)
     return args
 
 
@@ -307,7 +308,7 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         callbacks.HistoryLog(history_path),
         best,
         recipe_lib.lr_plateau(args.lr_plateau_patience, args.lr_plateau_factor),
-        callbacks.TensorBoardScalars(join(job_dir, "tensorboard")),
+        keras.callbacks.TensorBoard(join(job_dir, "tensorboard"), write_graph=False),  # per-epoch scalars
         keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
         callbacks.EpochProgress(label, epoch_examples, args.epochs, print_fn=lambda line: print(line, flush=True)),
     ]
