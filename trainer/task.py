@@ -3,12 +3,15 @@
     tagscale train --features FEATURES --frontend spectrogram --job-dir JOB [options]
     python -m trainer.task --features FEATURES --frontend waveform --job-dir gs://bucket/job
 
-The recipe defaults are the seed's (Pons et al. 2018 / musicnn): Adam at 1e-3, binary
-cross-entropy, batch 32, early stopping on the validation loss. Everything lands in the job
-directory (local or gs://)::
+The recipe defaults are the seed's (musicnn-training's config, see :mod:`trainer.recipe`): Adam
+at 1e-3, batch 32, binary cross-entropy plus L2 weight decay 1e-5, the learning rate halved
+after 75 epochs without a lower validation loss, one random patch per track per epoch, He
+initialisation, ``--epochs`` run and the model of the lowest validation loss kept (early
+stopping only with ``--early-stopping-patience``). Everything lands in the job directory
+(local or gs://)::
 
     JOB/backup/          BackupAndRestore: weights, optimizer, epoch (deleted when done)
-    JOB/checkpoints/     early-stopping state and best weights (deleted when done)
+    JOB/checkpoints/     best-model / early-stopping state and best weights (deleted when done)
     JOB/history.json     per-epoch logs, across restarts
     JOB/tensorboard/     TensorBoard logs
     JOB/model.keras      the trained Keras model (best validation loss)
