@@ -19,12 +19,13 @@ RUNTIME = [
     "soxr==1.1.0",  # resampling, as librosa's default 'soxr_hq'
     "duckdb>=1.1",
     "matplotlib>=3.8",
-    "scikit-learn>=1.5",  # probe: logistic regression + cross-validation; calibrate: precision-recall curve
+    "scikit-learn>=1.5",  # probe: logistic regression + cross-validation; calibrate: precision-recall curve; the trainer's metrics are tested against it
     "scipy>=1.13",  # diff: Spearman rank correlation (scikit-learn needs it anyway)
     # similar/index: approximate nearest neighbours. faiss over hnswlib (no release since 2023),
     # usearch or pynndescent: maintained by Meta with monthly releases, wheels for numpy 2,
     # exact and HNSW/IVF indexes behind one API, and an index serializes to bytes (gs:// works).
     "faiss-cpu==1.15.1",
+    "tensorboard==2.21.0",  # Keras' TensorBoard callback writes the training scalars with it (TF 2.21 no longer pulls it in)
 ]
 DEV = [
     "pytest>=8",

@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help). The order is the order of a typical run.
 COMMANDS = {
     "demo-catalog": ("infra.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
+    "catalog": ("pipelines.datasets", "write a Parquet catalog of MagnaTagATune or MTG-Jamendo with its official split"),
     "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
     "pretrained": ("model.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
     "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),

@@ -17,7 +17,6 @@ import time
 COMPARE_FLAGS = [
     "--fractions", "0.25,0.5,1.0",
     "--epochs", "8",
-    "--patience", "8",
     "--batch-size", "16",
     "--learning-rate", "3e-3",
     "--frontend-filters", "4",
@@ -27,13 +26,34 @@ COMPARE_FLAGS = [
     "--batch-norm-momentum", "0.9",  # Keras' 0.99 lags the weights in runs this short
 ]
 DEMO_SECONDS = "3.5"  # one patch per track: many tracks for little compute
+# Seconds each step took on the reference machine (README "Demo time"); the estimate of the time
+# left scales the steps still to run by how fast this machine has been so far.
+STEP_SECONDS = {"synth": 20, "featurize": 70, "compare": 110, "fetch": 5, "tag": 25, "queries": 10}
 
 
-def step(title: str, function, argv: list[str], where: str) -> None:
+class Clock:
+    """Elapsed time and an estimate of the time left, from the reference times of the steps."""
+
+    def __init__(self, steps: list[str]):
+        self.start = time.monotonic()
+        self.left = list(steps)
+        self.done_reference = 0.0
+
+    def finished(self, name: str) -> str:
+        self.left.remove(name)
+        self.done_reference += STEP_SECONDS[name]
+        elapsed = time.monotonic() - self.start
+        speed = elapsed / self.done_reference if self.done_reference else 1.0
+        left = speed * sum(STEP_SECONDS[step] for step in self.left)
+        return f"demo: {elapsed:.0f} s so far, about {left:.0f} s left"
+
+
+def step(title: str, function, argv: list[str], where: str, clock: Clock | None = None, name: str = "") -> None:
     print(f"\n=== {title}\n$ tagscale {' '.join(argv)}", flush=True)
     start = time.monotonic()
     function(argv[1:])
-    print(f"--- {title}: {time.monotonic() - start:.0f} s -> {where}", flush=True)
+    estimate = f"; {clock.finished(name)}" if clock else ""
+    print(f"--- {title}: {time.monotonic() - start:.0f} s -> {where}{estimate}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,23 +74,28 @@ def main(argv: list[str] | None = None) -> int:
     features = os.path.join(work, "features")
     comparison = os.path.join(work, "compare")
     start = time.monotonic()
+    clock = Clock(["synth", "featurize", "compare", "tag", "queries"] + ([] if args.skip_pretrained else ["fetch", "tag"]))
+    print(f"demo: about {sum(STEP_SECONDS[name] for name in clock.left)} s on the reference machine (README)", flush=True)
 
     step("1/5 synthesize a demo catalog", demo_catalog.main,
-         ["demo-catalog", catalog, "--tracks", str(args.tracks), "--duration", DEMO_SECONDS, "--seed", str(args.seed)], os.path.join(catalog, "catalog.csv"))
+         ["demo-catalog", catalog, "--tracks", str(args.tracks), "--duration", DEMO_SECONDS, "--seed", str(args.seed)],
+         os.path.join(catalog, "catalog.csv"), clock, "synth")
     step("2/5 featurize (Beam DirectRunner + tf.Transform)", featurize.main,
-         ["featurize", "--catalog", os.path.join(catalog, "catalog.csv"), "--output", features], features)
+         ["featurize", "--catalog", os.path.join(catalog, "catalog.csv"), "--output", features], features, clock, "featurize")
     step("3/5 front-end comparison (waveform vs spectrogram)", compare.main,
-         ["compare", "--features", features, "--output", comparison, "--seed", str(args.seed), "--export", *COMPARE_FLAGS],
-         os.path.join(comparison, "report.md"))
+         ["compare", "--features", features, "--output", comparison, "--seed", str(args.seed), "--export-runs", "spectrogram-f1", *COMPARE_FLAGS],
+         os.path.join(comparison, "report.md"), clock, "compare")
     trained = os.path.join(comparison, "runs", "spectrogram-f1", "export")  # compare's job dir naming
     tag_runs = [("spectrogram (trained here)", trained, os.path.join(work, "tags-spectrogram"))]
     if not args.skip_pretrained:
         print("\n=== fetch the pretrained musicnn models (pip download musicnn==0.1.0)", flush=True)
         pretrained.fetch()
+        print(f"--- {clock.finished('fetch')}", flush=True)
         tag_runs.append(("musicnn-mtt (pretrained)", "musicnn-mtt", os.path.join(work, "tags-musicnn-mtt")))
     for index, (label, model, output) in enumerate(tag_runs):
         step(f"4/5 tag the catalog with {label}", tag.main,
-             ["tag", "--catalog", os.path.join(catalog, "catalog.csv"), "--model", model, "--output", output], os.path.join(output, "tags"))
+             ["tag", "--catalog", os.path.join(catalog, "catalog.csv"), "--model", model, "--output", output], os.path.join(output, "tags"),
+             clock, "tag")
 
     print("\n=== 5/5 queries (DuckDB over the Parquet output)", flush=True)
     first_track = "demo-00000"
@@ -80,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 command = ["top", "piano", "--limit", "5"]
             print(f"\n$ tagscale query --tags {output} {' '.join(command)}", flush=True)
             query.main(["--tags", output, *command])
+    clock.finished("queries")
     print(f"\ndemo finished in {time.monotonic() - start:.0f} s; everything is under {work}/", flush=True)
     print(f"  catalog: {catalog}/catalog.csv\n  features: {features}/\n  comparison: {comparison}/report.md (+ PNG plots)")
     for label, _, output in tag_runs:

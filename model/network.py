@@ -266,7 +266,9 @@ def backend(features, config: NetworkConfig) -> dict:
     x = layers.Dense(config.dense_units, activation="relu", name="backend_dense")(x)
     embedding = batch_norm(x, config, "backend_dense_bn")  # (batch, dense_units)
     x = layers.Dropout(config.dropout, name="backend_dropout_1")(embedding)
-    scores = layers.Dense(config.n_tags, activation="sigmoid", name="backend_scores")(x)  # (batch, n_tags)
+    # float32 even under mixed_float16 (Keras' guidance for model outputs): a float16 sigmoid
+    # rounds scores near 0 and 1 and the loss then sees them saturated.
+    scores = layers.Dense(config.n_tags, activation="sigmoid", dtype="float32", name="backend_scores")(x)  # (batch, n_tags)
     return {"pooled": pooled, "embedding": embedding, "scores": scores}
 
 

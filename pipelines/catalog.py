@@ -1,4 +1,7 @@
-"""Catalog manifests: CSV / JSONL / Parquet rows of (track_id, uri, tags).
+"""Catalog manifests: CSV / JSONL / Parquet rows of (track_id, uri, tags[, split]).
+
+An optional ``split`` column (train / valid / test; empty: none) puts a track in that split
+when featurizing, as the datasets' official splits need (see :mod:`pipelines.datasets`).
 
 A catalog that cannot be read at all (missing, unknown format, wrong header) raises
 :class:`CatalogError` before any pipeline starts. A single bad row inside a good catalog
@@ -16,7 +19,8 @@ import apache_beam as beam
 from model.errors import TagscaleError
 from pipelines import dead_letter
 
-FIELDS = ("track_id", "uri", "tags")
+FIELDS = ("track_id", "uri", "tags", "split")
+SPLITS = ("train", "valid", "test")
 REQUIRED = ("track_id", "uri")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
@@ -34,6 +38,7 @@ class Track:
     track_id: str
     uri: str
     tags: tuple[str, ...] = ()
+    split: str | None = None  # the catalog's split; None: featurize's hash split
 
 
 def catalog_format(path: str) -> str:
@@ -89,7 +94,10 @@ def to_track(record: dict) -> Track:
         values[field] = str(value).strip()
     track_id = utf8_text("track_id", record["track_id"]).strip()
     uri = os.fsdecode(record["uri"]).strip() if isinstance(record["uri"], bytes) else values["uri"]
-    return Track(track_id, uri, split_tags(record.get("tags")))
+    split = str(record.get("split") or "").strip() or None
+    if split is not None and split not in SPLITS:
+        raise BadRow(f"split must be one of {', '.join(SPLITS)} or empty, got {split!r}")
+    return Track(track_id, uri, split_tags(record.get("tags")), split)
 
 
 def parse_json_line(line: str) -> dict:
@@ -138,7 +146,7 @@ def check_catalog(path: str) -> tuple[str, tuple[str, ...]]:
         missing = [field for field in REQUIRED if field not in header]
         if missing or any(field not in FIELDS for field in header):
             raise CatalogError(
-                f"{path}: CSV header must be track_id,uri[,tags]; got {','.join(header) or '(nothing)'}"
+                f"{path}: CSV header must be track_id,uri[,tags][,split]; got {','.join(header) or '(nothing)'}"
             )
         return fmt, header
     try:

@@ -79,9 +79,9 @@ def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float
 
 
 def track_split(track: Track, **fractions) -> str:
-    """The split of a catalog track, the one call the pipeline makes: a catalog ``split`` column
-    would be honoured here, before the hash."""
-    return split_of(track.track_id, **fractions)
+    """The split of a catalog track, the one call the pipeline makes: the catalog's ``split``
+    column when the row has one (a dataset's official split), else the hash of its track_id."""
+    return track.split or split_of(track.track_id, **fractions)
 
 
 class _SpillFn(beam.DoFn):
@@ -161,6 +161,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
         failures | "CountFailed" >> beam.Map(lambda _: ("tracks_failed", 1)),
         refs | "CountOk" >> beam.FlatMap(ref_stats),
+        catalog["tracks"] | "CountCatalogSplits" >> beam.FlatMap(lambda track: [("catalog_split_tracks", 1)] if track.split else []),
         counts | "CountShards" >> beam.FlatMap(lambda n: [(f"{split}_shards", n[split]) for split in n]),
     ) | "AllStats" >> beam.Flatten()
     _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
@@ -181,6 +182,10 @@ def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dic
             name: {"tracks": int(stats.get(f"{name}_tracks", 0)), "examples": int(stats.get(f"{name}_examples", 0))}
             for name in features.SPLITS
         },
+        "split_source": (
+            f"catalog split column ({int(stats['catalog_split_tracks'])} tracks; others by hash)"
+            if stats.get("catalog_split_tracks") else "hash of track_id"
+        ),
         "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
         # Exactly this run's shards: readers open these, never a glob (an earlier run with
         # another shard count may have left other files beside them).

@@ -113,5 +113,5 @@ def test_cli_reports_a_broken_catalog_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("tagscale")]
-    assert lines == [f"tagscale featurize: error: {path}: CSV header must be track_id,uri[,tags]; got id,path"]
+    assert lines == [f"tagscale featurize: error: {path}: CSV header must be track_id,uri[,tags][,split]; got id,path"]
     assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ from trainer import compare
 
 # The CPU demo settings: small networks, a few epochs (BENCHMARKS.md / report of issue 4).
 DEMO_FLAGS = [
-    "--epochs", "8", "--patience", "8", "--learning-rate", "3e-3", "--batch-size", "16",
+    "--epochs", "8", "--learning-rate", "3e-3", "--batch-size", "16",
     "--frontend-filters", "4", "--backend-channels", "32", "--dense-units", "64",
     "--dropout", "0.1", "--batch-norm-momentum", "0.9", "--seed", "0",
 ]
@@ -24,7 +24,7 @@ def test_fractions_are_validated():
 
 
 @pytest.mark.slow
-def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, capsys):
+def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, capfd):
     features = make_demo_features(tmp_path_factory)
     out = tmp_path / "compare"
     assert compare.main(["--features", str(features), "--output", str(out), "--fractions", "0.5,1.0", *DEMO_FLAGS]) == 0
@@ -44,7 +44,12 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
     assert md.count("| waveform |") == 2 and md.count("| spectrogram |") == 2
     for name in (compare.PLOT_SIZE, compare.PLOT_CURVES):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
-    assert "spectrogram" in capsys.readouterr().out
+    printed = capfd.readouterr().out
+    assert "spectrogram" in printed
+    for run in ("waveform f0.5", "spectrogram f1"):  # a progress line per epoch per run, from the worker processes
+        lines = [line for line in printed.splitlines() if line.startswith(f"[{run}] epoch ")]
+        assert len(lines) == 8 and "val loss" in lines[-1] and "examples/s" in lines[-1], printed[-2000:]
+    assert "early stopping" in md and "L2 weight decay 1e-05" in md and "init `variance-scaling`" in md
 
     # Run again: every finished run is reused (same settings), nothing is trained.
     stamps = {row["job_dir"]: (tmp_path / row["job_dir"] / "eval.json").stat().st_mtime_ns for row in report["runs"]}

@@ -162,6 +162,83 @@ def test_auc_metrics_match_their_definitions():
     assert report["excluded_tags"] == ["y", "z"] and report["roc_auc"] == 1.0 and report["evaluated_tags"] == 1
 
 
+def test_auc_metrics_equal_scikit_learn_on_random_data():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(1)
+    for trial in range(30):
+        n = int(rng.integers(4, 300))
+        y = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(int)
+        if y.min() == y.max():
+            y[: 2] = [0, 1]
+        s = rng.random(n) if trial % 2 else np.round(rng.random(n), 1)  # every other trial: ties
+        assert metrics.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert metrics.average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+
+
+def test_recipe_init_weight_decay_and_float32_scores_under_mixed_precision():
+    import keras
+
+    from model import network
+    from trainer import recipe
+
+    keras.utils.set_random_seed(0)
+    model = network.build_model("spectrogram", 5, "seed", **{"backend_filters": 8, "dense_units": 16})
+    dense = model.get_layer("backend_dense").kernel
+    recipe.initialise(model, "variance-scaling", seed=0)
+    fan_in = dense.shape[0]
+    # He (truncated normal, scale 2): std close to sqrt(2 / fan_in), Glorot's would be sqrt(2 / (fan_in + fan_out))
+    assert float(np.std(dense.numpy())) == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1)
+    assert len(recipe.kernels(model)) == sum(1 for layer in model.layers if hasattr(layer, "kernel"))
+    recipe.add_weight_decay(model, 1e-5)
+    expected = 1e-5 / 2 * sum(float(np.sum(k.numpy() ** 2)) for k in recipe.kernels(model))  # the seed's tf.nn.l2_loss
+    assert float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses)) == pytest.approx(expected, rel=1e-4)
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = network.build_model("spectrogram", 5, "seed", **{"backend_filters": 8, "dense_units": 16})
+        out = mixed(np.zeros((2, 187, 96), np.float32), training=False)
+        assert out["scores"].dtype == tf.float32 and out["embedding"].dtype == tf.float16
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_one_random_patch_per_track_per_epoch():
+    from trainer import recipe
+
+    counts = {b"a": 4, b"b": 1, b"c": 3}
+    rows = [(t, i) for t, n in counts.items() for i in range(n)]
+    dataset = tf.data.Dataset.from_tensor_slices({
+        "track_id": [t for t, _ in rows], "patch_index": np.array([i for _, i in rows], np.int64),
+        "inputs": np.array([[10 * (ord(t) - 96) + i] for t, i in rows], np.float32), "labels": np.zeros((len(rows), 2), np.float32),
+    }).batch(3)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    sampled = recipe.one_patch_per_track(dataset, counts, epoch, seed=0, batch_size=2)
+    assert sampled.cardinality().numpy() == 2
+    picks = []
+    for e in range(12):
+        epoch.assign(e)
+        values = sorted(int(x) for inputs, _ in sampled for x in inputs.numpy().ravel())
+        assert [v // 10 for v in values] == [1, 2, 3]  # exactly one patch of each track
+        picks.append(tuple(values))
+        epoch.assign(e)
+        assert picks[-1] == tuple(sorted(int(x) for inputs, _ in sampled for x in inputs.numpy().ravel()))  # same epoch, same draw
+    assert len({p[0] for p in picks}) > 1 and {p[2] for p in picks} <= {30, 31, 32} and len({p[2] for p in picks}) > 1
+
+
+def test_recipe_flags_defaults_and_errors(tmp_path):
+    args = task.parse_args(["--features", "f", "--frontend", "waveform", "--job-dir", str(tmp_path)])
+    assert (args.weight_decay, args.lr_plateau_patience, args.lr_plateau_factor) == (1e-5, 75, 0.5)
+    assert (args.epoch_patches, args.init, args.early_stopping_patience) == ("random", "variance-scaling", None)
+    settings = task.run_settings(args, {})
+    for key in ("weight_decay", "lr_plateau_patience", "lr_plateau_factor", "epoch_patches", "init", "early_stopping_patience", "optimizer"):
+        assert key in settings
+    for bad in (["--lr-plateau-factor", "1.5"], ["--weight-decay", "-1"], ["--early-stopping-patience", "0"], ["--init", "zeros"]):
+        with pytest.raises(SystemExit) as exit_info:
+            task.parse_args(["--features", "f", "--frontend", "waveform", "--job-dir", str(tmp_path), *bad])
+        assert exit_info.value.code == 2
+
+
 def test_early_stopping_state_survives_a_restart(tmp_path):
     """Feed the same validation losses to one uninterrupted callback and to two 'processes'."""
     import keras
@@ -264,7 +341,7 @@ def _epoch_lines(text: str) -> list[int]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_finishes_with_the_same_epochs(features_dir, tmp_path):
-    flags = ["--features", str(features_dir), "--frontend", "waveform", *TINY, "--epochs", "4", "--patience", "10", "--fraction", "0.5"]
+    flags = ["--features", str(features_dir), "--frontend", "waveform", *TINY, "--epochs", "4", "--fraction", "0.5"]
     # Uninterrupted, in process; its waveform export serves what the model scores on the shards.
     straight = task.train_and_evaluate(task.parse_args([*flags, "--job-dir", str(tmp_path / "straight"), "--verbose", "0"]))
     assert straight.evaluation["epochs_trained"] == 4

@@ -28,7 +28,8 @@ def _write_json(path: str, value) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def _read_json(path: str, default):
+def read_json(path: str, default):
+    """The JSON value in ``path`` (local or gs://), or ``default`` when the file does not exist."""
     if not tf.io.gfile.exists(path):
         return default
     with tf.io.gfile.GFile(path) as handle:
@@ -50,7 +51,7 @@ class HistoryLog(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        entries = {int(k): v for k, v in _read_json(self.path, {}).items()}
+        entries = {int(k): v for k, v in read_json(self.path, {}).items()}
         entries = {k: v for k, v in entries.items() if k < epoch}  # a re-run epoch drops what followed it
         entries[epoch] = {**{k: float(v) for k, v in (logs or {}).items()}, "epoch_time_s": time.perf_counter() - self._start}
         _write_json(self.path, {str(k): v for k, v in sorted(entries.items())})
@@ -58,7 +59,7 @@ class HistoryLog(keras.callbacks.Callback):
 
 def read_history(path: str) -> dict:
     """``{metric: [value per epoch]}`` (epochs in order) from a :class:`HistoryLog` file."""
-    entries = {int(k): v for k, v in _read_json(path, {}).items()}
+    entries = {int(k): v for k, v in read_json(path, {}).items()}
     epochs = sorted(entries)
     keys = sorted({key for entry in entries.values() for key in entry})
     history = {key: [entries[e].get(key, float("nan")) for e in epochs] for key in keys}
@@ -67,7 +68,7 @@ def read_history(path: str) -> dict:
 
 
 class ResumableEarlyStopping(keras.callbacks.Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights.
+    """Stop when ``monitor`` has not improved for ``patience`` epochs (None: never); restore the best weights.
 
     Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` but its state (best
     value, epochs waited, best epoch) is kept per epoch in ``state_dir/early_stopping.json``
@@ -78,7 +79,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
 
     KEEP = 3  # epochs of state kept (the resume point is one of the last two)
 
-    def __init__(self, state_dir: str, *, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0):
+    def __init__(self, state_dir: str, *, monitor: str = "val_loss", patience: int | None = 5, min_delta: float = 0.0):
         super().__init__()
         self.state_dir = state_dir
         self.monitor = monitor
@@ -98,7 +99,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         return join(self.state_dir, f"best-{epoch:05d}.weights.h5")
 
     def _entries(self) -> dict:
-        return {int(k): v for k, v in _read_json(self._state_path, {}).items()}
+        return {int(k): v for k, v in read_json(self._state_path, {}).items()}
 
     def _load(self, epoch: int | None):
         """Take the state after ``epoch`` (None: the latest there is)."""
@@ -120,7 +121,9 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         current = (logs or {}).get(self.monitor)
-        if current is None or math.isnan(current):
+        if current is None:  # not a validation epoch (validation_freq > 1): nothing to compare
+            pass
+        elif math.isnan(current):
             self.wait += 1
         elif current < self.best - self.min_delta:
             self.best, self.wait, self.best_epoch = float(current), 0, epoch
@@ -135,7 +138,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         entries = dict(sorted(entries.items())[-self.KEEP :])
         _write_json(self._state_path, {str(k): v for k, v in entries.items()})
         self._prune({v["best_epoch"] for v in entries.values()})
-        if self.wait >= self.patience:
+        if self.patience is not None and self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -155,44 +158,40 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
             tf.io.gfile.rmtree(self.state_dir)
 
 
-class TensorBoardScalars(keras.callbacks.Callback):
-    """Per-epoch scalars in TensorBoard's format, as ``keras.callbacks.TensorBoard`` lays them out
-    (``log_dir/train`` and ``log_dir/validation``, tags ``epoch_loss``, ``epoch_roc_auc`` ...).
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch: loss, validation loss, training examples/s, and the time left.
 
-    Written with TensorFlow's own ``tf.summary.write`` and the scalars plugin's metadata, so it
-    does not need the ``tensorboard`` package (Keras' callback does: ``tf.summary.scalar`` is
-    TensorBoard code, and the package is not installed). TensorBoard reads the files as usual.
+    The rate counts only the training part of the epoch (up to the start of validation), so
+    it is the speed of the steps and the input pipeline together. ``print_fn`` gets each line.
     """
 
-    def __init__(self, log_dir: str):
+    def __init__(self, label: str, examples_per_epoch: int, epochs: int, print_fn=print):
         super().__init__()
-        self.log_dir = log_dir
-        self._writers = {}
+        self.label = label
+        self.examples = examples_per_epoch
+        self.epochs = epochs
+        self.print_fn = print_fn
+        self._epoch_start = self._train_end = 0.0
+        self._durations: list[float] = []
 
-    def _writer(self, name: str):
-        if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(join(self.log_dir, name))
-        return self._writers[name]
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._train_end = time.perf_counter()
 
-    @staticmethod
-    def _metadata():
-        from tensorflow.core.framework import summary_pb2
-
-        metadata = summary_pb2.SummaryMetadata()
-        metadata.plugin_data.plugin_name = "scalars"  # ScalarPluginData version 0 serializes to b""
-        metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-        return metadata
+    def on_test_begin(self, logs=None):
+        self._train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        metadata = self._metadata()
-        for key, value in (logs or {}).items():
-            name, tag = ("validation", key[len("val_") :]) if key.startswith("val_") else ("train", key)
-            with self._writer(name).as_default():
-                tf.summary.write(f"epoch_{tag}", tf.constant(float(value), tf.float32), step=epoch, metadata=metadata)
-        for writer in self._writers.values():
-            writer.flush()
+        now, logs = time.perf_counter(), logs or {}
+        train_s = max((self._train_end if self._train_end > self._epoch_start else now) - self._epoch_start, 1e-9)
+        self._durations.append(now - self._epoch_start)
+        # the first epoch includes tracing: estimate from the later ones once there are some
+        typical = sorted(self._durations[1:] or self._durations)[len(self._durations[1:] or self._durations) // 2]
+        left = typical * max(self.epochs - epoch - 1, 0)
 
-    def on_train_end(self, logs=None):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+        def fmt(key):
+            return f"{logs[key]:.4f}" if key in logs else "n/a"
+
+        self.print_fn(
+            f"[{self.label}] epoch {epoch + 1}/{self.epochs}: loss {fmt('loss')}, val loss {fmt('val_loss')}, "
+            f"{self.examples / train_s:.0f} examples/s, {now - self._epoch_start:.1f} s; about {left:.0f} s left in this run"
+        )

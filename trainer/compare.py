@@ -34,9 +34,14 @@ def parse_fractions(text: str) -> list[float]:
         fractions = sorted({float(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise TagscaleError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}") from None
-    if not fractions or any(not 0 < f <= 1 for f in fractions):
+    if not fractions:
         raise TagscaleError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}")
-    return fractions
+    from trainer.inputs import check_fraction  # the one fraction check
+
+    try:
+        return [check_fraction(f) for f in fractions]
+    except TagscaleError as error:
+        raise TagscaleError(f"--fractions {text!r}: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fractions", default="0.1,0.3,1.0", help="training-set fractions, comma-separated (0.1,0.3,1.0)")
     parser.add_argument("--frontends", default="waveform,spectrogram", help="front-ends to compare (both)")
     parser.add_argument("--export", action="store_true", help="also export a serving model per run")
+    parser.add_argument(
+        "--export-runs", default="",
+        help="export only these runs, comma-separated run names as in OUTPUT/runs/ (e.g. spectrogram-f1)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None,
+        help="runs trained at once, each in its own process with cores/jobs threads "
+        "(default: 1 with a GPU, else up to the number of cores, at most 4)",
+    )
     task.add_training_flags(parser)
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity per run (0)")
     return parser
@@ -60,24 +74,63 @@ def run_args(args, frontend: str, fraction: float) -> argparse.Namespace:
     run = copy.copy(args)
     run.frontend = frontend
     run.fraction = fraction
-    run.job_dir = f"{args.output.rstrip('/')}/runs/{frontend}-f{fraction:g}"
+    name = f"{frontend}-f{fraction:g}"
+    run.job_dir = f"{args.output.rstrip('/')}/runs/{name}"
+    run.export = args.export or name in export_names(args)
+    run.label = f"{frontend} f{fraction:g}"
     return run
 
 
-def _read_json(path: str):
+def export_names(args) -> set[str]:
+    return {name.strip() for name in (getattr(args, "export_runs", "") or "").split(",") if name.strip()}
+
+
+def default_jobs(n_runs: int) -> int:
+    """1 on a GPU (the runs would share it); else one run per core, at most 4 and ``n_runs``."""
+    import os
+
     import tensorflow as tf
 
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
+    if tf.config.list_physical_devices("GPU"):
+        return 1
+    return max(1, min(n_runs, os.cpu_count() or 1, 4))
+
+
+def _worker_init(threads: int) -> None:
+    """Each worker process: ``threads`` TensorFlow threads, so that the workers share the cores."""
+    import tensorflow as tf
+
+    logging.basicConfig(level=logging.INFO)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def run_all(runs: list, jobs: int) -> list[dict]:
+    """Every run's report row, in the order of ``runs``; ``jobs`` > 1 trains that many at once.
+
+    A tiny model does not keep two cores busy (most of a step is one thread dispatching ops),
+    so on a CPU two runs at once, each with half the threads, finish sooner than one after
+    the other. The largest runs start first so the last ones to finish are short.
+    """
+    if jobs <= 1:
+        return [run_one(run) for run in runs]
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    order = sorted(range(len(runs)), key=lambda i: -runs[i].fraction)
+    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker, not a fork of this one
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {i: pool.submit(run_one, runs[i]) for i in order}
+        return [futures[i].result() for i in range(len(runs))]
 
 
 def run_one(args) -> dict:
     """Train and evaluate one run (or reuse its finished eval.json with equal settings); its report row."""
     from trainer import callbacks, inputs
 
-    done = _read_json(f"{args.job_dir}/eval.json")
+    done = callbacks.read_json(f"{args.job_dir}/eval.json", None)
     expected = task.run_settings(args, task.network_overrides(args, args.frontend))
     if done and all(done.get("settings", {}).get(k) == v for k, v in expected.items()) and done.get("features") == inputs.open_features(args.features, [args.frontend]).path:
         LOG.info("reusing %s", args.job_dir)
@@ -109,6 +162,21 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def recipe_text(settings: dict) -> str:
+    """The full training recipe of ``settings`` (run_settings) in one sentence."""
+    stopping = settings.get("early_stopping_patience")
+    return (
+        f"preset `{settings['preset']}`, Adam lr {settings['learning_rate']:g}, batch {settings['batch_size']}, "
+        f"L2 weight decay {settings['weight_decay']:g}, learning rate x{settings['lr_plateau_factor']:g} after "
+        f"{settings['lr_plateau_patience']} epochs without a lower validation loss, {settings['epochs']} epochs "
+        + (f"(early stopping after {stopping} epochs without improvement)" if stopping else "(no early stopping)")
+        + f", the model of the lowest validation loss kept, validation every {settings['validation_freq']} epoch(s), "
+        f"epoch patches `{settings['epoch_patches']}`, init `{settings['init']}`, seed {settings['seed']}, "
+        f"batch-norm momentum {settings['batch_norm_momentum'] or 'Keras default (0.99)'}, "
+        f"shuffle buffer {settings['shuffle_buffer']}"
+    )
+
+
 def markdown(report: dict) -> str:
     """``report.md``: settings, the table, the plots."""
     settings = report["settings"]
@@ -119,9 +187,7 @@ def markdown(report: dict) -> str:
         f"{report['n_tags']} tags). Track-level scores (mean of patch scores); macro averages over the tags with "
         f"positive and negative test tracks{'; excluded: ' + ', '.join(report['excluded_tags']) if report['excluded_tags'] else ''}.",
         "",
-        f"Recipe: preset `{settings['preset']}`, Adam lr {settings['learning_rate']:g}, batch {settings['batch_size']}, "
-        f"at most {settings['epochs']} epochs, early-stopping patience {settings['patience']}, seed {settings['seed']}, "
-        f"batch-norm momentum {settings['batch_norm_momentum'] or 'Keras default (0.99)'}.",
+        "Recipe: " + recipe_text(settings) + ".",
         "",
         "Size overrides (NetworkConfig fields): "
         + ("; ".join(f"{frontend}: `{json.dumps(o)}`" for frontend, o in settings["overrides"].items() if o) or "none (preset sizes)")
@@ -216,13 +282,15 @@ def compare(args) -> dict:
     unknown = sorted(set(frontends) - set(task.FRONTENDS))
     if unknown or not frontends:
         raise TagscaleError(f"--frontends must name some of {', '.join(task.FRONTENDS)}, got {args.frontends!r}")
-    features = inputs.open_features(args.features, frontends, need_transform=args.export and "spectrogram" in frontends)
+    exporting = args.export or any(name.startswith("spectrogram-") for name in export_names(args))
+    features = inputs.open_features(args.features, frontends, need_transform=exporting and "spectrogram" in frontends)
     tf.io.gfile.makedirs(args.output)
     args.features = features.path
-    runs = []
-    for fraction in fractions:
-        for frontend in frontends:
-            runs.append(run_one(run_args(args, frontend, fraction)))
+    planned = [run_args(args, frontend, fraction) for fraction in fractions for frontend in frontends]
+    jobs = args.jobs if args.jobs is not None else default_jobs(len(planned))
+    if jobs < 1:
+        raise TagscaleError(f"--jobs must be at least 1, got {jobs}")
+    runs = run_all(planned, jobs)
     first = runs[0]
     report = {
         "features": features.path,

@@ -3,12 +3,15 @@
     tagscale train --features FEATURES --frontend spectrogram --job-dir JOB [options]
     python -m trainer.task --features FEATURES --frontend waveform --job-dir gs://bucket/job
 
-The recipe defaults are the seed's (Pons et al. 2018 / musicnn): Adam at 1e-3, binary
-cross-entropy, batch 32, early stopping on the validation loss. Everything lands in the job
-directory (local or gs://)::
+The recipe defaults are the seed's (musicnn-training's config, see :mod:`trainer.recipe`): Adam
+at 1e-3, batch 32, binary cross-entropy plus L2 weight decay 1e-5, the learning rate halved
+after 75 epochs without a lower validation loss, one random patch per track per epoch, He
+initialisation, ``--epochs`` run and the model of the lowest validation loss kept (early
+stopping only with ``--early-stopping-patience``). Everything lands in the job directory
+(local or gs://)::
 
     JOB/backup/          BackupAndRestore: weights, optimizer, epoch (deleted when done)
-    JOB/checkpoints/     early-stopping state and best weights (deleted when done)
+    JOB/checkpoints/     best-model / early-stopping state and best weights (deleted when done)
     JOB/history.json     per-epoch logs, across restarts
     JOB/tensorboard/     TensorBoard logs
     JOB/model.keras      the trained Keras model (best validation loss)
@@ -36,6 +39,8 @@ from model.errors import TagscaleError
 LOG = logging.getLogger("tagscale.train")
 FRONTENDS = features.FRONTENDS
 PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
+INITS = ("variance-scaling", "glorot")  # trainer.recipe.INITS maps them to Keras initialisers
+EPOCH_PATCHES = ("random", "all")
 
 
 # ----------------------------------------------------------------------------- flags
@@ -43,12 +48,21 @@ PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The recipe and size flags shared by ``train`` and ``compare``."""
-    recipe = parser.add_argument_group("training recipe (defaults: the seed's)")
+    recipe = parser.add_argument_group("training recipe (defaults: the seed's, musicnn-training's config)")
     recipe.add_argument("--preset", choices=sorted(network.PRESETS), default="seed", help="network sizes (seed)")
-    recipe.add_argument("--epochs", type=int, default=100, help="maximum epochs (100); early stopping usually ends sooner")
+    recipe.add_argument("--epochs", type=int, default=100, help="epochs to run; the model kept is the one of the lowest validation loss (100)")
     recipe.add_argument("--batch-size", type=int, default=32, help="global batch size (32)")
     recipe.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    recipe.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a lower validation loss (5)")
+    recipe.add_argument("--weight-decay", type=float, default=1e-5, help="L2 weight decay on conv and dense kernels, as the seed's loss term (1e-5; 0: none)")
+    recipe.add_argument("--lr-plateau-patience", type=int, default=75, help="epochs without a lower validation loss before the learning rate drops (75)")
+    recipe.add_argument("--lr-plateau-factor", type=float, default=0.5, help="factor the learning rate is multiplied by on a plateau (0.5)")
+    recipe.add_argument(
+        "--epoch-patches", choices=EPOCH_PATCHES, default="random",
+        help="random: one random patch per training track per epoch; all: every patch every epoch (random). Evaluation always uses all patches",
+    )
+    recipe.add_argument("--init", choices=INITS, default="variance-scaling", help="kernel initialisation: variance-scaling (He, the seed's) or glorot (variance-scaling)")
+    recipe.add_argument("--early-stopping-patience", type=int, default=None, help="stop after this many epochs without a lower validation loss (default: off, run --epochs)")
+    recipe.add_argument("--validation-freq", type=int, default=1, help="validate every N epochs (1); the best model is chosen among validated epochs")
     recipe.add_argument("--seed", type=int, default=0, help="seed of weights init, dropout and shuffling (0)")
     recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")
     sizes = parser.add_argument_group("size overrides (default: the preset's; small values for CPU demos)")
@@ -82,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fraction", type=float, default=1.0, help="train on this fraction of the training tracks (1.0)")
     add_training_flags(parser)
     parser.add_argument("--no-export", dest="export", action="store_false", help="skip the serving-model export")
-    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras fit verbosity (2: a line per epoch)")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity (0: only tagscale's line per epoch)")
     return parser
 
 
@@ -91,14 +105,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.job_dir:
         parser.error("--job-dir is required (or set AIP_MODEL_DIR)")
-    for name in ("epochs", "batch_size", "patience", "shuffle_buffer"):
+    check_recipe(parser, args)
+    from trainer.inputs import check_fraction  # the one fraction check (imports TensorFlow: not before --help)
+
+    check_fraction(args.fraction)
+    return args
+
+
+def check_recipe(parser: argparse.ArgumentParser, args) -> None:
+    """Reject recipe flags out of range with argparse's usage error (exit 2)."""
+    for name in ("epochs", "batch_size", "shuffle_buffer", "lr_plateau_patience", "validation_freq"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
+        parser.error(f"--early-stopping-patience must be at least 1, got {args.early_stopping_patience}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
-    if not 0 < args.fraction <= 1:
-        parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
-    return args
+    if args.weight_decay < 0:
+        parser.error(f"--weight-decay must be 0 or more, got {args.weight_decay}")
+    if not 0 < args.lr_plateau_factor < 1:
+        parser.error(f"--lr-plateau-factor must be in (0, 1), got {args.lr_plateau_factor}")
 
 
 def network_overrides(args, frontend: str) -> dict:
@@ -152,9 +178,12 @@ class TrainResult:
 def run_settings(args, overrides: dict) -> dict:
     """The recipe of a run as eval.json records it (JSON values: tuples become lists)."""
     settings = {
-        "preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "patience": args.patience, "seed": args.seed, "fraction": args.fraction, "shuffle_buffer": args.shuffle_buffer,
-        "batch_norm_momentum": args.batch_norm_momentum, "overrides": overrides,
+        "preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "adam",
+        "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
+        "lr_plateau_patience": args.lr_plateau_patience, "lr_plateau_factor": args.lr_plateau_factor,
+        "epoch_patches": args.epoch_patches, "init": args.init, "early_stopping_patience": args.early_stopping_patience,
+        "validation_freq": args.validation_freq, "seed": args.seed, "fraction": args.fraction,
+        "shuffle_buffer": args.shuffle_buffer, "batch_norm_momentum": args.batch_norm_momentum, "overrides": overrides,
     }
     return json.loads(json.dumps(settings))
 
@@ -177,6 +206,8 @@ def compile_for_training(model, n_tags: int, learning_rate: float):
     import keras
 
     train_model = keras.Model(model.input, model.output["scores"], name=f"{model.name}_scores")
+    # Keras' default: XLA on GPUs only. On a CPU it halves a spectrogram step but compiles for
+    # minutes on 2 cores, once per batch shape (BENCHMARKS.md "Where a demo arm's time goes").
     train_model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
@@ -228,12 +259,25 @@ def export_copy(model, frontend: str, n_tags: int, preset: str, overrides: dict)
     return copy
 
 
-def train_and_evaluate(args) -> TrainResult:
-    """Fit with resume, evaluate per track on the test split, export; see the module docstring."""
+def train_and_evaluate(args, *, instrument=None) -> TrainResult:
+    """Fit with resume, evaluate per track on the test split, export; see the module docstring.
+
+    ``instrument``, when given, is called with the list of ``fit`` callbacks before training
+    (the profiler wraps them with timers); eval.json's ``phases_s`` has the wall time of each phase.
+    """
     import keras
     import tensorflow as tf
 
     from trainer import callbacks, exporting, inputs
+    from trainer import recipe as recipe_lib
+
+    phases, clock = {}, time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = round(phases.get(name, 0.0) + now - clock, 3)
+        clock = now
 
     frontend = args.frontend
     job_dir = args.job_dir.rstrip("/")
@@ -249,34 +293,46 @@ def train_and_evaluate(args) -> TrainResult:
 
     keras.utils.set_random_seed(args.seed)
     strategy, mixed = device_setup()
-    train_data = inputs.make_dataset(
-        features, "train", frontend, batch_size=args.batch_size, training=True,
-        fraction=args.fraction, seed=args.seed, shuffle_buffer=args.shuffle_buffer, n_examples=train_counts["examples"],
-    )
+    train_data, epoch_examples, input_callbacks = recipe_lib.training_data(args, features, frontend, train_counts)
     valid_data = inputs.make_dataset(
         features, "valid", frontend, batch_size=args.batch_size, n_examples=features.split_examples("valid")
     )
     with strategy.scope():
         model = network.build_model(frontend, features.n_tags, args.preset, **overrides)
+        recipe_lib.initialise(model, args.init, args.seed)
+        recipe_lib.add_weight_decay(model, args.weight_decay)
         train_model = compile_for_training(model, features.n_tags, args.learning_rate)
 
     history_path = join(job_dir, "history.json")
-    early_stopping = callbacks.ResumableEarlyStopping(join(job_dir, "checkpoints"), monitor="val_loss", patience=args.patience)
+    best = callbacks.ResumableEarlyStopping(join(job_dir, "checkpoints"), monitor="val_loss", patience=args.early_stopping_patience)
+    label = getattr(args, "label", None) or f"{frontend} f{args.fraction:g}"
     fit_callbacks = [
+        *input_callbacks,
         callbacks.HistoryLog(history_path),
-        early_stopping,
-        callbacks.TensorBoardScalars(join(job_dir, "tensorboard")),
+        best,
+        recipe_lib.lr_plateau(args.lr_plateau_patience, args.lr_plateau_factor),
+        keras.callbacks.TensorBoard(join(job_dir, "tensorboard"), write_graph=False),  # per-epoch scalars
         keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
+        callbacks.EpochProgress(label, epoch_examples, args.epochs, print_fn=lambda line: print(line, flush=True)),
     ]
+    if instrument is not None:
+        instrument(fit_callbacks)
     LOG.info("training %s (%s, %d params) on %d examples of %d tracks", frontend, args.preset, model.count_params(), train_counts["examples"], train_counts["tracks"])
+    phase("setup")
     start = time.perf_counter()
-    train_model.fit(train_data, validation_data=valid_data, epochs=args.epochs, callbacks=fit_callbacks, verbose=args.verbose, shuffle=False)
+    train_model.fit(
+        train_data, validation_data=valid_data, validation_freq=args.validation_freq, epochs=args.epochs,
+        callbacks=fit_callbacks, verbose=args.verbose, shuffle=False,
+    )
     fit_wall = time.perf_counter() - start
+    phase("fit")
     history = callbacks.read_history(history_path)
 
     model = export_copy(model, frontend, features.n_tags, args.preset, overrides)
     model.save(join(job_dir, "model.keras"))
+    phase("save_model")
     report = evaluate_tracks(model, features, frontend, batch_size=args.batch_size)
+    phase("evaluate_test")
 
     settings = {**run_settings(args, overrides), "mixed_precision": mixed, "replicas": strategy.num_replicas_in_sync}
     evaluation = {
@@ -292,7 +348,7 @@ def train_and_evaluate(args) -> TrainResult:
         "train": train_counts,
         "params": int(model.count_params()),
         "epochs_trained": len(history["epoch"]),
-        "best_epoch": early_stopping.best_epoch,
+        "best_epoch": best.best_epoch,
         "stopped_early": len(history["epoch"]) < args.epochs,
         "train_time_s": round(float(sum(history.get("epoch_time_s", []))), 3),
         "fit_wall_s_this_process": round(fit_wall, 3),
@@ -304,6 +360,8 @@ def train_and_evaluate(args) -> TrainResult:
         export_dir = join(job_dir, "export")
         info = {"name": f"{frontend}-{args.preset}", "preset": args.preset, "roc_auc": evaluation["roc_auc"], "pr_auc": evaluation["pr_auc"]}
         evaluation["export"] = exporting.export_model(model, frontend, export_dir, features_dir=features.path, tags=features.tags, info=info)
+        phase("export")
+    evaluation["phases_s"] = phases
     with tf.io.gfile.GFile(join(job_dir, "eval.json"), "w") as handle:
         json.dump(evaluation, handle, indent=2)
     return TrainResult(evaluation=evaluation, history=history, model=model, job_dir=job_dir, export_dir=export_dir)

@@ -1,0 +1,173 @@
+"""Where one arm of the demo comparison spends its wall time (per-phase timers).
+
+    .venv/bin/python benchmarks/profile_arm.py --features FEATURES [--frontend spectrogram] [--fraction 1.0]
+
+Runs ``trainer.task.train_and_evaluate`` with the demo's comparison settings (``infra.demo``)
+and times: setup (open features, count, build, compile), each training step (the first one
+apart: it includes tracing the train function), each validation pass (the first apart: it
+traces the test function), every callback hook, the model save, the per-track test evaluation
+and the export. The input pipeline runs inside the train step (Keras pulls the next batch
+inside its ``tf.function``), so it is also timed alone: one pass over the training split.
+Prints a Markdown table; ``--json`` writes the raw numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end")
+
+
+def timed_callbacks(seconds: dict):
+    """An ``instrument`` for train_and_evaluate: wraps every hook of every callback with a timer."""
+
+    def wrap(name, hook):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return hook(*args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - start
+
+        return timed
+
+    def instrument(callbacks):
+        for callback in callbacks:
+            for hook in HOOKS:
+                setattr(callback, hook, wrap(type(callback).__name__, getattr(callback, hook)))
+        callbacks.insert(0, StepTimer(seconds))
+
+    return instrument
+
+
+def make_step_timer(keras):
+    class _StepTimer(keras.callbacks.Callback):
+        """Times every train step and validation pass; the first of each apart (tracing)."""
+
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds = seconds
+            self.steps, self.valid = [], []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._step = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps.append(time.perf_counter() - self._step)
+
+        def on_test_begin(self, logs=None):
+            self._valid = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            self.valid.append(time.perf_counter() - self._valid)
+
+        def on_train_end(self, logs=None):
+            self.seconds["steps"] = self.steps
+            self.seconds["valid"] = self.valid
+
+    return _StepTimer
+
+
+StepTimer = None
+
+
+def input_pass(features_dir: str, frontend: str, fraction: float, batch_size: int) -> tuple[float, int]:
+    """Seconds and examples of one pass over the training input alone (no model)."""
+    from trainer import inputs
+
+    features = inputs.open_features(features_dir, [frontend])
+    data = inputs.make_dataset(features, "train", frontend, batch_size=batch_size, training=True, fraction=fraction)
+    start, n = time.perf_counter(), 0
+    for x, _ in data:
+        n += int(x.shape[0])
+    return time.perf_counter() - start, n
+
+
+def profile(features_dir: str, frontend: str, fraction: float, extra: list[str]) -> dict:
+    import keras
+
+    from infra import demo
+    from trainer import task
+
+    global StepTimer
+    StepTimer = make_step_timer(keras)
+    flags = list(demo.COMPARE_FLAGS)
+    flags = [f for i, f in enumerate(flags) if f != "--fractions" and (i == 0 or flags[i - 1] != "--fractions")]
+    job = tempfile.mkdtemp(prefix="profile_arm_")
+    args = task.parse_args(
+        ["--features", features_dir, "--frontend", frontend, "--job-dir", job, "--fraction", str(fraction), *flags, *extra]
+    )
+    seconds = collections.defaultdict(float)
+    start = time.perf_counter()
+    result = task.train_and_evaluate(args, instrument=timed_callbacks(seconds))
+    total = time.perf_counter() - start
+    input_s, input_examples = input_pass(features_dir, frontend, fraction, args.batch_size)
+    return {
+        "frontend": frontend, "fraction": fraction, "total_s": total, "phases_s": result.evaluation["phases_s"],
+        "epochs": result.evaluation["epochs_trained"], "examples": result.evaluation["train"]["examples"],
+        "steps": seconds.pop("steps"), "valid": seconds.pop("valid"), "callbacks_s": dict(seconds),
+        "input_pass_s": input_s, "input_examples": input_examples,
+    }
+
+
+def table(p: dict) -> str:
+    steps, valid = p["steps"], p["valid"]
+    phases = p["phases_s"]
+    typical_step = sorted(steps)[len(steps) // 2]
+    typical_valid = sorted(valid)[len(valid) // 2] if valid else 0.0
+    trace_train = steps[0] - typical_step
+    trace_valid = (valid[0] - typical_valid) if valid else 0.0
+    callbacks = sum(p["callbacks_s"].values())
+    steady_steps = sum(steps) - trace_train
+    steady_valid = sum(valid) - trace_valid
+    fit_other = phases["fit"] - sum(steps) - sum(valid) - callbacks
+    rows = [
+        ("setup: open features, count, build, compile", phases.get("setup", 0.0)),
+        ("tracing: first train step beyond a typical one", trace_train),
+        (f"train steps ({len(steps)}; input pipeline runs inside them)", steady_steps),
+        ("tracing: first validation pass beyond a typical one", trace_valid),
+        (f"validation ({len(valid)} passes, loss + 2 AUC metrics)", steady_valid),
+        *[(f"callback {name}", value) for name, value in sorted(p["callbacks_s"].items(), key=lambda kv: -kv[1])],
+        ("fit: rest (epoch loop, iterator creation, metric resets)", fit_other),
+        ("save model.keras", phases.get("save_model", 0.0)),
+        ("per-track test evaluation (predict + metrics)", phases.get("evaluate_test", 0.0)),
+        ("export (serving SavedModel)", phases.get("export", 0.0)),
+    ]
+    total = p["total_s"]
+    lines = ["| phase | seconds | share |", "|---|---:|---:|"]
+    lines += [f"| {name} | {value:.1f} | {100 * value / total:.0f}% |" for name, value in rows]
+    lines.append(f"| **arm total** | **{total:.1f}** | 100% |")
+    rate = p["examples"] * p["epochs"] / max(steady_steps, 1e-9)
+    lines += [
+        "",
+        f"Train-step rate: {rate:.0f} examples/s ({p['examples']} examples x {p['epochs']} epochs). "
+        f"Input alone (one pass over the training split, no model): {p['input_examples'] / p['input_pass_s']:.0f} examples/s.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True, help="a featurized demo catalog")
+    parser.add_argument("--frontend", default="spectrogram")
+    parser.add_argument("--fraction", type=float, default=1.0)
+    parser.add_argument("--json", help="also write the raw numbers here")
+    args, extra = parser.parse_known_args(argv)
+    result = profile(args.features, args.frontend, args.fraction, extra)
+    print(table(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The seed's training recipe (musicnn-training's config), applied to a built Keras model.
+
+- Initialisation: every conv and dense kernel drawn again with He's variance scaling
+  (``he_normal``: scale 2, fan-in, truncated normal), as the seed's
+  ``variance_scaling_initializer()``; ``glorot`` keeps Keras' default (Glorot uniform).
+- L2 weight decay on the kernels: the seed adds ``weight_decay * sum(tf.nn.l2_loss(kernel))``
+  to the loss, and ``tf.nn.l2_loss`` is half the sum of squares, so each kernel gets a Keras
+  ``L2(weight_decay / 2)`` regularizer. Biases and batch-norm parameters are not decayed.
+- The learning rate is multiplied by ``factor`` after ``patience`` epochs without a lower
+  validation loss (Keras' ``ReduceLROnPlateau``).
+- One random patch per training track per epoch (``epoch_patches="random"``): a patch is kept
+  when its index equals a draw, seeded by (seed, epoch, track), from the track's patch count.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from trainer import inputs
+
+INITS = {"variance-scaling": "he_normal", "glorot": "glorot_uniform"}
+
+
+def kernels(model) -> list:
+    """The conv and dense kernels of ``model`` (what the seed initialises and decays)."""
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)):
+            found.append(kernel)
+    return found
+
+
+def initialise(model, init: str, seed: int) -> None:
+    """Draw every kernel again from ``init`` (see the module docstring); ``glorot`` leaves them."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {sorted(INITS)}")
+    if init == "glorot":
+        return
+    for index, kernel in enumerate(kernels(model)):
+        initializer = keras.initializers.get({"class_name": INITS[init], "config": {"seed": seed * 1000 + index}})
+        kernel.assign(initializer(kernel.shape, dtype=kernel.dtype))
+
+
+def add_weight_decay(model, weight_decay: float) -> None:
+    """Add the seed's L2 weight decay to every kernel; 0 adds nothing."""
+    if weight_decay <= 0:
+        return
+    regularizer = keras.regularizers.L2(weight_decay / 2.0)
+    for kernel in kernels(model):
+        kernel.regularizer = regularizer
+
+
+class LRPlateau(keras.callbacks.ReduceLROnPlateau):
+    """Keras' ``ReduceLROnPlateau`` on the validation loss; epochs without validation are skipped."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "val_loss" in logs:
+            super().on_epoch_end(epoch, logs)
+        elif logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def lr_plateau(patience: int, factor: float):
+    """The seed's schedule: the learning rate times ``factor`` after ``patience`` epochs without a lower validation loss."""
+    return LRPlateau(monitor="val_loss", factor=factor, patience=patience, verbose=0)
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Holds the current epoch in a variable that the training input reads (one patch per epoch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_patches_epoch")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
+
+
+def patch_counts(features, split: str, fraction: float) -> dict[bytes, int]:
+    """``{track_id: number of patches}`` of the kept tracks of a split (one pass over its mel ids)."""
+    spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
+    files = inputs.shard_files(features.path, "mel", split) or inputs.shard_files(features.path, "waveform", split)
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024).map(
+        lambda records: tf.io.parse_example(records, spec)["track_id"]
+    )
+    counts: dict[bytes, int] = {}
+    for batch in dataset:
+        ids = batch.numpy()
+        keep = inputs.keep_track(batch, fraction).numpy() if fraction < 1 else [True] * len(ids)
+        for track, kept in zip(ids, keep):
+            if kept:
+                counts[track] = counts.get(track, 0) + 1
+    return counts
+
+
+def one_patch_per_track(dataset, counts: dict[bytes, int], epoch: tf.Variable, *, seed: int, batch_size: int):
+    """Keep one random patch per track and epoch of a ``with_ids`` training dataset; re-batch.
+
+    The draw is ``stateless_uniform`` seeded by (seed, epoch, hash of the track id), so it is
+    the same on every worker and after a restart, and differs from epoch to epoch.
+    """
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(counts), tf.string), tf.constant(list(counts.values()), tf.int64)),
+        default_value=1,
+    )
+
+    def keep(example):
+        n = table.lookup(example["track_id"])
+        track_hash = tf.strings.to_hash_bucket_fast(example["track_id"], 2**31 - 1)
+        draw = tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch.read_value(), track_hash]),
+            minval=0, maxval=n, dtype=tf.int64,
+        )
+        return tf.equal(example["patch_index"], draw)
+
+    dataset = dataset.unbatch().filter(keep).map(lambda example: (example["inputs"], example["labels"]))
+    return dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-len(counts) // batch_size)))
+
+
+def training_data(args, features, frontend: str, train_counts: dict):
+    """``(dataset, examples per epoch, callbacks)`` of the training input under ``--epoch-patches``.
+
+    ``all`` (or a split where every track has one patch) streams every patch every epoch;
+    ``random`` keeps one random patch per track per epoch and needs the :class:`EpochCounter`.
+    """
+    common = dict(batch_size=args.batch_size, training=True, fraction=args.fraction, seed=args.seed, shuffle_buffer=args.shuffle_buffer)
+    if args.epoch_patches == "all" or train_counts["examples"] == train_counts["tracks"]:
+        data = inputs.make_dataset(features, "train", frontend, n_examples=train_counts["examples"], **common)
+        return data, train_counts["examples"], []
+    counts = patch_counts(features, "train", args.fraction)
+    counter = EpochCounter()
+    data = inputs.make_dataset(features, "train", frontend, with_ids=True, **common)
+    data = one_patch_per_track(data, counts, counter.epoch, seed=args.seed, batch_size=args.batch_size)
+    return data.prefetch(tf.data.AUTOTUNE), len(counts), [counter]
