@@ -2,6 +2,7 @@
 
 Also used as Beam's ``--setup_file`` on Dataflow workers: it installs the same packages there.
 """
+
 from setuptools import find_packages, setup
 
 RUNTIME = [

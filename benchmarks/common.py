@@ -1,4 +1,5 @@
 """Shared benchmark helpers: the 40-track MP3 catalog and CPU/wall measurement of a child process."""
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,27 @@ def mp3_catalog(n_tracks: int = 40, seconds: float = 30.0, *, root: pathlib.Path
         pcm = (np.clip(np.stack([left, right], 1), -1, 1) * 32767).astype("<i2").tobytes()
         path = root / f"track{i:03d}.mp3"
         subprocess.run(
-            [ffmpeg_executable(), "-y", "-loglevel", "error", "-f", "s16le", "-ar", str(rate), "-ac", "2", "-i", "pipe:0",
-             "-c:a", "libmp3lame", "-b:a", "128k", str(path)],
-            input=pcm, check=True,
+            [
+                ffmpeg_executable(),
+                "-y",
+                "-loglevel",
+                "error",
+                "-f",
+                "s16le",
+                "-ar",
+                str(rate),
+                "-ac",
+                "2",
+                "-i",
+                "pipe:0",
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                str(path),
+            ],
+            input=pcm,
+            check=True,
         )
         lines.append(f"track{i:03d},{path},{'drums' if i % 2 else 'calm'};{'low' if base < 220 else 'high'}")
     catalog.write_text("\n".join(lines) + "\n")
@@ -69,7 +88,11 @@ def internal_seconds(stdout: str, key: str) -> float | None:
 def update_benchmarks_md(section: str, body: str) -> None:
     """Replace (or append) the section between ``<!-- section -->`` markers in BENCHMARKS.md."""
     path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured numbers, written by the scripts in benchmarks/. Re-run them to refresh.\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nMeasured numbers, written by the scripts in benchmarks/. Re-run them to refresh.\n"
+    )
     start, end = f"<!-- {section} -->", f"<!-- /{section} -->"
     block = f"{start}\n{body.strip()}\n{end}"
     if start in text and end in text:

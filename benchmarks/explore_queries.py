@@ -7,6 +7,7 @@ API call over HTTP (JSON encoding included): median and worst of ``--repeats`` c
 DuckDB straight over the Parquet for the same top-20 query, the design the server does not use.
 Updates the "Explorer queries" section of BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,19 +51,31 @@ def synthetic_run(tracks: int, root) -> str:
         scores = rng.beta(0.6, 3.0, size=(n, TAGS)).astype(np.float32)  # most scores low, a long tail up to 1
         order = np.argsort(-scores, axis=1)
         entries = pyarrow.StructArray.from_arrays(
-            [vocabulary.take(pyarrow.array(order.ravel())), pyarrow.array(np.take_along_axis(scores, order, 1).ravel())], fields=entry_fields)
+            [
+                vocabulary.take(pyarrow.array(order.ravel())),
+                pyarrow.array(np.take_along_axis(scores, order, 1).ravel()),
+            ],
+            fields=entry_fields,
+        )
         offsets = pyarrow.array(np.arange(0, n * TAGS + 1, TAGS, dtype=np.int32))
         ids = [f"trk{i:07d}" for i in range(start, start + n)]
-        table = pyarrow.Table.from_arrays([
-            pyarrow.array(ids),
-            pyarrow.array([f"/catalog/audio/{i}.mp3" for i in ids]),
-            pyarrow.StructArray.from_arrays([pyarrow.array(["musicnn-mtt"] * n), pyarrow.array(["1"] * n)], names=["name", "version"]),
-            pyarrow.array(rng.uniform(20, 400, n)),
-            pyarrow.array(np.full(n, 10, np.int32)),
-            pyarrow.ListArray.from_arrays(offsets, entries),
-            pyarrow.ListArray.from_arrays(pyarrow.array(np.arange(0, n * EMBEDDING + 1, EMBEDDING, dtype=np.int32)),
-                                          pyarrow.array(rng.normal(size=n * EMBEDDING).astype(np.float32))),
-        ], schema=TAGS_SCHEMA)
+        table = pyarrow.Table.from_arrays(
+            [
+                pyarrow.array(ids),
+                pyarrow.array([f"/catalog/audio/{i}.mp3" for i in ids]),
+                pyarrow.StructArray.from_arrays(
+                    [pyarrow.array(["musicnn-mtt"] * n), pyarrow.array(["1"] * n)], names=["name", "version"]
+                ),
+                pyarrow.array(rng.uniform(20, 400, n)),
+                pyarrow.array(np.full(n, 10, np.int32)),
+                pyarrow.ListArray.from_arrays(offsets, entries),
+                pyarrow.ListArray.from_arrays(
+                    pyarrow.array(np.arange(0, n * EMBEDDING + 1, EMBEDDING, dtype=np.int32)),
+                    pyarrow.array(rng.normal(size=n * EMBEDDING).astype(np.float32)),
+                ),
+            ],
+            schema=TAGS_SCHEMA,
+        )
         pq.write_table(table, tags_dir / f"run-{part:05d}.parquet")
     done.write_text("ok")
     return str(root)
@@ -75,7 +88,13 @@ def timed(url: str, repeats: int) -> dict:
         with urllib.request.urlopen(url, timeout=600) as response:
             body = response.read()
         seconds.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(seconds), "max_s": max(seconds), "first_s": seconds[0], "bytes": len(body), "body": body}
+    return {
+        "median_s": statistics.median(seconds),
+        "max_s": max(seconds),
+        "first_s": seconds[0],
+        "bytes": len(body),
+        "body": body,
+    }
 
 
 def direct_parquet_seconds(run_dir: str) -> float:
@@ -85,7 +104,8 @@ def direct_parquet_seconds(run_dir: str) -> float:
     start = time.perf_counter()
     duckdb.connect().execute(
         f"SELECT track_id, s.score FROM (SELECT track_id, unnest(scores) AS s FROM read_parquet('{run_dir}/tags/*.parquet')) "
-        "WHERE s.tag = 'tag07' AND s.score >= 0.5 ORDER BY s.score DESC LIMIT 20").fetchall()
+        "WHERE s.tag = 'tag07' AND s.score >= 0.5 ORDER BY s.score DESC LIMIT 20"
+    ).fetchall()
     return time.perf_counter() - start
 
 
@@ -113,7 +133,10 @@ def main(argv=None) -> int:
     middle = f"trk{args.tracks // 2:07d}"
     queries = [
         ("tracks: top 20 of a tag above 0.5", "/api/tracks?tag=tag07&min=0.5&limit=20&offset=0"),
-        (f"tracks: a page deep in the list (offset {args.tracks // 2:,}, min 0)", f"/api/tracks?tag=tag07&min=0&limit=20&offset={args.tracks // 2}"),
+        (
+            f"tracks: a page deep in the list (offset {args.tracks // 2:,}, min 0)",
+            f"/api/tracks?tag=tag07&min=0&limit=20&offset={args.tracks // 2}",
+        ),
         ("tracks: tag + search on id/uri", "/api/tracks?tag=tag07&min=0.2&q=trk00123&limit=20"),
         ("tracks: no tag (run order), middle page", f"/api/tracks?limit=20&offset={args.tracks // 2}"),
         ("tags (the tag list)", "/api/tags"),
@@ -129,18 +152,23 @@ def main(argv=None) -> int:
         if path.startswith("/api/tracks?"):
             result["total"] = json.loads(result["body"])["total"]
         results.append((label, path, result))
-        print(f"{label:58s} median {result['median_s']:.3f} s  max {result['max_s']:.3f} s  first {result['first_s']:.3f} s", flush=True)
+        print(
+            f"{label:58s} median {result['median_s']:.3f} s  max {result['max_s']:.3f} s  first {result['first_s']:.3f} s",
+            flush=True,
+        )
     direct_s = direct_parquet_seconds(run_dir)
     print(f"DuckDB straight over the Parquet (same top 20): {direct_s:.2f} s", flush=True)
     server.stop()
     explorer.close()
 
     rows = "\n".join(
-        f"| {label} | `{path}` | {r['median_s'] * 1000:.0f} | {r['max_s'] * 1000:.0f} | {r['first_s'] * 1000:.0f} |" for label, path, r in results)
+        f"| {label} | `{path}` | {r['median_s'] * 1000:.0f} | {r['max_s'] * 1000:.0f} | {r['first_s'] * 1000:.0f} |"
+        for label, path, r in results
+    )
     body = f"""## Explorer queries (issue 15)
 
 `python benchmarks/explore_queries.py`: a synthetic run of {args.tracks:,} tracks x {TAGS} tags with {EMBEDDING}-float
-embeddings ({len(list((root / 'tags').glob('*.parquet')))} Parquet files of {CHUNK:,} rows), served by `tagscale explore` on 127.0.0.1 and
+embeddings ({len(list((root / "tags").glob("*.parquet")))} Parquet files of {CHUNK:,} rows), served by `tagscale explore` on 127.0.0.1 and
 queried over HTTP, {args.repeats} calls each (milliseconds; JSON encoding included). {platform.machine()}, {os.cpu_count()} cores
 shared with other jobs while measured, so single numbers are noisy.
 

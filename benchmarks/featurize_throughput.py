@@ -15,6 +15,7 @@ Targets (issue 10): marginal >= 1.5x, whole process >= 1.0x, CPU busy >= 0.9. Th
 into BENCHMARKS.md (section ``featurize_scale``), one row per machine (CPU model and AVX flags):
 rows measured on other machines stay, labelled with their machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,11 @@ def run_measured(command: list[str]) -> dict:
     """Run a child; its wall and CPU seconds (children included) and peak RSS (GB)."""
     start = time.perf_counter()
     process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}
+        command,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     stderr_tail = process.stderr.read()[-3000:]
     _, status, usage = os.wait4(process.pid, 0)
@@ -101,7 +106,9 @@ def main() -> None:
     for size, catalog in (("small", small), ("large", large)):
         results[("librosa", size)] = run_measured([PYTHON, "-c", LIBROSA, str(catalog)])
         shutil.rmtree(out, ignore_errors=True)
-        results[("tagscale", size)] = run_measured([PYTHON, "-c", FEATURIZE, "--catalog", str(catalog), "--output", str(out)])
+        results[("tagscale", size)] = run_measured(
+            [PYTHON, "-c", FEATURIZE, "--catalog", str(catalog), "--output", str(out)]
+        )
         for method in ("librosa", "tagscale"):
             print(method, size, json.dumps({k: round(v, 2) for k, v in results[(method, size)].items()}), flush=True)
 
@@ -109,7 +116,9 @@ def main() -> None:
         return audio[size] / results[(method, size)]["cpu_s"]
 
     def marginal(method):
-        return (audio["large"] - audio["small"]) / (results[(method, "large")]["cpu_s"] - results[(method, "small")]["cpu_s"])
+        return (audio["large"] - audio["small"]) / (
+            results[(method, "large")]["cpu_s"] - results[(method, "small")]["cpu_s"]
+        )
 
     big = results[("tagscale", "large")]
     summary = {
@@ -137,7 +146,11 @@ def write_section(summary: dict, results: dict, audio: dict) -> None:
     old_rows = []
     if start in text:
         body = text[text.index(start) : text.index(end)]
-        old_rows = [line for line in body.splitlines() if line.startswith("| ") and not line.startswith(("| machine", "|---")) and summary["machine"] not in line]
+        old_rows = [
+            line
+            for line in body.splitlines()
+            if line.startswith("| ") and not line.startswith(("| machine", "|---")) and summary["machine"] not in line
+        ]
     s = summary
     row = (
         f"| {s['machine']} | {s['rows']} | {s['librosa_marginal']:.0f} | {s['tagscale_marginal']:.0f} | **{s['marginal_ratio']:.2f}x** | "
@@ -147,25 +160,27 @@ def write_section(summary: dict, results: dict, audio: dict) -> None:
         f"{method} {size}: {r['cpu_s']:.1f} CPU s / {r['wall_s']:.1f} wall s / {r['peak_rss_gb']:.2f} GB"
         for (method, size), r in results.items()
     )
-    body = "\n".join([
-        start,
-        "## Featurize at catalog scale: tagscale vs a librosa loop (issue 10)",
-        "",
-        "Written by `benchmarks/featurize_throughput.py` (`--quick` for a smoke run). Same MP3 files for both "
-        "(real-music-like, 44.1 kHz stereo, 128 kb/s), the large catalog lists them again under new track_ids; "
-        "librosa loop = `librosa.load(sr=16000)` + `melspectrogram(n_fft=512, hop=256, n_mels=96)` + "
-        "`log10(10000 x + 1)`. Marginal = large run minus small run; whole process = the large run; "
-        "CPU busy = CPU s / wall s of tagscale's large run. One row per machine: rows from earlier machines stay, "
-        "labelled by their CPU.",
-        "",
-        header,
-        "|---|---|---|---|---|---|---|---|---|",
-        *old_rows,
-        row,
-        "",
-        f"Last run ({s['machine']}): {detail}.",
-        end,
-    ])
+    body = "\n".join(
+        [
+            start,
+            "## Featurize at catalog scale: tagscale vs a librosa loop (issue 10)",
+            "",
+            "Written by `benchmarks/featurize_throughput.py` (`--quick` for a smoke run). Same MP3 files for both "
+            "(real-music-like, 44.1 kHz stereo, 128 kb/s), the large catalog lists them again under new track_ids; "
+            "librosa loop = `librosa.load(sr=16000)` + `melspectrogram(n_fft=512, hop=256, n_mels=96)` + "
+            "`log10(10000 x + 1)`. Marginal = large run minus small run; whole process = the large run; "
+            "CPU busy = CPU s / wall s of tagscale's large run. One row per machine: rows from earlier machines stay, "
+            "labelled by their CPU.",
+            "",
+            header,
+            "|---|---|---|---|---|---|---|---|---|",
+            *old_rows,
+            row,
+            "",
+            f"Last run ({s['machine']}): {detail}.",
+            end,
+        ]
+    )
     if start in text:
         text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
     else:

@@ -10,6 +10,7 @@ and the export. The input pipeline runs inside the train step (Keras pulls the n
 inside its ``tf.function``), so it is also timed alone: one pass over the training split.
 Prints a Markdown table; ``--json`` writes the raw numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,7 +104,18 @@ def profile(features_dir: str, frontend: str, fraction: float, extra: list[str])
     flags = [f for i, f in enumerate(flags) if f != "--fractions" and (i == 0 or flags[i - 1] != "--fractions")]
     job = tempfile.mkdtemp(prefix="profile_arm_")
     args = task.parse_args(
-        ["--features", features_dir, "--frontend", frontend, "--job-dir", job, "--fraction", str(fraction), *flags, *extra]
+        [
+            "--features",
+            features_dir,
+            "--frontend",
+            frontend,
+            "--job-dir",
+            job,
+            "--fraction",
+            str(fraction),
+            *flags,
+            *extra,
+        ]
     )
     seconds = collections.defaultdict(float)
     start = time.perf_counter()
@@ -111,10 +123,17 @@ def profile(features_dir: str, frontend: str, fraction: float, extra: list[str])
     total = time.perf_counter() - start
     input_s, input_examples = input_pass(features_dir, frontend, fraction, args.batch_size)
     return {
-        "frontend": frontend, "fraction": fraction, "total_s": total, "phases_s": result.evaluation["phases_s"],
-        "epochs": result.evaluation["epochs_trained"], "examples": result.evaluation["train"]["examples"],
-        "steps": seconds.pop("steps"), "valid": seconds.pop("valid"), "callbacks_s": dict(seconds),
-        "input_pass_s": input_s, "input_examples": input_examples,
+        "frontend": frontend,
+        "fraction": fraction,
+        "total_s": total,
+        "phases_s": result.evaluation["phases_s"],
+        "epochs": result.evaluation["epochs_trained"],
+        "examples": result.evaluation["train"]["examples"],
+        "steps": seconds.pop("steps"),
+        "valid": seconds.pop("valid"),
+        "callbacks_s": dict(seconds),
+        "input_pass_s": input_s,
+        "input_examples": input_examples,
     }
 
 

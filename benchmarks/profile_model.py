@@ -9,6 +9,7 @@ Keras form are the layers of :func:`model.network.build_model`; parts of the fas
 of :mod:`model.fast_frontend`. ``--tflite`` also times the whole fast model converted to TFLite
 (XNNPACK). The table goes to BENCHMARKS.md (section ``tag_profile``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import sys
 import time
 
 import numpy as np
-
 from common import REPO, update_benchmarks_md
 
 sys.path.insert(0, str(REPO))
@@ -65,28 +65,82 @@ def main() -> int:
     b = args.batch
     waveform = tf.constant(rng.normal(0, 0.1, (b, dsp.PATCH_SAMPLES)).astype(np.float32))
     log_mel = dsp.log_mel_patches(waveform)
-    image = tf.nn.batch_normalization(log_mel, *(fast.input_bn[k] for k in ("mean", "variance", "offset", "scale", "epsilon")))[..., None]
+    image = tf.nn.batch_normalization(
+        log_mel, *(fast.input_bn[k] for k in ("mean", "variance", "offset", "scale", "epsilon"))
+    )[..., None]
     get = keras_model.get_layer
 
     def keras_timbral(i):
         def run(x):
             y = get(f"timbral_{i}_bn")(get(f"timbral_{i}_conv")(get(f"timbral_{i}_pad")(x)), training=False)
             return tf.reduce_max(y, axis=2)
+
         return run
 
     def keras_temporal(x):
-        return [tf.reduce_max(get(f"temporal_{i}_bn")(get(f"temporal_{i}_conv")(x), training=False), axis=2) for i in range(3)]
+        return [
+            tf.reduce_max(get(f"temporal_{i}_bn")(get(f"temporal_{i}_conv")(x), training=False), axis=2)
+            for i in range(3)
+        ]
 
     features = fast.frontend(log_mel)
     rows = [
-        ("log-mel (STFT + mel matrix + log)", "both", tf.function(dsp.log_mel_patches), (waveform,), flops()["log-mel"]),
-        ("timbral 7x38 x204: conv, ReLU, BN, max over freq", "Keras", tf.function(keras_timbral(0)), (image,), flops()["timbral 7x38"]),
-        ("timbral 7x67 x204: conv, ReLU, BN, max over freq", "Keras", tf.function(keras_timbral(1)), (image,), flops()["timbral 7x67"]),
-        ("temporal 128/64/32 x51: Conv2D (L,1), ReLU, BN, max", "Keras", tf.function(keras_temporal), (image,), flops()["temporal 128/64/32 (direct)"]),
-        ("timbral 7x38: conv (signed kernel), max, then ReLU/BN", "fast", tf.function(lambda x: fast._timbral(x, *fast.timbral[0])), (image,), flops()["timbral 7x38"]),
-        ("timbral 7x67: conv (signed kernel), max, then ReLU/BN", "fast", tf.function(lambda x: fast._timbral(x, *fast.timbral[1])), (image,), flops()["timbral 7x67"]),
-        ("temporal: one banded GEMM, max, then ReLU/BN", "fast", tf.function(fast._temporal), (image[..., 0],), flops()["temporal as one banded GEMM"]),
-        ("back-end (3 convs, pooling, dense)", "both", tf.function(lambda f: fast.backend(f, training=False)), (features,), flops()["back-end"]),
+        (
+            "log-mel (STFT + mel matrix + log)",
+            "both",
+            tf.function(dsp.log_mel_patches),
+            (waveform,),
+            flops()["log-mel"],
+        ),
+        (
+            "timbral 7x38 x204: conv, ReLU, BN, max over freq",
+            "Keras",
+            tf.function(keras_timbral(0)),
+            (image,),
+            flops()["timbral 7x38"],
+        ),
+        (
+            "timbral 7x67 x204: conv, ReLU, BN, max over freq",
+            "Keras",
+            tf.function(keras_timbral(1)),
+            (image,),
+            flops()["timbral 7x67"],
+        ),
+        (
+            "temporal 128/64/32 x51: Conv2D (L,1), ReLU, BN, max",
+            "Keras",
+            tf.function(keras_temporal),
+            (image,),
+            flops()["temporal 128/64/32 (direct)"],
+        ),
+        (
+            "timbral 7x38: conv (signed kernel), max, then ReLU/BN",
+            "fast",
+            tf.function(lambda x: fast._timbral(x, *fast.timbral[0])),
+            (image,),
+            flops()["timbral 7x38"],
+        ),
+        (
+            "timbral 7x67: conv (signed kernel), max, then ReLU/BN",
+            "fast",
+            tf.function(lambda x: fast._timbral(x, *fast.timbral[1])),
+            (image,),
+            flops()["timbral 7x67"],
+        ),
+        (
+            "temporal: one banded GEMM, max, then ReLU/BN",
+            "fast",
+            tf.function(fast._temporal),
+            (image[..., 0],),
+            flops()["temporal as one banded GEMM"],
+        ),
+        (
+            "back-end (3 convs, pooling, dense)",
+            "both",
+            tf.function(lambda f: fast.backend(f, training=False)),
+            (features,),
+            flops()["back-end"],
+        ),
         ("whole model, log-mel in", "Keras", tf.function(lambda x: keras_model(x, training=False)), (log_mel,), None),
         ("whole model, log-mel in", "fast", tf.function(fast.__call__), (log_mel,), None),
     ]

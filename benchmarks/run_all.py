@@ -6,6 +6,7 @@ Each script measures the anchor and tagscale side by side on the same files in o
 writes its own section of BENCHMARKS.md; they run one after another so none disturbs another's
 timings. ``--quick`` is passed to every script (fewer files, for a smoke run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== {name}", flush=True)
         start = time.perf_counter()
-        code = subprocess.run([sys.executable, str(script), *(["--quick"] if args.quick else [])], cwd=HERE.parent).returncode
+        code = subprocess.run(
+            [sys.executable, str(script), *(["--quick"] if args.quick else [])], cwd=HERE.parent
+        ).returncode
         print(f"== {name}: exit {code} in {time.perf_counter() - start:.0f} s", flush=True)
         if code:
             failed.append(name)

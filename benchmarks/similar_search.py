@@ -11,6 +11,7 @@ The embeddings are 200-d like musicnn's, clustered like real catalogs (5,000 clu
 shared offset), so nearest-neighbour cosines resemble the demo run's; uniform random vectors
 would have no neighbours worth finding and tell nothing about an index.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,11 @@ def synthetic_unit_embeddings(n: int, seed: int = 0) -> np.ndarray:
     out = np.empty((n, DIM), np.float32)
     for start in range(0, n, 100_000):
         stop = min(n, start + 100_000)
-        chunk = offset + centers[rng.integers(0, CLUSTERS, stop - start)] + rng.normal(0, 0.25, (stop - start, DIM)).astype(np.float32)
+        chunk = (
+            offset
+            + centers[rng.integers(0, CLUSTERS, stop - start)]
+            + rng.normal(0, 0.25, (stop - start, DIM)).astype(np.float32)
+        )
         out[start:stop] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     return out
 
@@ -140,7 +145,10 @@ def main() -> int:
     for method in ("exact", "ivf"):
         out = subprocess.run(
             [PYTHON, __file__, "--method", method, "--tracks", str(args.tracks), "--queries", str(args.queries)],
-            capture_output=True, text=True, cwd=REPO, check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(results[-1], flush=True)

@@ -16,6 +16,7 @@ CPU = user+sys of the process and its children; peak RSS from wait4. Everything 
 so the figures are ratios measured side by side. Results go to BENCHMARKS.md (``tag_throughput``)
 with the CPU model and its vector flags.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,7 +73,12 @@ def run(command: list[str], env: dict) -> dict:
     wall = time.perf_counter() - start
     if child.returncode:
         raise RuntimeError(f"{' '.join(command[:6])}... exited {child.returncode}; rerun it by hand to see why")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024, "stdout": stdout}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "stdout": stdout,
+    }
 
 
 def repeated_catalog(catalog, repeat: int):
@@ -99,12 +105,33 @@ def prepare_cache() -> str:
         for name in os.listdir(user_wheels):
             if not (wheels / name).exists():
                 shutil.copy(os.path.join(user_wheels, name), wheels / name)
-    subprocess.run([PYTHON, "-m", "infra.cli", "pretrained", "fetch", "musicnn-mtt", "--cache-dir", str(cache)], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+    subprocess.run(
+        [PYTHON, "-m", "infra.cli", "pretrained", "fetch", "musicnn-mtt", "--cache-dir", str(cache)],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+    )
     return str(cache)
 
 
 def tag_command(catalog, output, cache: str, pinned: bool) -> list[str]:
-    command = [PYTHON, "-m", "infra.cli", "tag", "--catalog", str(catalog), "--model", "musicnn-mtt", "--output", str(output), "--cache-dir", cache, "--progress-every", "1000"]
+    command = [
+        PYTHON,
+        "-m",
+        "infra.cli",
+        "tag",
+        "--catalog",
+        str(catalog),
+        "--model",
+        "musicnn-mtt",
+        "--output",
+        str(output),
+        "--cache-dir",
+        cache,
+        "--progress-every",
+        "1000",
+    ]
     return (["taskset", "-c", "0"] + command) if pinned else command
 
 
@@ -119,7 +146,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=40, help="distinct MP3 files (%(default)s)")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--repeat", type=int, default=4, help="the large catalog lists every file this often (%(default)s)")
+    parser.add_argument(
+        "--repeat", type=int, default=4, help="the large catalog lists every file this often (%(default)s)"
+    )
     parser.add_argument("--quick", action="store_true", help="10 files, rows 10 and 40: a smoke run, noisier")
     parser.add_argument("--no-pinned", action="store_true", help="skip the taskset -c 0 runs")
     args = parser.parse_args()
@@ -140,7 +169,11 @@ def main() -> int:
             output = WORK / f"tag_{cores}_{rows}"
             shutil.rmtree(output, ignore_errors=True)
             runs[(cores, rows)] = run(tag_command(catalog, output, cache, cores == "pinned"), env)
-            print(f"tagscale tag, {cores} cores, {rows} rows", {k: round(v, 2) for k, v in runs[(cores, rows)].items() if k != "stdout"}, flush=True)
+            print(
+                f"tagscale tag, {cores} cores, {rows} rows",
+                {k: round(v, 2) for k, v in runs[(cores, rows)].items() if k != "stdout"},
+                flush=True,
+            )
     lines = report(runs, args, n_small, n_large, seconds, reference_file, WORK / f"tag_all_{n_small}", pinned)
     print("\n".join(lines))
     update_benchmarks_md("tag_throughput", "\n".join(lines))
@@ -161,7 +194,11 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
     tags = list(next(iter(ours.values())))
     from model import pretrained  # the tag order of the reference's score vectors
 
-    order = [line.strip() for line in open(os.path.join(pretrained.model_dir("musicnn-mtt", str(WORK / "cache")), "tags.txt")) if line.strip()]
+    order = [
+        line.strip()
+        for line in open(os.path.join(pretrained.model_dir("musicnn-mtt", str(WORK / "cache")), "tags.txt"))
+        if line.strip()
+    ]
     diff = max(abs(ours[t][tag] - reference[t][order.index(tag)]) for t in reference for tag in tags)
 
     def marginal(cores):
@@ -188,9 +225,13 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
         label = "`tagscale tag`" + (", `taskset -c 0`" if cores == "pinned" else "")
         for rows, audio in ((n_small, audio_small), (n_large, audio_large)):
             r = runs[(cores, rows)]
-            lines.append(f"| {label}, whole process | {rows} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {audio / r['cpu_s']:.1f} | {audio / r['wall_s']:.1f} | {r['rss_mb']:.0f} |")
+            lines.append(
+                f"| {label}, whole process | {rows} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {audio / r['cpu_s']:.1f} | {audio / r['wall_s']:.1f} | {r['rss_mb']:.0f} |"
+            )
         cpu_rate, wall_rate = marginal(cores)
-        lines.append(f"| {label}, marginal ({n_large} - {n_small} rows) | {n_large - n_small} | - | - | **{cpu_rate:.1f}** | **{wall_rate:.1f}** | - |")
+        lines.append(
+            f"| {label}, marginal ({n_large} - {n_small} rows) | {n_large - n_small} | - | - | **{cpu_rate:.1f}** | **{wall_rate:.1f}** | - |"
+        )
     cpu_rate, wall_rate = marginal("all")
     lines += [
         "",
@@ -198,7 +239,9 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
     ]
     if pinned:
         _, pinned_wall = marginal("pinned")
-        lines.append(f"- all cores / `taskset -c 0`, wall rate (marginal): **{wall_rate / pinned_wall:.2f}x** (target 1.8x on 2 cores).")
+        lines.append(
+            f"- all cores / `taskset -c 0`, wall rate (marginal): **{wall_rate / pinned_wall:.2f}x** (target 1.8x on 2 cores)."
+        )
     lines.append(
         f"- Largest score difference, tagscale vs musicnn's way on the same files: {diff:.1e} (whole paths: tagscale decodes with "
         "libsndfile + soxr and computes the log-mel in TF, musicnn uses librosa; on the same log-mel the models agree to ~3e-7, tests/test_pretrained.py)."

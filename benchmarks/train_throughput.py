@@ -10,6 +10,7 @@ raw-bytes signal, int16 PCM waveform) and
 Both get one warm-up epoch, then alternate timed epochs. Target: shards >= 0.9x in-memory.
 Results go to BENCHMARKS.md (section ``train_throughput``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,20 @@ def demo_features(n_tracks: int, seconds: float) -> str:
     features = root / "features"
     if not (features / "metadata.json").exists():
         catalog = demo_catalog.make_demo_catalog(str(root / "catalog"), n_tracks=n_tracks, seed=0, duration_s=seconds)
-        featurize.run(["--catalog", catalog, "--output", str(features), "--top-k", "16", "--valid-fraction", "0.15", "--test-fraction", "0.2"])
+        featurize.run(
+            [
+                "--catalog",
+                catalog,
+                "--output",
+                str(features),
+                "--top-k",
+                "16",
+                "--valid-fraction",
+                "0.15",
+                "--test-fraction",
+                "0.2",
+            ]
+        )
     return str(features)
 
 
@@ -75,8 +89,13 @@ def measure(features_dir: str, frontend: str, *, batch_size: int, epochs: int, f
             seconds[name] += time.perf_counter() - start
     rates = {name: steps * epochs / value for name, value in seconds.items()}
     return {
-        "frontend": frontend, "params": model.count_params(), "examples": n, "steps_per_epoch": steps,
-        "shards_steps_s": rates["shards"], "memory_steps_s": rates["memory"], "ratio": rates["shards"] / rates["memory"],
+        "frontend": frontend,
+        "params": model.count_params(),
+        "examples": n,
+        "steps_per_epoch": steps,
+        "shards_steps_s": rates["shards"],
+        "memory_steps_s": rates["memory"],
+        "ratio": rates["shards"] / rates["memory"],
     }
 
 
@@ -86,14 +105,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.5)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per source (3)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--full-size", action="store_true", help="the seed preset's sizes instead of the CPU demo sizes")
+    parser.add_argument(
+        "--full-size", action="store_true", help="the seed preset's sizes instead of the CPU demo sizes"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
 
     features = demo_features(args.tracks, args.seconds)
-    rows = [measure(features, fe, batch_size=args.batch_size, epochs=args.epochs, full_size=args.full_size) for fe in ("waveform", "spectrogram")]
+    rows = [
+        measure(features, fe, batch_size=args.batch_size, epochs=args.epochs, full_size=args.full_size)
+        for fe in ("waveform", "spectrogram")
+    ]
     for row in rows:
         print(
             f"{row['frontend']:<12} {row['params']:>9,} params  shards {row['shards_steps_s']:.2f} steps/s  "
@@ -117,7 +141,9 @@ def main(argv=None) -> int:
         f"| {r['frontend']} | {r['params']:,} | {r['steps_per_epoch']} | {r['shards_steps_s']:.2f} | {r['memory_steps_s']:.2f} | {r['ratio']:.2f} |"
         for r in rows
     ]
-    verdict = ", ".join(f"{r['frontend']} {'met' if r['ratio'] >= 0.9 else 'NOT met'} ({r['ratio']:.2f}x)" for r in rows)
+    verdict = ", ".join(
+        f"{r['frontend']} {'met' if r['ratio'] >= 0.9 else 'NOT met'} ({r['ratio']:.2f}x)" for r in rows
+    )
     body += [
         "",
         f"Target: {verdict}. A waveform example is 96 kB of int16 PCM in the shard (was 192 kB of gzip float32, "

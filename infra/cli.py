@@ -4,6 +4,7 @@ Each subcommand lives in the module that does the work and exposes ``main(argv) 
 modules are imported only when their subcommand runs, so ``tagscale --help`` stays fast.
 Errors the user can fix (:class:`model.errors.TagscaleError`) print as one line, exit 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,10 @@ import sys
 # name -> (module, one-line help). The order is the order of a typical run.
 COMMANDS = {
     "demo-catalog": ("infra.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
-    "catalog": ("pipelines.datasets", "write a Parquet catalog of MagnaTagATune or MTG-Jamendo with its official split"),
+    "catalog": (
+        "pipelines.datasets",
+        "write a Parquet catalog of MagnaTagATune or MTG-Jamendo with its official split",
+    ),
     "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
     "pretrained": ("model.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
     "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.errors import run_command
 
     return run_command(argv[0], lambda args: importlib.import_module(module_name).main(args), argv[1:])
+
 
 if __name__ == "__main__":
     sys.exit(main())

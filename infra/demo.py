@@ -6,6 +6,7 @@
 Every step is the same ``main(argv)`` the ``tagscale`` subcommands run, on DirectRunner and
 local disk; each step's output directory is printed as it finishes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,15 +16,24 @@ import time
 # Small networks and few epochs so the comparison runs in minutes on 2 CPU cores; the
 # front-end structure is the paper's, only the widths shrink (see README "Front-end comparison").
 COMPARE_FLAGS = [
-    "--fractions", "0.25,0.5,1.0",
-    "--epochs", "8",
-    "--batch-size", "16",
-    "--learning-rate", "3e-3",
-    "--frontend-filters", "4",
-    "--backend-channels", "32",
-    "--dense-units", "64",
-    "--dropout", "0.1",
-    "--batch-norm-momentum", "0.9",  # Keras' 0.99 lags the weights in runs this short
+    "--fractions",
+    "0.25,0.5,1.0",
+    "--epochs",
+    "8",
+    "--batch-size",
+    "16",
+    "--learning-rate",
+    "3e-3",
+    "--frontend-filters",
+    "4",
+    "--backend-channels",
+    "32",
+    "--dense-units",
+    "64",
+    "--dropout",
+    "0.1",
+    "--batch-norm-momentum",
+    "0.9",  # Keras' 0.99 lags the weights in runs this short
 ]
 DEMO_SECONDS = "3.5"  # one patch per track: many tracks for little compute
 # Seconds each step took on the reference machine (README "Demo time"); the estimate of the time
@@ -61,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="demo_output", help="where every output goes (demo_output)")
     parser.add_argument("--tracks", type=int, default=800, help="demo catalog size (800 tracks of 3.5 s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-pretrained", action="store_true", help="do not fetch or use musicnn-mtt (no registry access)")
+    parser.add_argument(
+        "--skip-pretrained", action="store_true", help="do not fetch or use musicnn-mtt (no registry access)"
+    )
     args = parser.parse_args(argv)
 
-    from model import pretrained
     from infra import demo_catalog
+    from model import pretrained
     from pipelines import featurize, query, tag
     from trainer import compare
 
@@ -74,17 +86,48 @@ def main(argv: list[str] | None = None) -> int:
     features = os.path.join(work, "features")
     comparison = os.path.join(work, "compare")
     start = time.monotonic()
-    clock = Clock(["synth", "featurize", "compare", "tag", "queries"] + ([] if args.skip_pretrained else ["fetch", "tag"]))
-    print(f"demo: about {sum(STEP_SECONDS[name] for name in clock.left)} s on the reference machine (README)", flush=True)
+    clock = Clock(
+        ["synth", "featurize", "compare", "tag", "queries"] + ([] if args.skip_pretrained else ["fetch", "tag"])
+    )
+    print(
+        f"demo: about {sum(STEP_SECONDS[name] for name in clock.left)} s on the reference machine (README)", flush=True
+    )
 
-    step("1/5 synthesize a demo catalog", demo_catalog.main,
-         ["demo-catalog", catalog, "--tracks", str(args.tracks), "--duration", DEMO_SECONDS, "--seed", str(args.seed)],
-         os.path.join(catalog, "catalog.csv"), clock, "synth")
-    step("2/5 featurize (Beam DirectRunner + tf.Transform)", featurize.main,
-         ["featurize", "--catalog", os.path.join(catalog, "catalog.csv"), "--output", features], features, clock, "featurize")
-    step("3/5 front-end comparison (waveform vs spectrogram)", compare.main,
-         ["compare", "--features", features, "--output", comparison, "--seed", str(args.seed), "--export-runs", "spectrogram-f1", *COMPARE_FLAGS],
-         os.path.join(comparison, "report.md"), clock, "compare")
+    step(
+        "1/5 synthesize a demo catalog",
+        demo_catalog.main,
+        ["demo-catalog", catalog, "--tracks", str(args.tracks), "--duration", DEMO_SECONDS, "--seed", str(args.seed)],
+        os.path.join(catalog, "catalog.csv"),
+        clock,
+        "synth",
+    )
+    step(
+        "2/5 featurize (Beam DirectRunner + tf.Transform)",
+        featurize.main,
+        ["featurize", "--catalog", os.path.join(catalog, "catalog.csv"), "--output", features],
+        features,
+        clock,
+        "featurize",
+    )
+    step(
+        "3/5 front-end comparison (waveform vs spectrogram)",
+        compare.main,
+        [
+            "compare",
+            "--features",
+            features,
+            "--output",
+            comparison,
+            "--seed",
+            str(args.seed),
+            "--export-runs",
+            "spectrogram-f1",
+            *COMPARE_FLAGS,
+        ],
+        os.path.join(comparison, "report.md"),
+        clock,
+        "compare",
+    )
     trained = os.path.join(comparison, "runs", "spectrogram-f1", "export")  # compare's job dir naming
     tag_runs = [("spectrogram (trained here)", trained, os.path.join(work, "tags-spectrogram"))]
     if not args.skip_pretrained:
@@ -93,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--- {clock.finished('fetch')}", flush=True)
         tag_runs.append(("musicnn-mtt (pretrained)", "musicnn-mtt", os.path.join(work, "tags-musicnn-mtt")))
     for index, (label, model, output) in enumerate(tag_runs):
-        step(f"4/5 tag the catalog with {label}", tag.main,
-             ["tag", "--catalog", os.path.join(catalog, "catalog.csv"), "--model", model, "--output", output], os.path.join(output, "tags"),
-             clock, "tag")
+        step(
+            f"4/5 tag the catalog with {label}",
+            tag.main,
+            ["tag", "--catalog", os.path.join(catalog, "catalog.csv"), "--model", model, "--output", output],
+            os.path.join(output, "tags"),
+            clock,
+            "tag",
+        )
 
     print("\n=== 5/5 queries (DuckDB over the Parquet output)", flush=True)
     first_track = "demo-00000"
@@ -107,8 +155,14 @@ def main(argv: list[str] | None = None) -> int:
             query.main(["--tags", output, *command])
     clock.finished("queries")
     print(f"\ndemo finished in {time.monotonic() - start:.0f} s; everything is under {work}/", flush=True)
-    print(f"  catalog: {catalog}/catalog.csv\n  features: {features}/\n  comparison: {comparison}/report.md (+ PNG plots)")
+    print(
+        f"  catalog: {catalog}/catalog.csv\n  features: {features}/\n  comparison: {comparison}/report.md (+ PNG plots)"
+    )
     for label, _, output in tag_runs:
         print(f"  tags, {label}: {output}/tags/*.parquet")
-    print("\nbrowse it in a web browser:\n  tagscale explore " + " ".join(f"--tags {output}" for _, _, output in tag_runs), flush=True)
+    print(
+        "\nbrowse it in a web browser:\n  tagscale explore "
+        + " ".join(f"--tags {output}" for _, _, output in tag_runs),
+        flush=True,
+    )
     return 0

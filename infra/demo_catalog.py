@@ -22,6 +22,7 @@ model's rate, with additive synthesis in numpy (:mod:`infra.synth`); the noise f
 rate. The same seed gives a byte-identical ``catalog.csv`` and identical decoded audio
 (ogg files differ in their stream serial number, which libsndfile draws at random).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -228,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dir", metavar="DIR", help="output folder (audio goes to DIR/audio)")
     parser.add_argument("--tracks", type=int, default=120, help="number of tracks (default 120)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same catalog (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed gives the same catalog (default 0)"
+    )
     parser.add_argument(
         "--duration", type=float, default=10.0, help=f"seconds per track, at least {MIN_DURATION_S:g} (default 10)"
     )

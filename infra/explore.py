@@ -7,6 +7,7 @@ three static files from ``infra/explore_static`` (one HTML page, one vanilla JS 
 stylesheet: no build step, no CDN, so it works offline). Queries run in DuckDB
 (:mod:`infra.explore_query`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,26 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from model.errors import TagscaleError
 from infra.explore_query import BadRequest, Explorer
+from model.errors import TagscaleError
 
 STATIC_DIR = pathlib.Path(__file__).resolve().parent / "explore_static"
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-          "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
 # A fixed table rather than the mimetypes module, which reads system files on first use.
-AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg",
-               ".oga": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4", ".aac": "audio/aac"}
+AUDIO_TYPES = {
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+}
 CHUNK = 64 * 1024
 
 
@@ -40,7 +52,7 @@ def parse_range(header: str | None, size: int):
     ``"unsatisfiable"`` for a range past the end. Several ranges are answered with the whole file."""
     if not header or not header.startswith("bytes=") or "," in header:
         return None
-    first, _, last = header[len("bytes="):].strip().partition("-")
+    first, _, last = header[len("bytes=") :].strip().partition("-")
     try:
         if first == "":
             length = int(last)
@@ -57,7 +69,7 @@ def parse_range(header: str | None, size: int):
 def open_audio(uri: str):
     """``(file object, size)`` for a URI the run lists: local paths directly, gs:// through Beam."""
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if "://" in uri:
         from apache_beam.io.filesystems import FileSystems
 
@@ -102,9 +114,16 @@ class Handler(BaseHTTPRequestHandler):
             if url.path == "/api/stats":
                 return self._json(self.server.explorer.stats())
             if url.path == "/api/tracks":
-                return self._json(self.server.explorer.tracks(
-                    params.get("tag") or None, params.get("min"), params.get("limit", 20), params.get("offset", 0),
-                    params.get("q", ""), params.get("run") or None))
+                return self._json(
+                    self.server.explorer.tracks(
+                        params.get("tag") or None,
+                        params.get("min"),
+                        params.get("limit", 20),
+                        params.get("offset", 0),
+                        params.get("q", ""),
+                        params.get("run") or None,
+                    )
+                )
             if url.path == "/api/tracks.csv":
                 return self._csv(params)
             parts = url.path.split("/")  # split before unquoting: an id may hold an encoded "/"
@@ -150,7 +169,9 @@ class Handler(BaseHTTPRequestHandler):
             if wanted:
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
             suffix = os.path.splitext(uri)[1].lower()
-            self._start(206 if wanted else 200, AUDIO_TYPES.get(suffix, "application/octet-stream"), end - start + 1, headers)
+            self._start(
+                206 if wanted else 200, AUDIO_TYPES.get(suffix, "application/octet-stream"), end - start + 1, headers
+            )
             if self.head:
                 return
             handle.seek(start)
@@ -164,7 +185,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _csv(self, params: dict) -> None:
         """The whole filter as CSV, sent in chunks as it is formatted (a large export never sits in memory)."""
-        batches = self.server.explorer.csv_rows(params.get("tag") or None, params.get("min"), params.get("q", ""), params.get("run") or None)
+        batches = self.server.explorer.csv_rows(
+            params.get("tag") or None, params.get("min"), params.get("q", ""), params.get("run") or None
+        )
         header = next(batches)  # the filter is checked here, before the status line goes out
         name = "".join(c if c.isalnum() or c in "-_" else "_" for c in (params.get("tag") or "all"))
         self.send_response(200)
@@ -229,13 +252,23 @@ class ExplorerServer(ThreadingHTTPServer):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tagscale explore", description="A local web app over tag runs: Browse, Track, Summary.")
-    parser.add_argument("--tags", action="append", required=True, metavar="DIR",
-                        help="the --output directory of `tagscale tag` (local or gs://); repeat for several runs")
+    parser = argparse.ArgumentParser(
+        prog="tagscale explore", description="A local web app over tag runs: Browse, Track, Summary."
+    )
+    parser.add_argument(
+        "--tags",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="the --output directory of `tagscale tag` (local or gs://); repeat for several runs",
+    )
     parser.add_argument("--thresholds", metavar="FILE", help="calibrated per-tag thresholds from `tagscale calibrate`")
     parser.add_argument("--port", type=int, default=8765, help="port (8765; 0 picks a free one)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (127.0.0.1: this machine only; the app has no login, so bind wider with care)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (127.0.0.1: this machine only; the app has no login, so bind wider with care)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
 
@@ -250,9 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         explorer.close()
         raise TagscaleError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from error
     tracks = sum(run.table.num_rows for run in explorer.runs)
-    print(f"tagscale explore: {tracks} tracks in {len(explorer.runs)} run(s); open {server.url} (Ctrl-C stops)", flush=True)
+    print(
+        f"tagscale explore: {tracks} tracks in {len(explorer.runs)} run(s); open {server.url} (Ctrl-C stops)",
+        flush=True,
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"tagscale explore: warning: listening on {args.host}; anyone who can reach it can browse and play the catalog", flush=True)
+        print(
+            f"tagscale explore: warning: listening on {args.host}; anyone who can reach it can browse and play the catalog",
+            flush=True,
+        )
     try:
         server.serve_forever()
     finally:

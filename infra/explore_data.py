@@ -5,6 +5,7 @@ query: 6.8 s for one tag's top 20 on 1M tracks x 50 tags. So each run is read on
 into an Arrow table with one float column per tag (``s0``, ``s1``... in vocabulary order) and
 registered with DuckDB; a browse query then scans one column (BENCHMARKS.md, "Explorer queries").
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -24,9 +25,7 @@ from pipelines import fileio, query
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
 # One reason per kind of failure: paths and numbers differ from track to track, the kind does not.
-REASON_SQL = (
-    "regexp_replace(regexp_replace(left(split_part(error, chr(10), 1), 200), '\\S*[/\\\\]\\S*', '...', 'g'), '[0-9]+', 'N', 'g')"
-)
+REASON_SQL = "regexp_replace(regexp_replace(left(split_part(error, chr(10), 1), 200), '\\S*[/\\\\]\\S*', '...', 'g'), '[0-9]+', 'N', 'g')"
 
 
 @dataclasses.dataclass
@@ -57,12 +56,15 @@ def mirror(source: str, local_dir: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
     wanted = [(path, "tags") for path in query.tag_files(source)]
-    wanted += [(path, "dead_letter") for path in fileio.glob(fileio.join(source.rstrip("/"), "dead_letter", "*.parquet"))]
+    wanted += [
+        (path, "dead_letter") for path in fileio.glob(fileio.join(source.rstrip("/"), "dead_letter", "*.parquet"))
+    ]
     for path, folder in wanted:
         os.makedirs(os.path.join(local_dir, folder), exist_ok=True)
-        with FileSystems.open(path, compression_type="uncompressed") as src, open(
-            os.path.join(local_dir, folder, path.rsplit("/", 1)[-1]), "wb"
-        ) as dst:
+        with (
+            FileSystems.open(path, compression_type="uncompressed") as src,
+            open(os.path.join(local_dir, folder, path.rsplit("/", 1)[-1]), "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst, 1 << 20)
     return local_dir
 
@@ -86,7 +88,9 @@ class _ScoreMatrix:
         tags, values = entries.field("tag"), entries.field("score").to_numpy(zero_copy_only=False)
         if not pyarrow.types.is_dictionary(tags.type):
             tags = pc.dictionary_encode(tags)
-        local_to_global = np.array([self.tags.setdefault(tag, len(self.tags)) for tag in tags.dictionary.to_pylist()], dtype=np.int64)
+        local_to_global = np.array(
+            [self.tags.setdefault(tag, len(self.tags)) for tag in tags.dictionary.to_pylist()], dtype=np.int64
+        )
         if len(self.tags) > self.values.shape[1]:
             grown = np.full((self.values.shape[0], 2 * len(self.tags)), np.nan, dtype=np.float32, order="F")
             grown[:, : self.values.shape[1]] = self.values
@@ -116,7 +120,9 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
     """Read a run's tag Parquet into a :class:`Run` (one Arrow column per tag)."""
     files = query.tag_files(local_dir)
     if not files:
-        raise TagscaleError(f"no tag output in {source}: expected {fileio.join(source, 'tags', '*.parquet')} (run `tagscale tag` first)")
+        raise TagscaleError(
+            f"no tag output in {source}: expected {fileio.join(source, 'tags', '*.parquet')} (run `tagscale tag` first)"
+        )
     parquet_files = []
     for path in files:
         try:
@@ -173,7 +179,9 @@ def apply_thresholds(runs: list[Run], path: str) -> None:
     except (OSError, ValueError, AttributeError):
         model = {}
     for run in runs:
-        names = set(zip(run.table.column("model_name").to_pylist()[:1], run.table.column("model_version").to_pylist()[:1]))
+        names = set(
+            zip(run.table.column("model_name").to_pylist()[:1], run.table.column("model_version").to_pylist()[:1])
+        )
         if model.get("name") and (model.get("name"), str(model.get("version"))) not in {(n, str(v)) for n, v in names}:
             continue
         run.thresholds = {tag: value for tag, value in thresholds.items() if tag in run.tags}
@@ -210,4 +218,3 @@ def tag_stats(run: Run) -> list[dict]:
             }
         )
     return sorted(out, key=lambda entry: (-entry["tracks_above_0_5"], entry["tag"]))
-

@@ -2,6 +2,7 @@
 
 Every answer is plain JSON-ready data; :mod:`infra.explore` turns it into HTTP.
 """
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ import shutil
 import tempfile
 import threading
 
-from model.errors import TagscaleError
 from infra import explore_data
 from infra.explore_data import Run
+from model.errors import TagscaleError
 
 MAX_LIMIT = 500
 TOP_TAGS = 3  # tags shown next to each browse result
@@ -44,7 +45,9 @@ class Explorer:
         try:
             runs = []
             for index, source in enumerate(sources):
-                local = explore_data.mirror(source, os.path.join(work_dir, f"run{index}")) if "://" in source else source
+                local = (
+                    explore_data.mirror(source, os.path.join(work_dir, f"run{index}")) if "://" in source else source
+                )
                 runs.append(explore_data.read_run(index, source, local))
             names = [run.name for run in runs]
             for run in runs:
@@ -74,7 +77,9 @@ class Explorer:
         out: dict[str, dict] = {}
         for run in self.runs:
             for entry in self.stats_for(run):
-                tag = out.setdefault(entry["tag"], {"tag": entry["tag"], "runs": [], "tracks_above_0_5": 0, "thresholds": {}})
+                tag = out.setdefault(
+                    entry["tag"], {"tag": entry["tag"], "runs": [], "tracks_above_0_5": 0, "thresholds": {}}
+                )
                 tag["runs"].append(run.name)
                 tag["tracks_above_0_5"] += entry["tracks_above_0_5"]
                 if entry["threshold"] is not None:
@@ -125,7 +130,10 @@ class Explorer:
         order = "score DESC, run, row" if tag else "run, row"
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
         # The window count rides on the one scan of the search filter instead of a second scan.
-        rows = self._query(f"SELECT run, row, score, count(*) OVER () FROM ({' UNION ALL '.join(selects)}) ORDER BY {order}{page}", params)
+        rows = self._query(
+            f"SELECT run, row, score, count(*) OVER () FROM ({' UNION ALL '.join(selects)}) ORDER BY {order}{page}",
+            params,
+        )
         if rows or limit is None or not offset:
             return [row[:3] for row in rows], rows[0][3] if rows else 0
         return [], self._query(f"SELECT count(*) FROM ({' UNION ALL '.join(selects)})", params)[0][0]
@@ -149,13 +157,22 @@ class Explorer:
         selects, counts, params, count_params = [], [], [], []
         for run, where, values in filters:
             rank, score = run.rank_column(tag), run.column(tag)
-            bounds = f"{rank} >= {int(offset)} AND {rank} < {int(offset + limit)}" if len(filters) == 1 else f"{rank} < {int(offset + limit)}"
-            selects.append(f"SELECT {run.index} AS run, row, {score} AS score, {rank} AS rank FROM {run.view} WHERE {' AND '.join(where + [bounds])}")
+            bounds = (
+                f"{rank} >= {int(offset)} AND {rank} < {int(offset + limit)}"
+                if len(filters) == 1
+                else f"{rank} < {int(offset + limit)}"
+            )
+            selects.append(
+                f"SELECT {run.index} AS run, row, {score} AS score, {rank} AS rank FROM {run.view} WHERE {' AND '.join(where + [bounds])}"
+            )
             counts.append(f"SELECT count(*) AS n FROM {run.view} WHERE {' AND '.join(where)}")
             params += values
             count_params += values
         page = "" if len(filters) == 1 else f" OFFSET {int(offset)}"
-        rows = self._query(f"SELECT run, row, score FROM ({' UNION ALL '.join(selects)}) ORDER BY score DESC, run, rank LIMIT {int(limit)}{page}", params)
+        rows = self._query(
+            f"SELECT run, row, score FROM ({' UNION ALL '.join(selects)}) ORDER BY score DESC, run, rank LIMIT {int(limit)}{page}",
+            params,
+        )
         total = self._query(f"SELECT sum(n)::BIGINT FROM ({' UNION ALL '.join(counts)})", count_params)[0][0]
         return rows, int(total or 0)
 
@@ -171,18 +188,30 @@ class Explorer:
         rows, _ = self._matches(tag, _minimum(minimum), search, run)
         yield [["run", "track_id", "uri", "tag", "score", "duration_s", "model"]]
         for start in range(0, len(rows), batch):
-            chunk = rows[start:start + batch]
+            chunk = rows[start : start + batch]
             meta = [None] * len(chunk)
             for index, source in enumerate(self.runs):  # one Arrow take per run, not one lookup per row
                 positions = [i for i, (run_index, _, _) in enumerate(chunk) if run_index == index]
                 if positions:
-                    picked = source.table.take([chunk[i][1] for i in positions]).select(
-                        ["track_id", "uri", "duration_s", "model_name", "model_version"]).to_pylist()
+                    picked = (
+                        source.table.take([chunk[i][1] for i in positions])
+                        .select(["track_id", "uri", "duration_s", "model_name", "model_version"])
+                        .to_pylist()
+                    )
                     for i, record in zip(positions, picked):
                         meta[i] = (source.name, record)
-            yield [[name, record["track_id"], record["uri"], tag or "", "" if score is None else f"{score:.6f}",
-                    record["duration_s"], f"{record['model_name']}/{record['model_version']}"]
-                   for (name, record), (_, _, score) in zip(meta, chunk)]
+            yield [
+                [
+                    name,
+                    record["track_id"],
+                    record["uri"],
+                    tag or "",
+                    "" if score is None else f"{score:.6f}",
+                    record["duration_s"],
+                    f"{record['model_name']}/{record['model_version']}",
+                ]
+                for (name, record), (_, _, score) in zip(meta, chunk)
+            ]
 
     def _summary(self, run_index: int, row: int, score, *, top_tags: bool = True) -> dict:
         run = self.runs[run_index]
@@ -193,7 +222,10 @@ class Explorer:
             "score": None if score is None else round(float(score), 6),
             "run": run.name,
             "duration_s": record["duration_s"],
-            "model": {"name": run.table.column("model_name")[row].as_py(), "version": run.table.column("model_version")[row].as_py()},
+            "model": {
+                "name": run.table.column("model_name")[row].as_py(),
+                "version": run.table.column("model_version")[row].as_py(),
+            },
         }
         if top_tags:
             entry["top_tags"] = self._scores(run, row)[:TOP_TAGS]
@@ -226,14 +258,21 @@ class Explorer:
         first_run, first_row = found[0]
         runs = []
         for run, row in found:
-            runs.append({
-                "run": run.name,
-                "source": run.source,
-                "model": {"name": run.table.column("model_name")[row].as_py(), "version": run.table.column("model_version")[row].as_py()},
-                "n_patches": run.table.column("n_patches")[row].as_py(),
-                "scores": self._scores(run, row),
-            })
-        flat = sorted(({**score, "run": entry["run"]} for entry in runs for score in entry["scores"]), key=lambda s: -s["score"])
+            runs.append(
+                {
+                    "run": run.name,
+                    "source": run.source,
+                    "model": {
+                        "name": run.table.column("model_name")[row].as_py(),
+                        "version": run.table.column("model_version")[row].as_py(),
+                    },
+                    "n_patches": run.table.column("n_patches")[row].as_py(),
+                    "scores": self._scores(run, row),
+                }
+            )
+        flat = sorted(
+            ({**score, "run": entry["run"]} for entry in runs for score in entry["scores"]), key=lambda s: -s["score"]
+        )
         return {
             "track_id": track_id,
             "uri": first_run.table.column("uri")[first_row].as_py(),
@@ -269,8 +308,13 @@ class Explorer:
         with self._lock:
             if self._stats is None:
                 runs = [
-                    {"run": run.name, "source": run.source, "tracks": run.table.num_rows, "tags": explore_data.tag_stats(run),
-                     "dead_letters": explore_data.dead_letters(self._db, run)}
+                    {
+                        "run": run.name,
+                        "source": run.source,
+                        "tracks": run.table.num_rows,
+                        "tags": explore_data.tag_stats(run),
+                        "dead_letters": explore_data.dead_letters(self._db, run),
+                    }
                     for run in self.runs
                 ]
                 self._stats = {

@@ -4,6 +4,7 @@ Every part follows one musical skeleton (:class:`Score`: tempo, key, scale, chor
 progression); :func:`render_track` mixes the parts a track's tags call for, shapes the tone
 (``bright`` / ``dark``), and adds a noise floor at the file's native sample rate.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -139,8 +140,14 @@ def _piano(score: Score, rng: np.random.Generator) -> np.ndarray:
         degrees = (root, root + 2, root + 4)[: 2 + int(rng.random() < 0.7)]
         for degree in degrees:
             note = partial_tone(
-                _hz(score.pitch(degree, octave_midi=octave)), n_samples=length, amplitudes=amplitudes,
-                decay_s=decays, inharmonicity=4e-4, attack_s=0.002, release_s=0.15, rng=rng,
+                _hz(score.pitch(degree, octave_midi=octave)),
+                n_samples=length,
+                amplitudes=amplitudes,
+                decay_s=decays,
+                inharmonicity=4e-4,
+                attack_s=0.002,
+                release_s=0.15,
+                rng=rng,
             )
             _place(track, note, onset, _velocity(rng))
     return track
@@ -157,9 +164,14 @@ def _strings(score: Score, rng: np.random.Generator) -> np.ndarray:
         for degree in (root, root + 2, root + 4)[: 2 + int(rng.random() < 0.5)]:
             for detune in (0.997, 1.003):  # two players a few cents apart
                 note = partial_tone(
-                    _hz(score.pitch(degree, octave_midi=octave)) * detune, n_samples=length,
-                    amplitudes=amplitudes, vibrato_hz=rng.uniform(5.0, 6.2), vibrato_depth=0.008,
-                    attack_s=rng.uniform(0.1, 0.2), release_s=0.15, rng=rng,
+                    _hz(score.pitch(degree, octave_midi=octave)) * detune,
+                    n_samples=length,
+                    amplitudes=amplitudes,
+                    vibrato_hz=rng.uniform(5.0, 6.2),
+                    vibrato_depth=0.008,
+                    attack_s=rng.uniform(0.1, 0.2),
+                    release_s=0.15,
+                    rng=rng,
                 )
                 _place(track, note, onset, 0.5)
     return track
@@ -175,8 +187,14 @@ def _flute(score: Score, rng: np.random.Generator) -> np.ndarray:
             continue  # breathe
         n = int((score.beat_s + 0.05) * SYNTH_RATE)
         note = partial_tone(
-            _hz(score.pitch(degree, octave_midi=72)), n_samples=n, amplitudes=np.array([1.0, 0.12, 0.04]),
-            vibrato_hz=rng.uniform(4.5, 5.5), vibrato_depth=0.004, attack_s=0.04, release_s=0.06, rng=rng,
+            _hz(score.pitch(degree, octave_midi=72)),
+            n_samples=n,
+            amplitudes=np.array([1.0, 0.12, 0.04]),
+            vibrato_hz=rng.uniform(4.5, 5.5),
+            vibrato_depth=0.004,
+            attack_s=0.04,
+            release_s=0.06,
+            rng=rng,
         )
         breath = rng.standard_normal(n) * _fade(n, attack_s=0.04, release_s=0.06)
         _place(track, note + 0.02 * np.diff(breath, prepend=0.0), onset, _velocity(rng))
@@ -195,8 +213,13 @@ def _guitar(score: Score, rng: np.random.Generator) -> np.ndarray:
     for i, onset in enumerate(score.onsets(per_beat=2, rng=rng)):
         degree = score.chord_degree(onset) + pattern[i % len(pattern)]
         note = partial_tone(
-            _hz(score.pitch(degree, octave_midi=octave)), n_samples=length, amplitudes=amplitudes,
-            decay_s=decays, attack_s=0.001, release_s=0.02, rng=rng,
+            _hz(score.pitch(degree, octave_midi=octave)),
+            n_samples=length,
+            amplitudes=amplitudes,
+            decay_s=decays,
+            attack_s=0.001,
+            release_s=0.02,
+            rng=rng,
         )
         _place(track, note, onset, _velocity(rng))
     return track
@@ -211,8 +234,13 @@ def _bass(score: Score, rng: np.random.Generator) -> np.ndarray:
         f0 = _hz(score.pitch(degree, octave_midi=octave))
         f0 *= 2.0 ** (np.floor(np.log2(115.0 / f0)))  # fold into 57.5-115 Hz
         note = partial_tone(
-            f0, n_samples=length, amplitudes=np.array([1.0, 0.45, 0.15, 0.05]),
-            decay_s=np.array([2.0, 0.8, 0.4, 0.2]), attack_s=0.01, release_s=0.05, rng=rng,
+            f0,
+            n_samples=length,
+            amplitudes=np.array([1.0, 0.45, 0.15, 0.05]),
+            decay_s=np.array([2.0, 0.8, 0.4, 0.2]),
+            attack_s=0.01,
+            release_s=0.05,
+            rng=rng,
         )
         _place(track, note, onset, _velocity(rng))
     return track
@@ -260,9 +288,15 @@ def _vocals(score: Score, rng: np.random.Generator) -> np.ndarray:
     k = np.arange(1, int(4500 / f0.min()) + 1)
     harmonic_hz = k[:, None] * _hz(midi)[None, :]  # (harmonic, frame)
     widths = np.array([90.0, 110.0, 160.0])
-    gains = sum(
-        level / (1 + ((harmonic_hz - formants[None, :, i]) / widths[i]) ** 2) for i, level in enumerate((1.0, 0.6, 0.3))
-    ) * (harmonic_hz < 4500) / k[:, None] ** 0.5 * gate  # (harmonic, frame)
+    gains = (
+        sum(
+            level / (1 + ((harmonic_hz - formants[None, :, i]) / widths[i]) ** 2)
+            for i, level in enumerate((1.0, 0.6, 0.3))
+        )
+        * (harmonic_hz < 4500)
+        / k[:, None] ** 0.5
+        * gate
+    )  # (harmonic, frame)
     cycles = np.cumsum(f0) / SYNTH_RATE
     phase = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)  # wrapped: exact in float32
     frame_pos = np.arange(score.n_samples) / hop
@@ -279,8 +313,15 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, np.ones(2 * width + 1) / (2 * width + 1), mode="same")[width:-width]
 
 
-_PARTS = {"piano": _piano, "strings": _strings, "flute": _flute, "guitar": _guitar,
-          "drums": _drums, "bass": _bass, "vocals": _vocals}
+_PARTS = {
+    "piano": _piano,
+    "strings": _strings,
+    "flute": _flute,
+    "guitar": _guitar,
+    "drums": _drums,
+    "bass": _bass,
+    "vocals": _vocals,
+}
 _PART_LEVEL_DB = {"piano": 0.0, "strings": -1.0, "flute": 1.5, "guitar": 0.0, "drums": 0.0, "bass": 0.0, "vocals": 2.0}
 
 

@@ -10,6 +10,7 @@ Everything after ``--`` goes to the trainer unchanged (``--job-dir`` is added fo
 ``--dry-run`` prints the job spec as JSON and needs no credentials; without it the job is
 submitted with google-cloud-aiplatform and its name and console link are printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,9 @@ def build_job(args: argparse.Namespace):
                 WorkerPoolSpec(
                     machine_spec=machine,
                     replica_count=1,
-                    container_spec=ContainerSpec(image_uri=args.image, command=["python", "-m", "trainer.task"], args=trainer_args),
+                    container_spec=ContainerSpec(
+                        image_uri=args.image, command=["python", "-m", "trainer.task"], args=trainer_args
+                    ),
                 )
             ],
             base_output_directory=GcsDestination(output_uri_prefix=args.job_dir),
@@ -79,13 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", required=True)
     parser.add_argument("--region", default="us-central1")
     parser.add_argument("--image", required=True, help="the trainer image (Dockerfile target `trainer`)")
-    parser.add_argument("--job-dir", required=True, help="gs:// directory for checkpoints, TensorBoard logs, eval.json and export/")
+    parser.add_argument(
+        "--job-dir", required=True, help="gs:// directory for checkpoints, TensorBoard logs, eval.json and export/"
+    )
     parser.add_argument("--machine-type", default="n1-standard-8")
     parser.add_argument("--accelerator", default="NVIDIA_TESLA_T4")
-    parser.add_argument("--accelerator-count", type=int, default=1, help="GPUs; more than one trains with MirroredStrategy")
+    parser.add_argument(
+        "--accelerator-count", type=int, default=1, help="GPUs; more than one trains with MirroredStrategy"
+    )
     parser.add_argument("--display-name", default="tagscale-train")
     parser.add_argument("--service-account", default=None)
-    parser.add_argument("--staging-bucket", default=None, help="gs:// bucket for Vertex staging (default: the job-dir's bucket)")
+    parser.add_argument(
+        "--staging-bucket", default=None, help="gs:// bucket for Vertex staging (default: the job-dir's bucket)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the job spec as JSON; no credentials needed")
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER, help="-- then the trainer's flags")
     return parser

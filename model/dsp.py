@@ -11,6 +11,7 @@ each side, so the uncentred STFT of one patch equals the same 187 frames of libr
 centred STFT of the whole track (the track is zero-padded by ``N_FFT // 2`` at both ends,
 as librosa does). Consecutive patch waveforms overlap by ``N_FFT - HOP_LENGTH`` samples.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Errors a user can fix, and the one way every command reports them: one line, exit 2."""
+
 from __future__ import annotations
 
 import gc

@@ -13,6 +13,7 @@ A serving model is a directory that the batch tagging pipeline loads without any
   ``serving_graph``: which form of the network the graph computes (:data:`FAST_GRAPH` or
   :data:`KERAS_GRAPH`; same weights and outputs, so the version does not change with it).
 """
+
 from __future__ import annotations
 
 import dataclasses

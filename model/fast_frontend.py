@@ -21,6 +21,7 @@ order that touches far less memory:
 The back-end is the Keras model's own layers, called as a sub-model. Outputs equal the Keras
 model's to float32 rounding (tests/test_network.py measures it).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,13 @@ def _count(names: set, prefix: str) -> int:
 
 def _bn(layer) -> dict:
     """The batch norm's variables by role (read in the graph, so they stay the saved weights)."""
-    return {"scale": layer.gamma, "offset": layer.beta, "mean": layer.moving_mean, "variance": layer.moving_variance, "epsilon": layer.epsilon}
+    return {
+        "scale": layer.gamma,
+        "offset": layer.beta,
+        "mean": layer.moving_mean,
+        "variance": layer.moving_variance,
+        "epsilon": layer.epsilon,
+    }
 
 
 def _apply_bn(x, bn):
@@ -116,10 +123,16 @@ class FastSpectrogramModel:
         self.n_frames = int(get("mel_channel").output.shape[1])
         self.input_bn = _bn(get("input_bn")) if "input_bn" in names else None
         self.timbral = [
-            (get(f"timbral_{i}_conv"), _bn(get(f"timbral_{i}_bn")), get(f"timbral_{i}_pad").padding[0] if f"timbral_{i}_pad" in names else (0, 0))
+            (
+                get(f"timbral_{i}_conv"),
+                _bn(get(f"timbral_{i}_bn")),
+                get(f"timbral_{i}_pad").padding[0] if f"timbral_{i}_pad" in names else (0, 0),
+            )
             for i in range(_count(names, "timbral_"))
         ]
-        self.temporal = [(get(f"temporal_{i}_conv"), _bn(get(f"temporal_{i}_bn"))) for i in range(_count(names, "temporal_"))]
+        self.temporal = [
+            (get(f"temporal_{i}_conv"), _bn(get(f"temporal_{i}_bn"))) for i in range(_count(names, "temporal_"))
+        ]
         # The back-end's own layers, as a sub-model from the front-end's output.
         self.backend = keras.Model(
             get("spectrogram_features").output,
@@ -149,7 +162,10 @@ class FastSpectrogramModel:
         z = tf.reshape(tf.linalg.matmul(matrix, bands), [self.n_frames, channels, n_mels, -1])
         maxed = tf.transpose(tf.reduce_max(z, axis=2), [2, 0, 1]) * sign  # (batch, time, channels)
         bias = tf.concat([conv.bias for conv, _ in self.temporal], axis=0)
-        bn = {key: tf.concat([b[key] for _, b in self.temporal], axis=0) for key in ("scale", "offset", "mean", "variance")}
+        bn = {
+            key: tf.concat([b[key] for _, b in self.temporal], axis=0)
+            for key in ("scale", "offset", "mean", "variance")
+        }
         epsilons = {b["epsilon"] for _, b in self.temporal}
         if len(epsilons) != 1:
             raise ValueError(f"temporal batch norms with different epsilons {sorted(epsilons)}")

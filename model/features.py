@@ -6,6 +6,7 @@ applies the same tf.Transform graph. An *example* is one 187-frame patch of a tr
 (187, 96) log-mel normalised per mel band by the training split's statistics, and ``labels``
 the track's multi-hot vector over the top-K tag vocabulary.
 """
+
 from __future__ import annotations
 
 from model import dsp

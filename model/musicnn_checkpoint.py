@@ -5,6 +5,7 @@ each Keras weight from its TF 1 variable; anything left over on either side (oth
 Adam's optimizer state) is a :class:`CheckpointMappingError`, so a silent partial load cannot
 happen.
 """
+
 from __future__ import annotations
 
 import numpy as np

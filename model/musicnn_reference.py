@@ -5,6 +5,7 @@ Keras re-implementation); :func:`musicnn_log_mel_patches` is musicnn's ``extract
 feature path (librosa) in float32 (musicnn casts to float16 there, which overflows on loud
 audio: musicnn's ``10000 * x`` in float16 reaches infinity on loud mel bins). librosa is a test/benchmark dependency (``pip install -e .[dev]``).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -13,6 +13,7 @@ Every convolution here is ``conv -> ReLU -> batch norm``, the order of both publ
 bases (the weights only work in that order). Inputs are one patch: ``dsp.PATCH_SAMPLES``
 waveform samples or ``dsp.PATCH_FRAMES`` x ``dsp.N_MELS`` log-mel frames.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -268,7 +269,9 @@ def backend(features, config: NetworkConfig) -> dict:
     x = layers.Dropout(config.dropout, name="backend_dropout_1")(embedding)
     # float32 even under mixed_float16 (Keras' guidance for model outputs): a float16 sigmoid
     # rounds scores near 0 and 1 and the loss then sees them saturated.
-    scores = layers.Dense(config.n_tags, activation="sigmoid", dtype="float32", name="backend_scores")(x)  # (batch, n_tags)
+    scores = layers.Dense(config.n_tags, activation="sigmoid", dtype="float32", name="backend_scores")(
+        x
+    )  # (batch, n_tags)
     return {"pooled": pooled, "embedding": embedding, "scores": scores}
 
 

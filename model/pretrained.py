@@ -19,6 +19,7 @@ How tagging differs from musicnn's own ``extractor.py`` (and why):
 
 The cache is ``--cache-dir``, else ``$TAGSCALE_CACHE``, else ``~/.cache/tagscale``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,9 @@ import subprocess
 import sys
 import zipfile
 
-
 from model import export
-from model.musicnn_checkpoint import CheckpointMappingError, load_musicnn_weights
 from model.errors import TagscaleError
+from model.musicnn_checkpoint import CheckpointMappingError, load_musicnn_weights
 
 WHEEL_REQUIREMENT = "musicnn==0.1.0"
 WHEEL_FILE = "musicnn-0.1.0-py3-none-any.whl"
@@ -262,7 +262,10 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
         if info is None:
             raise TagscaleError(f"model {name_or_path} is not fetched; run `tagscale pretrained fetch`")
         if not is_current(info):
-            print(f"tagscale: converting {name_or_path} to the current serving graph (once; same weights)", file=sys.stderr)
+            print(
+                f"tagscale: converting {name_or_path} to the current serving graph (once; same weights)",
+                file=sys.stderr,
+            )
             fetch([name_or_path], cache_dir)  # from the cached wheel: same weights, faster graph
         return path
     if "://" in name_or_path or os.path.isdir(name_or_path):

@@ -11,6 +11,7 @@ A spectrogram model with musicnn's max-after temporal branch is served through
 :class:`model.fast_frontend.FastSpectrogramModel`: the same weights and outputs (to float32
 rounding), about twice as fast on CPU. ``graph`` says which form a module serves.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

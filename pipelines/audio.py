@@ -5,6 +5,7 @@ reads every format. ``soundfile`` (libsndfile in-process, then soxr 'HQ' resampl
 ``librosa.load`` does) is several times cheaper on short files because no process starts;
 ``auto`` uses it for the formats libsndfile reads and falls back to ffmpeg on any error.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -147,7 +148,9 @@ def _pump(source, sink_fd: int, errors: list) -> None:
         errors.append(error)
 
 
-def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+def decode_with_ffmpeg(
+    uri: str, *, max_duration_s: float, timeout_s: float, max_bytes: int = DEFAULT_MAX_BYTES
+) -> np.ndarray:
     """Decode with an ffmpeg subprocess to 16 kHz mono float32.
 
     Parameters
@@ -188,7 +191,9 @@ def decode_with_ffmpeg(uri: str, *, max_duration_s: float, timeout_s: float, max
     stdin, pump, errors = subprocess.DEVNULL, None, []
     if source is not None:
         stdin, sink = os.pipe()  # our own pipe: communicate() would close a Popen stdin we still feed
-    process = subprocess.Popen(stream.compile(cmd=ffmpeg_executable()), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        stream.compile(cmd=ffmpeg_executable()), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     if source is not None:
         os.close(stdin)
         pump = threading.Thread(target=_pump, args=(source, sink, errors), daemon=True)
@@ -295,9 +300,7 @@ def decode_audio(
     if path is not None:
         _check_readable(path)
     check_size(uri, max_bytes)
-    use_soundfile = decoder == "soundfile" or (
-        decoder == "auto" and uri.lower().endswith(SOUNDFILE_EXTENSIONS)
-    )
+    use_soundfile = decoder == "soundfile" or (decoder == "auto" and uri.lower().endswith(SOUNDFILE_EXTENSIONS))
     if use_soundfile:
         try:
             samples = decode_worker.call(
@@ -308,7 +311,9 @@ def decode_audio(
             raise DecodeError(f"soundfile timed out after {timeout_s:g} s") from None
         except (DecodeError, EOFError, BrokenPipeError) as error:
             if decoder == "soundfile":
-                raise error if isinstance(error, DecodeError) else DecodeError("soundfile crashed on this file") from error
+                raise (
+                    error if isinstance(error, DecodeError) else DecodeError("soundfile crashed on this file")
+                ) from error
     return DecodedAudio(
         decode_with_ffmpeg(uri, max_duration_s=max_duration_s, timeout_s=timeout_s, max_bytes=max_bytes), "ffmpeg"
     )

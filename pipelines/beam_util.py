@@ -1,4 +1,5 @@
 """Pipeline construction shared by the featurize and tag pipelines."""
+
 from __future__ import annotations
 
 import apache_beam as beam

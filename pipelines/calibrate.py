@@ -13,6 +13,7 @@ THRESHOLDS is JSON: ``{"target_precision", "model": {"name", "version"}, "tags":
 "unreachable": [TAG, ...]}``; ``unreachable`` tags have enough labels but no threshold reaches
 the target. ``tagscale query ... --thresholds THRESHOLDS`` applies it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,12 +51,25 @@ def threshold_at_precision(y: np.ndarray, scores: np.ndarray, target: float) -> 
     }
 
 
-def calibrate(table: tagdata.TagTable, labels: dict[str, set[str]], *, target: float, min_positives: int = 5, min_negatives: int = 5) -> dict:
+def calibrate(
+    table: tagdata.TagTable,
+    labels: dict[str, set[str]],
+    *,
+    target: float,
+    min_positives: int = 5,
+    min_negatives: int = 5,
+) -> dict:
     """The THRESHOLDS document for ``table`` and ``labels`` (see the module docstring)."""
     if not 0 < target <= 1:
         raise TagscaleError(f"--precision must be in (0, 1], got {target}")
     rows, y = tagdata.label_matrix(table, labels, table.tags)
-    result = {"target_precision": target, "model": table.model, "tags": {}, "insufficient_labels": [], "unreachable": []}
+    result = {
+        "target_precision": target,
+        "model": table.model,
+        "tags": {},
+        "insufficient_labels": [],
+        "unreachable": [],
+    }
     for column, tag in enumerate(table.tags):
         positives = int(y[:, column].sum())
         if positives < min_positives or len(rows) - positives < min_negatives:
@@ -84,7 +98,9 @@ def load_thresholds(path: str) -> dict[str, float]:
     except Exception as error:
         raise TagscaleError(f"cannot read thresholds {path}: {str(error).splitlines()[0]}") from error
     tags = document.get("tags") if isinstance(document, dict) else None
-    if not isinstance(tags, dict) or not all(isinstance(entry, dict) and "threshold" in entry for entry in tags.values()):
+    if not isinstance(tags, dict) or not all(
+        isinstance(entry, dict) and "threshold" in entry for entry in tags.values()
+    ):
         raise TagscaleError(f"{path} is not a thresholds file of `tagscale calibrate` (no tags -> threshold)")
     return {tag: float(entry["threshold"]) for tag, entry in tags.items()}
 
@@ -93,12 +109,18 @@ def format_report(result: dict) -> str:
     """The table `tagscale calibrate` prints."""
     lines = [f"{'tag':<16} {'threshold':>9} {'precision':>9} {'recall':>6} {'support':>7}"]
     for tag, entry in sorted(result["tags"].items(), key=lambda item: -item[1]["recall"]):
-        lines.append(f"{tag:<16} {entry['threshold']:>9.4f} {entry['precision']:>9.3f} {entry['recall']:>6.3f} {entry['support']:>7}")
-    lines.append(f"{len(result['tags'])} tags calibrated at precision >= {result['target_precision']} on {result['labelled_tracks']} labelled tracks")
+        lines.append(
+            f"{tag:<16} {entry['threshold']:>9.4f} {entry['precision']:>9.3f} {entry['recall']:>6.3f} {entry['support']:>7}"
+        )
+    lines.append(
+        f"{len(result['tags'])} tags calibrated at precision >= {result['target_precision']} on {result['labelled_tracks']} labelled tracks"
+    )
     if result["unreachable"]:
         lines.append(f"precision {result['target_precision']} not reachable: {', '.join(result['unreachable'])}")
     if result["insufficient_labels"]:
-        lines.append(f"not enough labels ({len(result['insufficient_labels'])} tags): {', '.join(result['insufficient_labels'])}")
+        lines.append(
+            f"not enough labels ({len(result['insufficient_labels'])} tags): {', '.join(result['insufficient_labels'])}"
+        )
     if result["labels_not_in_vocabulary"]:
         lines.append(f"labels the model has no tag for (ignored): {', '.join(result['labels_not_in_vocabulary'])}")
     return "\n".join(lines)
@@ -109,10 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tagscale calibrate",
         description="Pick a threshold per tag at a target precision on labelled tracks; write THRESHOLDS (JSON). Reads only tag output.",
     )
-    parser.add_argument("--tags", required=True, help="a tag output folder (of `tagscale tag` or `tagscale probe apply`)")
-    parser.add_argument("--labels", required=True, help="CSV track_id,tag, one row per positive; the negatives of a tag are the labelled tracks without it")
+    parser.add_argument(
+        "--tags", required=True, help="a tag output folder (of `tagscale tag` or `tagscale probe apply`)"
+    )
+    parser.add_argument(
+        "--labels",
+        required=True,
+        help="CSV track_id,tag, one row per positive; the negatives of a tag are the labelled tracks without it",
+    )
     parser.add_argument("--precision", type=float, default=0.8, help="target precision (%(default)s)")
-    parser.add_argument("--min-positives", type=int, default=5, help="fewer labelled positives (or negatives) -> listed as insufficient_labels (%(default)s)")
+    parser.add_argument(
+        "--min-positives",
+        type=int,
+        default=5,
+        help="fewer labelled positives (or negatives) -> listed as insufficient_labels (%(default)s)",
+    )
     parser.add_argument("--output", required=True, help="THRESHOLDS JSON file to write (local or gs://)")
     return parser
 
@@ -120,7 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     table = tagdata.load(args.tags)
-    result = calibrate(table, tagdata.read_labels(args.labels), target=args.precision, min_positives=args.min_positives, min_negatives=args.min_positives)
+    result = calibrate(
+        table,
+        tagdata.read_labels(args.labels),
+        target=args.precision,
+        min_positives=args.min_positives,
+        min_negatives=args.min_positives,
+    )
     fileio.write_text(args.output, json.dumps(result, indent=2) + "\n")
     print(format_report(result))
     print(f"-> {args.output}")

@@ -7,6 +7,7 @@ A catalog that cannot be read at all (missing, unknown format, wrong header) rai
 :class:`CatalogError` before any pipeline starts. A single bad row inside a good catalog
 becomes a dead-letter record, so every row is accounted for.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,7 +60,9 @@ def utf8_text(field: str, value) -> str:
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as error:
-            raise BadRow(f"{field} is not valid UTF-8 ({error.reason} at byte {error.start}): {bytes(value)!r}") from error
+            raise BadRow(
+                f"{field} is not valid UTF-8 ({error.reason} at byte {error.start}): {bytes(value)!r}"
+            ) from error
     text = str(value)
     try:
         text.encode("utf-8")

@@ -21,6 +21,7 @@ DURATION, TAGS`` and then rows whose sixth and later fields are tags such as ``g
 or ``mood/theme---happy`` (kept as written). ``--top-k`` keeps the most frequent tags of the
 training split.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,14 +108,19 @@ def read_mtt(path: str) -> tuple[list[str], list[dict]]:
         flags = fields[1:-1]
         if any(flag.strip() not in ("0", "1") for flag in flags):
             raise DatasetError(f"{path}: line {number}: tag columns must be 0 or 1")
-        rows.append({
-            "clip_id": fields[0].strip(), "mp3_path": fields[-1].strip(),
-            "tags": {tag for tag, flag in zip(tags, flags) if flag.strip() == "1"},
-        })
+        rows.append(
+            {
+                "clip_id": fields[0].strip(),
+                "mp3_path": fields[-1].strip(),
+                "tags": {tag for tag, flag in zip(tags, flags) if flag.strip() == "1"},
+            }
+        )
     return tags, rows
 
 
-def mtt_catalog(annotations: str, audio_root: str, *, lists: dict[str, str] | None = None, top_k: int = 50) -> list[dict]:
+def mtt_catalog(
+    annotations: str, audio_root: str, *, lists: dict[str, str] | None = None, top_k: int = 50
+) -> list[dict]:
     """Catalog rows of MagnaTagATune (see the module docstring); ``lists``: split -> list file."""
     tags, rows = read_mtt(annotations)
     counts = collections.Counter(tag for row in rows for tag in row["tags"])
@@ -130,10 +136,14 @@ def mtt_catalog(annotations: str, audio_root: str, *, lists: dict[str, str] | No
         split = split_of.get(row["mp3_path"]) or split_of.get(row["clip_id"])
         if lists and split is None:
             continue  # not in the official split
-        out.append({
-            "track_id": row["clip_id"], "uri": _uri(audio_root, row["mp3_path"]),
-            "tags": [tag for tag in vocabulary if tag in row["tags"] and tag in kept], "split": split,
-        })
+        out.append(
+            {
+                "track_id": row["clip_id"],
+                "uri": _uri(audio_root, row["mp3_path"]),
+                "tags": [tag for tag in vocabulary if tag in row["tags"] and tag in kept],
+                "split": split,
+            }
+        )
     if lists and not out:
         raise DatasetError("no clip of the annotations is in the split lists (they hold clip ids or mp3 paths)")
     return out
@@ -167,11 +177,17 @@ def jamendo_catalog(split_files: dict[str, str], audio_root: str, *, top_k: int 
     for split in SPLITS:
         for row in by_split[split]:
             if seen.setdefault(row["track_id"], split) != split:
-                raise DatasetError(f"track {row['track_id']} is in both the {seen[row['track_id']]} and the {split} split")
-            out.append({
-                "track_id": row["track_id"], "uri": _uri(audio_root, row["path"]),
-                "tags": [tag for tag in row["tags"] if tag in kept], "split": split,
-            })
+                raise DatasetError(
+                    f"track {row['track_id']} is in both the {seen[row['track_id']]} and the {split} split"
+                )
+            out.append(
+                {
+                    "track_id": row["track_id"],
+                    "uri": _uri(audio_root, row["path"]),
+                    "tags": [tag for tag in row["tags"] if tag in kept],
+                    "split": split,
+                }
+            )
     return out
 
 
@@ -186,7 +202,9 @@ def write_catalog(rows: list[dict], output: str) -> None:
 
     if not output.lower().endswith(".parquet"):
         raise DatasetError(f"--output must end in .parquet, got {output}")
-    schema = pa.schema([("track_id", pa.string()), ("uri", pa.string()), ("tags", pa.list_(pa.string())), ("split", pa.string())])
+    schema = pa.schema(
+        [("track_id", pa.string()), ("uri", pa.string()), ("tags", pa.list_(pa.string())), ("split", pa.string())]
+    )
     table = pa.Table.from_pylist(rows, schema=schema)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -205,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     mtt = datasets.add_parser("mtt", help="MagnaTagATune from annotations_final.csv (top-50 tags, as musicnn)")
     mtt.add_argument("--annotations", required=True, help="annotations_final.csv (tab-separated)")
     for split in SPLITS:
-        mtt.add_argument(f"--{split}", help=f"{split} clips: clip ids or mp3 paths one per line, or a .npy of 'index<TAB>path'")
+        mtt.add_argument(
+            f"--{split}", help=f"{split} clips: clip ids or mp3 paths one per line, or a .npy of 'index<TAB>path'"
+        )
     jamendo = datasets.add_parser("jamendo", help="MTG-Jamendo from its split TSVs")
     for split in SPLITS:
         jamendo.add_argument(f"--{split}", required=True, help=f"the {split} split TSV")
@@ -230,5 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     write_catalog(rows, args.output)
     counts = collections.Counter(row["split"] or "hash split" for row in rows)
     tags = len({tag for row in rows for tag in row["tags"]})
-    print(f"wrote {args.output}: {len(rows)} tracks ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}), {tags} tags")
+    print(
+        f"wrote {args.output}: {len(rows)} tracks ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}), {tags} tags"
+    )
     return 0

@@ -1,4 +1,5 @@
 """Dead-letter records: every track a pipeline could not process, with the stage and the reason."""
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -6,7 +7,12 @@ import pyarrow
 
 TAG = "dead_letter"
 SCHEMA = pyarrow.schema(
-    [("track_id", pyarrow.string()), ("uri", pyarrow.string()), ("stage", pyarrow.string()), ("error", pyarrow.string())]
+    [
+        ("track_id", pyarrow.string()),
+        ("uri", pyarrow.string()),
+        ("stage", pyarrow.string()),
+        ("error", pyarrow.string()),
+    ]
 )
 
 

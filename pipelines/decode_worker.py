@@ -8,6 +8,7 @@ and the next request starts a fresh one. The helper exits when its parent goes a
 closes), and holds none of the parent's files (``close_fds``), so a killed run leaves nothing
 behind that keeps its output locked.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,11 @@ class Worker:
         self.environ = dict(os.environ)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.decode_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
+            [sys.executable, "-m", "pipelines.decode_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
         )
         _widen_pipe(self.process.stdout)
         # Start-up (imports) is not the decode's time: wait for the helper to say it is ready.
@@ -114,10 +119,10 @@ def call(name: str, timeout_s: float, **kwargs):
 
 def serve() -> None:
     """The helper's loop: a request in on stdin, the result (or the exception) out on stdout."""
-    from pipelines import audio
-
     import soundfile  # noqa: F401  (imported before READY, so start-up is not billed to a decode)
     import soxr  # noqa: F401
+
+    from pipelines import audio
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         _no_credentials_for_the_emulator()

@@ -9,6 +9,7 @@ embedding (1 - cosine). Writes DIR/report.md and DIR/drift.png. Exit status: 0 w
 changed beyond the tolerance (and it says so), 1 when something did, as diff(1) does. Reads
 only tag output.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,16 @@ def compare(a: tagdata.TagTable, b: tagdata.TagTable, *, tolerance: float = 1e-6
     for j, tag in enumerate(tags):
         same = np.allclose(sa[:, j], sb[:, j], rtol=0, atol=tolerance)
         rho = 1.0 if same else spearmanr(sa[:, j], sb[:, j]).statistic
-        per_tag.append({"tag": tag, "mean_a": sa[:, j].mean(), "mean_b": sb[:, j].mean(), "shift": sb[:, j].mean() - sa[:, j].mean(),
-                        "spearman": float(rho) if np.isfinite(rho) else float("nan"), "max_abs_change": float(np.abs(sb[:, j] - sa[:, j]).max())})
+        per_tag.append(
+            {
+                "tag": tag,
+                "mean_a": sa[:, j].mean(),
+                "mean_b": sb[:, j].mean(),
+                "shift": sb[:, j].mean() - sa[:, j].mean(),
+                "spearman": float(rho) if np.isfinite(rho) else float("nan"),
+                "max_abs_change": float(np.abs(sb[:, j] - sa[:, j]).max()),
+            }
+        )
     top_a = [set(a.tags[k] for k in np.argsort(-a.scores[i], kind="stable")[:TOP]) for i in ia]
     top_b = [set(b.tags[k] for k in np.argsort(-b.scores[i], kind="stable")[:TOP]) for i in ib]
     top_changed = [
@@ -111,18 +120,25 @@ def render_report(result: dict, a_dir: str, b_dir: str, png_name: str, *, limit:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for entry in sorted(result["per_tag"], key=lambda e: -abs(e["shift"])):
-        lines.append(f"| {entry['tag']} | {entry['mean_a']:.4f} | {entry['mean_b']:.4f} | {entry['shift']:+.4f} | {entry['spearman']:.3f} | {entry['max_abs_change']:.4f} |")
+        lines.append(
+            f"| {entry['tag']} | {entry['mean_a']:.4f} | {entry['mean_b']:.4f} | {entry['shift']:+.4f} | {entry['spearman']:.3f} | {entry['max_abs_change']:.4f} |"
+        )
     lines += ["", f"## Tracks whose top-{TOP} tags changed ({len(result['top_changed'])})", ""]
     if result["top_changed"]:
         lines += [f"| track | top-{TOP} in A | top-{TOP} in B |", "|---|---|---|"]
-        lines += [f"| {c['track_id']} | {', '.join(c['top_a'])} | {', '.join(c['top_b'])} |" for c in result["top_changed"][:limit]]
+        lines += [
+            f"| {c['track_id']} | {', '.join(c['top_a'])} | {', '.join(c['top_b'])} |"
+            for c in result["top_changed"][:limit]
+        ]
         if len(result["top_changed"]) > limit:
             lines.append(f"| ... {len(result['top_changed']) - limit} more | | |")
     lines += ["", "## Embedding cosine shift per track (1 - cosine)", ""]
     if shifts is None:
         lines.append("Not comparable: the runs' embeddings have different dimensions.")
     else:
-        lines.append(f"median {np.median(shifts):.4g}, 90th percentile {np.quantile(shifts, 0.9):.4g}, max {shifts.max():.4g}")
+        lines.append(
+            f"median {np.median(shifts):.4g}, 90th percentile {np.quantile(shifts, 0.9):.4g}, max {shifts.max():.4g}"
+        )
         lines += ["", "| track | cosine shift |", "|---|---:|"]
         for i in np.argsort(-shifts, kind="stable")[:10]:
             lines.append(f"| {result['common_tracks'][i]} | {shifts[i]:.4g} |")
@@ -158,9 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare two tag runs over their common tracks; write OUTPUT/report.md and OUTPUT/drift.png. "
         "Exit 0 when nothing changed, 1 when something did.",
     )
-    parser.add_argument("--tags", action="append", required=True, help="a tag output folder; give it twice: --tags A --tags B")
+    parser.add_argument(
+        "--tags", action="append", required=True, help="a tag output folder; give it twice: --tags A --tags B"
+    )
     parser.add_argument("--output", required=True, help="report folder (local)")
-    parser.add_argument("--tolerance", type=float, default=1e-6, help="score and cosine changes up to this count as no change (%(default)s)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-6,
+        help="score and cosine changes up to this count as no change (%(default)s)",
+    )
     return parser
 
 
@@ -177,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         handle.write(render_report(result, args.tags[0], args.tags[1], "drift.png"))
     common = len(result["common_tracks"])
     if not result["changed"]:
-        print(f"no change: {common} tracks and {len(result['common_tags'])} tags identical in both runs -> {args.output}/report.md")
+        print(
+            f"no change: {common} tracks and {len(result['common_tags'])} tags identical in both runs -> {args.output}/report.md"
+        )
         return 0
     shifts = result["cosine_shift"]
     biggest = max(result["per_tag"], key=lambda e: abs(e["shift"]), default=None)
@@ -185,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         f"changed: {common} tracks in both runs ({result['only_a']} only in A, {result['only_b']} only in B); "
         f"top-{TOP} tags changed for {len(result['top_changed'])}; "
         + (f"largest mean shift {biggest['tag']} {biggest['shift']:+.4f}; " if biggest else "")
-        + (f"median embedding cosine shift {np.median(shifts):.4g}" if shifts is not None else "embeddings not comparable")
+        + (
+            f"median embedding cosine shift {np.median(shifts):.4g}"
+            if shifts is not None
+            else "embeddings not comparable"
+        )
         + f" -> {args.output}/report.md, drift.png"
     )
     return 1

@@ -17,6 +17,7 @@ An *example* is one 187-frame patch of a track (about 3 s): ``waveform`` holds i
 mel band by the training split's mean and standard deviation (see :mod:`model.features`).
 ``labels`` is the track's multi-hot tag vector over the top-K tag vocabulary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -161,7 +162,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
         failures | "CountFailed" >> beam.Map(lambda _: ("tracks_failed", 1)),
         refs | "CountOk" >> beam.FlatMap(ref_stats),
-        catalog["tracks"] | "CountCatalogSplits" >> beam.FlatMap(lambda track: [("catalog_split_tracks", 1)] if track.split else []),
+        catalog["tracks"]
+        | "CountCatalogSplits" >> beam.FlatMap(lambda track: [("catalog_split_tracks", 1)] if track.split else []),
         counts | "CountShards" >> beam.FlatMap(lambda n: [(f"{split}_shards", n[split]) for split in n]),
     ) | "AllStats" >> beam.Flatten()
     _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
@@ -184,7 +186,8 @@ def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dic
         },
         "split_source": (
             f"catalog split column ({int(stats['catalog_split_tracks'])} tracks; others by hash)"
-            if stats.get("catalog_split_tracks") else "hash of track_id"
+            if stats.get("catalog_split_tracks")
+            else "hash of track_id"
         ),
         "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
         # Exactly this run's shards: readers open these, never a glob (an earlier run with
@@ -211,16 +214,26 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
         description="Beam pipeline: catalog -> waveform and log-mel TFRecord shards, tf.Transform statistics, "
         "dead letters and metadata.json. Unrecognised flags go to Beam (e.g. --runner, --direct_running_mode).",
     )
-    parser.add_argument("--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)")
+    parser.add_argument(
+        "--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)"
+    )
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
     parser.add_argument("--top-k", type=int, default=50, help="tag vocabulary size: the K most frequent tags (50)")
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
     stages.DecodeOptions.add_arguments(parser)
-    parser.add_argument("--max-patches-per-track", type=int, default=None, help="keep only the first N patches (~3 s each) of a track")
-    parser.add_argument("--target-shard-bytes", type=int, default=shards.DEFAULT_TARGET_BYTES,
-                        help="size shards by data volume: files of about this many bytes per split and kind (%(default)s)")
-    parser.add_argument("--num-shards", type=int, default=None, help="a fixed number of files per split and kind instead")
+    parser.add_argument(
+        "--max-patches-per-track", type=int, default=None, help="keep only the first N patches (~3 s each) of a track"
+    )
+    parser.add_argument(
+        "--target-shard-bytes",
+        type=int,
+        default=shards.DEFAULT_TARGET_BYTES,
+        help="size shards by data volume: files of about this many bytes per split and kind (%(default)s)",
+    )
+    parser.add_argument(
+        "--num-shards", type=int, default=None, help="a fixed number of files per split and kind instead"
+    )
     args, beam_args = parser.parse_known_args(argv)
     try:
         config = FeaturizeConfig(
@@ -273,7 +286,10 @@ def run(argv: list[str] | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     metadata = run(argv)
     if metadata:
-        splits = ", ".join(f"{name} {counts['tracks']} tracks/{counts['examples']} examples" for name, counts in metadata["splits"].items())
+        splits = ", ".join(
+            f"{name} {counts['tracks']} tracks/{counts['examples']} examples"
+            for name, counts in metadata["splits"].items()
+        )
         print(
             f"featurized {metadata['tracks_ok']}/{metadata['tracks_in']} tracks "
             f"({metadata['audio_seconds']:.0f} s of audio; {metadata['tracks_failed']} in dead_letter/): {splits}; "

@@ -1,4 +1,5 @@
 """Small file helpers over Beam's FileSystems, so local paths and gs:// behave the same."""
+
 from __future__ import annotations
 
 from apache_beam.io.filesystems import FileSystems
@@ -34,5 +35,5 @@ def delete_tree(path: str) -> None:
         try:
             FileSystems.delete([path])
         except Exception:  # nothing there on an object store: nothing to delete
-            if not "://" in path:
+            if "://" not in path:
                 raise

@@ -1,4 +1,5 @@
 """index: ``tagscale index --tags DIR`` (the code lives with the search it serves, :mod:`pipelines.similar`)."""
+
 from __future__ import annotations
 
 import sys

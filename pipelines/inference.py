@@ -6,6 +6,7 @@ ran. :class:`RunInference` here batches patches the same way (a fixed batch shap
 each full batch to a small thread pool and keeps reading input; TensorFlow and the decoders
 release the GIL, so decoding, the model and a second model call run at the same time.
 """
+
 from __future__ import annotations
 
 import collections

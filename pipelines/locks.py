@@ -8,6 +8,7 @@ lock object is stale when its holder ran on this host and that pid is gone, or w
 than :data:`STALE_AFTER_S`; it is then replaced with a precondition on its generation, so
 two runs cannot both take it over.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -157,6 +158,10 @@ class OutputLock:
             try:
                 blob.upload_from_string(payload, if_generation_match=generation)
             except exceptions.PreconditionFailed:
-                raise LockHeld(f"{self.output}: another run took over the stale lock first (lock {self.path})") from None
-            _say(f"taking over the stale lock of {describe(previous)}: that run is gone or older than {STALE_AFTER_S / 3600:g} h")
+                raise LockHeld(
+                    f"{self.output}: another run took over the stale lock first (lock {self.path})"
+                ) from None
+            _say(
+                f"taking over the stale lock of {describe(previous)}: that run is gone or older than {STALE_AFTER_S / 3600:g} h"
+            )
         self._generation = blob.generation

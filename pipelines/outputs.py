@@ -16,6 +16,7 @@ previous output that the new one does not list are deleted.
 tagscale deletes only directories that carry its marker file (:data:`MARKER`), and refuses an
 output that is a filesystem or bucket root or that equals or contains the catalog's audio.
 """
+
 from __future__ import annotations
 
 import json
@@ -121,7 +122,9 @@ def check_output(output: str, *, catalog: str, entries: tuple[str, ...]) -> None
             break
         uri = str(record.get("uri") or "") if isinstance(record, dict) else ""
         if uri and _within(uri, output):
-            raise OutputError(f"--output {output} contains the catalog's audio ({uri}, row {number}); choose another directory")
+            raise OutputError(
+                f"--output {output} contains the catalog's audio ({uri}, row {number}); choose another directory"
+            )
     directory_owned = owned(output)
     for entry in entries:
         path = fileio.join(output, entry)
@@ -175,7 +178,9 @@ class Staging:
             "staging": STAGING_PREFIX + self.run_id,
             "old": OLD_PREFIX + self.run_id,
             "entries": staged,
-            "remove": [entry for entry in entries if entry not in staged],  # this run made none: an old one would be stale
+            "remove": [
+                entry for entry in entries if entry not in staged
+            ],  # this run made none: an old one would be stale
             "commit": commit,
             "keep": self._keep,
         }
@@ -286,7 +291,9 @@ def recover(output: str) -> None:
             if path[len(output.rstrip("/")) + 1 :].startswith((STAGING_PREFIX, OLD_PREFIX))
         }
     elif os.path.isdir(output):
-        leftovers = {os.path.join(output, name) for name in os.listdir(output) if name.startswith((STAGING_PREFIX, OLD_PREFIX))}
+        leftovers = {
+            os.path.join(output, name) for name in os.listdir(output) if name.startswith((STAGING_PREFIX, OLD_PREFIX))
+        }
     else:
         leftovers = set()
     for leftover in sorted(leftovers):

@@ -12,6 +12,7 @@ DIR and writes ``DIR2/tags/*.parquet`` in the tag schema, with the probe's tags,
 the probe's name and the track's embedding, so ``query``, ``similar``, ``calibrate`` and
 ``diff`` work on it. Neither decodes audio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,9 @@ def fit_tag(x: np.ndarray, y: np.ndarray, *, c: float = 0.1, folds: int = 5, see
     }
 
 
-def train(table: tagdata.TagTable, labels: dict[str, set[str]], *, name: str, min_positives: int = 5, c: float = 0.1) -> dict:
+def train(
+    table: tagdata.TagTable, labels: dict[str, set[str]], *, name: str, min_positives: int = 5, c: float = 0.1
+) -> dict:
     """The probe document: one probe per labelled tag with enough positives and negatives."""
     tags = sorted({tag for tagset in labels.values() for tag in tagset})
     rows, y = tagdata.label_matrix(table, labels, tags)
@@ -74,8 +77,12 @@ def train(table: tagdata.TagTable, labels: dict[str, set[str]], *, name: str, mi
             continue
         probes[tag] = fit_tag(x, y[:, column], c=c)
     if not probes:
-        raise TagscaleError(f"no tag has {min_positives} labelled positives and negatives among the {len(rows)} labelled tracks of the run")
-    weights = json.dumps({tag: [p["mean"], p["scale"], p["coef"], p["intercept"]] for tag, p in probes.items()}, sort_keys=True)
+        raise TagscaleError(
+            f"no tag has {min_positives} labelled positives and negatives among the {len(rows)} labelled tracks of the run"
+        )
+    weights = json.dumps(
+        {tag: [p["mean"], p["scale"], p["coef"], p["intercept"]] for tag, p in probes.items()}, sort_keys=True
+    )
     return {
         "name": name,
         "version": hashlib.sha256((table.model["version"] + weights).encode()).hexdigest()[:12],
@@ -92,7 +99,10 @@ def probe_scores(probe: dict, embeddings: np.ndarray) -> tuple[list[str], np.nda
     """The probe's tags and their probabilities for each row of ``embeddings``."""
     tags = sorted(probe["tags"])
     logits = np.stack(
-        [((embeddings - np.asarray(p["mean"])) / np.asarray(p["scale"])) @ np.asarray(p["coef"]) + p["intercept"] for p in (probe["tags"][t] for t in tags)],
+        [
+            ((embeddings - np.asarray(p["mean"])) / np.asarray(p["scale"])) @ np.asarray(p["coef"]) + p["intercept"]
+            for p in (probe["tags"][t] for t in tags)
+        ],
         axis=1,
     )
     return tags, (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
@@ -166,21 +176,38 @@ def apply(table: tagdata.TagTable, probe: dict, output: str) -> str:
 def format_metrics(probe: dict) -> str:
     lines = [f"{'tag':<16} {'cv ROC-AUC':>10} {'cv PR-AUC':>9} {'positives':>9} {'negatives':>9}"]
     for tag, p in sorted(probe["tags"].items()):
-        lines.append(f"{tag:<16} {p['cv_roc_auc']:>10.3f} {p['cv_pr_auc']:>9.3f} {p['positives']:>9} {p['negatives']:>9}")
+        lines.append(
+            f"{tag:<16} {p['cv_roc_auc']:>10.3f} {p['cv_pr_auc']:>9.3f} {p['positives']:>9} {p['negatives']:>9}"
+        )
     if probe["insufficient_labels"]:
         lines.append(f"not enough labels: {', '.join(probe['insufficient_labels'])}")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tagscale probe", description="Linear probes on a run's embeddings: new tags from a few labels.")
+    parser = argparse.ArgumentParser(
+        prog="tagscale probe", description="Linear probes on a run's embeddings: new tags from a few labels."
+    )
     commands = parser.add_subparsers(dest="action", required=True)
-    train_parser = commands.add_parser("train", help="fit one logistic regression per labelled tag; report cross-validated ROC-AUC and PR-AUC")
+    train_parser = commands.add_parser(
+        "train", help="fit one logistic regression per labelled tag; report cross-validated ROC-AUC and PR-AUC"
+    )
     train_parser.add_argument("--tags", required=True, help="a tag output folder (local or gs://)")
-    train_parser.add_argument("--labels", required=True, help="CSV track_id,tag, one row per positive; a tag's negatives are the labelled tracks without it")
+    train_parser.add_argument(
+        "--labels",
+        required=True,
+        help="CSV track_id,tag, one row per positive; a tag's negatives are the labelled tracks without it",
+    )
     train_parser.add_argument("--output", required=True, help="PROBE folder to write (probe.json)")
-    train_parser.add_argument("--name", help="the probe's name, the model name of `probe apply` output (default: the PROBE folder's name)")
-    train_parser.add_argument("--min-positives", type=int, default=5, help="tags with fewer labelled positives or negatives are skipped (%(default)s)")
+    train_parser.add_argument(
+        "--name", help="the probe's name, the model name of `probe apply` output (default: the PROBE folder's name)"
+    )
+    train_parser.add_argument(
+        "--min-positives",
+        type=int,
+        default=5,
+        help="tags with fewer labelled positives or negatives are skipped (%(default)s)",
+    )
     train_parser.add_argument("--c", type=float, default=0.1, help="inverse L2 regularisation strength (%(default)s)")
     apply_parser = commands.add_parser("apply", help="score every track of a run with a probe; write tag Parquet")
     apply_parser.add_argument("--tags", required=True, help="the tag output folder whose embeddings the probe reads")
@@ -200,13 +227,17 @@ def main(argv: list[str] | None = None) -> int:
             os.makedirs(folder, exist_ok=True)
         fileio.write_text(fileio.join(folder, PROBE_FILE), json.dumps(probe) + "\n")
         print(format_metrics(probe))
-        print(f"probe {probe['name']} ({len(probe['tags'])} tags, {probe['labelled_tracks']} labelled tracks) -> {fileio.join(folder, PROBE_FILE)}")
+        print(
+            f"probe {probe['name']} ({len(probe['tags'])} tags, {probe['labelled_tracks']} labelled tracks) -> {fileio.join(folder, PROBE_FILE)}"
+        )
         return 0
     if os.path.normpath(args.output.rstrip("/")) == os.path.normpath(args.tags.rstrip("/")):
         raise TagscaleError("--output must be another folder than --tags: apply replaces OUTPUT/tags/")
     probe = read_probe(args.probe)
     path = apply(table, probe, args.output)
-    print(f"scored {len(table.track_ids)} tracks with probe {probe['name']} ({', '.join(sorted(probe['tags']))}) -> {path}")
+    print(
+        f"scored {len(table.track_ids)} tracks with probe {probe['name']} ({', '.join(sorted(probe['tags']))}) -> {path}"
+    )
     return 0
 
 

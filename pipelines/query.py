@@ -11,6 +11,7 @@ track_id, uri, model, tag, score). With ``--thresholds`` (a file of ``tagscale c
 there is also a view ``decided``: one row per track, one boolean column per calibrated tag
 (score at or above the tag's threshold). Output is a table, or JSON with ``--json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,12 @@ def tag_files(tags_dir: str) -> list[str]:
     return tag_output.tag_files(tags_dir)
 
 
-
 def decided_view(thresholds: dict[str, float]) -> str:
     """SQL of the ``decided`` view: per track, one boolean per tag, score >= the tag's threshold.
 
     Scores are stored as float32; comparing in float32 keeps a threshold such as 0.7 from
     missing a score stored as 0.7 (0.69999999 once widened to a double)."""
+
     def quote(text: str, mark: str) -> str:
         return mark + text.replace(mark, mark * 2) + mark
 
@@ -61,7 +62,9 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None):
 
     files = tag_files(tags_dir)
     if not files:
-        raise TagscaleError(f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)")
+        raise TagscaleError(
+            f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
+        )
     if any("://" in path for path in files):
         raise TagscaleError("query reads local tag output; copy it first (gsutil -m cp -r gs://.../tags DIR/)")
     connection = duckdb.connect()
@@ -75,7 +78,9 @@ def top(connection, tag: str, limit: int = 10, threshold: float | None = None):
     """Tracks with the highest score for ``tag``; with ``threshold``, only those scoring at or above it."""
     known = connection.execute("SELECT count(*) FROM tag_scores WHERE tag = ?", [tag]).fetchone()[0]
     if not known:
-        vocabulary = [row[0] for row in connection.execute("SELECT DISTINCT tag FROM tag_scores ORDER BY tag").fetchall()]
+        vocabulary = [
+            row[0] for row in connection.execute("SELECT DISTINCT tag FROM tag_scores ORDER BY tag").fetchall()
+        ]
         raise TagscaleError(f"unknown tag {tag!r}; the tags are: {', '.join(vocabulary)}")
     return connection.execute(
         "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores WHERE tag = ? AND score::FLOAT >= ?::FLOAT "
@@ -124,21 +129,27 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tagscale query", description="DuckDB queries over tag output (DIR/tags/*.parquet).")
+    parser = argparse.ArgumentParser(
+        prog="tagscale query", description="DuckDB queries over tag output (DIR/tags/*.parquet)."
+    )
     parser.add_argument("--tags", required=True, help="the --output directory of `tagscale tag`")
     parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     commands = parser.add_subparsers(dest="query", required=True)
     top_parser = commands.add_parser("top", help="tracks with the highest score for TAG")
     top_parser.add_argument("tag")
     top_parser.add_argument("--limit", type=int, default=10)
-    top_parser.add_argument("--thresholds", help="a `tagscale calibrate` file: keep only tracks at or above TAG's threshold")
+    top_parser.add_argument(
+        "--thresholds", help="a `tagscale calibrate` file: keep only tracks at or above TAG's threshold"
+    )
     track_parser = commands.add_parser("track", help="a track's top tags with scores")
     track_parser.add_argument("track_id")
     track_parser.add_argument("--limit", type=int, default=10)
     commands.add_parser("stats", help="per tag: tracks scoring above 0.5 and score quantiles")
     sql_parser = commands.add_parser("sql", help="any SQL over the views `tags` and `tag_scores`")
     sql_parser.add_argument("statement")
-    sql_parser.add_argument("--thresholds", help="a `tagscale calibrate` file: adds the view `decided` (one boolean per tag)")
+    sql_parser.add_argument(
+        "--thresholds", help="a `tagscale calibrate` file: adds the view `decided` (one boolean per tag)"
+    )
     return parser
 
 
@@ -152,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     connection = connect(args.tags, thresholds)
     if args.query == "top":
         if thresholds is not None and args.tag not in thresholds:
-            raise TagscaleError(f"{args.thresholds} has no threshold for {args.tag!r} (calibrated: {', '.join(sorted(thresholds)) or 'none'})")
+            raise TagscaleError(
+                f"{args.thresholds} has no threshold for {args.tag!r} (calibrated: {', '.join(sorted(thresholds)) or 'none'})"
+            )
         result = top(connection, args.tag, args.limit, None if thresholds is None else thresholds[args.tag])
     elif args.query == "track":
         result = track(connection, args.track_id, args.limit)

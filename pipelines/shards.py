@@ -9,6 +9,7 @@ therefore a few tracks, whatever the size of the catalog or of a shard.
 Files: ``{output}/{mel,waveform}/{split}-SSSSS-of-NNNNN.tfrecord``, uncompressed (gzip of
 audio-sized records cost a third of featurize's time and saves little on spectra and PCM).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,10 +47,15 @@ def shard_name(kind: str, split: str, shard: int, num_shards: int) -> str:
 
 def shard_files(counts: dict) -> dict:
     """Every shard file of a run, ``{kind: {split: [relative path, ...]}}``, from shard counts."""
-    return {kind: {split: [shard_name(kind, split, i, n) for i in range(n)] for split, n in counts.items()} for kind in KINDS}
+    return {
+        kind: {split: [shard_name(kind, split, i, n) for i in range(n)] for split, n in counts.items()}
+        for kind in KINDS
+    }
 
 
-def encode_examples(track_id: bytes, patch_index: int, labels: np.ndarray, log_mel: np.ndarray, pcm: np.ndarray) -> tuple[bytes, bytes]:
+def encode_examples(
+    track_id: bytes, patch_index: int, labels: np.ndarray, log_mel: np.ndarray, pcm: np.ndarray
+) -> tuple[bytes, bytes]:
     """One patch -> its serialized (mel, waveform) tf.train.Examples, with a deterministic
     map order so equal examples are equal bytes in every process."""
     from tensorflow.core.example import example_pb2
@@ -78,8 +84,14 @@ class Transformer:
         import tensorflow as tf
 
         counts = [ref.n_patches for ref in refs]
-        rows = [(ref.track_id.encode("utf-8", "surrogateescape"), index) for ref in refs for index in range(ref.n_patches)]
-        tags = [[tag.encode("utf-8", "surrogateescape") for tag in ref.tags] for ref, count in zip(refs, counts) for _ in range(count)]
+        rows = [
+            (ref.track_id.encode("utf-8", "surrogateescape"), index) for ref in refs for index in range(ref.n_patches)
+        ]
+        tags = [
+            [tag.encode("utf-8", "surrogateescape") for tag in ref.tags]
+            for ref, count in zip(refs, counts)
+            for _ in range(count)
+        ]
         raw = {
             "track_id": tf.constant([track for track, _ in rows]),
             "patch_index": tf.constant([index for _, index in rows], tf.int64),
@@ -188,7 +200,9 @@ class WriteShards(beam.PTransform):
         for kind in KINDS:
             tf.io.gfile.makedirs(fileio.join(self._output, kind))
         counts = beam.pvalue.AsSingleton(self._counts)
-        keyed = refs | "KeyByShard" >> beam.Map(lambda ref, n: ((ref.split, shard_of(ref.track_id, n[ref.split])), ref), counts)
+        keyed = refs | "KeyByShard" >> beam.Map(
+            lambda ref, n: ((ref.split, shard_of(ref.track_id, n[ref.split])), ref), counts
+        )
         every_shard = self._counts | "EveryShard" >> beam.FlatMap(
             lambda n: [((split, shard), None) for split in sorted(n) for shard in range(n[split])]
         )

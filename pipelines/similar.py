@@ -10,6 +10,7 @@ exact search; ``similar`` uses it when it matches the current tag files and fall
 search, saying so, when the tag output changed since. Only ``--audio`` decodes audio: that one
 file, embedded with the run's own model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,9 @@ INDEX_INFO = "similar.json"
 SHARED_TOP = 5  # a neighbour's shared tags: those among both tracks' top 5
 
 
-def exact_neighbours(unit: np.ndarray, query: np.ndarray, k: int, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbours(
+    unit: np.ndarray, query: np.ndarray, k: int, exclude: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the ``k`` highest cosine similarities to ``query`` (highest first), and the similarities.
 
     ``unit`` holds unit-length rows; ``exclude`` is a row left out (the query track itself).
@@ -56,6 +59,7 @@ def shared_tags(query_scores: np.ndarray, scores: np.ndarray, tags: list[str]) -
 def _fingerprint(tags_dir: str) -> list[list]:
     """Names and sizes of the tag files: an index is current only while they are unchanged."""
     from apache_beam.io.filesystems import FileSystems
+
     from pipelines.query import tag_files
 
     files = tag_files(tags_dir)
@@ -172,7 +176,9 @@ def _results(table, rows, similarities, query_scores) -> list[dict]:
     ]
 
 
-def search(tags_dir: str, *, track_id: str | None = None, vector=None, vector_scores=None, k: int = 10, use_index: bool = True):
+def search(
+    tags_dir: str, *, track_id: str | None = None, vector=None, vector_scores=None, k: int = 10, use_index: bool = True
+):
     """Neighbours of a track of the run (``track_id``) or of an outside embedding (``vector``).
 
     Returns the result list and a note (None, or why the index was not used).
@@ -255,7 +261,9 @@ def _audio_query(args) -> tuple[np.ndarray, np.ndarray]:
 def format_table(results: list[dict]) -> str:
     lines = [f"{'rank':>4}  {'track_id':<24} {'similarity':>10}  shared top tags"]
     for rank, item in enumerate(results, start=1):
-        lines.append(f"{rank:>4}  {item['track_id']:<24} {item['similarity']:>10.4f}  {', '.join(item['shared_tags']) or '-'}")
+        lines.append(
+            f"{rank:>4}  {item['track_id']:<24} {item['similarity']:>10.4f}  {', '.join(item['shared_tags']) or '-'}"
+        )
     return "\n".join(lines)
 
 
@@ -267,12 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tags", required=True, help="a tag output folder (local or gs://)")
     parser.add_argument("track_id", nargs="?", help="a track of the run (excluded from its own results)")
-    parser.add_argument("--audio", help="an audio file instead of TRACK_ID: embedded with the run's model, then searched")
-    parser.add_argument("--model", help="with --audio: the run's model (pretrained name or directory; default the run's model name)")
-    parser.add_argument("--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)")
+    parser.add_argument(
+        "--audio", help="an audio file instead of TRACK_ID: embedded with the run's model, then searched"
+    )
+    parser.add_argument(
+        "--model", help="with --audio: the run's model (pretrained name or directory; default the run's model name)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)"
+    )
     parser.add_argument("--k", type=int, default=10, help="number of neighbours (%(default)s)")
     parser.add_argument("--exact", action="store_true", help="search exactly even when an index exists")
-    parser.add_argument("--json", action="store_true", help="print a JSON list of {track_id, similarity, shared_tags, uri}")
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON list of {track_id, similarity, shared_tags, uri}"
+    )
     return parser
 
 
@@ -299,7 +315,9 @@ def index_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tags", required=True, help="a tag output folder (local or gs://)")
     parser.add_argument("--nlist", type=int, default=None, help="inverted lists (default about 4 sqrt(tracks))")
-    parser.add_argument("--nprobe", type=int, default=16, help="lists a query scans (%(default)s): more = better recall, slower queries")
+    parser.add_argument(
+        "--nprobe", type=int, default=16, help="lists a query scans (%(default)s): more = better recall, slower queries"
+    )
     args = parser.parse_args(argv)
     info = write_index(args.tags, nlist=args.nlist, nprobe=args.nprobe)
     print(

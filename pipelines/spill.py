@@ -10,6 +10,7 @@ A spill file holds a track's patches back to back: the int16 PCM waveform patche
 before normalisation (``n x 187 x 96`` little-endian float32). It lives under
 ``OUTPUT/tmp/spill/`` (local or gs://, through Beam's FileSystems) and goes with ``tmp/``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,7 +60,9 @@ def write_track(path: str, patches: np.ndarray, log_mel: np.ndarray) -> None:
     """Write one track's int16 waveform patches and raw log-mel patches to ``path``."""
     from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
-    with FileSystems.create(path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+    with FileSystems.create(
+        path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
+    ) as handle:
         handle.write(features.waveform_pcm(patches).tobytes())
         handle.write(np.ascontiguousarray(log_mel, "<f4").tobytes())
 

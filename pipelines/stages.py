@@ -1,4 +1,5 @@
 """Pipeline stages shared by featurize and tag: decoding with its checks, and run statistics."""
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,36 @@ class DecodeOptions:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--max-duration", type=float, default=cls.max_duration_s, help="decode at most this many seconds of each track (%(default)s)")
-        parser.add_argument("--min-duration", type=float, default=cls.min_duration_s, help="shorter tracks go to the dead letter (%(default)s)")
-        parser.add_argument("--timeout", type=float, default=cls.timeout_s, help="per-file decode timeout in seconds, in-process decoders included (%(default)s)")
-        parser.add_argument("--max-bytes", type=int, default=cls.max_bytes, help="larger audio files go to the dead letter; gs:// audio is streamed, never read past this (%(default)s = 1 GiB)")
-        parser.add_argument("--decoder", choices=audio.DECODERS, default=cls.decoder, help="auto: in-process libsndfile for wav/flac/ogg/mp3, ffmpeg otherwise and as fallback")
+        parser.add_argument(
+            "--max-duration",
+            type=float,
+            default=cls.max_duration_s,
+            help="decode at most this many seconds of each track (%(default)s)",
+        )
+        parser.add_argument(
+            "--min-duration",
+            type=float,
+            default=cls.min_duration_s,
+            help="shorter tracks go to the dead letter (%(default)s)",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=cls.timeout_s,
+            help="per-file decode timeout in seconds, in-process decoders included (%(default)s)",
+        )
+        parser.add_argument(
+            "--max-bytes",
+            type=int,
+            default=cls.max_bytes,
+            help="larger audio files go to the dead letter; gs:// audio is streamed, never read past this (%(default)s = 1 GiB)",
+        )
+        parser.add_argument(
+            "--decoder",
+            choices=audio.DECODERS,
+            default=cls.decoder,
+            help="auto: in-process libsndfile for wav/flac/ogg/mp3, ffmpeg otherwise and as fallback",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DecodeOptions":

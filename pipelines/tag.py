@@ -11,6 +11,7 @@ track_id, uri, model {name, version}, duration_s, n_patches, scores (every tag o
 model's vocabulary with its score, highest first) and embedding (mean patch embedding).
 A track's score for a tag is the mean of its patches' sigmoid outputs, as musicnn does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow
 
-from model import export, dsp
+from model import dsp, export
 from pipelines import beam_util, dead_letter, fileio, inference, locks, outputs, stages, tag_output
 from pipelines.catalog import ReadCatalog, Track
 
@@ -185,9 +186,12 @@ class TagTracks(beam.PTransform):
         name, version = self._info.get("name", "model"), self._info["version"]
         return (
             decoded
-            | "CutPatches" >> beam.FlatMap(lambda item: track_patches(*item, max_patches=self._config.max_patches_per_track))
+            | "CutPatches"
+            >> beam.FlatMap(lambda item: track_patches(*item, max_patches=self._config.max_patches_per_track))
             | "RunInference"
-            >> inference.RunInference(self._config.model, batch_size=self._config.batch_size, precision=self._config.precision)
+            >> inference.RunInference(
+                self._config.model, batch_size=self._config.batch_size, precision=self._config.precision
+            )
             | "Progress" >> beam.ParDo(_Progress(self._total, self._config.progress_every_s))
             | "KeyByTrack" >> beam.MapTuple(lambda key, outputs: (key[0], (key, outputs)))
             | "GroupPatches" >> beam.GroupByKey()
@@ -197,7 +201,14 @@ class TagTracks(beam.PTransform):
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, config: TagConfig, *, tags: list[str], info: dict, existing: list[str], run_id: str, total: int | None = None
+    pipeline: beam.Pipeline,
+    config: TagConfig,
+    *,
+    tags: list[str],
+    info: dict,
+    existing: list[str],
+    run_id: str,
+    total: int | None = None,
 ) -> None:
     """Add the tag graph to ``pipeline``, writing under ``config.output`` (a run's staging
     directory); ``existing`` are tag Parquet files of earlier runs to skip tracks from
@@ -230,15 +241,39 @@ def parse_args(argv):
         description="Beam pipeline: tag every track of a catalog with a model; write DIR/tags/*.parquet, "
         "DIR/dead_letter/*.parquet and DIR/summary.json. Unrecognised flags go to Beam.",
     )
-    parser.add_argument("--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)")
-    parser.add_argument("--model", required=True, help="a pretrained name (musicnn-mtt, musicnn-msd) or a serving-model directory (trainer export)")
+    parser.add_argument(
+        "--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)"
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a pretrained name (musicnn-mtt, musicnn-msd) or a serving-model directory (trainer export)",
+    )
     parser.add_argument("--output", required=True, help="output directory (local or gs://)")
-    parser.add_argument("--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version")
-    parser.add_argument("--batch-size", type=int, default=16, help="patches per model call (%(default)s; larger batches cost memory, not speed, on CPU)")
-    parser.add_argument("--max-patches-per-track", type=int, default=None, help="tag only the first N patches (~3 s each) of a track")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="bfloat16: faster on CPUs with AMX/AVX512-BF16, scores differ by up to ~0.01")
-    parser.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress lines on stderr (%(default)s)")
-    parser.add_argument("--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)")
+    parser.add_argument(
+        "--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="patches per model call (%(default)s; larger batches cost memory, not speed, on CPU)",
+    )
+    parser.add_argument(
+        "--max-patches-per-track", type=int, default=None, help="tag only the first N patches (~3 s each) of a track"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16: faster on CPUs with AMX/AVX512-BF16, scores differ by up to ~0.01",
+    )
+    parser.add_argument(
+        "--progress-every", type=float, default=5.0, help="seconds between progress lines on stderr (%(default)s)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)"
+    )
     stages.DecodeOptions.add_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
     if args.batch_size < 1:
@@ -288,7 +323,9 @@ def run(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def run_staged(config: TagConfig, beam_args: list[str], staging: outputs.Staging, *, tags: list[str], info: dict) -> dict:
+def run_staged(
+    config: TagConfig, beam_args: list[str], staging: outputs.Staging, *, tags: list[str], info: dict
+) -> dict:
     """The pipeline into ``staging``, then the manifest and the summary, then the publish."""
     run_id = staging.run_id
     live_tags = fileio.join(config.output, "tags")
@@ -297,7 +334,14 @@ def run_staged(config: TagConfig, beam_args: list[str], staging: outputs.Staging
     existing = [fileio.join(live_tags, name) for name in kept]
     start = time.monotonic()
     with beam_util.make_pipeline(beam_args) as pipeline:
-        build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir), tags=tags, info=info, existing=existing, run_id=run_id)
+        build_pipeline(
+            pipeline,
+            dataclasses.replace(config, output=staging.dir),
+            tags=tags,
+            info=info,
+            existing=existing,
+            run_id=run_id,
+        )
     stats = json.loads(fileio.read_text(staging.path("tmp", f"stats-{run_id}.json")))
     written = [path.rsplit("/", 1)[-1] for path in fileio.glob(staging.path("tags", f"run-{run_id}-*.parquet"))]
     tag_output.write_manifest(staging.path("tags"), kept + written, run_id=run_id)

@@ -4,6 +4,7 @@ A tag run writes its Parquet into its staging directory; the manifest it publish
 exactly the files of the output (this run's, plus the earlier ones an ``--incremental`` run
 keeps), so a reader never sees a partial or stale file, locally or on gs://.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ Reads only the tag Parquet files (``DIR/tags/*.parquet``, local or gs://, listed
 runs in the same folder (``--incremental`` with a new model version) keeps its row from the
 last file, the newest run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,7 +70,9 @@ def _list_matrix(column: pyarrow.ChunkedArray, width: int | None, what: str) -> 
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     width = int(lengths[0]) if width is None and len(lengths) else width or 0
     if len(lengths) and (lengths != width).any():
-        raise TagscaleError(f"tag output mixes {what} of different lengths ({sorted(set(lengths.tolist()))[:4]}): one model per folder")
+        raise TagscaleError(
+            f"tag output mixes {what} of different lengths ({sorted(set(lengths.tolist()))[:4]}): one model per folder"
+        )
     flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return flat.reshape(len(lengths), width)
 
@@ -98,7 +101,9 @@ def load(tags_dir: str) -> TagTable:
     models = {(m["name"], m["version"]) for m in table.column("model").to_pylist()}
     if len(models) > 1:
         # Scores and embeddings of different models live on different scales: never mix them.
-        raise TagscaleError(f"the tag output in {tags_dir} holds rows of {len(models)} models {sorted(models)}: one model per folder")
+        raise TagscaleError(
+            f"the tag output in {tags_dir} holds rows of {len(models)} models {sorted(models)}: one model per folder"
+        )
     scores = table.column("scores").combine_chunks()
     flat = pc.list_flatten(scores)
     tag_names = flat.field("tag")
@@ -106,7 +111,9 @@ def load(tags_dir: str) -> TagTable:
     width = len(vocabulary)
     lengths = pc.list_value_length(scores).to_numpy(zero_copy_only=False)
     if (lengths != width).any():
-        raise TagscaleError(f"tag output in {tags_dir} mixes vocabularies (tracks with {sorted(set(lengths.tolist()))} of {width} tags)")
+        raise TagscaleError(
+            f"tag output in {tags_dir} mixes vocabularies (tracks with {sorted(set(lengths.tolist()))} of {width} tags)"
+        )
     columns = pc.index_in(tag_names, value_set=pyarrow.array(vocabulary)).to_numpy(zero_copy_only=False)
     matrix = np.zeros((len(ids), width), np.float32)
     matrix[np.repeat(np.arange(len(ids)), width), columns] = flat.field("score").to_numpy(zero_copy_only=False)
@@ -167,5 +174,7 @@ def label_matrix(table: TagTable, labels: dict[str, set[str]], tags: list[str]) 
     if not labelled:
         raise TagscaleError(f"none of the {len(labels)} labelled tracks is in the tag output")
     rows = np.array([known[track_id] for track_id in labelled], dtype=np.int64)
-    y = np.array([[tag in labels[track_id] for tag in tags] for track_id in labelled], dtype=np.int8).reshape(len(rows), len(tags))
+    y = np.array([[tag in labels[track_id] for tag in tags] for track_id in labelled], dtype=np.int8).reshape(
+        len(rows), len(tags)
+    )
     return rows, y

@@ -1,4 +1,5 @@
 """Shared test fixtures: real audio made on the fly, the repo's real clips, clean interpreter exit."""
+
 from __future__ import annotations
 
 import gc
@@ -54,12 +55,23 @@ def write_audio(tmp_path):
     """Write synthesized audio in a given format with soundfile; returns the path."""
     import soundfile
 
-    formats = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
+    formats = {
+        ".wav": ("WAV", "PCM_16"),
+        ".flac": ("FLAC", "PCM_16"),
+        ".ogg": ("OGG", "VORBIS"),
+        ".mp3": ("MP3", "MPEG_LAYER_III"),
+    }
 
     def write(name: str, seconds: float = 4.0, sample_rate: int = 44100, channels: int = 2, seed: int = 0):
         path = tmp_path / name
         fmt, subtype = formats[path.suffix]
-        soundfile.write(path, synth_tone(seconds, sample_rate, channels=channels, seed=seed), sample_rate, format=fmt, subtype=subtype)
+        soundfile.write(
+            path,
+            synth_tone(seconds, sample_rate, channels=channels, seed=seed),
+            sample_rate,
+            format=fmt,
+            subtype=subtype,
+        )
         return path
 
     return write

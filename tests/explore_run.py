@@ -1,5 +1,6 @@
 """A small tag run for the explorer tests: real WAV files, tag Parquet in the pipeline's schema,
 dead letters and a thresholds file, with scores chosen so that every tag has a different top track."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import pyarrow.parquet as pq
 TAGS = ["piano", "drums", "guitar", "vocal", "calm"]
 
 
-def write_run(root: pathlib.Path, *, tracks: int = 30, model=("musicnn-mtt", "1"), seconds: float = 1.5, seed: int = 0,
-              audio_root: str | None = None) -> dict:
+def write_run(
+    root: pathlib.Path,
+    *,
+    tracks: int = 30,
+    model=("musicnn-mtt", "1"),
+    seconds: float = 1.5,
+    seed: int = 0,
+    audio_root: str | None = None,
+) -> dict:
     """Write ``root/tags/*.parquet`` (two files), ``root/dead_letter/*.parquet`` and the WAV files
     under ``root/audio``. Returns ``{"scores": {track_id: {tag: score}}, "uris": {track_id: uri}}``.
 
@@ -40,22 +48,39 @@ def write_run(root: pathlib.Path, *, tracks: int = 30, model=("musicnn-mtt", "1"
         values = {name: float(np.float32(((i * (k + 3) + 7 * k) % tracks) / tracks)) for k, name in enumerate(TAGS)}
         scores[track_id], uris[track_id] = values, uri
         ordered = sorted(values.items(), key=lambda item: -item[1])
-        rows.append({
-            "track_id": track_id, "uri": uri, "model": {"name": model[0], "version": model[1]},
-            "duration_s": seconds, "n_patches": 1,
-            "scores": [{"tag": name, "score": score} for name, score in ordered],
-            "embedding": rng.normal(size=8).astype(np.float32).tolist(),
-        })
+        rows.append(
+            {
+                "track_id": track_id,
+                "uri": uri,
+                "model": {"name": model[0], "version": model[1]},
+                "duration_s": seconds,
+                "n_patches": 1,
+                "scores": [{"tag": name, "score": score} for name, score in ordered],
+                "embedding": rng.normal(size=8).astype(np.float32).tolist(),
+            }
+        )
     half = len(rows) // 2
     for part, chunk in enumerate((rows[:half], rows[half:])):
-        pq.write_table(pyarrow.Table.from_pylist(chunk, schema=tag.TAGS_SCHEMA), root / "tags" / f"run-1-{part:05d}-of-00002.parquet")
+        pq.write_table(
+            pyarrow.Table.from_pylist(chunk, schema=tag.TAGS_SCHEMA),
+            root / "tags" / f"run-1-{part:05d}-of-00002.parquet",
+        )
     failures = [
-        dead_letter.record(track_id="bad-1", uri="/music/bad-1.mp3", stage="decode", error="file not found: /music/bad-1.mp3"),
-        dead_letter.record(track_id="bad-2", uri="/music/bad-2.mp3", stage="decode", error="file not found: /music/bad-2.mp3"),
-        dead_letter.record(track_id="bad-3", uri="/music/bad-3.mp3", stage="decode", error="ffmpeg failed: Invalid data found"),
+        dead_letter.record(
+            track_id="bad-1", uri="/music/bad-1.mp3", stage="decode", error="file not found: /music/bad-1.mp3"
+        ),
+        dead_letter.record(
+            track_id="bad-2", uri="/music/bad-2.mp3", stage="decode", error="file not found: /music/bad-2.mp3"
+        ),
+        dead_letter.record(
+            track_id="bad-3", uri="/music/bad-3.mp3", stage="decode", error="ffmpeg failed: Invalid data found"
+        ),
         dead_letter.record(track_id="", uri="", stage="catalog", error="row 12: track_id is empty"),
     ]
-    pq.write_table(pyarrow.Table.from_pylist(failures, schema=dead_letter.SCHEMA), root / "dead_letter" / "part-00000-of-00001.parquet")
+    pq.write_table(
+        pyarrow.Table.from_pylist(failures, schema=dead_letter.SCHEMA),
+        root / "dead_letter" / "part-00000-of-00001.parquet",
+    )
     return {"scores": scores, "uris": uris}
 
 
@@ -64,7 +89,10 @@ def write_thresholds(path: pathlib.Path, thresholds: dict[str, float], model=("m
     document = {
         "target_precision": 0.8,
         "model": {"name": model[0], "version": model[1]},
-        "tags": {tag: {"threshold": value, "precision": 0.8, "recall": 0.5, "support": 10} for tag, value in thresholds.items()},
+        "tags": {
+            tag: {"threshold": value, "precision": 0.8, "recall": 0.5, "support": 10}
+            for tag, value in thresholds.items()
+        },
         "insufficient_labels": [],
     }
     path.write_text(json.dumps(document))

@@ -5,6 +5,7 @@ google-cloud-storage client, so Beam reads and writes gs:// through the emulator
 give anonymous credentials up front: otherwise the client waits ~25 s looking for real ones.
 TensorFlow's own gs:// filesystem (tf.io.gfile, tf.data) ignores the emulator: it has no endpoint override.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Decoding with real ffmpeg and libsndfile on generated audio and on the real clips."""
+
 import os
 import subprocess
 

@@ -3,6 +3,7 @@
 On a demo catalog tagged by musicnn-mtt (true tags known), on the real clips, and on tag
 output edited in known ways. Everything after the tag runs reads only Parquet.
 """
+
 import csv
 import json
 import pathlib
@@ -25,7 +26,9 @@ NOT_IN_MUSICNN = ("bass", "bright", "dark")  # demo tags the MTT vocabulary lack
 
 
 def run_tag(catalog, output, cache, *extra) -> str:
-    summary = tag.run(["--catalog", str(catalog), "--model", "musicnn-mtt", "--output", str(output), "--cache-dir", cache, *extra])
+    summary = tag.run(
+        ["--catalog", str(catalog), "--model", "musicnn-mtt", "--output", str(output), "--cache-dir", cache, *extra]
+    )
     assert summary["failed"] == 0
     return str(output)
 
@@ -86,7 +89,10 @@ def test_similar_cli_json_and_audio_file(demo, capsys):
     assert [r["similarity"] for r in results] == sorted((r["similarity"] for r in results), reverse=True)
     # A catalog file embedded on its own lands on its own row: same decoder, patches and model.
     uri = next(row["uri"] for row in csv.DictReader(open(demo["catalog"])) if row["track_id"] == "demo-00003")
-    assert cli(["similar", "--tags", demo["tags"], "--audio", uri, "--k", "2", "--json", "--cache-dir", demo["cache"]]) == 0
+    assert (
+        cli(["similar", "--tags", demo["tags"], "--audio", uri, "--k", "2", "--json", "--cache-dir", demo["cache"]])
+        == 0
+    )
     nearest = json.loads(capsys.readouterr().out)[0]
     assert nearest["track_id"] == "demo-00003" and nearest["similarity"] > 0.99999
     assert cli(["similar", "--tags", demo["tags"], "nope"]) == 2
@@ -115,14 +121,22 @@ def test_index_recall_and_staleness(demo, tmp_path, capsys):
     info = similar.write_index(str(folder), nlist=16, nprobe=4)
     index, _ = similar.read_index(str(folder), N_TRACKS)
     _, found = index.search(tagdata.normalized(table.embeddings), 11)
-    true_hits = sum(len(set(found[row].tolist()) - {row} & set(numpy_neighbours(table.embeddings, row, 10)[0].tolist())) for row in range(N_TRACKS))
-    assert info["recall_at_10"] == pytest.approx(true_hits / (10 * N_TRACKS), abs=1e-4) and 0.3 < info["recall_at_10"] < 1.0
+    true_hits = sum(
+        len(set(found[row].tolist()) - {row} & set(numpy_neighbours(table.embeddings, row, 10)[0].tolist()))
+        for row in range(N_TRACKS)
+    )
+    assert (
+        info["recall_at_10"] == pytest.approx(true_hits / (10 * N_TRACKS), abs=1e-4)
+        and 0.3 < info["recall_at_10"] < 1.0
+    )
     # New tag output makes the index stale: similar searches exactly and says why.
     rows = pq.read_table(next((folder / "tags").glob("*.parquet"))).slice(0, 1).to_pylist()
     copied, rows[0]["track_id"] = rows[0]["track_id"], "extra-0"
     pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), folder / "tags" / "run-z.parquet")
     listed = [path.rsplit("/", 1)[-1] for path in query.tag_files(str(folder))]
-    tag_output.write_manifest(str(folder / "tags"), listed + ["run-z.parquet"], run_id="z")  # as an incremental run would
+    tag_output.write_manifest(
+        str(folder / "tags"), listed + ["run-z.parquet"], run_id="z"
+    )  # as an incremental run would
     results, note = similar.search(str(folder), track_id="extra-0", k=2)
     assert "older than the tag output" in note
     assert results[0]["track_id"] == copied and results[0]["similarity"] == pytest.approx(1.0, abs=1e-6)
@@ -136,21 +150,30 @@ def test_probes_learn_tags_musicnn_lacks(demo, tmp_path, capsys):
     truth = demo["truth"]
     ids = sorted(truth)
     labels = write_labels(tmp_path / "labels.csv", truth, ids[:N_TRAIN])
-    assert cli(["probe", "train", "--tags", demo["tags"], "--labels", labels, "--output", str(tmp_path / "demo_probe")]) == 0
+    assert (
+        cli(["probe", "train", "--tags", demo["tags"], "--labels", labels, "--output", str(tmp_path / "demo_probe")])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "cv ROC-AUC" in printed and "bass" in printed
     document = json.loads((tmp_path / "demo_probe" / "probe.json").read_text())
     assert document["name"] == "demo_probe" and set(document["tags"]) == {t for tags in truth.values() for t in tags}
     assert all(document["tags"][t]["cv_roc_auc"] >= 0.85 for t in NOT_IN_MUSICNN)
     out = tmp_path / "probed"
-    assert cli(["probe", "apply", "--tags", demo["tags"], "--probe", str(tmp_path / "demo_probe"), "--output", str(out)]) == 0
+    assert (
+        cli(["probe", "apply", "--tags", demo["tags"], "--probe", str(tmp_path / "demo_probe"), "--output", str(out)])
+        == 0
+    )
     applied = pq.read_table(query.tag_files(str(out))[0])
     assert applied.schema.equals(tag.TAGS_SCHEMA) and applied.num_rows == N_TRACKS
     assert {m["name"] for m in applied.column("model").to_pylist()} == {"demo_probe"}
     table = tagdata.load(str(out))
     held_out = ids[N_TRAIN:]
     rows = [table.row(t) for t in held_out]
-    auc = {t: roc_auc_score([t in truth[i] for i in held_out], table.scores[rows, table.tags.index(t)]) for t in NOT_IN_MUSICNN}
+    auc = {
+        t: roc_auc_score([t in truth[i] for i in held_out], table.scores[rows, table.tags.index(t)])
+        for t in NOT_IN_MUSICNN
+    }
     # Measured on this catalog: bass 0.97, bright 0.91, dark 0.99 (seed 0, 120 labelled, 80 held out).
     assert min(auc.values()) >= 0.85, auc
     # The probe's output is tag output: query and similar work on it.
@@ -166,7 +189,21 @@ def test_probe_refuses_a_run_of_another_model(demo, tmp_path):
     table.model = {"name": "musicnn-msd", "version": "other"}
     with pytest.raises(TagscaleError, match="trained on embeddings of musicnn-mtt"):
         probe.apply(table, document, str(tmp_path / "out"))
-    assert cli(["probe", "apply", "--tags", demo["tags"], "--probe", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        cli(
+            [
+                "probe",
+                "apply",
+                "--tags",
+                demo["tags"],
+                "--probe",
+                str(tmp_path / "missing"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
 
 
 # ----------------------------------------------------------------------- calibrate
@@ -179,7 +216,10 @@ def test_calibrate_meets_target_precision_and_lists_thin_tags(demo, tmp_path, ca
         truth[track_id] = truth[track_id] - {"drums"}
     labels = write_labels(tmp_path / "labels.csv", truth, sorted(truth))
     output = tmp_path / "thresholds.json"
-    assert cli(["calibrate", "--tags", demo["tags"], "--labels", labels, "--precision", "0.8", "--output", str(output)]) == 0
+    assert (
+        cli(["calibrate", "--tags", demo["tags"], "--labels", labels, "--precision", "0.8", "--output", str(output)])
+        == 0
+    )
     assert "not enough labels" in capsys.readouterr().out
     document = json.loads(output.read_text())
     assert document["target_precision"] == 0.8 and document["model"]["name"] == "musicnn-mtt"
@@ -198,7 +238,10 @@ def test_calibrate_meets_target_precision_and_lists_thin_tags(demo, tmp_path, ca
     # query top --thresholds keeps exactly the tracks at or above the threshold; decided agrees.
     name = max(document["tags"], key=lambda n: document["tags"][n]["recall"])
     expected = int((table.scores[:, table.tags.index(name)] >= thresholds[name]).sum())
-    assert cli(["query", "--tags", demo["tags"], "--json", "top", name, "--limit", "1000", "--thresholds", str(output)]) == 0
+    assert (
+        cli(["query", "--tags", demo["tags"], "--json", "top", name, "--limit", "1000", "--thresholds", str(output)])
+        == 0
+    )
     kept = json.loads(capsys.readouterr().out)
     assert len(kept) == expected and min(r["score"] for r in kept) >= round(thresholds[name], 4) - 1e-4
     connection = query.connect(demo["tags"], thresholds)
@@ -214,7 +257,12 @@ def test_threshold_at_precision_on_known_scores():
     y = np.array([1, 1, 0, 1, 0, 0, 1, 0])
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
     # At 0.6: 3 of 4 right (0.75); at 0.8: 2 of 2. Target 0.75 -> 0.6 with recall 3/4.
-    assert calibrate.threshold_at_precision(y, scores, 0.75) == {"threshold": 0.6, "precision": 0.75, "recall": 0.75, "support": 4}
+    assert calibrate.threshold_at_precision(y, scores, 0.75) == {
+        "threshold": 0.6,
+        "precision": 0.75,
+        "recall": 0.75,
+        "support": 4,
+    }
     assert calibrate.threshold_at_precision(y, scores, 0.9)["threshold"] == 0.8
     assert calibrate.threshold_at_precision(np.array([0, 1]), np.array([0.9, 0.1]), 0.8) is None
 
@@ -228,7 +276,8 @@ def edited_copy(tags_dir: str, target: pathlib.Path, *, drop: int, scale_tag: st
     rows = pq.read_table(query.tag_files(tags_dir)[0]).to_pylist()[drop:]
     for row in rows:
         row["scores"] = sorted(
-            ({"tag": s["tag"], "score": s["score"] * (0.5 if s["tag"] == scale_tag else 1.0)} for s in row["scores"]), key=lambda s: -s["score"]
+            ({"tag": s["tag"], "score": s["score"] * (0.5 if s["tag"] == scale_tag else 1.0)} for s in row["scores"]),
+            key=lambda s: -s["score"],
         )
     for i in range(swap_embeddings):
         rows[i]["embedding"] = rows[-1 - i]["embedding"]
@@ -261,7 +310,8 @@ def test_diff_reports_known_shifts(demo, tmp_path, capsys):
     assert set(moved.tolist()) <= set(range(10)) and len(moved) >= 9  # two tracks may share an embedding by chance only
     top3 = lambda s: {t for t, _ in sorted(s.items(), key=lambda kv: -kv[1])[:3]}
     expected = [
-        t for t in result["common_tracks"]
+        t
+        for t in result["common_tracks"]
         if top3(dict(zip(a.tags, a.scores[a.row(t)]))) != top3(dict(zip(b.tags, b.scores[b.row(t)])))
     ]
     assert [c["track_id"] for c in result["top_changed"]] == expected and expected
@@ -281,7 +331,9 @@ def test_on_the_real_clips(real_clips, pretrained_cache, tmp_path, capsys):
     catalog = tmp_path / "real.csv"
     catalog.write_text("track_id,uri\n" + "".join(f"{p.stem.strip('_')[:24]},{p}\n" for p in real_clips))
     full = run_tag(catalog, tmp_path / "full", pretrained_cache, "--max-duration", "15")
-    short = run_tag(catalog, tmp_path / "short", pretrained_cache, "--max-duration", "15", "--max-patches-per-track", "1")
+    short = run_tag(
+        catalog, tmp_path / "short", pretrained_cache, "--max-duration", "15", "--max-patches-per-track", "1"
+    )
     table = tagdata.load(full)
     assert len(table.track_ids) == len(real_clips)
     for row, track_id in enumerate(table.track_ids):
@@ -297,10 +349,24 @@ def test_on_the_real_clips(real_clips, pretrained_cache, tmp_path, capsys):
         for row in csv.DictReader(open(real_clips[0].parents[1] / "labels.csv")):
             for label in row["tags"].split(";"):
                 value = label.split(":")[-1]
-                handle.write(f"{names[pathlib.Path(row['path']).name]},{'vocals' if label == 'vocals:yes' else value}\n")
-    document = calibrate.calibrate(table, tagdata.read_labels(str(labels)), target=0.8, min_positives=2, min_negatives=2)
+                handle.write(
+                    f"{names[pathlib.Path(row['path']).name]},{'vocals' if label == 'vocals:yes' else value}\n"
+                )
+    document = calibrate.calibrate(
+        table, tagdata.read_labels(str(labels)), target=0.8, min_positives=2, min_negatives=2
+    )
     assert "classical" in document["tags"] and "techno" in document["insufficient_labels"]
-    y = np.array([t in {names[pathlib.Path(r["path"]).name] for r in csv.DictReader(open(real_clips[0].parents[1] / "labels.csv")) if "classical" in r["tags"]} for t in table.track_ids])
+    y = np.array(
+        [
+            t
+            in {
+                names[pathlib.Path(r["path"]).name]
+                for r in csv.DictReader(open(real_clips[0].parents[1] / "labels.csv"))
+                if "classical" in r["tags"]
+            }
+            for t in table.track_ids
+        ]
+    )
     chosen = table.scores[:, table.tags.index("classical")] >= document["tags"]["classical"]["threshold"]
     assert y[chosen].mean() >= 0.8
     assert cli(["diff", "--tags", full, "--tags", full, "--output", str(tmp_path / "same")]) == 0
@@ -319,8 +385,15 @@ def test_on_the_real_clips(real_clips, pretrained_cache, tmp_path, capsys):
 
 def small_run(folder: pathlib.Path, scores: list[dict], embeddings: list[list[float]]) -> str:
     rows = [
-        {"track_id": f"t{i}", "uri": f"/a/t{i}.mp3", "model": {"name": "m", "version": "v"}, "duration_s": 3.0, "n_patches": 1,
-         "scores": sorted(({"tag": k, "score": v} for k, v in s.items()), key=lambda x: -x["score"]), "embedding": e}
+        {
+            "track_id": f"t{i}",
+            "uri": f"/a/t{i}.mp3",
+            "model": {"name": "m", "version": "v"},
+            "duration_s": 3.0,
+            "n_patches": 1,
+            "scores": sorted(({"tag": k, "score": v} for k, v in s.items()), key=lambda x: -x["score"]),
+            "embedding": e,
+        }
         for i, (s, e) in enumerate(zip(scores, embeddings))
     ]
     (folder / "tags").mkdir(parents=True)
@@ -329,16 +402,25 @@ def small_run(folder: pathlib.Path, scores: list[dict], embeddings: list[list[fl
 
 
 def test_decided_view_quotes_any_tag_name(tmp_path):
-    run = small_run(tmp_path, [{"no vocals": 0.9, 'it"s': 0.2}, {"no vocals": 0.3, 'it"s': 0.7}], [[1.0, 0.0], [0.0, 1.0]])
+    run = small_run(
+        tmp_path, [{"no vocals": 0.9, 'it"s': 0.2}, {"no vocals": 0.3, 'it"s': 0.7}], [[1.0, 0.0], [0.0, 1.0]]
+    )
     connection = query.connect(run, {"no vocals": 0.5, 'it"s': 0.7})
     assert connection.execute('SELECT track_id, "no vocals", "it""s" FROM decided ORDER BY track_id').fetchall() == [
-        ("t0", True, False), ("t1", False, True)]
+        ("t0", True, False),
+        ("t1", False, True),
+    ]
 
 
 def test_bad_labels_thresholds_and_runs_are_clear_errors(tmp_path, capsys):
     run = small_run(tmp_path / "run", [{"a": 0.9}, {"a": 0.1}, {"a": 0.5}], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     (tmp_path / "labels.csv").write_text("id,label\nt0,a\n")
-    assert cli(["calibrate", "--tags", run, "--labels", str(tmp_path / "labels.csv"), "--output", str(tmp_path / "t.json")]) == 2
+    assert (
+        cli(
+            ["calibrate", "--tags", run, "--labels", str(tmp_path / "labels.csv"), "--output", str(tmp_path / "t.json")]
+        )
+        == 2
+    )
     assert "expected a header track_id,tag" in capsys.readouterr().err
     (tmp_path / "t.json").write_text('{"tags": {"a": 0.5}}')
     with pytest.raises(TagscaleError, match="not a thresholds file"):
@@ -361,13 +443,56 @@ def test_gs_tag_output(tmp_path):
     with running_emulator("beyond-test") as client:
         bucket = client.bucket("beyond-test")
         bucket.blob("run/tags/run-1.parquet").upload_from_filename(query.tag_files(local)[0])
-        bucket.blob("labels.csv").upload_from_string("track_id,tag\n" + "".join(f"t{i},{'a' if e[0] > 0 else 'b'}\n" for i, e in enumerate(embeddings)))
+        bucket.blob("labels.csv").upload_from_string(
+            "track_id,tag\n" + "".join(f"t{i},{'a' if e[0] > 0 else 'b'}\n" for i, e in enumerate(embeddings))
+        )
         run = "gs://beyond-test/run"
         assert similar.similar_tracks(run, "t3", k=5) == similar.similar_tracks(local, "t3", k=5)
         assert cli(["index", "--tags", run]) == 0 and bucket.blob("run/index/similar.faiss").exists()
         assert similar.search(run, track_id="t3", k=5) == (similar.similar_tracks(local, "t3", k=5), None)
-        assert cli(["calibrate", "--tags", run, "--labels", "gs://beyond-test/labels.csv", "--output", "gs://beyond-test/t.json"]) == 0
+        assert (
+            cli(
+                [
+                    "calibrate",
+                    "--tags",
+                    run,
+                    "--labels",
+                    "gs://beyond-test/labels.csv",
+                    "--output",
+                    "gs://beyond-test/t.json",
+                ]
+            )
+            == 0
+        )
         assert calibrate.load_thresholds("gs://beyond-test/t.json") == {"a": 0.75}
-        assert cli(["probe", "train", "--tags", run, "--labels", "gs://beyond-test/labels.csv", "--output", "gs://beyond-test/p"]) == 0
-        assert cli(["probe", "apply", "--tags", run, "--probe", "gs://beyond-test/p", "--output", "gs://beyond-test/probed"]) == 0
+        assert (
+            cli(
+                [
+                    "probe",
+                    "train",
+                    "--tags",
+                    run,
+                    "--labels",
+                    "gs://beyond-test/labels.csv",
+                    "--output",
+                    "gs://beyond-test/p",
+                ]
+            )
+            == 0
+        )
+        assert (
+            cli(
+                [
+                    "probe",
+                    "apply",
+                    "--tags",
+                    run,
+                    "--probe",
+                    "gs://beyond-test/p",
+                    "--output",
+                    "gs://beyond-test/probed",
+                ]
+            )
+            == 0
+        )
         assert tagdata.load("gs://beyond-test/probed").model["name"] == "p"

@@ -1,4 +1,5 @@
 """Catalog parsing: three formats, bad rows to the dead letter, whole-catalog errors as one line."""
+
 import json
 import subprocess
 import sys
@@ -35,7 +36,9 @@ def write_catalog(tmp_path, fmt, rows=ROWS):
             writer.writeheader()
             writer.writerows(rows)
     elif fmt == "jsonl":
-        path.write_text("".join(json.dumps({**row, "tags": row["tags"].split(";") if row["tags"] else []}) + "\n" for row in rows))
+        path.write_text(
+            "".join(json.dumps({**row, "tags": row["tags"].split(";") if row["tags"] else []}) + "\n" for row in rows)
+        )
     else:
         pq.write_table(pyarrow.Table.from_pylist(rows), path)
     return str(path)

@@ -1,18 +1,34 @@
 """compare: both front-ends on two training-set fractions of the demo catalog, report files and plots."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from test_trainer import make_demo_features
+
 from trainer import compare
 
 # The CPU demo settings: small networks, a few epochs (BENCHMARKS.md / report of issue 4).
 DEMO_FLAGS = [
-    "--epochs", "8", "--learning-rate", "3e-3", "--batch-size", "16",
-    "--frontend-filters", "4", "--backend-channels", "32", "--dense-units", "64",
-    "--dropout", "0.1", "--batch-norm-momentum", "0.9", "--seed", "0",
+    "--epochs",
+    "8",
+    "--learning-rate",
+    "3e-3",
+    "--batch-size",
+    "16",
+    "--frontend-filters",
+    "4",
+    "--backend-channels",
+    "32",
+    "--dense-units",
+    "64",
+    "--dropout",
+    "0.1",
+    "--batch-norm-momentum",
+    "0.9",
+    "--seed",
+    "0",
 ]
 
 
@@ -34,7 +50,10 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
     for frontend in ("waveform", "spectrogram"):
         half, full = runs[(0.5, frontend)], runs[(1.0, frontend)]
         assert 0 < half["train_examples"] < full["train_examples"]
-        assert full["roc_auc"] > 0.65, (frontend, full["roc_auc"])  # chance is 0.5; seen: waveform 0.74, spectrogram 0.80
+        assert full["roc_auc"] > 0.65, (
+            frontend,
+            full["roc_auc"],
+        )  # chance is 0.5; seen: waveform 0.74, spectrogram 0.80
         assert full["pr_auc"] > 0.55 and full["params"] > 0 and full["train_time_s"] > 0
         assert len(full["history"]["val_loss"]) == full["epochs_trained"]
     # one test split for all runs
@@ -56,4 +75,6 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
     assert compare.main(["--features", str(features), "--output", str(out), "--fractions", "0.5,1.0", *DEMO_FLAGS]) == 0
     again = json.loads((out / "report.json").read_text())
     assert [row["roc_auc"] for row in again["runs"]] == [row["roc_auc"] for row in report["runs"]]
-    assert stamps == {row["job_dir"]: (tmp_path / row["job_dir"] / "eval.json").stat().st_mtime_ns for row in again["runs"]}
+    assert stamps == {
+        row["job_dir"]: (tmp_path / row["job_dir"] / "eval.json").stat().st_mtime_ns for row in again["runs"]
+    }

@@ -1,4 +1,5 @@
 """`tagscale catalog mtt|jamendo`: small files in the datasets' exact formats -> Parquet catalogs with splits."""
+
 import subprocess
 import sys
 
@@ -23,13 +24,18 @@ MTT_ROWS = [  # clip_id, flags per tag, mp3_path
 def write_mtt(tmp_path):
     path = tmp_path / "annotations_final.csv"
     header = "\t".join(f'"{name}"' for name in ["clip_id", *MTT_TAGS, "mp3_path"])
-    lines = [header] + ["\t".join([f'"{clip}"', *(f'"{flag}"' for flag in flags), f'"{mp3}"']) for clip, flags, mp3 in MTT_ROWS]
+    lines = [header] + [
+        "\t".join([f'"{clip}"', *(f'"{flag}"' for flag in flags), f'"{mp3}"']) for clip, flags, mp3 in MTT_ROWS
+    ]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
 
 def read(path):
-    return sorted(pq.read_table(path).to_pylist(), key=lambda row: int(row["track_id"]) if row["track_id"].isdigit() else row["track_id"])
+    return sorted(
+        pq.read_table(path).to_pylist(),
+        key=lambda row: int(row["track_id"]) if row["track_id"].isdigit() else row["track_id"],
+    )
 
 
 def test_mtt_top_k_by_count_with_split_lists_of_ids_and_npy_paths(tmp_path):
@@ -39,14 +45,23 @@ def test_mtt_top_k_by_count_with_split_lists_of_ids_and_npy_paths(tmp_path):
     # the widely used split arrays: "index<TAB>path", the index pointing into their own label array
     np.save(tmp_path / "test.npy", np.array([f"0\t{MTT_ROWS[4][2]}"]))
     output = tmp_path / "out" / "mtt.parquet"
-    lists = {"train": str(tmp_path / "train.txt"), "valid": str(tmp_path / "valid.txt"), "test": str(tmp_path / "test.npy")}
+    lists = {
+        "train": str(tmp_path / "train.txt"),
+        "valid": str(tmp_path / "valid.txt"),
+        "test": str(tmp_path / "test.npy"),
+    }
     rows = datasets.mtt_catalog(annotations, "/data/mtt", lists=lists, top_k=3)
     datasets.write_catalog(rows, str(output))
     got = read(str(output))
     # counts: guitar 3, classical 3, slow 3, no voice 2, techno 1 -> top 3 keeps the file order on ties
     assert [row["track_id"] for row in got] == ["2", "6", "10", "12"]  # clip 11 is in no list
     assert [row["split"] for row in got] == ["train", "train", "valid", "test"]
-    assert got[0] == {"track_id": "2", "uri": f"/data/mtt/{MTT_ROWS[0][2]}", "tags": ["guitar", "classical"], "split": "train"}
+    assert got[0] == {
+        "track_id": "2",
+        "uri": f"/data/mtt/{MTT_ROWS[0][2]}",
+        "tags": ["guitar", "classical"],
+        "split": "train",
+    }
     assert got[3]["tags"] == ["guitar", "classical", "slow"]
     assert pq.read_schema(str(output)).names == ["track_id", "uri", "tags", "split"]
     # the catalog reader takes it, split included
@@ -70,7 +85,9 @@ def test_mtt_errors_are_one_line(tmp_path):
     (tmp_path / "a.txt").write_text("2\n")
     (tmp_path / "b.txt").write_text("2\n")
     with pytest.raises(DatasetError, match="both the train and the valid"):
-        datasets.mtt_catalog(annotations, "/a", lists={"train": str(tmp_path / "a.txt"), "valid": str(tmp_path / "b.txt")})
+        datasets.mtt_catalog(
+            annotations, "/a", lists={"train": str(tmp_path / "a.txt"), "valid": str(tmp_path / "b.txt")}
+        )
     np.save(tmp_path / "numbers.npy", np.arange(3))
     with pytest.raises(DatasetError, match="strings"):
         datasets.read_split_list(str(tmp_path / "numbers.npy"))
@@ -79,10 +96,26 @@ def test_mtt_errors_are_one_line(tmp_path):
 JAMENDO = {
     "train": [
         ("track_0000214", "artist_000014", "album_000031", "14/214.mp3", "124.6", ["genre---punkrock"]),
-        ("track_0000215", "artist_000014", "album_000031", "15/215.mp3", "98.0", ["genre---rock", "mood/theme---happy"]),
-        ("track_0000216", "artist_000015", "album_000032", "16/216.mp3", "200.1", ["genre---rock", "instrument---guitar"]),
+        (
+            "track_0000215",
+            "artist_000014",
+            "album_000031",
+            "15/215.mp3",
+            "98.0",
+            ["genre---rock", "mood/theme---happy"],
+        ),
+        (
+            "track_0000216",
+            "artist_000015",
+            "album_000032",
+            "16/216.mp3",
+            "200.1",
+            ["genre---rock", "instrument---guitar"],
+        ),
     ],
-    "valid": [("track_0000300", "artist_000020", "album_000040", "00/300.mp3", "60.0", ["genre---rock", "genre---jazz"])],
+    "valid": [
+        ("track_0000300", "artist_000020", "album_000040", "00/300.mp3", "60.0", ["genre---rock", "genre---jazz"])
+    ],
     "test": [("track_0000400", "artist_000021", "album_000041", "00/400.mp3", "61.5", ["mood/theme---happy"])],
 }
 
@@ -91,7 +124,9 @@ def write_jamendo(tmp_path):
     paths = {}
     for split, rows in JAMENDO.items():
         path = tmp_path / f"autotagging-{split}.tsv"
-        lines = ["TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"] + ["\t".join([*row[:5], *row[5]]) for row in rows]
+        lines = ["TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"] + [
+            "\t".join([*row[:5], *row[5]]) for row in rows
+        ]
         path.write_text("\n".join(lines) + "\n")
         paths[split] = str(path)
     return paths
@@ -102,22 +137,51 @@ def test_jamendo_splits_and_top_k_of_the_training_split(tmp_path):
     by_id = {row["track_id"]: row for row in rows}
     # training counts: rock 2, then punkrock / happy / guitar 1 each (first seen wins the tie)
     assert by_id["track_0000215"] == {
-        "track_id": "track_0000215", "uri": "/data/jamendo/15/215.mp3", "tags": ["genre---rock"], "split": "train"
+        "track_id": "track_0000215",
+        "uri": "/data/jamendo/15/215.mp3",
+        "tags": ["genre---rock"],
+        "split": "train",
     }
     assert by_id["track_0000214"]["tags"] == ["genre---punkrock"]
     assert by_id["track_0000300"]["split"] == "valid" and by_id["track_0000300"]["tags"] == ["genre---rock"]
-    assert by_id["track_0000400"] == {"track_id": "track_0000400", "uri": "/data/jamendo/00/400.mp3", "tags": [], "split": "test"}
+    assert by_id["track_0000400"] == {
+        "track_id": "track_0000400",
+        "uri": "/data/jamendo/00/400.mp3",
+        "tags": [],
+        "split": "test",
+    }
 
 
 def test_catalog_command_writes_parquet_and_bad_input_exits_2(tmp_path):
     paths = write_jamendo(tmp_path)
     output = tmp_path / "jamendo.parquet"
-    command = [sys.executable, "-m", "infra.cli", "catalog", "jamendo", "--train", paths["train"], "--valid", paths["valid"],
-               "--test", paths["test"], "--audio-root", "/data", "--output", str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "infra.cli",
+        "catalog",
+        "jamendo",
+        "--train",
+        paths["train"],
+        "--valid",
+        paths["valid"],
+        "--test",
+        paths["test"],
+        "--audio-root",
+        "/data",
+        "--output",
+        str(output),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "5 tracks (test 1, train 3, valid 1)" in done.stdout
-    assert sorted(row["split"] for row in pq.read_table(output).to_pylist()) == ["test", "train", "train", "train", "valid"]
+    assert sorted(row["split"] for row in pq.read_table(output).to_pylist()) == [
+        "test",
+        "train",
+        "train",
+        "train",
+        "valid",
+    ]
     (tmp_path / "broken.tsv").write_text("TRACK_ID\tPATH\n")
     command[command.index("--train") + 1] = str(tmp_path / "broken.tsv")
     done = subprocess.run(command, capture_output=True, text=True)

@@ -4,6 +4,7 @@ The tag tests measure decoded audio with plain numpy (no model): each tag must m
 signal statistic in the direction its description promises, compared as group means over
 36 tracks.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from infra import demo_catalog
 from model import dsp
 from model.errors import TagscaleError
-from infra import demo_catalog
 from pipelines.audio import decode_audio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,7 +175,9 @@ def test_rerun_with_fewer_tracks_removes_the_stale_files(tmp_path):
     demo_catalog.make_demo_catalog(str(tmp_path), n_tracks=5, seed=1, duration_s=3.0)
     (tmp_path / "audio" / "notes.txt").write_text("not a track")
     _, rows = read_catalog(demo_catalog.make_demo_catalog(str(tmp_path), n_tracks=2, seed=1, duration_s=3.0))
-    assert sorted(os.listdir(tmp_path / "audio")) == sorted([os.path.basename(uri) for _, uri, _ in rows] + ["notes.txt"])
+    assert sorted(os.listdir(tmp_path / "audio")) == sorted(
+        [os.path.basename(uri) for _, uri, _ in rows] + ["notes.txt"]
+    )
 
 
 def test_bass_tracks_have_far_more_energy_below_150_hz(catalog):
@@ -232,7 +235,10 @@ def test_non_numeric_flag_is_an_argparse_error(tmp_path):
 def test_cli_prints_a_one_line_error_for_too_short_tracks(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "infra.cli", "demo-catalog", str(tmp_path), "--duration", "1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("tagscale demo-catalog: error: --duration must be between 3 and 600")

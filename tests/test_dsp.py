@@ -1,4 +1,5 @@
 """The signal front against librosa, the independent reference the musicnn weights were trained on."""
+
 import librosa
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
 """explore: the JSON API against a real server on 127.0.0.1, over tag runs written in the pipeline's schema."""
+
 import json
 import os
 import pathlib
@@ -13,8 +14,8 @@ import numpy as np
 import pyarrow
 import pyarrow.parquet as pq
 import pytest
-
 from explore_run import TAGS, write_run, write_thresholds
+
 from model.errors import TagscaleError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -90,12 +91,16 @@ def test_tracks_by_tag_sorted_by_score_with_total(server, runs):
     assert got == [(run, track, pytest.approx(score, abs=1e-6)) for run, track, score in want[:20]]
     first = body["tracks"][0]
     assert {"track_id", "uri", "score"} <= set(first) and first["uri"] == runs["a"]["uris"][first["track_id"]]
-    assert [t["tag"] for t in first["top_tags"]][:1] == [max(runs["a"]["scores"][first["track_id"]].items(), key=lambda kv: kv[1])[0]]
+    assert [t["tag"] for t in first["top_tags"]][:1] == [
+        max(runs["a"]["scores"][first["track_id"]].items(), key=lambda kv: kv[1])[0]
+    ]
 
 
 def test_pages_tile_the_full_list_and_search_narrows_it(server, runs):
     whole = get_json(server, "/api/tracks?tag=drums&min=0&limit=500")["tracks"]
-    pages = [get_json(server, f"/api/tracks?tag=drums&min=0&limit=7&offset={offset}")["tracks"] for offset in range(0, 42, 7)]
+    pages = [
+        get_json(server, f"/api/tracks?tag=drums&min=0&limit=7&offset={offset}")["tracks"] for offset in range(0, 42, 7)
+    ]
     assert [t["track_id"] for page in pages for t in page] == [t["track_id"] for t in whole]
     assert len(whole) == 40
     found = get_json(server, "/api/tracks?tag=drums&min=0&q=TRK-00")
@@ -157,7 +162,12 @@ def test_audio_streams_the_file_and_answers_ranges(server, runs):
     path = pathlib.Path(runs["a"]["uris"]["trk-005"])
     data = path.read_bytes()
     status, headers, body = fetch(server, "/api/tracks/trk-005/audio")
-    assert status == 200 and body == data and headers["Accept-Ranges"] == "bytes" and headers["Content-Type"] == "audio/wav"
+    assert (
+        status == 200
+        and body == data
+        and headers["Accept-Ranges"] == "bytes"
+        and headers["Content-Type"] == "audio/wav"
+    )
     status, headers, body = fetch(server, "/api/tracks/trk-005/audio", {"Range": "bytes=100-1123"})
     assert status == 206 and body == data[100:1124] and headers["Content-Range"] == f"bytes 100-1123/{len(data)}"
     status, headers, body = fetch(server, "/api/tracks/trk-005/audio", {"Range": "bytes=-500"})
@@ -170,10 +180,20 @@ def test_audio_streams_the_file_and_answers_ranges(server, runs):
     assert status == 200 and int(headers["Content-Length"]) == len(data) and body == b""
 
 
-@pytest.mark.parametrize("track_id", [
-    "not-a-track", "..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "secret", "secret.wav", "audio%2Fsecret.wav",
-    "trk-005%2F..%2Fsecret.wav", "..", "%2E%2E",
-])
+@pytest.mark.parametrize(
+    "track_id",
+    [
+        "not-a-track",
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "secret",
+        "secret.wav",
+        "audio%2Fsecret.wav",
+        "trk-005%2F..%2Fsecret.wav",
+        "..",
+        "%2E%2E",
+    ],
+)
 def test_audio_serves_only_uris_listed_in_the_run(server, runs, track_id):
     OPENED.clear()
     RECORDING.append(True)
@@ -197,7 +217,13 @@ def test_the_open_detector_sees_a_served_file(server, runs):
 
 
 def test_paths_outside_the_api_are_not_found(server):
-    for path in ("/static/../explore.py", "/static/%2E%2E/explore.py", "/../../etc/passwd", "/api/tracks/trk-001/other", "/api/x"):
+    for path in (
+        "/static/../explore.py",
+        "/static/%2E%2E/explore.py",
+        "/../../etc/passwd",
+        "/api/tracks/trk-001/other",
+        "/api/x",
+    ):
         status, _, body = fetch(server, path)
         assert status == 404 and b"import" not in body, path
 
@@ -211,9 +237,14 @@ def test_stats_count_tags_histograms_and_dead_letters(server, runs):
         values = np.array([scores[tag] for scores in runs["a"]["scores"].values()], dtype=np.float32)
         assert by_tag[tag]["tracks_above_0_5"] == int((values > 0.5).sum())
         assert by_tag[tag]["histogram"] == np.histogram(np.minimum(values, 0.999), bins=20, range=(0, 1))[0].tolist()
-    assert by_tag["piano"]["tracks_above_threshold"] == int(sum(s["piano"] >= 0.6 for s in runs["a"]["scores"].values()))
+    assert by_tag["piano"]["tracks_above_threshold"] == int(
+        sum(s["piano"] >= 0.6 for s in runs["a"]["scores"].values())
+    )
     assert {(d["stage"], d["reason"], d["count"]) for d in first["dead_letters"]} == {
-        ("decode", "file not found: ...", 2), ("decode", "ffmpeg failed: Invalid data found", 1), ("catalog", "row N: track_id is empty", 1)}
+        ("decode", "file not found: ...", 2),
+        ("decode", "ffmpeg failed: Invalid data found", 1),
+        ("catalog", "row N: track_id is empty", 1),
+    }
     assert stats["runs"][1]["tags"][0]["threshold"] is None  # another model: the thresholds do not apply
 
 
@@ -233,7 +264,10 @@ def test_csv_batches_join_into_the_same_rows(server):
     assert small == whole and len(whole) == 1 + 40 and {row[0] for row in whole[1:]} == {"run-mtt", "run-spec"}
 
 
-@pytest.mark.parametrize("query", ["tag=piano&min=abc", "tag=piano&limit=0", "tag=piano&limit=x", "tag=violin", "tag=piano&offset=-1", "run=nope"])
+@pytest.mark.parametrize(
+    "query",
+    ["tag=piano&min=abc", "tag=piano&limit=0", "tag=piano&limit=x", "tag=violin", "tag=piano&offset=-1", "run=nope"],
+)
 def test_bad_parameters_are_400_with_a_message(server, query):
     status, _, body = fetch(server, f"/api/tracks?{query}")
     assert status == 400 and json.loads(body)["error"]
@@ -247,8 +281,12 @@ def test_static_assets_ship_in_the_package_and_load_nothing_from_outside(server)
         external = [url for url in re.findall(r"https?://[^\s\"')]+", text) if url != "http://www.w3.org/2000/svg"]
         external += re.findall(r"(?:src|href|url)\s*[=(]\s*[\"']?//", text)  # protocol-relative
         assert external == [], external
-    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(server.explorer.runs[0].local_dir) + "/../dist"],
-                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(server.explorer.runs[0].local_dir) + "/../dist"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     (sdist,) = pathlib.Path(server.explorer.runs[0].local_dir, "..", "dist").glob("tagscale-*.tar.gz")
     names = tarfile.open(sdist).getnames()
     for asset in ("index.html", "app.js", "style.css"):
@@ -289,8 +327,24 @@ def test_gcs_run_with_gcs_audio_is_proxied(tmp_path):
 
 def test_command_line_serves_on_loopback_and_reports_bad_input(runs, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "infra.cli", "explore", "--tags", str(runs["root"] / "run-mtt"), "--port", "0", "--quiet"],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "explore",
+            "--tags",
+            str(runs["root"] / "run-mtt"),
+            "--port",
+            "0",
+            "--quiet",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = [process.stdout.readline() for _ in range(2)]
         url = lines[1].split("open ")[1].split()[0]
@@ -300,10 +354,17 @@ def test_command_line_serves_on_loopback_and_reports_bad_input(runs, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
-    result = subprocess.run([sys.executable, "-m", "infra.cli", "explore", "--tags", str(tmp_path / "missing")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "explore", "--tags", str(tmp_path / "missing")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        f"tagscale explore: error: no tag output in {tmp_path / 'missing'}: expected {tmp_path / 'missing'}/tags/*.parquet (run `tagscale tag` first)"]
+        f"tagscale explore: error: no tag output in {tmp_path / 'missing'}: expected {tmp_path / 'missing'}/tags/*.parquet (run `tagscale tag` first)"
+    ]
 
 
 def test_ranks_order_by_score_then_row_with_missing_last():
@@ -333,6 +394,9 @@ def test_a_run_with_no_tagged_track_still_shows_its_dead_letters(tmp_path):
         assert explorer.track("trk-000") is None and explorer.audio_uri("trk-000") is None
     finally:
         explorer.close()
-    pq.write_table(pyarrow.table({"track_id": ["a"], "scores": [[{"tag": "x", "score": 0.5}]]}), tmp_path / "run" / "tags" / "other.parquet")
+    pq.write_table(
+        pyarrow.table({"track_id": ["a"], "scores": [[{"tag": "x", "score": 0.5}]]}),
+        tmp_path / "run" / "tags" / "other.parquet",
+    )
     with pytest.raises(TagscaleError, match="other.parquet is not tag output"):
         Explorer.open([str(tmp_path / "run")])

@@ -1,4 +1,5 @@
 """featurize: plain functions, then one real DirectRunner run checked end to end."""
+
 import collections
 import json
 import os
@@ -27,7 +28,9 @@ def test_split_is_deterministic_and_near_80_10_10():
     # Another interpreter with another hash seed agrees (no use of Python's salted hash()).
     code = "from pipelines import featurize; print(''.join(featurize.split_of(f'track-{i}')[1] for i in range(500)))"
     env = {**os.environ, "PYTHONHASHSEED": "123"}
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip()
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
     assert other == "".join(split[1] for split in first[:500])
 
 
@@ -91,7 +94,6 @@ def test_decode_tracks_transform_with_test_pipeline(tmp_path):
     import soundfile
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
-
     from conftest import synth_tone
 
     soundfile.write(tmp_path / "ok.flac", synth_tone(2.0, 22050, seed=3), 22050)
@@ -99,9 +101,13 @@ def test_decode_tracks_transform_with_test_pipeline(tmp_path):
     tracks = [Track("ok", str(tmp_path / "ok.flac")), Track("empty", str(tmp_path / "empty.wav"))]
     with TestPipeline() as pipeline:
         decoded = pipeline | beam_create(tracks) | stages.DecodeTracks(stages.DecodeOptions())
-        lengths = decoded.decoded | "Length" >> beam_map(lambda item: (item[0].track_id, round(len(item[1]) / 16000, 1)))
+        lengths = decoded.decoded | "Length" >> beam_map(
+            lambda item: (item[0].track_id, round(len(item[1]) / 16000, 1))
+        )
         assert_that(lengths, equal_to([("ok", 2.0)]))
-        reasons = decoded["dead_letter"] | "Reason" >> beam_map(lambda row: (row["track_id"], row["error"].startswith("empty file")))
+        reasons = decoded["dead_letter"] | "Reason" >> beam_map(
+            lambda row: (row["track_id"], row["error"].startswith("empty file"))
+        )
         assert_that(reasons, equal_to([("empty", True)]), label="dead")
 
 
@@ -126,11 +132,15 @@ TAG_SETS = [("bright", "drums"), ("dark",), ("bright",), ("dark", "drums", "bass
 def featurized(tmp_path_factory):
     """Featurize 24 generated tracks in 4 formats plus the three classic bad files."""
     import soundfile
-
     from conftest import synth_tone
 
     root = tmp_path_factory.mktemp("featurize")
-    formats = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
+    formats = {
+        ".wav": ("WAV", "PCM_16"),
+        ".flac": ("FLAC", "PCM_16"),
+        ".ogg": ("OGG", "VORBIS"),
+        ".mp3": ("MP3", "MPEG_LAYER_III"),
+    }
     lines = ["track_id,uri,tags"]
     expected_tags = {}
     for i in range(24):
@@ -138,17 +148,36 @@ def featurized(tmp_path_factory):
         path = root / f"t{i:02d}{ext}"
         rate = (22050, 44100, 48000, 16000)[i % 4]
         seconds = 4.0 + (i % 3) * 2.5  # 1 to 3 patches
-        soundfile.write(path, synth_tone(seconds, rate, channels=1 + i % 2, seed=i), rate, format=formats[ext][0], subtype=formats[ext][1])
+        soundfile.write(
+            path,
+            synth_tone(seconds, rate, channels=1 + i % 2, seed=i),
+            rate,
+            format=formats[ext][0],
+            subtype=formats[ext][1],
+        )
         tags = TAG_SETS[i % 4]
         expected_tags[f"t{i:02d}"] = tags
         lines.append(f"t{i:02d},{path},{';'.join(tags)}")
     (root / "empty.mp3").write_bytes(b"")
     (root / "text.mp3").write_text("not audio " * 100)
-    lines += [f"missing,{root / 'missing.mp3'},dark", f"empty,{root / 'empty.mp3'},dark", f"text,{root / 'text.mp3'},dark"]
+    lines += [
+        f"missing,{root / 'missing.mp3'},dark",
+        f"empty,{root / 'empty.mp3'},dark",
+        f"text,{root / 'text.mp3'},dark",
+    ]
     (root / "catalog.csv").write_text("\n".join(lines) + "\n")
     output = root / "out"
     metadata = featurize.run(
-        ["--catalog", str(root / "catalog.csv"), "--output", str(output), "--valid-fraction", "0.2", "--test-fraction", "0.2"]
+        [
+            "--catalog",
+            str(root / "catalog.csv"),
+            "--output",
+            str(output),
+            "--valid-fraction",
+            "0.2",
+            "--test-fraction",
+            "0.2",
+        ]
     )
     return {"output": output, "metadata": metadata, "expected_tags": expected_tags}
 
@@ -247,7 +276,6 @@ def test_transform_fn_is_written_and_loads(featurized):
 def test_multi_processing_runner_writes_the_same_shards(tmp_path):
     """`--direct_running_mode=multi_processing` (worker subprocesses) gives byte-identical shards."""
     import soundfile
-
     from conftest import synth_tone
 
     lines = ["track_id,uri,tags"]
@@ -258,7 +286,15 @@ def test_multi_processing_runner_writes_the_same_shards(tmp_path):
     (tmp_path / "catalog.csv").write_text("\n".join(lines) + "\n")
     common = ["--catalog", str(tmp_path / "catalog.csv"), "--num-shards", "2"]
     single = featurize.run([*common, "--output", str(tmp_path / "single")])
-    multi = featurize.run([*common, "--output", str(tmp_path / "multi"), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    multi = featurize.run(
+        [
+            *common,
+            "--output",
+            str(tmp_path / "multi"),
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ]
+    )
     assert single["tracks_ok"] == multi["tracks_ok"] == 8
     for kind in ("mel", "waveform"):
         names = sorted(p.name for p in (tmp_path / "single" / kind).iterdir())
@@ -288,13 +324,25 @@ def test_write_shards_with_test_pipeline_sorts_streams_and_transforms(featurized
     with TestPipeline() as pipeline:
         shard_counts = pipeline | "Counts" >> beam.Create([counts])
         paths = pipeline | beam.Create(refs) | shards.WriteShards(str(output), str(featurized["output"]), shard_counts)
-        expected = [str(output / name) for kind in shards.KINDS for split in counts for name in shards.shard_files(counts)[kind][split]]
+        expected = [
+            str(output / name)
+            for kind in shards.KINDS
+            for split in counts
+            for name in shards.shard_files(counts)[kind][split]
+        ]
         assert_that(paths, equal_to(expected))
     metadata = {"files": shards.shard_files(counts)}
     (output / "metadata.json").write_text(json.dumps(metadata))
     top_k, tags = featurized["metadata"]["top_k"], featurized["metadata"]["tags"]
     mel, wave = read_shards(output, "mel", "train", top_k), read_shards(output, "waveform", "train", top_k)
-    assert [(e["track_id"], e["patch_index"]) for e in mel] == [(b"alpha", 0), (b"mid", 0), (b"mid", 1), (b"mid", 2), (b"zeta", 0), (b"zeta", 1)]
+    assert [(e["track_id"], e["patch_index"]) for e in mel] == [
+        (b"alpha", 0),
+        (b"mid", 0),
+        (b"mid", 1),
+        (b"mid", 2),
+        (b"zeta", 0),
+        (b"zeta", 1),
+    ]
     assert [(e["track_id"], e["patch_index"]) for e in wave] == [(e["track_id"], e["patch_index"]) for e in mel]
     assert {tags[i] for i in np.flatnonzero(mel[0]["labels"])} == {"bright", "drums"} and not mel[1]["labels"].any()
     import tensorflow_transform as tft
@@ -311,8 +359,8 @@ def test_rerun_with_fewer_shards_reads_only_this_runs_files(tmp_path):
     """Featurize with 4 shards, then 2 into the same directory: the 4-shard files go with the
     output they belonged to, metadata lists only the 2-shard ones and training reads exactly its count."""
     import soundfile
-
     from conftest import synth_tone
+
     from trainer import inputs
 
     lines = ["track_id,uri,tags"]
@@ -321,11 +369,23 @@ def test_rerun_with_fewer_shards_reads_only_this_runs_files(tmp_path):
         soundfile.write(path, synth_tone(3.5, 16000, seed=i), 16000)
         lines.append(f"s{i},{path},{'x' if i % 2 else 'y'}")
     (tmp_path / "catalog.csv").write_text("\n".join(lines) + "\n")
-    common = ["--catalog", str(tmp_path / "catalog.csv"), "--output", str(tmp_path / "out"), "--valid-fraction", "0.2", "--test-fraction", "0.2"]
+    common = [
+        "--catalog",
+        str(tmp_path / "catalog.csv"),
+        "--output",
+        str(tmp_path / "out"),
+        "--valid-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+    ]
     featurize.run([*common, "--num-shards", "4"])
     metadata = featurize.run([*common, "--num-shards", "2"])
     assert not list((tmp_path / "out" / "mel").glob("*-of-00004.tfrecord"))  # the publish replaced the whole mel/
-    assert metadata["files"]["mel"]["train"] == ["mel/train-00000-of-00002.tfrecord", "mel/train-00001-of-00002.tfrecord"]
+    assert metadata["files"]["mel"]["train"] == [
+        "mel/train-00000-of-00002.tfrecord",
+        "mel/train-00001-of-00002.tfrecord",
+    ]
     opened = inputs.open_features(str(tmp_path / "out"))
     for frontend in ("spectrogram", "waveform"):
         for split in features.SPLITS:
@@ -337,11 +397,25 @@ def test_rerun_with_fewer_shards_reads_only_this_runs_files(tmp_path):
 def test_target_shard_bytes_sizes_shards_by_volume(featurized, tmp_path):
     """A small byte target gives each split as many shards as its volume needs."""
     metadata = featurize.run(
-        ["--catalog", str(featurized["output"].parent / "catalog.csv"), "--output", str(tmp_path / "out"),
-         "--valid-fraction", "0.2", "--test-fraction", "0.2", "--target-shard-bytes", str(3 * shards.example_bytes(50))]
+        [
+            "--catalog",
+            str(featurized["output"].parent / "catalog.csv"),
+            "--output",
+            str(tmp_path / "out"),
+            "--valid-fraction",
+            "0.2",
+            "--test-fraction",
+            "0.2",
+            "--target-shard-bytes",
+            str(3 * shards.example_bytes(50)),
+        ]
     )
     for split, counts in metadata["splits"].items():
         assert len(metadata["files"]["mel"][split]) == -(-counts["examples"] // 3)
         sizes = [(tmp_path / "out" / name).stat().st_size for name in metadata["files"]["waveform"][split]]
         # every example once, each a little under example_bytes (the estimate errs on the large side)
-        assert counts["examples"] * (shards.example_bytes(50) - 64) < sum(sizes) <= counts["examples"] * shards.example_bytes(50)
+        assert (
+            counts["examples"] * (shards.example_bytes(50) - 64)
+            < sum(sizes)
+            <= counts["examples"] * shards.example_bytes(50)
+        )

@@ -1,5 +1,6 @@
 """featurize's memory does not grow with the catalog: peak RSS of the featurize process on a
 catalog 4x larger, whose single shard per split holds several times the allowed growth."""
+
 import json
 import os
 import subprocess
@@ -36,8 +37,20 @@ def test_peak_rss_is_flat_from_100_to_400_tracks(tmp_path):
     for n_tracks in (100, 400):
         catalog = make_catalog(tmp_path, n_tracks)
         output = tmp_path / f"out_{n_tracks}"
-        command = [sys.executable, "-m", "pipelines.featurize", "--catalog", str(catalog), "--output", str(output), "--num-shards", "1"]
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO})
+        command = [
+            sys.executable,
+            "-m",
+            "pipelines.featurize",
+            "--catalog",
+            str(catalog),
+            "--output",
+            str(output),
+            "--num-shards",
+            "1",
+        ]
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO}
+        )
         stderr = process.stderr.read()
         _, status, usage = os.wait4(process.pid, 0)
         assert status == 0, stderr[-3000:].decode(errors="replace")

@@ -5,13 +5,14 @@ What is not covered here, and why: tf.Transform writes transform_fn/ and TensorF
 shards through TensorFlow's own GCS filesystem, which cannot be pointed at an emulator
 (it has no endpoint override); featurize output and training on gs:// run on real GCS only.
 """
+
 import io
 import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from gcs_emulator import running_emulator
+
 from pipelines import featurize, tag
 
 BUCKET = "tagscale-test"
@@ -21,17 +22,23 @@ BUCKET = "tagscale-test"
 def gcs(tmp_path_factory):
     """The emulator with a catalog of 8 generated tracks (4 formats) and one missing file under gs://."""
     import soundfile
-
     from conftest import synth_tone
 
     with running_emulator(BUCKET) as client:
         bucket = client.bucket(BUCKET)
-        formats = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")]
+        formats = [
+            ("wav", "WAV", "PCM_16"),
+            ("flac", "FLAC", "PCM_16"),
+            ("ogg", "OGG", "VORBIS"),
+            ("mp3", "MP3", "MPEG_LAYER_III"),
+        ]
         lines = ["track_id,uri,tags"]
         for i in range(8):
             ext, fmt, subtype = formats[i % 4]
             buffer = io.BytesIO()
-            soundfile.write(buffer, synth_tone(4.0 + i % 3, 22050, channels=2, seed=i), 22050, format=fmt, subtype=subtype)
+            soundfile.write(
+                buffer, synth_tone(4.0 + i % 3, 22050, channels=2, seed=i), 22050, format=fmt, subtype=subtype
+            )
             bucket.blob(f"audio/t{i}.{ext}").upload_from_string(buffer.getvalue())
             lines.append(f"t{i},gs://{BUCKET}/audio/t{i}.{ext},{'low' if i % 2 else 'high'}")
         lines.append(f"gone,gs://{BUCKET}/audio/gone.mp3,low")
@@ -41,7 +48,18 @@ def gcs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_featurize_reads_catalog_and_audio_from_gcs(gcs, tmp_path):
-    metadata = featurize.run(["--catalog", f"gs://{BUCKET}/catalog.csv", "--output", str(tmp_path / "features"), "--valid-fraction", "0", "--test-fraction", "0"])
+    metadata = featurize.run(
+        [
+            "--catalog",
+            f"gs://{BUCKET}/catalog.csv",
+            "--output",
+            str(tmp_path / "features"),
+            "--valid-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+        ]
+    )
     assert (metadata["tracks_in"], metadata["tracks_ok"], metadata["tracks_failed"]) == (9, 8, 1)
     assert sorted(metadata["tags"]) == ["high", "low"]
     assert metadata["files"]["mel"]["train"] == ["mel/train-00000-of-00001.tfrecord"]
@@ -62,7 +80,11 @@ def test_tag_writes_parquet_to_gcs_and_reruns_incrementally(gcs, tmp_path):
     bucket = gcs.bucket(BUCKET)
     names = sorted(blob.name for blob in bucket.list_blobs(prefix="tagged/"))
     parquet = [name for name in names if name.startswith("tagged/tags/") and name.endswith(".parquet")]
-    assert len(parquet) == 1 and "tagged/summary.json" in names and not any("/tmp/" in name or "beam-temp" in name for name in names)
+    assert (
+        len(parquet) == 1
+        and "tagged/summary.json" in names
+        and not any("/tmp/" in name or "beam-temp" in name for name in names)
+    )
     table = pq.read_table(io.BytesIO(bucket.blob(parquet[0]).download_as_bytes()))
     assert sorted(table.column("track_id").to_pylist()) == [f"t{i}" for i in range(8)]
     assert json.loads(bucket.blob("tagged/summary.json").download_as_text())["tagged"] == 8

@@ -1,4 +1,5 @@
 """The tag pipeline's RunInference: batches on a thread pool, outputs equal to the model's own call."""
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -21,7 +22,9 @@ def musicnn_like_model(tmp_path_factory) -> str:
     keras.utils.set_random_seed(1)
     model = network.build_model("spectrogram", len(TAGS), "musicnn", dense_units=16)
     path = str(tmp_path_factory.mktemp("model") / "m")
-    info = export.save_serving_model(serving.build_serving_module(model, "spectrogram"), path, tags=TAGS, info={"name": "m"})
+    info = export.save_serving_model(
+        serving.build_serving_module(model, "spectrogram"), path, tags=TAGS, info={"name": "m"}
+    )
     assert info["serving_graph"] == export.FAST_GRAPH
     return path
 

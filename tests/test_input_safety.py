@@ -1,5 +1,6 @@
 """Bad input that used to crash or hang: non-UTF-8 track_ids and tags, oversized files, an
 in-process decoder that runs too long, and a bad catalog given to `python -m pipelines.*`."""
+
 import os
 import subprocess
 import sys
@@ -94,12 +95,25 @@ def test_python_m_entry_points_report_a_bad_catalog_in_one_line(module, tmp_path
     bad = tmp_path / "catalog.csv"
     bad.write_text("id,path\nx,/a.wav\n")
     (tmp_path / "model").mkdir()
-    args = ["--catalog", str(bad), "--output", str(tmp_path / "out")] + (["--model", str(tmp_path / "model")] if module.endswith("tag") else [])
+    args = ["--catalog", str(bad), "--output", str(tmp_path / "out")] + (
+        ["--model", str(tmp_path / "model")] if module.endswith("tag") else []
+    )
     env = {**os.environ, "PYTHONPATH": REPO}
-    direct = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    direct = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     command = module.split(".")[1]
-    via_cli = subprocess.run([sys.executable, "-m", "infra.cli", command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    via_cli = subprocess.run(
+        [sys.executable, "-m", "infra.cli", command, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     expected = f"tagscale {command}: error: {bad}: CSV header must be track_id,uri[,tags]; got id,path"
     for result in (direct, via_cli):
         assert result.returncode == 2
-        assert [line for line in result.stderr.splitlines() if "cuInit" not in line and "cuda" not in line.lower()] == [expected]
+        assert [line for line in result.stderr.splitlines() if "cuInit" not in line and "cuda" not in line.lower()] == [
+            expected
+        ]

@@ -1,4 +1,5 @@
 """Layering: model at the bottom, pipelines and trainer above it, infra on top; the trainer never imports Beam."""
+
 import ast
 import pathlib
 import subprocess
@@ -66,6 +67,8 @@ def test_no_code_points_outside_the_repository():
         if ".venv" in path.parts:
             continue
         text = path.read_text()
-        markers = ("STACK_NOTES", "SEED_MODELS", "STYLE.md") + (("shared/",) if path.parts[len(REPO.parts)] in ALLOWED else ())
+        markers = ("STACK_NOTES", "SEED_MODELS", "STYLE.md") + (
+            ("shared/",) if path.parts[len(REPO.parts)] in ALLOWED else ()
+        )
         for marker in markers:
             assert marker not in text or path.name == "test_layers.py", f"{path.relative_to(REPO)} refers to {marker}"

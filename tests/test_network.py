@@ -1,10 +1,11 @@
 """The Keras networks: stage shapes, exact parameter counts, one shared back-end, serving module."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model import export, network, serving, dsp
+from model import dsp, export, network, serving
 
 N_TAGS = 50
 
@@ -196,7 +197,10 @@ def test_serving_module_serves_the_fast_form_only_where_it_applies(tmp_path):
     seed = network.build_model("spectrogram", 5, "seed", dense_units=8)
     assert not fast_frontend.supports(seed)
     assert serving.build_serving_module(seed, "spectrogram").graph == export.KERAS_GRAPH
-    assert serving.build_serving_module(network.build_model("waveform", 5, "musicnn"), "waveform").graph == export.KERAS_GRAPH
+    assert (
+        serving.build_serving_module(network.build_model("waveform", 5, "musicnn"), "waveform").graph
+        == export.KERAS_GRAPH
+    )
     info = export.save_serving_model(musicnn, str(tmp_path / "m"), tags=[f"t{i}" for i in range(6)], info={"name": "m"})
     assert info["serving_graph"] == export.FAST_GRAPH
     with pytest.raises(ValueError, match="max-after"):

@@ -1,5 +1,6 @@
 """Output safety without a pipeline: refused outputs, ownership markers, publish and its
 roll-forward after a crash, and the one-run-per-output lock (live holder, killed holder)."""
+
 import json
 import os
 import signal
@@ -117,7 +118,13 @@ with locks.OutputLock(sys.argv[1], "tag"):
 
 def test_a_second_run_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path, capfd):
     output = str(tmp_path / "out")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, output], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, output],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(locks.LockHeld, match=rf"in use by tagscale tag on host \S+, pid {holder.pid}, started 20"):
@@ -140,7 +147,9 @@ def test_a_remote_lock_is_stale_when_its_pid_is_gone_here_or_it_is_old():
     here = locks.holder_info("tag")
     assert not locks.is_stale(here)
     assert locks.is_stale({**here, "pid": dead.pid})
-    assert not locks.is_stale({**here, "host": "elsewhere", "pid": dead.pid})  # another host: cannot tell, wait for the age
+    assert not locks.is_stale(
+        {**here, "host": "elsewhere", "pid": dead.pid}
+    )  # another host: cannot tell, wait for the age
     assert locks.is_stale({**here, "host": "elsewhere"}, now=time.time() + locks.STALE_AFTER_S + 1)
 
 
@@ -156,13 +165,25 @@ def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_no
         for name in ("tags/a.parquet", "tags/manifest.json", "tmp/beam-temp-x/part", "summary.json"):
             fileio.write_text(first.path(name), name)
         first.publish(["tags", "summary.json"], commit="tags/manifest.json")
-        assert names() == ["out/.tagscale-owned", "out/summary.json", "out/tags/.tagscale-owned", "out/tags/a.parquet", "out/tags/manifest.json"]
+        assert names() == [
+            "out/.tagscale-owned",
+            "out/summary.json",
+            "out/tags/.tagscale-owned",
+            "out/tags/a.parquet",
+            "out/tags/manifest.json",
+        ]
         incremental = outputs.Staging("gs://publish/out", "r2").create()
         incremental.carry_over("tags", ["a.parquet"])  # kept where it is, not copied
         fileio.write_text(incremental.path("tags", "b.parquet"), "b")
         fileio.write_text(incremental.path("tags", "manifest.json"), "a b")
         incremental.publish(["tags", "summary.json"], commit="tags/manifest.json")
-        assert names() == ["out/.tagscale-owned", "out/tags/.tagscale-owned", "out/tags/a.parquet", "out/tags/b.parquet", "out/tags/manifest.json"]
+        assert names() == [
+            "out/.tagscale-owned",
+            "out/tags/.tagscale-owned",
+            "out/tags/a.parquet",
+            "out/tags/b.parquet",
+            "out/tags/manifest.json",
+        ]
         full = outputs.Staging("gs://publish/out", "r3").create()
         fileio.write_text(full.path("tags", "c.parquet"), "c")
         full.publish(["tags"], commit="tags/manifest.json")

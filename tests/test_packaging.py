@@ -1,4 +1,5 @@
 """Packaging facts: the console command, the Dockerfile lint, setup.py as Beam's --setup_file."""
+
 import os
 import pathlib
 import shutil
@@ -23,7 +24,9 @@ def test_every_subcommand_has_help():
     from infra import cli
 
     for name in cli.COMMANDS:
-        result = subprocess.run([sys.executable, "-m", "infra.cli", name, "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "infra.cli", name, "--help"], capture_output=True, text=True, cwd=REPO, timeout=120
+        )
         assert result.returncode == 0, (name, result.stderr[-500:])
         assert "usage: tagscale" in result.stdout, name
 
@@ -41,10 +44,22 @@ def test_dockerfile_passes_hadolint():
 
 def test_setup_py_builds_an_sdist_for_dataflow_workers(tmp_path):
     """Beam's --setup_file runs `python setup.py sdist` to stage the project; it must include every package."""
-    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     import tarfile
 
     (sdist,) = tmp_path.glob("tagscale-*.tar.gz")
     names = tarfile.open(sdist).getnames()
-    for module in ("pipelines/featurize.py", "pipelines/tag.py", "model/dsp.py", "model/network.py", "trainer/task.py", "infra/cli.py"):
+    for module in (
+        "pipelines/featurize.py",
+        "pipelines/tag.py",
+        "model/dsp.py",
+        "model/network.py",
+        "trainer/task.py",
+        "infra/cli.py",
+    ):
         assert any(name.endswith(module) for name in names), module

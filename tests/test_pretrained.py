@@ -4,6 +4,7 @@ The models are fetched once per session (``pip download musicnn==0.1.0``: PyPI m
 reachable) into a pytest temp dir. The reference is the wheel's own TF 1 ``.meta`` graph,
 imported in graph mode and restored from its checkpoint.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 
 from model import dsp, export, musicnn_checkpoint, pretrained
-from model.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
 from model.errors import TagscaleError
+from model.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MIN_TOP1_SECONDS = 3.0  # musicnn cannot tag a track shorter than one 187-frame patch
@@ -109,7 +110,9 @@ def test_mapping_fails_loudly_on_unmapped_weights(package_dir, monkeypatch):
     assert "batch_normalization_4/moving_variance [51] is not used" in str(caught.value)
     monkeypatch.undo()
     with pytest.raises(musicnn_checkpoint.CheckpointMappingError, match="shape"):
-        musicnn_checkpoint.load_musicnn_weights(network.build_model("spectrogram", 50, "musicnn", dense_units=100), prefix)
+        musicnn_checkpoint.load_musicnn_weights(
+            network.build_model("spectrogram", 50, "musicnn", dense_units=100), prefix
+        )
 
 
 def test_resolve_model(cache_dir, tmp_path):

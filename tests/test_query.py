@@ -1,4 +1,5 @@
 """query: DuckDB over real tag Parquet written with the pipeline's own schema."""
+
 import json
 
 import pyarrow
@@ -14,9 +15,21 @@ def tags_dir(tmp_path):
     rows = []
     for i, (a, b) in enumerate([(0.9, 0.2), (0.4, 0.8), (0.6, 0.55)]):
         scores = sorted([{"tag": "piano", "score": a}, {"tag": "drums", "score": b}], key=lambda s: -s["score"])
-        rows.append({"track_id": f"t{i}", "uri": f"/a/t{i}.mp3", "model": {"name": "m", "version": "v"}, "duration_s": 30.0, "n_patches": 10, "scores": scores, "embedding": [0.0, 1.0]})
+        rows.append(
+            {
+                "track_id": f"t{i}",
+                "uri": f"/a/t{i}.mp3",
+                "model": {"name": "m", "version": "v"},
+                "duration_s": 30.0,
+                "n_patches": 10,
+                "scores": scores,
+                "embedding": [0.0, 1.0],
+            }
+        )
     (tmp_path / "tags").mkdir()
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "tags" / "run-1-00000-of-00001.parquet")
+    pq.write_table(
+        pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "tags" / "run-1-00000-of-00001.parquet"
+    )
     return str(tmp_path)
 
 

@@ -4,6 +4,7 @@ The catalog mixes good tracks with every kind of bad entry users send; featurize
 each account for every row exactly once, in their output or their dead letter, with a
 specific reason, without crashing or hanging.
 """
+
 import json
 import os
 import signal as os_signal
@@ -82,7 +83,9 @@ def nasty(tmp_path_factory):
         handle.write(b"track_id,uri,tags\n")
         for i, (track_id, path) in enumerate(rows):
             quoted = b'"' + os.fsencode(path).replace(b'"', b'""') + b'"'
-            handle.write(track_id.encode("utf-8", "surrogateescape") + b"," + quoted + (b",odd" if i % 2 else b",even") + b"\n")
+            handle.write(
+                track_id.encode("utf-8", "surrogateescape") + b"," + quoted + (b",odd" if i % 2 else b",even") + b"\n"
+            )
     return root, catalog, expected, len(rows)
 
 
@@ -103,7 +106,22 @@ def check_accounting(dead_letter_dir, ok_ids, expected, n_rows):
 def test_featurize_accounts_for_every_bad_row(nasty, tmp_path):
     root, catalog, expected, n_rows = nasty
     start = time.monotonic()
-    metadata = featurize.run(["--catalog", str(catalog), "--output", str(tmp_path / "f"), "--max-duration", "20", "--timeout", "30", "--valid-fraction", "0", "--test-fraction", "0"])
+    metadata = featurize.run(
+        [
+            "--catalog",
+            str(catalog),
+            "--output",
+            str(tmp_path / "f"),
+            "--max-duration",
+            "20",
+            "--timeout",
+            "30",
+            "--valid-fraction",
+            "0",
+            "--test-fraction",
+            "0",
+        ]
+    )
     assert time.monotonic() - start < 120  # no hang on the FIFO or the two-hour file
     assert metadata["tracks_in"] == n_rows == metadata["tracks_ok"] + metadata["tracks_failed"]
     import tensorflow as tf
@@ -131,7 +149,20 @@ def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
     from test_tag import small_model_dir
 
     root, catalog, expected, n_rows = nasty
-    summary = tag.run(["--catalog", str(catalog), "--model", small_model_dir(tmp_path), "--output", str(tmp_path / "t"), "--max-duration", "20", "--timeout", "30"])
+    summary = tag.run(
+        [
+            "--catalog",
+            str(catalog),
+            "--model",
+            small_model_dir(tmp_path),
+            "--output",
+            str(tmp_path / "t"),
+            "--max-duration",
+            "20",
+            "--timeout",
+            "30",
+        ]
+    )
     assert summary["tracks_in"] == n_rows == summary["tagged"] + summary["skipped"] + summary["failed"]
     rows = pq.read_table(query.tag_files(str(tmp_path / "t"))).to_pylist()
     check_accounting(tmp_path / "t" / "dead_letter", [r["track_id"] for r in rows], expected, n_rows)
@@ -245,13 +276,34 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
 
     model = small_model_dir(tmp_path)
     output = tmp_path / "out"
-    tag.run(["--catalog", str(catalog_head(forty_tracks, 25, tmp_path / "first25.csv")), "--model", model, "--output", str(output)])
+    tag.run(
+        [
+            "--catalog",
+            str(catalog_head(forty_tracks, 25, tmp_path / "first25.csv")),
+            "--model",
+            model,
+            "--output",
+            str(output),
+        ]
+    )
     manifest = (output / "tags" / "manifest.json").read_bytes()
     before = tag_rows_as_bits(output)
     assert len(before) == 25
 
     marker = tmp_path / "in_sink"
-    command = [sys.executable, "-m", "pipelines.tag", "--catalog", str(forty_tracks), "--model", model, "--output", str(output), "--batch-size", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.tag",
+        "--catalog",
+        str(forty_tracks),
+        "--model",
+        model,
+        "--output",
+        str(output),
+        "--batch-size",
+        "4",
+    ]
     env = {**os.environ, tag_output.PAUSE_IN_SINK_ENV: str(marker), "PYTHONPATH": REPO}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -262,25 +314,42 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
         temp_file = marker.read_text().split("writing ", 1)[1].strip()
         assert os.path.exists(temp_file) and "/.tagscale-staging-" in temp_file and "/tags/" in temp_file
 
-        second = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            command, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300
+        )
         assert second.returncode == 2
         (line,) = second.stderr.strip().splitlines()[-1:]
-        assert line.startswith("tagscale tag: error: ") and f"pid {process.pid}," in line and "in use by tagscale tag on host" in line
+        assert (
+            line.startswith("tagscale tag: error: ")
+            and f"pid {process.pid}," in line
+            and "in use by tagscale tag on host" in line
+        )
     finally:
         process.send_signal(os_signal.SIGKILL)
         process.wait(timeout=60)
     assert (output / "tags" / "manifest.json").read_bytes() == manifest
     assert tag_rows_as_bits(output) == before  # the old output, intact and readable
 
-    result = subprocess.run(command + ["--incremental"], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command + ["--incremental"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "taking over the stale lock of tagscale tag on host" in result.stderr and f"pid {process.pid}," in result.stderr
+    assert (
+        "taking over the stale lock of tagscale tag on host" in result.stderr and f"pid {process.pid}," in result.stderr
+    )
     summary = json.loads((output / "summary.json").read_text())
     assert (summary["tagged"], summary["skipped"], summary["failed"]) == (15, 25, 0)
     after = tag_rows_as_bits(output)
     assert [row["track_id"] for row in after] == [f"t{i:02d}" for i in range(40)]  # each exactly once
     assert [row for row in after if row["track_id"] < "t25"] == before
-    assert not [name for name in os.listdir(output) if name.startswith(".tagscale-staging-")]  # the killed run's staging is gone
+    assert not [
+        name for name in os.listdir(output) if name.startswith(".tagscale-staging-")
+    ]  # the killed run's staging is gone
 
 
 @pytest.fixture
@@ -307,7 +376,9 @@ def fill(directory, leave_bytes):
 
 
 @pytest.mark.slow
-def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(forty_tracks, tmp_path, small_filesystem, monkeypatch):
+def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
+    forty_tracks, tmp_path, small_filesystem, monkeypatch
+):
     from test_tag import small_model_dir
 
     model = small_model_dir(tmp_path)
@@ -315,7 +386,16 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(forty_tracks,
         output = small_filesystem / "out"
     else:  # no tmpfs: every write of the Parquet sink fails as a full disk would
         output = tmp_path / "out"
-    tag.run(["--catalog", str(catalog_head(forty_tracks, 5, tmp_path / "first5.csv")), "--model", model, "--output", str(output)])
+    tag.run(
+        [
+            "--catalog",
+            str(catalog_head(forty_tracks, 5, tmp_path / "first5.csv")),
+            "--model",
+            model,
+            "--output",
+            str(output),
+        ]
+    )
     before, manifest = tag_rows_as_bits(output), (output / "tags" / "manifest.json").read_bytes()
     if small_filesystem is not None:
         fill(small_filesystem, 12 * 1024)
@@ -333,7 +413,10 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(forty_tracks,
     assert "while running 'WriteTags/" in str(failure.value)  # the Parquet sink hit the full disk
     assert (output / "tags" / "manifest.json").read_bytes() == manifest
     assert tag_rows_as_bits(output) == before and len(before) == 5
-    assert sorted(name for name in os.listdir(output) if name.startswith(".tagscale")) == [".tagscale-owned", ".tagscale.lock"]
+    assert sorted(name for name in os.listdir(output) if name.startswith(".tagscale")) == [
+        ".tagscale-owned",
+        ".tagscale.lock",
+    ]
 
 
 @pytest.mark.slow
@@ -349,8 +432,13 @@ def test_featurize_twice_gives_identical_shards_and_metadata(forty_tracks, tmp_p
         m["config"].pop("output")
     assert meta[0] == meta[1]
     for kind in ("mel", "waveform"):
-        files = [sorted(p.name for p in (o / kind).glob("*.tfrecord")) for o in outputs]  # beside them: the ownership marker
+        files = [
+            sorted(p.name for p in (o / kind).glob("*.tfrecord")) for o in outputs
+        ]  # beside them: the ownership marker
         # 3 splits x 1 shard (40 short tracks are far below the default shard size)
-        assert files[0] == files[1] == sorted(name.split("/")[1] for name in sum(meta[0]["files"][kind].values(), [])) and len(files[0]) == 3
+        assert (
+            files[0] == files[1] == sorted(name.split("/")[1] for name in sum(meta[0]["files"][kind].values(), []))
+            and len(files[0]) == 3
+        )
         for name in files[0]:
             assert (outputs[0] / kind / name).read_bytes() == (outputs[1] / kind / name).read_bytes(), (kind, name)

@@ -1,4 +1,5 @@
 """tag: plain functions, then real DirectRunner runs with a small model and with musicnn-mtt."""
+
 import json
 
 import duckdb
@@ -6,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model import export, network, serving, dsp
+from model import dsp, export, network, serving
 from pipelines import audio, query, tag
 from pipelines.catalog import Track
 
@@ -43,7 +44,9 @@ def small_model_dir(directory) -> str:
         "spectrogram", len(TAGS), "seed", timbral=((7, 0.9, 4),), temporal=((32, 4),), backend_filters=8, dense_units=16
     )
     path = str(directory / "small")
-    export.save_serving_model(serving.build_serving_module(model, "spectrogram"), path, tags=TAGS, info={"name": "small"})
+    export.save_serving_model(
+        serving.build_serving_module(model, "spectrogram"), path, tags=TAGS, info={"name": "small"}
+    )
     return path
 
 
@@ -55,11 +58,15 @@ def small_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tag_catalog(tmp_path_factory, request):
     import soundfile
-
     from conftest import synth_tone
 
     root = tmp_path_factory.mktemp("tag")
-    formats = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")]
+    formats = [
+        ("wav", "WAV", "PCM_16"),
+        ("flac", "FLAC", "PCM_16"),
+        ("ogg", "OGG", "VORBIS"),
+        ("mp3", "MP3", "MPEG_LAYER_III"),
+    ]
     lines = ["track_id,uri,tags"]
     for i in range(10):
         ext, fmt, subtype = formats[i % 4]
@@ -148,7 +155,16 @@ def test_musicnn_mtt_tags_the_string_orchestra_clip(pretrained_cache, real_clips
     clip = next(c for c in real_clips if "string_orchestra" in c.name)
     (tmp_path / "catalog.csv").write_text(f"track_id,uri,tags\nhungarian,{clip},\n")
     summary = tag.run(
-        ["--catalog", str(tmp_path / "catalog.csv"), "--model", "musicnn-mtt", "--cache-dir", pretrained_cache, "--output", str(tmp_path / "out")]
+        [
+            "--catalog",
+            str(tmp_path / "catalog.csv"),
+            "--model",
+            "musicnn-mtt",
+            "--cache-dir",
+            pretrained_cache,
+            "--output",
+            str(tmp_path / "out"),
+        ]
     )
     assert summary["tagged"] == 1 and summary["model"]["name"] == "musicnn-mtt"
     top3 = [s["tag"] for s in read_tags(tmp_path / "out").scores[0][:3]]
@@ -162,4 +178,6 @@ def test_missing_model_is_one_clear_error(tag_catalog, tmp_path):
     with pytest.raises(TagscaleError, match="missing saved_model.pb"):
         run_tag(tag_catalog / "catalog.csv", str(tmp_path / "half"), tmp_path / "out")
     with pytest.raises(TagscaleError, match="not fetched|unknown model|not a"):
-        tag.run(["--catalog", str(tag_catalog / "catalog.csv"), "--model", "musicnn-nope", "--output", str(tmp_path / "o")])
+        tag.run(
+            ["--catalog", str(tag_catalog / "catalog.csv"), "--model", "musicnn-nope", "--output", str(tmp_path / "o")]
+        )

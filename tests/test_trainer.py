@@ -1,4 +1,5 @@
 """trainer: inputs from real featurized demo shards, metrics, resume after SIGKILL, eval.json, export."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import export, dsp
+from model import dsp, export
 from trainer import callbacks, inputs, metrics, task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,9 +35,22 @@ def make_demo_features(tmp_path_factory) -> pathlib.Path:
     from infra import demo_catalog
     from pipelines import featurize
 
-    catalog = demo_catalog.make_demo_catalog(str(root / "catalog"), n_tracks=DEMO_TRACKS, seed=0, duration_s=DEMO_SECONDS)
+    catalog = demo_catalog.make_demo_catalog(
+        str(root / "catalog"), n_tracks=DEMO_TRACKS, seed=0, duration_s=DEMO_SECONDS
+    )
     featurize.run(
-        ["--catalog", catalog, "--output", str(features), "--top-k", "16", "--valid-fraction", "0.15", "--test-fraction", "0.2"]
+        [
+            "--catalog",
+            catalog,
+            "--output",
+            str(features),
+            "--top-k",
+            "16",
+            "--valid-fraction",
+            "0.15",
+            "--test-fraction",
+            "0.2",
+        ]
     )
     return features
 
@@ -53,13 +67,28 @@ def catalog_tags(features_dir) -> dict:
 
 
 def train_args(features, job_dir, frontend, *extra) -> argparse.Namespace:
-    return task.parse_args(["--features", str(features), "--frontend", frontend, "--job-dir", str(job_dir), *TINY, "--verbose", "0", *extra])
+    return task.parse_args(
+        [
+            "--features",
+            str(features),
+            "--frontend",
+            frontend,
+            "--job-dir",
+            str(job_dir),
+            *TINY,
+            "--verbose",
+            "0",
+            *extra,
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------- inputs
 
 
-@pytest.mark.parametrize("frontend,shape", [("waveform", (dsp.PATCH_SAMPLES,)), ("spectrogram", (dsp.PATCH_FRAMES, dsp.N_MELS))])
+@pytest.mark.parametrize(
+    "frontend,shape", [("waveform", (dsp.PATCH_SAMPLES,)), ("spectrogram", (dsp.PATCH_FRAMES, dsp.N_MELS))]
+)
 def test_dataset_shapes_and_labels_match_the_catalog(features_dir, catalog_tags, frontend, shape):
     features = inputs.open_features(str(features_dir))
     assert features.top_k == 16 and features.n_tags == 11  # labels are sliced from top_k to the vocabulary
@@ -76,7 +105,9 @@ def test_dataset_shapes_and_labels_match_the_catalog(features_dir, catalog_tags,
     if frontend == "spectrogram":  # already normalised by the training statistics
         x = next(iter(inputs.make_dataset(features, "train", frontend, batch_size=256)))[0].numpy()
         assert abs(x.mean()) < 0.2 and 0.7 < x.std() < 1.3
-    train = inputs.make_dataset(features, "train", frontend, batch_size=16, training=True, n_examples=features.split_examples("train"))
+    train = inputs.make_dataset(
+        features, "train", frontend, batch_size=16, training=True, n_examples=features.split_examples("train")
+    )
     x, y = next(iter(train))
     assert x.shape == (16, *shape) and y.shape == (16, features.n_tags)
     assert int(train.cardinality()) == -(-features.split_examples("train") // 16)
@@ -117,8 +148,22 @@ def test_malformed_features_dirs_name_what_is_missing(features_dir, tmp_path):
         inputs.open_features(str(broken), ["spectrogram"], need_transform=True)
     # the command turns it into a one-line user error (exit 2)
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "train", "--features", str(broken), "--frontend", "waveform", "--job-dir", str(tmp_path / "job")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "train",
+            "--features",
+            str(broken),
+            "--frontend",
+            "waveform",
+            "--job-dir",
+            str(tmp_path / "job"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error:" in result.stderr and "missing waveform/train-*.tfrecord" in result.stderr
@@ -130,7 +175,9 @@ def test_malformed_features_dirs_name_what_is_missing(features_dir, tmp_path):
 def pairwise_roc_auc(y, s) -> float:
     """The definition: P(score of a random positive > a random negative), ties count half."""
     pos, neg = s[y == 1], s[y == 0]
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg)))
+    return float(
+        ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    )
 
 
 def stepwise_average_precision(y, s) -> float:
@@ -155,10 +202,16 @@ def test_auc_metrics_match_their_definitions():
         assert metrics.roc_auc(y, s) == pytest.approx(pairwise_roc_auc(y, s), abs=1e-12)
         assert metrics.average_precision(y, s) == pytest.approx(stepwise_average_precision(y, s), abs=1e-12)
     assert np.isnan(metrics.roc_auc([1, 1], [0.2, 0.3])) and np.isnan(metrics.average_precision([0, 0], [0.2, 0.3]))
-    ids, labels, scores = metrics.track_scores([b"b", b"a", b"b"], [[1, 0], [0, 1], [1, 0]], [[0.2, 0.4], [0.9, 0.1], [0.4, 0.0]])
+    ids, labels, scores = metrics.track_scores(
+        [b"b", b"a", b"b"], [[1, 0], [0, 1], [1, 0]], [[0.2, 0.4], [0.9, 0.1], [0.4, 0.0]]
+    )
     assert ids == ["a", "b"] and labels.tolist() == [[0, 1], [1, 0]]
     assert np.allclose(scores, [[0.9, 0.1], [0.3, 0.2]])
-    report = metrics.tag_report(np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1]]), np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.5], [0.4, 0.2, 0.5]]), ["x", "y", "z"])
+    report = metrics.tag_report(
+        np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1]]),
+        np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.5], [0.4, 0.2, 0.5]]),
+        ["x", "y", "z"],
+    )
     assert report["excluded_tags"] == ["y", "z"] and report["roc_auc"] == 1.0 and report["evaluated_tags"] == 1
 
 
@@ -170,7 +223,7 @@ def test_auc_metrics_equal_scikit_learn_on_random_data():
         n = int(rng.integers(4, 300))
         y = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(int)
         if y.min() == y.max():
-            y[: 2] = [0, 1]
+            y[:2] = [0, 1]
         s = rng.random(n) if trial % 2 else np.round(rng.random(n), 1)  # every other trial: ties
         assert metrics.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
         assert metrics.average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
@@ -208,10 +261,14 @@ def test_one_random_patch_per_track_per_epoch():
 
     counts = {b"a": 4, b"b": 1, b"c": 3}
     rows = [(t, i) for t, n in counts.items() for i in range(n)]
-    dataset = tf.data.Dataset.from_tensor_slices({
-        "track_id": [t for t, _ in rows], "patch_index": np.array([i for _, i in rows], np.int64),
-        "inputs": np.array([[10 * (ord(t) - 96) + i] for t, i in rows], np.float32), "labels": np.zeros((len(rows), 2), np.float32),
-    }).batch(3)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {
+            "track_id": [t for t, _ in rows],
+            "patch_index": np.array([i for _, i in rows], np.int64),
+            "inputs": np.array([[10 * (ord(t) - 96) + i] for t, i in rows], np.float32),
+            "labels": np.zeros((len(rows), 2), np.float32),
+        }
+    ).batch(3)
     epoch = tf.Variable(0, dtype=tf.int64)
     sampled = recipe.one_patch_per_track(dataset, counts, epoch, seed=0, batch_size=2)
     assert sampled.cardinality().numpy() == 2
@@ -222,7 +279,9 @@ def test_one_random_patch_per_track_per_epoch():
         assert [v // 10 for v in values] == [1, 2, 3]  # exactly one patch of each track
         picks.append(tuple(values))
         epoch.assign(e)
-        assert picks[-1] == tuple(sorted(int(x) for inputs, _ in sampled for x in inputs.numpy().ravel()))  # same epoch, same draw
+        assert picks[-1] == tuple(
+            sorted(int(x) for inputs, _ in sampled for x in inputs.numpy().ravel())
+        )  # same epoch, same draw
     assert len({p[0] for p in picks}) > 1 and {p[2] for p in picks} <= {30, 31, 32} and len({p[2] for p in picks}) > 1
 
 
@@ -231,9 +290,22 @@ def test_recipe_flags_defaults_and_errors(tmp_path):
     assert (args.weight_decay, args.lr_plateau_patience, args.lr_plateau_factor) == (1e-5, 75, 0.5)
     assert (args.epoch_patches, args.init, args.early_stopping_patience) == ("random", "variance-scaling", None)
     settings = task.run_settings(args, {})
-    for key in ("weight_decay", "lr_plateau_patience", "lr_plateau_factor", "epoch_patches", "init", "early_stopping_patience", "optimizer"):
+    for key in (
+        "weight_decay",
+        "lr_plateau_patience",
+        "lr_plateau_factor",
+        "epoch_patches",
+        "init",
+        "early_stopping_patience",
+        "optimizer",
+    ):
         assert key in settings
-    for bad in (["--lr-plateau-factor", "1.5"], ["--weight-decay", "-1"], ["--early-stopping-patience", "0"], ["--init", "zeros"]):
+    for bad in (
+        ["--lr-plateau-factor", "1.5"],
+        ["--weight-decay", "-1"],
+        ["--early-stopping-patience", "0"],
+        ["--init", "zeros"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             task.parse_args(["--features", "f", "--frontend", "waveform", "--job-dir", str(tmp_path), *bad])
         assert exit_info.value.code == 2
@@ -266,10 +338,18 @@ def test_early_stopping_state_survives_a_restart(tmp_path):
     straight, straight_model, straight_last = run(tmp_path / "a", range(len(losses)))
     run(tmp_path / "b", range(len(losses)), stop_after=4)  # "killed" after epoch 4 (no on_train_end)
     resumed, resumed_model, resumed_last = run(tmp_path / "b", range(5, len(losses)))
-    assert (resumed_last, resumed.best_epoch, resumed.wait) == (straight_last, straight.best_epoch, straight.wait) == (7, 4, 3)
+    assert (
+        (resumed_last, resumed.best_epoch, resumed.wait)
+        == (straight_last, straight.best_epoch, straight.wait)
+        == (7, 4, 3)
+    )
     resumed.on_train_end()
     straight.on_train_end()
-    assert float(resumed_model.layers[0].kernel.numpy()[0, 0]) == float(straight_model.layers[0].kernel.numpy()[0, 0]) == 4.0
+    assert (
+        float(resumed_model.layers[0].kernel.numpy()[0, 0])
+        == float(straight_model.layers[0].kernel.numpy()[0, 0])
+        == 4.0
+    )
     assert not (tmp_path / "b").exists()  # state removed once training ended
 
 
@@ -281,7 +361,9 @@ def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir
     copy = tmp_path / "features_copy"
     shutil.copytree(features_dir, copy)
     job = tmp_path / "job"
-    result = task.train_and_evaluate(train_args(copy, job, "spectrogram", "--epochs", "2", "--fraction", "0.5", "--learning-rate", "3e-3"))
+    result = task.train_and_evaluate(
+        train_args(copy, job, "spectrogram", "--epochs", "2", "--fraction", "0.5", "--learning-rate", "3e-3")
+    )
     evaluation = json.loads((job / "eval.json").read_text())
     features = inputs.open_features(str(copy))
     assert evaluation["frontend"] == "spectrogram" and evaluation["epochs_trained"] == 2
@@ -297,7 +379,13 @@ def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir
     mel = {}
     for batch in inputs.make_dataset(features, "test", "spectrogram", batch_size=64, with_ids=True):
         scores = result.model(batch["inputs"], training=False)["scores"].numpy()
-        for key in zip(batch["track_id"].numpy(), batch["patch_index"].numpy(), batch["labels"].numpy(), scores, batch["inputs"].numpy()):
+        for key in zip(
+            batch["track_id"].numpy(),
+            batch["patch_index"].numpy(),
+            batch["labels"].numpy(),
+            scores,
+            batch["inputs"].numpy(),
+        ):
             mel[(key[0].decode(), int(key[1]))] = key[2:]
     tracks = sorted({track for track, _ in mel})
     track_labels = np.array([next(v[0] for k, v in mel.items() if k[0] == t) for t in tracks])
@@ -343,12 +431,16 @@ def _epoch_lines(text: str) -> list[int]:
 def test_resume_after_sigkill_finishes_with_the_same_epochs(features_dir, tmp_path):
     flags = ["--features", str(features_dir), "--frontend", "waveform", *TINY, "--epochs", "4", "--fraction", "0.5"]
     # Uninterrupted, in process; its waveform export serves what the model scores on the shards.
-    straight = task.train_and_evaluate(task.parse_args([*flags, "--job-dir", str(tmp_path / "straight"), "--verbose", "0"]))
+    straight = task.train_and_evaluate(
+        task.parse_args([*flags, "--job-dir", str(tmp_path / "straight"), "--verbose", "0"])
+    )
     assert straight.evaluation["epochs_trained"] == 4
     features = inputs.open_features(str(features_dir))
     batch = next(iter(inputs.make_dataset(features, "test", "waveform", batch_size=8)))[0].numpy()
     served = export.load_serving_model(straight.export_dir)
-    np.testing.assert_allclose(served.predict(batch)["scores"], straight.model(batch, training=False)["scores"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        served.predict(batch)["scores"], straight.model(batch, training=False)["scores"].numpy(), atol=1e-5
+    )
 
     # Killed with SIGKILL after its second epoch, then started again with the same job dir.
     job = tmp_path / "killed"

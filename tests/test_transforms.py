@@ -2,6 +2,7 @@
 
 featurize's transforms (DecodeTracks, WriteShards) are tested the same way in test_featurize.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,7 +92,9 @@ def test_write_tags_writes_one_parquet_file_of_the_rows(tmp_path):
     rows = [tag_row("a", "v1"), tag_row("b", "v1")]
     with TestPipeline() as pipeline:
         written = pipeline | beam.Create(rows) | tag_output.WriteTags(str(tmp_path), "r1", tag.TAGS_SCHEMA)
-        assert_that(written | beam.Map(lambda path: path.rsplit("/", 1)[-1]), equal_to(["run-r1-00000-of-00001.parquet"]))
+        assert_that(
+            written | beam.Map(lambda path: path.rsplit("/", 1)[-1]), equal_to(["run-r1-00000-of-00001.parquet"])
+        )
     table = pq.read_table(tmp_path / "run-r1-00000-of-00001.parquet")
     assert table.schema.equals(tag.TAGS_SCHEMA)
     assert table.to_pylist() == [
@@ -110,6 +113,8 @@ def test_write_dead_letter_keeps_every_record(tmp_path):
 def test_count_stats_sums_pairs_into_one_json_file(tmp_path):
     path = tmp_path / "stats.json"
     with TestPipeline() as pipeline:
-        pairs = pipeline | beam.Create([("tracks_in", 1), ("tracks_in", 1), ("audio_seconds", 2.5), ("audio_seconds", 0.5)])
+        pairs = pipeline | beam.Create(
+            [("tracks_in", 1), ("tracks_in", 1), ("audio_seconds", 2.5), ("audio_seconds", 0.5)]
+        )
         _ = pairs | stages.CountStats(str(path))
     assert json.loads(path.read_text()) == {"audio_seconds": 3.0, "tracks_in": 2}

@@ -8,16 +8,16 @@ so that whichever epoch ``BackupAndRestore`` resumes from, they resume from the 
 List them *before* ``BackupAndRestore``: at an epoch's end they write first, so a kill between
 the two writes only repeats that epoch.
 """
+
 from __future__ import annotations
 
 import json
-from posixpath import join  # local paths and gs:// URIs alike, without Beam
 import math
 import time
+from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 import keras
 import tensorflow as tf
-
 
 
 def _write_json(path: str, value) -> None:
@@ -53,7 +53,10 @@ class HistoryLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         entries = {int(k): v for k, v in read_json(self.path, {}).items()}
         entries = {k: v for k, v in entries.items() if k < epoch}  # a re-run epoch drops what followed it
-        entries[epoch] = {**{k: float(v) for k, v in (logs or {}).items()}, "epoch_time_s": time.perf_counter() - self._start}
+        entries[epoch] = {
+            **{k: float(v) for k, v in (logs or {}).items()},
+            "epoch_time_s": time.perf_counter() - self._start,
+        }
         _write_json(self.path, {str(k): v for k, v in sorted(entries.items())})
 
 

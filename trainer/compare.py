@@ -13,6 +13,7 @@ exists with the same settings is reused, so a killed comparison picks up where i
     OUT/auc_vs_training_size.png     test ROC-AUC and PR-AUC against training examples, per front-end
     OUT/learning_curves.png          training / validation loss per epoch, per front-end and fraction
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,15 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--features", required=True, help="featurize output directory (local or gs://)")
     parser.add_argument("--output", required=True, help="report directory; runs go to OUTPUT/runs/")
-    parser.add_argument("--fractions", default="0.1,0.3,1.0", help="training-set fractions, comma-separated (0.1,0.3,1.0)")
+    parser.add_argument(
+        "--fractions", default="0.1,0.3,1.0", help="training-set fractions, comma-separated (0.1,0.3,1.0)"
+    )
     parser.add_argument("--frontends", default="waveform,spectrogram", help="front-ends to compare (both)")
     parser.add_argument("--export", action="store_true", help="also export a serving model per run")
     parser.add_argument(
-        "--export-runs", default="",
+        "--export-runs",
+        default="",
         help="export only these runs, comma-separated run names as in OUTPUT/runs/ (e.g. spectrogram-f1)",
     )
     parser.add_argument(
-        "--jobs", type=int, default=None,
+        "--jobs",
+        type=int,
+        default=None,
         help="runs trained at once, each in its own process with cores/jobs threads "
         "(default: 1 with a GPU, else up to the number of cores, at most 4)",
     )
@@ -121,7 +127,9 @@ def run_all(runs: list, jobs: int) -> list[dict]:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     order = sorted(range(len(runs)), key=lambda i: -runs[i].fraction)
     context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker, not a fork of this one
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)
+    ) as pool:
         futures = {i: pool.submit(run_one, runs[i]) for i in order}
         return [futures[i].result() for i in range(len(runs))]
 
@@ -132,7 +140,11 @@ def run_one(args) -> dict:
 
     done = callbacks.read_json(f"{args.job_dir}/eval.json", None)
     expected = task.run_settings(args, task.network_overrides(args, args.frontend))
-    if done and all(done.get("settings", {}).get(k) == v for k, v in expected.items()) and done.get("features") == inputs.open_features(args.features, [args.frontend]).path:
+    if (
+        done
+        and all(done.get("settings", {}).get(k) == v for k, v in expected.items())
+        and done.get("features") == inputs.open_features(args.features, [args.frontend]).path
+    ):
         LOG.info("reusing %s", args.job_dir)
         evaluation, history = done, callbacks.read_history(f"{args.job_dir}/history.json")
     else:
@@ -154,7 +166,11 @@ def run_one(args) -> dict:
         "excluded_tags": evaluation["excluded_tags"],
         "test": evaluation["test"],
         "job_dir": args.job_dir,
-        "history": {k: v for k, v in history.items() if k in ("epoch", "loss", "val_loss", "roc_auc", "val_roc_auc", "epoch_time_s")},
+        "history": {
+            k: v
+            for k, v in history.items()
+            if k in ("epoch", "loss", "val_loss", "roc_auc", "val_roc_auc", "epoch_time_s")
+        },
     }
 
 
@@ -190,7 +206,10 @@ def markdown(report: dict) -> str:
         "Recipe: " + recipe_text(settings) + ".",
         "",
         "Size overrides (NetworkConfig fields): "
-        + ("; ".join(f"{frontend}: `{json.dumps(o)}`" for frontend, o in settings["overrides"].items() if o) or "none (preset sizes)")
+        + (
+            "; ".join(f"{frontend}: `{json.dumps(o)}`" for frontend, o in settings["overrides"].items() if o)
+            or "none (preset sizes)"
+        )
         + ".",
         "",
         "| fraction | front-end | training examples (tracks) | ROC-AUC | PR-AUC | parameters | epochs | training time (s) |",
@@ -221,8 +240,16 @@ def plot(report: dict, output: str) -> list[str]:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key, title in zip(axes, ("roc_auc", "pr_auc"), ("ROC-AUC", "PR-AUC")):
         for frontend in frontends:
-            rows = sorted((r for r in runs if r["frontend"] == frontend and r[key] is not None), key=lambda r: r["train_examples"])
-            axis.plot([r["train_examples"] for r in rows], [r[key] for r in rows], "o-", color=colors.get(frontend), label=frontend)
+            rows = sorted(
+                (r for r in runs if r["frontend"] == frontend and r[key] is not None), key=lambda r: r["train_examples"]
+            )
+            axis.plot(
+                [r["train_examples"] for r in rows],
+                [r[key] for r in rows],
+                "o-",
+                color=colors.get(frontend),
+                label=frontend,
+            )
         if key == "roc_auc":
             axis.axhline(0.5, color="gray", linestyle=":", linewidth=1, label="chance")
         if len(fractions) > 1 and max(fractions) / min(fractions) >= 5:
@@ -300,9 +327,10 @@ def compare(args) -> dict:
         "excluded_tags": first["excluded_tags"],
         "fractions": fractions,
         "frontends": frontends,
-        "settings": {**task.run_settings(run_args(args, frontends[0], 1.0), {}), "overrides": {
-            frontend: task.network_overrides(args, frontend) for frontend in frontends
-        }},
+        "settings": {
+            **task.run_settings(run_args(args, frontends[0], 1.0), {}),
+            "overrides": {frontend: task.network_overrides(args, frontend) for frontend in frontends},
+        },
         "runs": runs,
     }
     report["settings"].pop("fraction", None)
@@ -318,7 +346,9 @@ def compare(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     report = compare(args)
-    print(f"{'fraction':>8} {'front-end':<12} {'examples':>8} {'ROC-AUC':>8} {'PR-AUC':>8} {'params':>10} {'time s':>7}")
+    print(
+        f"{'fraction':>8} {'front-end':<12} {'examples':>8} {'ROC-AUC':>8} {'PR-AUC':>8} {'params':>10} {'time s':>7}"
+    )
     for row in report["runs"]:
         print(
             f"{row['fraction']:>8g} {row['frontend']:<12} {row['train_examples']:>8} {_fmt(row['roc_auc']):>8} "

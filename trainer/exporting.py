@@ -13,6 +13,7 @@ the outputs computable from the inputs it is given (``drop_unused_features``), s
 track_id, patch_index or tags at serving time. ``tf.saved_model.save`` copies the transform's
 variables and assets into the export, so the export runs without the features directory.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -44,11 +45,17 @@ def serving_module(keras_model, frontend: str, features_dir: str | None = None):
     return TransformServingModule(keras_model, transform_layer)
 
 
-def export_model(keras_model, frontend: str, export_dir: str, *, features_dir: str, tags: list[str], info: dict) -> dict:
+def export_model(
+    keras_model, frontend: str, export_dir: str, *, features_dir: str, tags: list[str], info: dict
+) -> dict:
     """Write the serving model directory; returns the info written (with ``version``)."""
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export instead of mixing files
     module = serving_module(keras_model, frontend, features_dir)
     normalisation = "tf.Transform transform_features_layer (per-band mean/std of the training split)"
-    info = {**info, "frontend": frontend, "input_normalisation": normalisation if frontend == "spectrogram" else "none (raw waveform)"}
+    info = {
+        **info,
+        "frontend": frontend,
+        "input_normalisation": normalisation if frontend == "spectrogram" else "none (raw waveform)",
+    }
     return export.save_serving_model(module, export_dir, tags=tags, info=info)

@@ -16,6 +16,7 @@ Labels are sliced to the real vocabulary size ``len(metadata['tags'])`` (featuri
 same tracks are chosen on every run and machine and a smaller fraction is a subset of a larger
 one (the training-set-size sweep of :mod:`trainer.compare`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,8 @@ from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 import tensorflow as tf
 
-from model.errors import TagscaleError
 from model import features as schema  # "features" names the opened directory below
+from model.errors import TagscaleError
 
 SPLITS = schema.SPLITS
 SHARD_KIND = schema.SHARD_KIND
@@ -65,13 +66,14 @@ class Features:
         return int(self.metadata.get("splits", {}).get(split, {}).get("tracks", 0))
 
 
-
 def shard_files(features_dir: str, kind: str, split: str, metadata: dict) -> list[str]:
     """The shard files of one kind (``mel`` / ``waveform``) and split that ``metadata`` lists."""
     return [join(features_dir, name) for name in metadata.get("files", {}).get(kind, {}).get(split, [])]
 
 
-def open_features(features_dir: str, frontends=("waveform", "spectrogram"), *, need_transform: bool = False) -> Features:
+def open_features(
+    features_dir: str, frontends=("waveform", "spectrogram"), *, need_transform: bool = False
+) -> Features:
     """Check a features directory for training ``frontends`` and read its metadata.
 
     Raises
@@ -223,7 +225,12 @@ def make_dataset(
         labels = parsed["labels"][:, :n_tags]  # featurize pads labels to top_k
         signal = schema.decode_signal(kind, parsed[feature])
         if with_ids:
-            return {"inputs": signal, "labels": labels, "track_id": parsed["track_id"], "patch_index": parsed["patch_index"]}
+            return {
+                "inputs": signal,
+                "labels": labels,
+                "track_id": parsed["track_id"],
+                "patch_index": parsed["patch_index"],
+            }
         return signal, labels
 
     dataset = dataset.map(parse, num_parallel_calls=autotune, deterministic=not training)
@@ -240,12 +247,16 @@ def count_split(features: Features, split: str, *, fraction: float = 1.0) -> dic
     if fraction >= 1.0:
         return {"tracks": features.split_tracks(split), "examples": features.split_examples(split)}
     spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
-    files = shard_files(features.path, "mel", split, features.metadata) or shard_files(features.path, "waveform", split, features.metadata)
+    files = shard_files(features.path, "mel", split, features.metadata) or shard_files(
+        features.path, "waveform", split, features.metadata
+    )
     dataset = (
-        tf.data.TFRecordDataset(files)
-        .batch(1024)
-        .map(lambda records: tf.io.parse_example(records, spec)["track_id"])
+        tf.data.TFRecordDataset(files).batch(1024).map(lambda records: tf.io.parse_example(records, spec)["track_id"])
     )
     ids = [track for batch in dataset for track in batch.numpy()]
-    kept = [track for track, keep in zip(ids, keep_track(tf.constant(ids or [b""]), fraction).numpy()) if keep] if ids else []
+    kept = (
+        [track for track, keep in zip(ids, keep_track(tf.constant(ids or [b""]), fraction).numpy()) if keep]
+        if ids
+        else []
+    )
     return {"tracks": len(set(kept)), "examples": len(kept)}

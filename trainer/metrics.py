@@ -6,6 +6,7 @@ PR-AUC is average precision (the step-wise area of scikit-learn's ``average_prec
 Tags with no positive or no negative test track have no AUC: they are left out of the macro
 averages and listed.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -11,6 +11,7 @@
 - One random patch per training track per epoch (``epoch_patches="random"``): a patch is kept
   when its index equals a draw, seeded by (seed, epoch, track), from the track's patch count.
 """
+
 from __future__ import annotations
 
 import keras
@@ -81,8 +82,10 @@ def patch_counts(features, split: str, fraction: float) -> dict[bytes, int]:
     """``{track_id: number of patches}`` of the kept tracks of a split (one pass over its mel ids)."""
     spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
     files = inputs.shard_files(features.path, "mel", split) or inputs.shard_files(features.path, "waveform", split)
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024).map(
-        lambda records: tf.io.parse_example(records, spec)["track_id"]
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .batch(1024)
+        .map(lambda records: tf.io.parse_example(records, spec)["track_id"])
     )
     counts: dict[bytes, int] = {}
     for batch in dataset:
@@ -101,7 +104,9 @@ def one_patch_per_track(dataset, counts: dict[bytes, int], epoch: tf.Variable, *
     the same on every worker and after a restart, and differs from epoch to epoch.
     """
     table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(counts), tf.string), tf.constant(list(counts.values()), tf.int64)),
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(counts), tf.string), tf.constant(list(counts.values()), tf.int64)
+        ),
         default_value=1,
     )
 
@@ -109,8 +114,11 @@ def one_patch_per_track(dataset, counts: dict[bytes, int], epoch: tf.Variable, *
         n = table.lookup(example["track_id"])
         track_hash = tf.strings.to_hash_bucket_fast(example["track_id"], 2**31 - 1)
         draw = tf.random.stateless_uniform(
-            [], seed=tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch.read_value(), track_hash]),
-            minval=0, maxval=n, dtype=tf.int64,
+            [],
+            seed=tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch.read_value(), track_hash]),
+            minval=0,
+            maxval=n,
+            dtype=tf.int64,
         )
         return tf.equal(example["patch_index"], draw)
 
@@ -124,7 +132,13 @@ def training_data(args, features, frontend: str, train_counts: dict):
     ``all`` (or a split where every track has one patch) streams every patch every epoch;
     ``random`` keeps one random patch per track per epoch and needs the :class:`EpochCounter`.
     """
-    common = dict(batch_size=args.batch_size, training=True, fraction=args.fraction, seed=args.seed, shuffle_buffer=args.shuffle_buffer)
+    common = dict(
+        batch_size=args.batch_size,
+        training=True,
+        fraction=args.fraction,
+        seed=args.seed,
+        shuffle_buffer=args.shuffle_buffer,
+    )
     if args.epoch_patches == "all" or train_counts["examples"] == train_counts["tracks"]:
         data = inputs.make_dataset(features, "train", frontend, n_examples=train_counts["examples"], **common)
         return data, train_counts["examples"], []

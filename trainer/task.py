@@ -22,16 +22,17 @@ Kill the process at any point and run the same command again: training resumes a
 finished epoch. With several GPUs visible it trains under ``MirroredStrategy`` (``--batch-size``
 is the global batch); on GPU in ``mixed_float16``.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-from posixpath import join  # local paths and gs:// URIs alike, without Beam
 import logging
 import os
 import sys
 import time
+from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 from model import features, network
 from model.errors import TagscaleError
@@ -50,32 +51,75 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The recipe and size flags shared by ``train`` and ``compare``."""
     recipe = parser.add_argument_group("training recipe (defaults: the seed's, musicnn-training's config)")
     recipe.add_argument("--preset", choices=sorted(network.PRESETS), default="seed", help="network sizes (seed)")
-    recipe.add_argument("--epochs", type=int, default=100, help="epochs to run; the model kept is the one of the lowest validation loss (100)")
+    recipe.add_argument(
+        "--epochs",
+        type=int,
+        default=100,
+        help="epochs to run; the model kept is the one of the lowest validation loss (100)",
+    )
     recipe.add_argument("--batch-size", type=int, default=32, help="global batch size (32)")
     recipe.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    recipe.add_argument("--weight-decay", type=float, default=1e-5, help="L2 weight decay on conv and dense kernels, as the seed's loss term (1e-5; 0: none)")
-    recipe.add_argument("--lr-plateau-patience", type=int, default=75, help="epochs without a lower validation loss before the learning rate drops (75)")
-    recipe.add_argument("--lr-plateau-factor", type=float, default=0.5, help="factor the learning rate is multiplied by on a plateau (0.5)")
     recipe.add_argument(
-        "--epoch-patches", choices=EPOCH_PATCHES, default="random",
+        "--weight-decay",
+        type=float,
+        default=1e-5,
+        help="L2 weight decay on conv and dense kernels, as the seed's loss term (1e-5; 0: none)",
+    )
+    recipe.add_argument(
+        "--lr-plateau-patience",
+        type=int,
+        default=75,
+        help="epochs without a lower validation loss before the learning rate drops (75)",
+    )
+    recipe.add_argument(
+        "--lr-plateau-factor",
+        type=float,
+        default=0.5,
+        help="factor the learning rate is multiplied by on a plateau (0.5)",
+    )
+    recipe.add_argument(
+        "--epoch-patches",
+        choices=EPOCH_PATCHES,
+        default="random",
         help="random: one random patch per training track per epoch; all: every patch every epoch (random). Evaluation always uses all patches",
     )
-    recipe.add_argument("--init", choices=INITS, default="variance-scaling", help="kernel initialisation: variance-scaling (He, the seed's) or glorot (variance-scaling)")
-    recipe.add_argument("--early-stopping-patience", type=int, default=None, help="stop after this many epochs without a lower validation loss (default: off, run --epochs)")
-    recipe.add_argument("--validation-freq", type=int, default=1, help="validate every N epochs (1); the best model is chosen among validated epochs")
+    recipe.add_argument(
+        "--init",
+        choices=INITS,
+        default="variance-scaling",
+        help="kernel initialisation: variance-scaling (He, the seed's) or glorot (variance-scaling)",
+    )
+    recipe.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=None,
+        help="stop after this many epochs without a lower validation loss (default: off, run --epochs)",
+    )
+    recipe.add_argument(
+        "--validation-freq",
+        type=int,
+        default=1,
+        help="validate every N epochs (1); the best model is chosen among validated epochs",
+    )
     recipe.add_argument("--seed", type=int, default=0, help="seed of weights init, dropout and shuffling (0)")
     recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")
     sizes = parser.add_argument_group("size overrides (default: the preset's; small values for CPU demos)")
     sizes.add_argument(
-        "--frontend-filters", type=int, default=None,
+        "--frontend-filters",
+        type=int,
+        default=None,
         help="front-end width n: every front-end conv gets its preset filters x n/16 "
         "(seed: spectrogram timbral n..4n, temporal n..8n; waveform 4n..16n)",
     )
-    sizes.add_argument("--backend-channels", type=int, default=None, help="back-end conv channels (seed 512, musicnn 64)")
+    sizes.add_argument(
+        "--backend-channels", type=int, default=None, help="back-end conv channels (seed 512, musicnn 64)"
+    )
     sizes.add_argument("--dense-units", type=int, default=None, help="penultimate dense units (seed 500, musicnn 200)")
     sizes.add_argument("--dropout", type=float, default=None, help="dropout rate (0.5)")
     recipe.add_argument(
-        "--batch-norm-momentum", type=float, default=None,
+        "--batch-norm-momentum",
+        type=float,
+        default=None,
         help="momentum of every batch norm's moving statistics (Keras' 0.99); short CPU runs need ~0.9, "
         "or inference-mode statistics lag behind the weights",
     )
@@ -90,13 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--features", required=True, help="featurize output directory (local or gs://)")
     parser.add_argument("--frontend", required=True, choices=FRONTENDS)
     parser.add_argument(
-        "--job-dir", default=os.environ.get("AIP_MODEL_DIR"),
+        "--job-dir",
+        default=os.environ.get("AIP_MODEL_DIR"),
         help="output and checkpoint directory (local or gs://); default $AIP_MODEL_DIR (Vertex AI)",
     )
-    parser.add_argument("--fraction", type=float, default=1.0, help="train on this fraction of the training tracks (1.0)")
+    parser.add_argument(
+        "--fraction", type=float, default=1.0, help="train on this fraction of the training tracks (1.0)"
+    )
     add_training_flags(parser)
     parser.add_argument("--no-export", dest="export", action="store_false", help="skip the serving-model export")
-    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity (0: only tagscale's line per epoch)")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=0,
+        choices=(0, 1, 2),
+        help="Keras fit verbosity (0: only tagscale's line per epoch)",
+    )
     return parser
 
 
@@ -145,7 +198,9 @@ def network_overrides(args, frontend: str) -> dict:
             overrides["timbral"] = tuple((w, frac, scaled(f)) for w, frac, f in preset.timbral)
             overrides["temporal"] = tuple((length, scaled(f)) for length, f in preset.temporal)
     for flag, field in (
-        ("backend_channels", "backend_filters"), ("dense_units", "dense_units"), ("dropout", "dropout"),
+        ("backend_channels", "backend_filters"),
+        ("dense_units", "dense_units"),
+        ("dropout", "dropout"),
         ("batch_norm_momentum", "batch_norm_momentum"),
     ):
         value = getattr(args, flag)
@@ -178,15 +233,25 @@ class TrainResult:
 def run_settings(args, overrides: dict) -> dict:
     """The recipe of a run as eval.json records it (JSON values: tuples become lists)."""
     settings = {
-        "preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "adam",
-        "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
-        "lr_plateau_patience": args.lr_plateau_patience, "lr_plateau_factor": args.lr_plateau_factor,
-        "epoch_patches": args.epoch_patches, "init": args.init, "early_stopping_patience": args.early_stopping_patience,
-        "validation_freq": args.validation_freq, "seed": args.seed, "fraction": args.fraction,
-        "shuffle_buffer": args.shuffle_buffer, "batch_norm_momentum": args.batch_norm_momentum, "overrides": overrides,
+        "preset": args.preset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": "adam",
+        "learning_rate": args.learning_rate,
+        "weight_decay": args.weight_decay,
+        "lr_plateau_patience": args.lr_plateau_patience,
+        "lr_plateau_factor": args.lr_plateau_factor,
+        "epoch_patches": args.epoch_patches,
+        "init": args.init,
+        "early_stopping_patience": args.early_stopping_patience,
+        "validation_freq": args.validation_freq,
+        "seed": args.seed,
+        "fraction": args.fraction,
+        "shuffle_buffer": args.shuffle_buffer,
+        "batch_norm_momentum": args.batch_norm_momentum,
+        "overrides": overrides,
     }
     return json.loads(json.dumps(settings))
-
 
 
 def device_setup():
@@ -225,7 +290,9 @@ def predict_patches(model, dataset) -> dict:
     import tensorflow as tf
 
     spec = tf.TensorSpec([None, *model.input.shape[1:]], tf.float32)
-    scores_of = tf.function(lambda inputs: tf.cast(model(inputs, training=False)["scores"], tf.float32), input_signature=[spec])
+    scores_of = tf.function(
+        lambda inputs: tf.cast(model(inputs, training=False)["scores"], tf.float32), input_signature=[spec]
+    )
 
     parts = {"track_id": [], "patch_index": [], "labels": [], "scores": []}
     for batch in dataset:
@@ -284,7 +351,9 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
     features = inputs.open_features(args.features, [frontend], need_transform=frontend == "spectrogram" and args.export)
     for split in ("valid", "test"):
         if features.split_examples(split) == 0:
-            raise TagscaleError(f"{features.path}: the {split} split has no examples; featurize more tracks or a larger --{split}-fraction")
+            raise TagscaleError(
+                f"{features.path}: the {split} split has no examples; featurize more tracks or a larger --{split}-fraction"
+            )
     train_counts = inputs.count_split(features, "train", fraction=args.fraction)
     if train_counts["examples"] == 0:
         raise TagscaleError(f"--fraction {args.fraction} keeps no training tracks of {features.path}")
@@ -304,7 +373,9 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         train_model = compile_for_training(model, features.n_tags, args.learning_rate)
 
     history_path = join(job_dir, "history.json")
-    best = callbacks.ResumableEarlyStopping(join(job_dir, "checkpoints"), monitor="val_loss", patience=args.early_stopping_patience)
+    best = callbacks.ResumableEarlyStopping(
+        join(job_dir, "checkpoints"), monitor="val_loss", patience=args.early_stopping_patience
+    )
     label = getattr(args, "label", None) or f"{frontend} f{args.fraction:g}"
     fit_callbacks = [
         *input_callbacks,
@@ -317,12 +388,24 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
     ]
     if instrument is not None:
         instrument(fit_callbacks)
-    LOG.info("training %s (%s, %d params) on %d examples of %d tracks", frontend, args.preset, model.count_params(), train_counts["examples"], train_counts["tracks"])
+    LOG.info(
+        "training %s (%s, %d params) on %d examples of %d tracks",
+        frontend,
+        args.preset,
+        model.count_params(),
+        train_counts["examples"],
+        train_counts["tracks"],
+    )
     phase("setup")
     start = time.perf_counter()
     train_model.fit(
-        train_data, validation_data=valid_data, validation_freq=args.validation_freq, epochs=args.epochs,
-        callbacks=fit_callbacks, verbose=args.verbose, shuffle=False,
+        train_data,
+        validation_data=valid_data,
+        validation_freq=args.validation_freq,
+        epochs=args.epochs,
+        callbacks=fit_callbacks,
+        verbose=args.verbose,
+        shuffle=False,
     )
     fit_wall = time.perf_counter() - start
     phase("fit")
@@ -358,8 +441,15 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
     export_dir = None
     if args.export:
         export_dir = join(job_dir, "export")
-        info = {"name": f"{frontend}-{args.preset}", "preset": args.preset, "roc_auc": evaluation["roc_auc"], "pr_auc": evaluation["pr_auc"]}
-        evaluation["export"] = exporting.export_model(model, frontend, export_dir, features_dir=features.path, tags=features.tags, info=info)
+        info = {
+            "name": f"{frontend}-{args.preset}",
+            "preset": args.preset,
+            "roc_auc": evaluation["roc_auc"],
+            "pr_auc": evaluation["pr_auc"],
+        }
+        evaluation["export"] = exporting.export_model(
+            model, frontend, export_dir, features_dir=features.path, tags=features.tags, info=info
+        )
         phase("export")
     evaluation["phases_s"] = phases
     with tf.io.gfile.GFile(join(job_dir, "eval.json"), "w") as handle:
