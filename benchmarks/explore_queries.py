@@ -103,7 +103,8 @@ def direct_parquet_seconds(run_dir: str) -> float:
 
     start = time.perf_counter()
     duckdb.connect().execute(
-        f"SELECT track_id, s.score FROM (SELECT track_id, unnest(scores) AS s FROM read_parquet('{run_dir}/tags/*.parquet')) "
+        "SELECT track_id, s.score FROM (SELECT track_id, unnest(scores) AS s "
+        f"FROM read_parquet('{run_dir}/tags/*.parquet')) "
         "WHERE s.tag = 'tag07' AND s.score >= 0.5 ORDER BY s.score DESC LIMIT 20"
     ).fetchall()
     return time.perf_counter() - start
@@ -153,7 +154,8 @@ def main(argv=None) -> int:
             result["total"] = json.loads(result["body"])["total"]
         results.append((label, path, result))
         print(
-            f"{label:58s} median {result['median_s']:.3f} s  max {result['max_s']:.3f} s  first {result['first_s']:.3f} s",
+            f"{label:58s} median {result['median_s']:.3f} s  max {result['max_s']:.3f} s  "
+            f"first {result['first_s']:.3f} s",
             flush=True,
         )
     direct_s = direct_parquet_seconds(run_dir)
@@ -165,23 +167,29 @@ def main(argv=None) -> int:
         f"| {label} | `{path}` | {r['median_s'] * 1000:.0f} | {r['max_s'] * 1000:.0f} | {r['first_s'] * 1000:.0f} |"
         for label, path, r in results
     )
-    body = f"""## Explorer queries (issue 15)
+    body = (
+        f"""## Explorer queries (issue 15)
 
 `python benchmarks/explore_queries.py`: a synthetic run of {args.tracks:,} tracks x {TAGS} tags with {EMBEDDING}-float
-embeddings ({len(list((root / "tags").glob("*.parquet")))} Parquet files of {CHUNK:,} rows), served by `tagscale explore` on 127.0.0.1 and
-queried over HTTP, {args.repeats} calls each (milliseconds; JSON encoding included). {platform.machine()}, {os.cpu_count()} cores
+embeddings ({len(list((root / "tags").glob("*.parquet")))} Parquet files of {CHUNK:,} rows), """
+        f"""served by `tagscale explore` on 127.0.0.1 and
+queried over HTTP, {args.repeats} calls each (milliseconds; JSON encoding included). """
+        f"""{platform.machine()}, {os.cpu_count()} cores
 shared with other jobs while measured, so single numbers are noisy.
 
 | query | request | median ms | max ms | first ms |
 |---|---|---:|---:|---:|
 {rows}
 
-Startup reads the run into one score column and one rank column per tag and computes the summary: {load_s:.1f} s, peak RSS {rss_mb:,.0f} MB. DuckDB straight over
-the Parquet (`unnest(scores)` on every request) takes {direct_s:.1f} s for the query of the table's first row, which is why
+Startup reads the run into one score column and one rank column per tag and computes the summary: """
+        f"""{load_s:.1f} s, peak RSS {rss_mb:,.0f} MB. DuckDB straight over
+the Parquet (`unnest(scores)` on every request) takes {direct_s:.1f} s for the query of the table's first row, """
+        """which is why
 the server does not query the Parquet per request. Similar tracks is `pipelines.similar`'s own time (it reads the
 embeddings of the whole run on each call), timed once; it is not one of the browse queries, and the
 Track page loads it after the rest of the page.
 """
+    )
     print(body)
     if not args.no_write:
         update_benchmarks_md("explore-queries", body)

@@ -168,7 +168,8 @@ def table(p: dict) -> str:
     lines += [
         "",
         f"Train-step rate: {rate:.0f} examples/s ({p['examples']} examples x {p['epochs']} epochs). "
-        f"Input alone (one pass over the training split, no model): {p['input_examples'] / p['input_pass_s']:.0f} examples/s.",
+        "Input alone (one pass over the training split, no model): "
+        f"{p['input_examples'] / p['input_pass_s']:.0f} examples/s.",
     ]
     return "\n".join(lines)
 

@@ -103,29 +103,40 @@ def run_method(method: str, n: int, n_queries: int) -> dict:
 def render(results: list[dict], n: int, n_queries: int) -> str:
     exact, ivf = results
     rows = [
-        f"| exact (NumPy matrix-vector, float32) | - | {exact['structure_mb']} | {exact['peak_rss_mb']} | {exact['query_ms_median']} | {exact['query_ms_p95']} | 1.0 |",
-        f"| faiss IVF-Flat (nlist {ivf['nlist']}, nprobe {ivf['nprobe']}) | {ivf['build_s']} | {ivf['structure_mb']} | {ivf['peak_rss_mb']} | {ivf['query_ms_median']} | {ivf['query_ms_p95']} | {ivf['recall_at_10']} |",
+        f"| exact (NumPy matrix-vector, float32) | - | {exact['structure_mb']} | {exact['peak_rss_mb']} | "
+        f"{exact['query_ms_median']} | {exact['query_ms_p95']} | 1.0 |",
+        f"| faiss IVF-Flat (nlist {ivf['nlist']}, nprobe {ivf['nprobe']}) | {ivf['build_s']} | {ivf['structure_mb']} | "
+        f"{ivf['peak_rss_mb']} | {ivf['query_ms_median']} | {ivf['query_ms_p95']} | {ivf['recall_at_10']} |",
     ]
     speedup = exact["query_ms_median"] / max(ivf["query_ms_median"], 1e-9)
     return "\n".join(
         [
             "## Similar-track search, 1M embeddings (issue 14)",
             "",
-            f"{n:,} synthetic 200-d embeddings (float32, unit length; {CLUSTERS:,} clusters around a shared offset: median cosine of random pairs "
-            f"{exact['random_pair_cosine_median']}, the demo run's 0.41), {n_queries} single queries of top 10 with the query excluded, "
-            f"as `tagscale similar` runs them. Each method in its own process; peak RSS of that process ({exact['rss_after_data_mb']} MB "
-            f"once the embeddings are made: {exact['structure_mb']} MB of vectors, the rest interpreter, imports and generation temporaries; "
+            f"{n:,} synthetic 200-d embeddings (float32, unit length; {CLUSTERS:,} clusters around a shared offset: "
+            "median cosine of random pairs "
+            f"{exact['random_pair_cosine_median']}, the demo run's 0.41), {n_queries} single queries of top 10 "
+            "with the query excluded, "
+            "as `tagscale similar` runs them. Each method in its own process; peak RSS of that process "
+            f"({exact['rss_after_data_mb']} MB "
+            f"once the embeddings are made: {exact['structure_mb']} MB of vectors, the rest interpreter, imports "
+            "and generation temporaries; "
             "the index process also holds faiss's own copy of the vectors). "
             f"Machine: {platform.machine()}, 2 cores shared with other jobs; faiss on {ivf['threads']} threads.",
             "",
-            "| method | build s | structure MB | peak RSS MB | query ms (median) | query ms (p95) | recall@10 vs exact |",
+            "| method | build s | structure MB | peak RSS MB | query ms (median) | query ms (p95) "
+            "| recall@10 vs exact |",
             "|---|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
-            f"The index answers a query {speedup:.0f}x faster than exact search, at recall@10 {ivf['recall_at_10']}; it costs "
-            f"{ivf['build_s']} s to build (k-means on a sample, then one pass) and {ivf['structure_mb'] - exact['structure_mb']} MB on top of the vectors. "
-            "An HNSW graph (faiss IndexHNSWFlat, M=32, efConstruction 80) took 176 s to build for 100,000 of these vectors on this "
-            "machine, so about half an hour for 1M; that is why `tagscale index` builds IVF. The synthetic clusters are well "
+            f"The index answers a query {speedup:.0f}x faster than exact search, at recall@10 "
+            f"{ivf['recall_at_10']}; it costs "
+            f"{ivf['build_s']} s to build (k-means on a sample, then one pass) and "
+            f"{ivf['structure_mb'] - exact['structure_mb']} MB on top of the vectors. "
+            "An HNSW graph (faiss IndexHNSWFlat, M=32, efConstruction 80) took 176 s to build for 100,000 of these "
+            "vectors on this "
+            "machine, so about half an hour for 1M; that is why `tagscale index` builds IVF. "
+            "The synthetic clusters are well "
             "separated, which flatters any index: `tagscale index` reports recall@10 on the run's own embeddings.",
         ]
     )

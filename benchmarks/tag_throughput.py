@@ -210,15 +210,20 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
         "## Batch tagging throughput (issue 10)",
         "",
         f"Machine: {cpu_info()}. Made by `python benchmarks/tag_throughput.py{' --quick' if args.quick else ''}` "
-        f"on {time.strftime('%Y-%m-%d', time.gmtime())} (the dev machine was shared with other jobs: absolute figures are noisy, ratios less so).",
-        f"{n_small} MP3 files x {seconds:g} s (44.1 kHz stereo, 128 kb/s); the large catalog lists them {args.repeat} times "
-        f"under new track_ids ({n_large} rows). CPU = user+sys of the process and its children; marginal = large run minus small run.",
+        f"on {time.strftime('%Y-%m-%d', time.gmtime())} "
+        "(the dev machine was shared with other jobs: absolute figures are noisy, ratios less so).",
+        f"{n_small} MP3 files x {seconds:g} s (44.1 kHz stereo, 128 kb/s); "
+        f"the large catalog lists them {args.repeat} times "
+        f"under new track_ids ({n_large} rows). "
+        "CPU = user+sys of the process and its children; marginal = large run minus small run.",
         "",
         "| method | rows | CPU s | wall s | x realtime per CPU s | x realtime per wall s | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        f"| musicnn's way (librosa + its TF 1 graph, batch 1), whole process | {n_small} | {base['cpu_s']:.1f} | {base['wall_s']:.1f} | "
+        f"| musicnn's way (librosa + its TF 1 graph, batch 1), whole process | {n_small} | {base['cpu_s']:.1f} | "
+        f"{base['wall_s']:.1f} | "
         f"{audio_small / base['cpu_s']:.1f} | {audio_small / base['wall_s']:.1f} | {base['rss_mb']:.0f} |",
-        f"| musicnn's way, work only (= its marginal rate) | {n_small} | {audio_small / base_cpu_rate:.1f} | {audio_small / base_wall_rate:.1f} | "
+        f"| musicnn's way, work only (= its marginal rate) | {n_small} | {audio_small / base_cpu_rate:.1f} | "
+        f"{audio_small / base_wall_rate:.1f} | "
         f"{base_cpu_rate:.1f} | {base_wall_rate:.1f} | - |",
     ]
     for cores in ("all", "pinned") if pinned else ("all",):
@@ -226,25 +231,31 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
         for rows, audio in ((n_small, audio_small), (n_large, audio_large)):
             r = runs[(cores, rows)]
             lines.append(
-                f"| {label}, whole process | {rows} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {audio / r['cpu_s']:.1f} | {audio / r['wall_s']:.1f} | {r['rss_mb']:.0f} |"
+                f"| {label}, whole process | {rows} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | "
+                f"{audio / r['cpu_s']:.1f} | {audio / r['wall_s']:.1f} | {r['rss_mb']:.0f} |"
             )
         cpu_rate, wall_rate = marginal(cores)
         lines.append(
-            f"| {label}, marginal ({n_large} - {n_small} rows) | {n_large - n_small} | - | - | **{cpu_rate:.1f}** | **{wall_rate:.1f}** | - |"
+            f"| {label}, marginal ({n_large} - {n_small} rows) | {n_large - n_small} | - | - | "
+            f"**{cpu_rate:.1f}** | **{wall_rate:.1f}** | - |"
         )
     cpu_rate, wall_rate = marginal("all")
     lines += [
         "",
-        f"- tagscale / musicnn's way, per CPU s (marginal): **{cpu_rate / base_cpu_rate:.2f}x** (target 2.5x); per wall s: {wall_rate / base_wall_rate:.2f}x.",
+        f"- tagscale / musicnn's way, per CPU s (marginal): **{cpu_rate / base_cpu_rate:.2f}x** (target 2.5x); "
+        f"per wall s: {wall_rate / base_wall_rate:.2f}x.",
     ]
     if pinned:
         _, pinned_wall = marginal("pinned")
         lines.append(
-            f"- all cores / `taskset -c 0`, wall rate (marginal): **{wall_rate / pinned_wall:.2f}x** (target 1.8x on 2 cores)."
+            f"- all cores / `taskset -c 0`, wall rate (marginal): **{wall_rate / pinned_wall:.2f}x** "
+            "(target 1.8x on 2 cores)."
         )
     lines.append(
-        f"- Largest score difference, tagscale vs musicnn's way on the same files: {diff:.1e} (whole paths: tagscale decodes with "
-        "libsndfile + soxr and computes the log-mel in TF, musicnn uses librosa; on the same log-mel the models agree to ~3e-7, tests/test_pretrained.py)."
+        f"- Largest score difference, tagscale vs musicnn's way on the same files: {diff:.1e} "
+        "(whole paths: tagscale decodes with "
+        "libsndfile + soxr and computes the log-mel in TF, musicnn uses librosa; "
+        "on the same log-mel the models agree to ~3e-7, tests/test_pretrained.py)."
     )
     return lines
 

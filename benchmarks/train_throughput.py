@@ -127,18 +127,21 @@ def main(argv=None) -> int:
     body = [
         "## Training throughput, shards vs in-memory (issues 4 and 10)",
         "",
-        f"Demo catalog {args.tracks} tracks x {args.seconds:g} s (one patch each), training split; batch {args.batch_size}; "
+        f"Demo catalog {args.tracks} tracks x {args.seconds:g} s (one patch each), training split; "
+        f"batch {args.batch_size}; "
         f"{sizes}; Keras `fit`, one warm-up epoch per source, then {args.epochs} alternating timed epochs. "
         f"'shards' = `trainer.inputs.make_dataset` over uncompressed TFRecords with raw-bytes signal "
         f"(int16 PCM waveform, float32 log-mel; interleave, shuffle, batched parse and decode_raw, prefetch); "
-        f"'memory' = the same examples from a cached in-memory tf.data. Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        "'memory' = the same examples from a cached in-memory tf.data. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"CPU only; TensorFlow {tf.__version__}. Target: shards >= 0.9x memory.",
         "",
         "| front-end | parameters | steps/epoch | shards steps/s | in-memory steps/s | shards / memory |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     body += [
-        f"| {r['frontend']} | {r['params']:,} | {r['steps_per_epoch']} | {r['shards_steps_s']:.2f} | {r['memory_steps_s']:.2f} | {r['ratio']:.2f} |"
+        f"| {r['frontend']} | {r['params']:,} | {r['steps_per_epoch']} | {r['shards_steps_s']:.2f} | "
+        f"{r['memory_steps_s']:.2f} | {r['ratio']:.2f} |"
         for r in rows
     ]
     verdict = ", ".join(

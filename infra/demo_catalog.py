@@ -40,11 +40,21 @@ from infra import synth
 from model.errors import TagscaleError
 
 TAG_SOUNDS = {
-    "piano": "struck chords of 2-3 notes (G3-F6), one per beat: sharp attack, slightly inharmonic partials, long decay",
-    "strings": "sustained sawtooth-like chords of two detuned voices, slow attack, 5-6 Hz vibrato, a chord per half bar",
-    "flute": "nearly pure high tones (400-1900 Hz) with faint 2nd/3rd harmonics and breath, soft attack, gentle vibrato",
-    "guitar": "plucked single notes arpeggiating the chord, two per beat: instant attack, partials that die away fast",
-    "drums": "kick (a thump falling from 130 to 45 Hz) on beats 1 and 3, noise snare on 2 and 4, hi-hat ticks on eighths",
+    "piano": (
+        "struck chords of 2-3 notes (G3-F6), one per beat: sharp attack, slightly inharmonic partials, long decay"
+    ),
+    "strings": (
+        "sustained sawtooth-like chords of two detuned voices, slow attack, 5-6 Hz vibrato, a chord per half bar"
+    ),
+    "flute": (
+        "nearly pure high tones (400-1900 Hz) with faint 2nd/3rd harmonics and breath, soft attack, gentle vibrato"
+    ),
+    "guitar": (
+        "plucked single notes arpeggiating the chord, two per beat: instant attack, partials that die away fast"
+    ),
+    "drums": (
+        "kick (a thump falling from 130 to 45 Hz) on beats 1 and 3, noise snare on 2 and 4, hi-hat ticks on eighths"
+    ),
     "bass": "a low line (58-115 Hz) on the chord roots, one note per beat",
     "fast": "140-170 BPM: every part plays about twice as many notes per second as in a slow track",
     "slow": "60-80 BPM",

@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
-            f"tagscale explore: warning: listening on {args.host}; anyone who can reach it can browse and play the catalog",
+            f"tagscale explore: warning: listening on {args.host}; "
+            "anyone who can reach it can browse and play the catalog",
             flush=True,
         )
     try:

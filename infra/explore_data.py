@@ -25,7 +25,10 @@ from pipelines import fileio, query
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
 # One reason per kind of failure: paths and numbers differ from track to track, the kind does not.
-REASON_SQL = "regexp_replace(regexp_replace(left(split_part(error, chr(10), 1), 200), '\\S*[/\\\\]\\S*', '...', 'g'), '[0-9]+', 'N', 'g')"
+REASON_SQL = (
+    "regexp_replace(regexp_replace(left(split_part(error, chr(10), 1), 200), "
+    "'\\S*[/\\\\]\\S*', '...', 'g'), '[0-9]+', 'N', 'g')"
+)
 
 
 @dataclasses.dataclass

@@ -163,14 +163,16 @@ class Explorer:
                 else f"{rank} < {int(offset + limit)}"
             )
             selects.append(
-                f"SELECT {run.index} AS run, row, {score} AS score, {rank} AS rank FROM {run.view} WHERE {' AND '.join(where + [bounds])}"
+                f"SELECT {run.index} AS run, row, {score} AS score, {rank} AS rank "
+                f"FROM {run.view} WHERE {' AND '.join(where + [bounds])}"
             )
             counts.append(f"SELECT count(*) AS n FROM {run.view} WHERE {' AND '.join(where)}")
             params += values
             count_params += values
         page = "" if len(filters) == 1 else f" OFFSET {int(offset)}"
         rows = self._query(
-            f"SELECT run, row, score FROM ({' UNION ALL '.join(selects)}) ORDER BY score DESC, run, rank LIMIT {int(limit)}{page}",
+            f"SELECT run, row, score FROM ({' UNION ALL '.join(selects)}) "
+            f"ORDER BY score DESC, run, rank LIMIT {int(limit)}{page}",
             params,
         )
         total = self._query(f"SELECT sum(n)::BIGINT FROM ({' UNION ALL '.join(counts)})", count_params)[0][0]

@@ -3,7 +3,8 @@
 :class:`MusicnnGraph` is the wheel's TF 1 ``.meta`` graph restored from its checkpoint (not our
 Keras re-implementation); :func:`musicnn_log_mel_patches` is musicnn's ``extractor.batch_data``
 feature path (librosa) in float32 (musicnn casts to float16 there, which overflows on loud
-audio: musicnn's ``10000 * x`` in float16 reaches infinity on loud mel bins). librosa is a test/benchmark dependency (``pip install -e .[dev]``).
+audio: musicnn's ``10000 * x`` in float16 reaches infinity on loud mel bins). librosa is a test/benchmark
+dependency (``pip install -e .[dev]``).
 """
 
 from __future__ import annotations

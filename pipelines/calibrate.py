@@ -110,10 +110,12 @@ def format_report(result: dict) -> str:
     lines = [f"{'tag':<16} {'threshold':>9} {'precision':>9} {'recall':>6} {'support':>7}"]
     for tag, entry in sorted(result["tags"].items(), key=lambda item: -item[1]["recall"]):
         lines.append(
-            f"{tag:<16} {entry['threshold']:>9.4f} {entry['precision']:>9.3f} {entry['recall']:>6.3f} {entry['support']:>7}"
+            f"{tag:<16} {entry['threshold']:>9.4f} {entry['precision']:>9.3f} "
+            f"{entry['recall']:>6.3f} {entry['support']:>7}"
         )
     lines.append(
-        f"{len(result['tags'])} tags calibrated at precision >= {result['target_precision']} on {result['labelled_tracks']} labelled tracks"
+        f"{len(result['tags'])} tags calibrated at precision >= {result['target_precision']} "
+        f"on {result['labelled_tracks']} labelled tracks"
     )
     if result["unreachable"]:
         lines.append(f"precision {result['target_precision']} not reachable: {', '.join(result['unreachable'])}")
@@ -129,7 +131,8 @@ def format_report(result: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagscale calibrate",
-        description="Pick a threshold per tag at a target precision on labelled tracks; write THRESHOLDS (JSON). Reads only tag output.",
+        description="Pick a threshold per tag at a target precision on labelled tracks; write THRESHOLDS (JSON). "
+        "Reads only tag output.",
     )
     parser.add_argument(
         "--tags", required=True, help="a tag output folder (of `tagscale tag` or `tagscale probe apply`)"

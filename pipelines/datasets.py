@@ -217,7 +217,8 @@ def write_catalog(rows: list[dict], output: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagscale catalog",
-        description="Write a Parquet catalog (track_id, uri, tags, split) of MagnaTagATune or MTG-Jamendo with its official split.",
+        description="Write a Parquet catalog (track_id, uri, tags, split) of MagnaTagATune or MTG-Jamendo "
+        "with its official split.",
     )
     datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     mtt = datasets.add_parser("mtt", help="MagnaTagATune from annotations_final.csv (top-50 tags, as musicnn)")
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = collections.Counter(row["split"] or "hash split" for row in rows)
     tags = len({tag for row in rows for tag in row["tags"]})
     print(
-        f"wrote {args.output}: {len(rows)} tracks ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}), {tags} tags"
+        f"wrote {args.output}: {len(rows)} tracks "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}), {tags} tags"
     )
     return 0

@@ -100,8 +100,11 @@ def render_report(result: dict, a_dir: str, b_dir: str, png_name: str, *, limit:
         "",
         f"- A: `{a_dir}` ({_model(result['a'])}, {result['a']['tracks']} tracks, {result['a']['tags']} tags)",
         f"- B: `{b_dir}` ({_model(result['b'])}, {result['b']['tracks']} tracks, {result['b']['tags']} tags)",
-        f"- tracks in both: {len(result['common_tracks'])}; only in A: {result['only_a']}; only in B: {result['only_b']}",
-        f"- tags in both: {len(result['common_tags'])}; only in A: {', '.join(result['tags_only_a']) or 'none'}; only in B: {', '.join(result['tags_only_b']) or 'none'}",
+        f"- tracks in both: {len(result['common_tracks'])}; only in A: {result['only_a']}; "
+        f"only in B: {result['only_b']}",
+        f"- tags in both: {len(result['common_tags'])}; "
+        f"only in A: {', '.join(result['tags_only_a']) or 'none'}; "
+        f"only in B: {', '.join(result['tags_only_b']) or 'none'}",
         "",
     ]
     if not result["changed"]:
@@ -121,7 +124,8 @@ def render_report(result: dict, a_dir: str, b_dir: str, png_name: str, *, limit:
     ]
     for entry in sorted(result["per_tag"], key=lambda e: -abs(e["shift"])):
         lines.append(
-            f"| {entry['tag']} | {entry['mean_a']:.4f} | {entry['mean_b']:.4f} | {entry['shift']:+.4f} | {entry['spearman']:.3f} | {entry['max_abs_change']:.4f} |"
+            f"| {entry['tag']} | {entry['mean_a']:.4f} | {entry['mean_b']:.4f} | {entry['shift']:+.4f} | "
+            f"{entry['spearman']:.3f} | {entry['max_abs_change']:.4f} |"
         )
     lines += ["", f"## Tracks whose top-{TOP} tags changed ({len(result['top_changed'])})", ""]
     if result["top_changed"]:
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     common = len(result["common_tracks"])
     if not result["changed"]:
         print(
-            f"no change: {common} tracks and {len(result['common_tags'])} tags identical in both runs -> {args.output}/report.md"
+            f"no change: {common} tracks and {len(result['common_tags'])} tags identical in both runs "
+            f"-> {args.output}/report.md"
         )
         return 0
     shifts = result["cosine_shift"]

@@ -197,7 +197,8 @@ def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dic
         "top_k": config.top_k,
         "tags": tags,
         "config": dataclasses.asdict(config),
-        "example": "one 187-frame patch (~3 s): waveform = 48128 int16 PCM samples at 16 kHz (bytes, /32768 for float), "
+        "example": "one 187-frame patch (~3 s): waveform = 48128 int16 PCM samples at 16 kHz "
+        "(bytes, /32768 for float), "
         "log_mel = 187 x 96 float32 normalised per band (bytes), labels[top_k] multi-hot",
     }
     fileio.write_text(fileio.join(directory, "metadata.json"), json.dumps(metadata, indent=2))

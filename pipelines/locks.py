@@ -40,7 +40,10 @@ def holder_info(command: str) -> dict:
 
 
 def describe(holder: dict) -> str:
-    return f"tagscale {holder.get('command', '?')} on host {holder.get('host')}, pid {holder.get('pid')}, started {holder.get('start')}"
+    return (
+        f"tagscale {holder.get('command', '?')} on host {holder.get('host')}, "
+        f"pid {holder.get('pid')}, started {holder.get('start')}"
+    )
 
 
 def pid_alive(pid: int) -> bool:
@@ -162,6 +165,7 @@ class OutputLock:
                     f"{self.output}: another run took over the stale lock first (lock {self.path})"
                 ) from None
             _say(
-                f"taking over the stale lock of {describe(previous)}: that run is gone or older than {STALE_AFTER_S / 3600:g} h"
+                f"taking over the stale lock of {describe(previous)}: "
+                f"that run is gone or older than {STALE_AFTER_S / 3600:g} h"
             )
         self._generation = blob.generation

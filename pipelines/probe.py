@@ -78,7 +78,8 @@ def train(
         probes[tag] = fit_tag(x, y[:, column], c=c)
     if not probes:
         raise TagscaleError(
-            f"no tag has {min_positives} labelled positives and negatives among the {len(rows)} labelled tracks of the run"
+            f"no tag has {min_positives} labelled positives and negatives "
+            f"among the {len(rows)} labelled tracks of the run"
         )
     weights = json.dumps(
         {tag: [p["mean"], p["scale"], p["coef"], p["intercept"]] for tag, p in probes.items()}, sort_keys=True
@@ -129,7 +130,8 @@ def apply(table: tagdata.TagTable, probe: dict, output: str) -> str:
 
     if table.model["version"] != probe["source_model"]["version"]:
         raise TagscaleError(
-            f"the probe was trained on embeddings of {probe['source_model']['name']} version {probe['source_model']['version']}, "
+            f"the probe was trained on embeddings of {probe['source_model']['name']} "
+            f"version {probe['source_model']['version']}, "
             f"this run is {table.model['name']} version {table.model['version']}"
         )
     tags, scores = probe_scores(probe, table.embeddings)
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         fileio.write_text(fileio.join(folder, PROBE_FILE), json.dumps(probe) + "\n")
         print(format_metrics(probe))
         print(
-            f"probe {probe['name']} ({len(probe['tags'])} tags, {probe['labelled_tracks']} labelled tracks) -> {fileio.join(folder, PROBE_FILE)}"
+            f"probe {probe['name']} ({len(probe['tags'])} tags, {probe['labelled_tracks']} labelled tracks) "
+            f"-> {fileio.join(folder, PROBE_FILE)}"
         )
         return 0
     if os.path.normpath(args.output.rstrip("/")) == os.path.normpath(args.tags.rstrip("/")):
@@ -236,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = read_probe(args.probe)
     path = apply(table, probe, args.output)
     print(
-        f"scored {len(table.track_ids)} tracks with probe {probe['name']} ({', '.join(sorted(probe['tags']))}) -> {path}"
+        f"scored {len(table.track_ids)} tracks with probe {probe['name']} "
+        f"({', '.join(sorted(probe['tags']))}) -> {path}"
     )
     return 0
 

@@ -49,7 +49,8 @@ def decided_view(thresholds: dict[str, float]) -> str:
         return mark + text.replace(mark, mark * 2) + mark
 
     columns = "".join(
-        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= {float(threshold)!r}::FLOAT), false) AS {quote(tag, chr(34))}"
+        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= {float(threshold)!r}::FLOAT), false) "
+        f"AS {quote(tag, chr(34))}"
         for tag, threshold in sorted(thresholds.items())
     )
     return f"CREATE VIEW decided AS SELECT track_id, any_value(uri) AS uri{columns}\nFROM tag_scores GROUP BY track_id;"
@@ -63,7 +64,8 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None):
     files = tag_files(tags_dir)
     if not files:
         raise TagscaleError(
-            f"no tag output in {tags_dir}: expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
+            f"no tag output in {tags_dir}: "
+            f"expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
         )
     if any("://" in path for path in files):
         raise TagscaleError("query reads local tag output; copy it first (gsutil -m cp -r gs://.../tags DIR/)")
@@ -83,7 +85,8 @@ def top(connection, tag: str, limit: int = 10, threshold: float | None = None):
         ]
         raise TagscaleError(f"unknown tag {tag!r}; the tags are: {', '.join(vocabulary)}")
     return connection.execute(
-        "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores WHERE tag = ? AND score::FLOAT >= ?::FLOAT "
+        "SELECT track_id, uri, model, round(score, 4) AS score FROM tag_scores "
+        "WHERE tag = ? AND score::FLOAT >= ?::FLOAT "
         "ORDER BY score DESC, track_id LIMIT ?",
         [tag, float("-inf") if threshold is None else threshold, limit],
     )
@@ -93,7 +96,8 @@ def track(connection, track_id: str, limit: int = 10):
     if not connection.execute("SELECT count(*) FROM tags WHERE track_id = ?", [track_id]).fetchone()[0]:
         raise TagscaleError(f"unknown track {track_id!r}: not in the tag output")
     return connection.execute(
-        "SELECT tag, round(score, 4) AS score, model FROM tag_scores WHERE track_id = ? ORDER BY score DESC, tag LIMIT ?",
+        "SELECT tag, round(score, 4) AS score, model FROM tag_scores "
+        "WHERE track_id = ? ORDER BY score DESC, tag LIMIT ?",
         [track_id, limit],
     )
 
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.query == "top":
         if thresholds is not None and args.tag not in thresholds:
             raise TagscaleError(
-                f"{args.thresholds} has no threshold for {args.tag!r} (calibrated: {', '.join(sorted(thresholds)) or 'none'})"
+                f"{args.thresholds} has no threshold for {args.tag!r} "
+                f"(calibrated: {', '.join(sorted(thresholds)) or 'none'})"
             )
         result = top(connection, args.tag, args.limit, None if thresholds is None else thresholds[args.tag])
     elif args.query == "track":

@@ -321,7 +321,8 @@ def index_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     info = write_index(args.tags, nlist=args.nlist, nprobe=args.nprobe)
     print(
-        f"indexed {info['tracks']} tracks ({info['dim']}-d, {info['library']} IVF-Flat nlist={info['nlist']} nprobe={info['nprobe']}): "
+        f"indexed {info['tracks']} tracks ({info['dim']}-d, "
+        f"{info['library']} IVF-Flat nlist={info['nlist']} nprobe={info['nprobe']}): "
         f"recall@10 vs exact search = {info['recall_at_10']:.4f} -> {fileio.join(args.tags.rstrip('/'), INDEX_DIR)}/"
     )
     return 0

@@ -64,7 +64,8 @@ class DecodeOptions:
             "--max-bytes",
             type=int,
             default=cls.max_bytes,
-            help="larger audio files go to the dead letter; gs:// audio is streamed, never read past this (%(default)s = 1 GiB)",
+            help="larger audio files go to the dead letter; "
+            "gs:// audio is streamed, never read past this (%(default)s = 1 GiB)",
         )
         parser.add_argument(
             "--decoder",

@@ -22,7 +22,10 @@ def test_decodes_four_formats_to_16k_mono(write_audio, name, decoder):
     import soundfile
 
     source = soundfile.read(str(path), dtype="float32")[0].mean(axis=1)
-    rms = lambda x: float(np.sqrt(np.mean(np.square(x))))
+
+    def rms(x):
+        return float(np.sqrt(np.mean(np.square(x))))
+
     # The mono mix is the channel mean (librosa's to_mono), not ffmpeg's louder -3 dB default.
     assert abs(rms(decoded.samples) / rms(source) - 1) < 0.05
 

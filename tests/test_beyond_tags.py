@@ -75,7 +75,10 @@ def test_similar_excludes_the_query_and_ranks_by_cosine(demo):
         assert track_id not in {r["track_id"] for r in results}
         for r in results:  # shared tags are among the top 5 of both tracks
             other = table.row(r["track_id"])
-            top = lambda i: {table.tags[j] for j in np.argsort(-table.scores[i])[:5]}
+
+            def top(i):
+                return {table.tags[j] for j in np.argsort(-table.scores[i])[:5]}
+
             assert set(r["shared_tags"]) == top(row) & top(other)
     with pytest.raises(TagscaleError, match="unknown track 'nope'"):
         similar.similar_tracks(demo["tags"], "nope")
@@ -308,7 +311,10 @@ def test_diff_reports_known_shifts(demo, tmp_path, capsys):
     assert all(e["shift"] == 0 and e["spearman"] == 1.0 for t, e in by_tag.items() if t != "guitar")
     moved = np.flatnonzero(result["cosine_shift"] > 1e-6)
     assert set(moved.tolist()) <= set(range(10)) and len(moved) >= 9  # two tracks may share an embedding by chance only
-    top3 = lambda s: {t for t, _ in sorted(s.items(), key=lambda kv: -kv[1])[:3]}
+
+    def top3(s):
+        return {t for t, _ in sorted(s.items(), key=lambda kv: -kv[1])[:3]}
+
     expected = [
         t
         for t in result["common_tracks"]

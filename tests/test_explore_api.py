@@ -363,7 +363,8 @@ def test_command_line_serves_on_loopback_and_reports_bad_input(runs, tmp_path):
         timeout=300,
     )
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        f"tagscale explore: error: no tag output in {tmp_path / 'missing'}: expected {tmp_path / 'missing'}/tags/*.parquet (run `tagscale tag` first)"
+        f"tagscale explore: error: no tag output in {tmp_path / 'missing'}: "
+        f"expected {tmp_path / 'missing'}/tags/*.parquet (run `tagscale tag` first)"
     ]
 
 

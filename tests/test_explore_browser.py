@@ -159,7 +159,8 @@ def test_track_page_shows_scores_similar_tracks_and_loads_the_audio(browser, ser
         browser,
         lambda d: d.execute_script(
             "const a = document.getElementById('player');"
-            "return a.readyState >= 1 && a.duration > 0 ? {ready: a.readyState, duration: a.duration, error: a.error} : null;"
+            "return a.readyState >= 1 && a.duration > 0 "
+            "? {ready: a.readyState, duration: a.duration, error: a.error} : null;"
         ),
         "the audio element did not load its source",
     )

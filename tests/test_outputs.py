@@ -26,7 +26,9 @@ def catalog(tmp_path):
 
 
 def test_refuses_a_root_the_audio_and_the_catalog(catalog, tmp_path):
-    check = lambda output: outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+    def check(output):
+        return outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+
     with pytest.raises(outputs.OutputError, match="is a filesystem root"):
         check("/")
     with pytest.raises(outputs.OutputError, match="is a filesystem root"):
@@ -160,7 +162,10 @@ def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_no
     from pipelines import fileio
 
     with running_emulator("publish") as client:
-        names = lambda: sorted(blob.name for blob in client.bucket("publish").list_blobs())
+
+        def names():
+            return sorted(blob.name for blob in client.bucket("publish").list_blobs())
+
         first = outputs.Staging("gs://publish/out", "r1").create()
         for name in ("tags/a.parquet", "tags/manifest.json", "tmp/beam-temp-x/part", "summary.json"):
             fileio.write_text(first.path(name), name)

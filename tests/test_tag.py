@@ -143,7 +143,8 @@ def test_output_opens_in_duckdb_and_pandas(tag_catalog, small_model, tmp_path):
     run_tag(tag_catalog / "catalog.csv", small_model, output)
     con = duckdb.connect()
     top = con.execute(
-        f"SELECT track_id, s.tag FROM (SELECT track_id, scores[1] AS s FROM read_parquet('{output}/tags/*.parquet')) ORDER BY track_id"
+        "SELECT track_id, s.tag FROM (SELECT track_id, scores[1] AS s "
+        f"FROM read_parquet('{output}/tags/*.parquet')) ORDER BY track_id"
     ).fetchall()
     assert len(top) == 10 and all(tag_name in TAGS for _, tag_name in top)
     frame = read_tags(output)

@@ -196,5 +196,6 @@ class EpochProgress(keras.callbacks.Callback):
 
         self.print_fn(
             f"[{self.label}] epoch {epoch + 1}/{self.epochs}: loss {fmt('loss')}, val loss {fmt('val_loss')}, "
-            f"{self.examples / train_s:.0f} examples/s, {now - self._epoch_start:.1f} s; about {left:.0f} s left in this run"
+            f"{self.examples / train_s:.0f} examples/s, {now - self._epoch_start:.1f} s; "
+            f"about {left:.0f} s left in this run"
         )

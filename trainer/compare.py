@@ -23,7 +23,7 @@ import logging
 import sys
 
 from model.errors import TagscaleError
-from trainer import task
+from trainer import flags, task
 
 LOG = logging.getLogger("tagscale.compare")
 PLOT_SIZE = "auc_vs_training_size.png"
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs trained at once, each in its own process with cores/jobs threads "
         "(default: 1 with a GPU, else up to the number of cores, at most 4)",
     )
-    task.add_training_flags(parser)
+    flags.add_training_flags(parser)
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity per run (0)")
     return parser
 
@@ -139,7 +139,7 @@ def run_one(args) -> dict:
     from trainer import callbacks, inputs
 
     done = callbacks.read_json(f"{args.job_dir}/eval.json", None)
-    expected = task.run_settings(args, task.network_overrides(args, args.frontend))
+    expected = task.run_settings(args, flags.network_overrides(args, args.frontend))
     if (
         done
         and all(done.get("settings", {}).get(k) == v for k, v in expected.items())
@@ -199,9 +199,11 @@ def markdown(report: dict) -> str:
     lines = [
         "# Front-end comparison: waveform vs spectrogram",
         "",
-        f"Features: `{report['features']}` ({report['test']['tracks']} test tracks, {report['test']['examples']} test patches, "
+        f"Features: `{report['features']}` ({report['test']['tracks']} test tracks, "
+        f"{report['test']['examples']} test patches, "
         f"{report['n_tags']} tags). Track-level scores (mean of patch scores); macro averages over the tags with "
-        f"positive and negative test tracks{'; excluded: ' + ', '.join(report['excluded_tags']) if report['excluded_tags'] else ''}.",
+        f"positive and negative test tracks"
+        f"{'; excluded: ' + ', '.join(report['excluded_tags']) if report['excluded_tags'] else ''}.",
         "",
         "Recipe: " + recipe_text(settings) + ".",
         "",
@@ -212,12 +214,14 @@ def markdown(report: dict) -> str:
         )
         + ".",
         "",
-        "| fraction | front-end | training examples (tracks) | ROC-AUC | PR-AUC | parameters | epochs | training time (s) |",
+        "| fraction | front-end | training examples (tracks) | ROC-AUC | PR-AUC | "
+        "parameters | epochs | training time (s) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["runs"]:
         lines.append(
-            f"| {row['fraction']:g} | {row['frontend']} | {row['train_examples']} ({row['train_tracks']}) | {_fmt(row['roc_auc'])} | "
+            f"| {row['fraction']:g} | {row['frontend']} | {row['train_examples']} ({row['train_tracks']}) | "
+            f"{_fmt(row['roc_auc'])} | "
             f"{_fmt(row['pr_auc'])} | {row['params']:,} | {row['epochs_trained']} | {row['train_time_s']:.1f} |"
         )
     lines += ["", f"![test AUC against training-set size]({PLOT_SIZE})", "", f"![learning curves]({PLOT_CURVES})", ""]
@@ -306,9 +310,9 @@ def compare(args) -> dict:
 
     fractions = parse_fractions(args.fractions)
     frontends = [f.strip() for f in args.frontends.split(",") if f.strip()]
-    unknown = sorted(set(frontends) - set(task.FRONTENDS))
+    unknown = sorted(set(frontends) - set(flags.FRONTENDS))
     if unknown or not frontends:
-        raise TagscaleError(f"--frontends must name some of {', '.join(task.FRONTENDS)}, got {args.frontends!r}")
+        raise TagscaleError(f"--frontends must name some of {', '.join(flags.FRONTENDS)}, got {args.frontends!r}")
     exporting = args.export or any(name.startswith("spectrogram-") for name in export_names(args))
     features = inputs.open_features(args.features, frontends, need_transform=exporting and "spectrogram" in frontends)
     tf.io.gfile.makedirs(args.output)
@@ -329,7 +333,7 @@ def compare(args) -> dict:
         "frontends": frontends,
         "settings": {
             **task.run_settings(run_args(args, frontends[0], 1.0), {}),
-            "overrides": {frontend: task.network_overrides(args, frontend) for frontend in frontends},
+            "overrides": {frontend: flags.network_overrides(args, frontend) for frontend in frontends},
         },
         "runs": runs,
     }

@@ -63,7 +63,8 @@ class LRPlateau(keras.callbacks.ReduceLROnPlateau):
 
 
 def lr_plateau(patience: int, factor: float):
-    """The seed's schedule: the learning rate times ``factor`` after ``patience`` epochs without a lower validation loss."""
+    """The seed's schedule: the learning rate times ``factor`` after ``patience`` epochs without a lower
+    validation loss."""
     return LRPlateau(monitor="val_loss", factor=factor, patience=patience, verbose=0)
 
 

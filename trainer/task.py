@@ -25,198 +25,18 @@ is the global batch); on GPU in ``mixed_float16``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
-from model import features, network
+from model import network
 from model.errors import TagscaleError
+from trainer.flags import network_overrides, parse_args
 
 LOG = logging.getLogger("tagscale.train")
-FRONTENDS = features.FRONTENDS
-PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
-INITS = ("variance-scaling", "glorot")  # trainer.recipe.INITS maps them to Keras initialisers
-EPOCH_PATCHES = ("random", "all")
-
-
-# ----------------------------------------------------------------------------- flags
-
-
-def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The recipe and size flags shared by ``train`` and ``compare``."""
-    recipe = parser.add_argument_group("training recipe (defaults: the seed's, musicnn-training's config)")
-    recipe.add_argument("--preset", choices=sorted(network.PRESETS), default="seed", help="network sizes (seed)")
-    recipe.add_argument(
-        "--epochs",
-        type=int,
-        default=100,
-        help="epochs to run; the model kept is the one of the lowest validation loss (100)",
-    )
-    recipe.add_argument("--batch-size", type=int, default=32, help="global batch size (32)")
-    recipe.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    recipe.add_argument(
-        "--weight-decay",
-        type=float,
-        default=1e-5,
-        help="L2 weight decay on conv and dense kernels, as the seed's loss term (1e-5; 0: none)",
-    )
-    recipe.add_argument(
-        "--lr-plateau-patience",
-        type=int,
-        default=75,
-        help="epochs without a lower validation loss before the learning rate drops (75)",
-    )
-    recipe.add_argument(
-        "--lr-plateau-factor",
-        type=float,
-        default=0.5,
-        help="factor the learning rate is multiplied by on a plateau (0.5)",
-    )
-    recipe.add_argument(
-        "--epoch-patches",
-        choices=EPOCH_PATCHES,
-        default="random",
-        help="random: one random patch per training track per epoch; all: every patch every epoch (random). Evaluation always uses all patches",
-    )
-    recipe.add_argument(
-        "--init",
-        choices=INITS,
-        default="variance-scaling",
-        help="kernel initialisation: variance-scaling (He, the seed's) or glorot (variance-scaling)",
-    )
-    recipe.add_argument(
-        "--early-stopping-patience",
-        type=int,
-        default=None,
-        help="stop after this many epochs without a lower validation loss (default: off, run --epochs)",
-    )
-    recipe.add_argument(
-        "--validation-freq",
-        type=int,
-        default=1,
-        help="validate every N epochs (1); the best model is chosen among validated epochs",
-    )
-    recipe.add_argument("--seed", type=int, default=0, help="seed of weights init, dropout and shuffling (0)")
-    recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")
-    sizes = parser.add_argument_group("size overrides (default: the preset's; small values for CPU demos)")
-    sizes.add_argument(
-        "--frontend-filters",
-        type=int,
-        default=None,
-        help="front-end width n: every front-end conv gets its preset filters x n/16 "
-        "(seed: spectrogram timbral n..4n, temporal n..8n; waveform 4n..16n)",
-    )
-    sizes.add_argument(
-        "--backend-channels", type=int, default=None, help="back-end conv channels (seed 512, musicnn 64)"
-    )
-    sizes.add_argument("--dense-units", type=int, default=None, help="penultimate dense units (seed 500, musicnn 200)")
-    sizes.add_argument("--dropout", type=float, default=None, help="dropout rate (0.5)")
-    recipe.add_argument(
-        "--batch-norm-momentum",
-        type=float,
-        default=None,
-        help="momentum of every batch norm's moving statistics (Keras' 0.99); short CPU runs need ~0.9, "
-        "or inference-mode statistics lag behind the weights",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tagscale train",
-        description="Train the waveform or spectrogram tagging model on featurized shards; evaluate per track "
-        "on the test split (JOB/eval.json) and export a serving model (JOB/export/). Resumes after a kill.",
-    )
-    parser.add_argument("--features", required=True, help="featurize output directory (local or gs://)")
-    parser.add_argument("--frontend", required=True, choices=FRONTENDS)
-    parser.add_argument(
-        "--job-dir",
-        default=os.environ.get("AIP_MODEL_DIR"),
-        help="output and checkpoint directory (local or gs://); default $AIP_MODEL_DIR (Vertex AI)",
-    )
-    parser.add_argument(
-        "--fraction", type=float, default=1.0, help="train on this fraction of the training tracks (1.0)"
-    )
-    add_training_flags(parser)
-    parser.add_argument("--no-export", dest="export", action="store_false", help="skip the serving-model export")
-    parser.add_argument(
-        "--verbose",
-        type=int,
-        default=0,
-        choices=(0, 1, 2),
-        help="Keras fit verbosity (0: only tagscale's line per epoch)",
-    )
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.job_dir:
-        parser.error("--job-dir is required (or set AIP_MODEL_DIR)")
-    check_recipe(parser, args)
-    from trainer.inputs import check_fraction  # the one fraction check (imports TensorFlow: not before --help)
-
-    check_fraction(args.fraction)
-    return args
-
-
-def check_recipe(parser: argparse.ArgumentParser, args) -> None:
-    """Reject recipe flags out of range with argparse's usage error (exit 2)."""
-    for name in ("epochs", "batch_size", "shuffle_buffer", "lr_plateau_patience", "validation_freq"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
-        parser.error(f"--early-stopping-patience must be at least 1, got {args.early_stopping_patience}")
-    if args.learning_rate <= 0:
-        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
-    if args.weight_decay < 0:
-        parser.error(f"--weight-decay must be 0 or more, got {args.weight_decay}")
-    if not 0 < args.lr_plateau_factor < 1:
-        parser.error(f"--lr-plateau-factor must be in (0, 1), got {args.lr_plateau_factor}")
-
-
-def network_overrides(args, frontend: str) -> dict:
-    """Map the size flags onto :func:`model.network.build_model` overrides (NetworkConfig fields)."""
-    overrides = {}
-    preset = network.make_config(1, args.preset)
-    if args.frontend_filters is not None:
-        if args.frontend_filters < 1:
-            raise TagscaleError(f"--frontend-filters must be at least 1, got {args.frontend_filters}")
-        scale = args.frontend_filters / PAPER_FILTERS
-
-        def scaled(filters: int) -> int:
-            return max(1, int(round(filters * scale)))
-
-        if frontend == "waveform":
-            overrides["sample_filters"] = tuple(scaled(f) for f in preset.sample_filters)
-        else:
-            overrides["timbral"] = tuple((w, frac, scaled(f)) for w, frac, f in preset.timbral)
-            overrides["temporal"] = tuple((length, scaled(f)) for length, f in preset.temporal)
-    for flag, field in (
-        ("backend_channels", "backend_filters"),
-        ("dense_units", "dense_units"),
-        ("dropout", "dropout"),
-        ("batch_norm_momentum", "batch_norm_momentum"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[field] = value
-    for field in ("backend_filters", "dense_units"):
-        if field in overrides and overrides[field] < 1:
-            raise TagscaleError(f"--{field.replace('_filters', '_channels').replace('_', '-')} must be at least 1")
-    if "dropout" in overrides and not 0 <= overrides["dropout"] < 1:
-        raise TagscaleError(f"--dropout must be in [0, 1), got {overrides['dropout']}")
-    if "batch_norm_momentum" in overrides and not 0 <= overrides["batch_norm_momentum"] < 1:
-        raise TagscaleError(f"--batch-norm-momentum must be in [0, 1), got {overrides['batch_norm_momentum']}")
-    return overrides
-
-
-# ------------------------------------------------------------------------- training
 
 
 @dataclasses.dataclass
@@ -352,7 +172,8 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
     for split in ("valid", "test"):
         if features.split_examples(split) == 0:
             raise TagscaleError(
-                f"{features.path}: the {split} split has no examples; featurize more tracks or a larger --{split}-fraction"
+                f"{features.path}: the {split} split has no examples; "
+                f"featurize more tracks or a larger --{split}-fraction"
             )
     train_counts = inputs.count_split(features, "train", fraction=args.fraction)
     if train_counts["examples"] == 0:
