@@ -32,6 +32,8 @@ class Explorer:
         self.runs = runs
         self._work_dir = work_dir
         self._lock = threading.Lock()
+        self._searchers = {}  # run directory -> pipelines.similar.Searcher, loaded on first use
+        self._searchers_lock = threading.Lock()
         self._db = duckdb.connect()
         for run in runs:
             self._db.register(run.view, run.table)
@@ -290,13 +292,18 @@ class Explorer:
 
     def similar(self, track_id: str, k: int = 10) -> list[dict] | None:
         """Similar tracks from the first run that has the track (None when no run has it)."""
-        from pipelines.similar import similar_tracks
+        from pipelines.similar import Searcher
 
         found = self._locate(track_id)
         if not found:
             return None
+        k = _bounded(k, 1, 100, "k")
+        directory = found[0][0].local_dir
         try:
-            return similar_tracks(found[0][0].local_dir, track_id, k=_bounded(k, 1, 100, "k"))
+            with self._searchers_lock:  # one load per run, however many pages ask at once
+                if directory not in self._searchers:
+                    self._searchers[directory] = Searcher(directory)
+            return self._searchers[directory].by_track(track_id, k)
         except TagscaleError:
             return None
 

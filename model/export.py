@@ -109,10 +109,18 @@ REQUIRED_FILES = ("saved_model.pb", "variables", TAGS_FILE, INFO_FILE)
 
 
 def missing_files(export_dir: str) -> list[str]:
-    """The files of a serving model that ``export_dir`` lacks, in :data:`REQUIRED_FILES` order."""
-    import tensorflow as tf
+    """The files of a serving model that ``export_dir`` lacks, in :data:`REQUIRED_FILES` order.
 
-    return [name for name in REQUIRED_FILES if not tf.io.gfile.exists(os.path.join(export_dir, name))]
+    Local paths are checked without importing TensorFlow (``tagscale pretrained`` stays light);
+    gs:// paths go through TensorFlow's filesystem, which the model is loaded with anyway.
+    """
+    if "://" in export_dir:
+        import tensorflow as tf
+
+        exists = tf.io.gfile.exists
+    else:
+        exists = os.path.exists
+    return [name for name in REQUIRED_FILES if not exists(os.path.join(export_dir, name))]
 
 
 def read_model_info(export_dir: str) -> tuple[list[str], dict]:

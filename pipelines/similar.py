@@ -176,6 +176,32 @@ def _results(table, rows, similarities, query_scores) -> list[dict]:
     ]
 
 
+class Searcher:
+    """A run's embeddings, and its index when one is fresh, loaded once for many queries.
+
+    ``tagscale similar`` asks once; the explorer keeps one per run, so a Track page does not
+    read every embedding of a large run again.
+    """
+
+    def __init__(self, tags_dir: str, *, use_index: bool = True):
+        self.table = tagdata.load(tags_dir)
+        self.unit = tagdata.normalized(self.table.embeddings)
+        self.index, self.note = read_index(tags_dir, len(self.table.track_ids)) if use_index else (None, None)
+
+    def by_track(self, track_id: str, k: int) -> list[dict]:
+        """Neighbours of a track of the run, the track itself excluded."""
+        row = self.table.row(track_id)
+        rows, similarities = _neighbours(self.table, self.unit, self.table.embeddings[row], k, row, self.index)
+        return _results(self.table, rows, similarities, self.table.scores[row])
+
+    def by_vector(self, vector, vector_scores, k: int) -> list[dict]:
+        """Neighbours of an outside embedding (``similar --audio``)."""
+        if vector.shape != (self.unit.shape[1],):
+            raise TagscaleError(f"the embedding has {vector.shape[0]} values, the run's have {self.unit.shape[1]}")
+        rows, similarities = _neighbours(self.table, self.unit, vector, k, None, self.index)
+        return _results(self.table, rows, similarities, vector_scores)
+
+
 def search(
     tags_dir: str, *, track_id: str | None = None, vector=None, vector_scores=None, k: int = 10, use_index: bool = True
 ):
@@ -185,17 +211,10 @@ def search(
     """
     if k < 1:
         raise TagscaleError(f"--k must be at least 1, got {k}")
-    table = tagdata.load(tags_dir)
-    unit = tagdata.normalized(table.embeddings)
-    index, note = read_index(tags_dir, len(table.track_ids)) if use_index else (None, None)
+    searcher = Searcher(tags_dir, use_index=use_index)
     if track_id is not None:
-        row = table.row(track_id)
-        rows, similarities = _neighbours(table, unit, table.embeddings[row], k, row, index)
-        return _results(table, rows, similarities, table.scores[row]), note
-    if vector.shape != (unit.shape[1],):
-        raise TagscaleError(f"the embedding has {vector.shape[0]} values, the run's have {unit.shape[1]}")
-    rows, similarities = _neighbours(table, unit, vector, k, None, index)
-    return _results(table, rows, similarities, vector_scores), note
+        return searcher.by_track(track_id, k), searcher.note
+    return searcher.by_vector(vector, vector_scores, k), searcher.note
 
 
 def similar_tracks(tags_dir: str, track_id: str, k: int = 10) -> list[dict]:

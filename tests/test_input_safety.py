@@ -111,7 +111,7 @@ def test_python_m_entry_points_report_a_bad_catalog_in_one_line(module, tmp_path
         text=True,
         timeout=300,
     )
-    expected = f"tagscale {command}: error: {bad}: CSV header must be track_id,uri[,tags]; got id,path"
+    expected = f"tagscale {command}: error: {bad}: CSV header must be track_id,uri[,tags][,split]; got id,path"
     for result in (direct, via_cli):
         assert result.returncode == 2
         assert [line for line in result.stderr.splitlines() if "cuInit" not in line and "cuda" not in line.lower()] == [

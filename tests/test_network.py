@@ -125,19 +125,6 @@ def test_serving_module_round_trip(frontend, tmp_path):
     np.testing.assert_allclose(outputs["embedding"], np.asarray(expected["embedding"]), atol=1e-5)
 
 
-def test_serving_module_applies_normalisation_before_the_model():
-    import tensorflow as tf
-
-    model = network.build_model("spectrogram", 4, "musicnn", dense_units=8)
-    module = serving.build_serving_module(model, "spectrogram", normalize=lambda x: (x - 1.0) * 0.5)
-    waveform = example_batch("waveform", batch=2, seed=2)
-    outputs = module.serve(tf.constant(waveform))
-    expected = model((dsp.log_mel_patches(waveform) - 1.0) * 0.5, training=False)
-    np.testing.assert_allclose(outputs["scores"].numpy(), np.asarray(expected["scores"]), atol=1e-6)
-    with pytest.raises(ValueError, match="'mel'"):
-        serving.build_serving_module(model, "mel")
-
-
 def randomised_musicnn(n_tags: int = 6, seed: int = 3):
     """A musicnn-preset model with random weights and batch-norm statistics; about half of every
     batch norm's gammas negative, so the fast form's sign handling is exercised on every branch."""
