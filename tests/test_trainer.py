@@ -412,11 +412,11 @@ def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir
     outputs = served.predict(np.stack([waveforms[k] for k in keys]))
     assert served.tags == features.tags and served.info["frontend"] == "spectrogram"
     # The shards keep the waveform as int16 PCM (81 dB SNR at -20 dBFS) while the log-mel shards
-    # were computed from the float audio, so the served scores differ by quantisation alone:
-    # up to 3.5e-4 measured here.
+    # were computed from the float audio, so the served outputs differ by quantisation alone:
+    # scores by up to 3.5e-4 measured here, embeddings (values up to ~10) by 4.4e-4 relative.
     np.testing.assert_allclose(outputs["scores"], np.stack([mel[k][1] for k in keys]), atol=1e-3)
     embedding = result.model(np.stack([mel[k][2] for k in keys]), training=False)["embedding"].numpy()
-    np.testing.assert_allclose(outputs["embedding"], embedding, atol=1e-3)
+    np.testing.assert_allclose(outputs["embedding"], embedding, rtol=1e-3, atol=1e-3)  # 4.4e-4 relative measured
 
 
 def _backed_up_epochs(path: pathlib.Path) -> int:
