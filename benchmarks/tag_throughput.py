@@ -138,7 +138,9 @@ def tag_command(catalog, output, cache: str, pinned: bool) -> list[str]:
 def tagscale_scores(output) -> dict:
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(os.path.join(output, "tags")).to_pylist()
+    from pipelines import query
+
+    rows = pq.read_table(query.tag_files(str(output))).to_pylist()  # the files the run's manifest lists
     return {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in rows}
 
 
@@ -211,7 +213,7 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
         "",
         f"Machine: {cpu_info()}. Made by `python benchmarks/tag_throughput.py{' --quick' if args.quick else ''}` "
         f"on {time.strftime('%Y-%m-%d', time.gmtime())} "
-        "(the dev machine was shared with other jobs: absolute figures are noisy, ratios less so).",
+        "(run it on an otherwise idle machine: the pinned and all-core runs are compared by wall time).",
         f"{n_small} MP3 files x {seconds:g} s (44.1 kHz stereo, 128 kb/s); "
         f"the large catalog lists them {args.repeat} times "
         f"under new track_ids ({n_large} rows). "
