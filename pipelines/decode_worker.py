@@ -11,6 +11,7 @@ behind that keeps its output locked.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import select
@@ -24,6 +25,8 @@ _HEADER = struct.Struct("<Q")
 READY = b"ready\n"
 STARTUP_TIMEOUT_S = 120.0
 _local = threading.local()
+_live: set = set()  # every helper still running, so that exit can reap them
+_live_lock = threading.Lock()
 
 
 class WorkerTimeout(Exception):
@@ -75,6 +78,8 @@ class Worker:
             env=env,
             close_fds=True,
         )
+        with _live_lock:
+            _live.add(self)
         _widen_pipe(self.process.stdout)
         # Start-up (imports) is not the decode's time: wait for the helper to say it is ready.
         try:
@@ -97,6 +102,17 @@ class Worker:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+        with _live_lock:
+            _live.discard(self)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Let the helper exit on its own (its stdin closes) and reap it; kill it if it hangs."""
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
 
 
 def call(name: str, timeout_s: float, **kwargs):
@@ -115,6 +131,20 @@ def call(name: str, timeout_s: float, **kwargs):
             worker.kill()
         _local.worker = None
         raise
+
+
+@atexit.register
+def close_all() -> None:
+    """Reap every helper before this process exits.
+
+    A helper that outlives its parent is re-parented and reaped by init, so its CPU time would
+    be missing from the parent's accounting (``time``, ``getrusage(RUSAGE_CHILDREN)``, a batch
+    scheduler's): reaping here bills the decoding to the run that asked for it.
+    """
+    with _live_lock:
+        workers = list(_live)
+    for worker in workers:
+        worker.close()
 
 
 def serve() -> None:

@@ -2,6 +2,7 @@
 in-process decoder that runs too long, and a bad catalog given to `python -m pipelines.*`."""
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -71,6 +72,37 @@ def test_a_libsndfile_decode_past_its_timeout_is_killed(tmp_path):
     assert helper.poll() is not None  # killed, not left running
     decoded = audio.decode_audio(str(long), decoder="soundfile", timeout_s=60)
     np.testing.assert_array_equal(decoded.samples, audio.decode_with_soundfile(str(long), max_duration_s=600.0))
+
+
+HELPER_CPU_SCRIPT = """
+import os, resource, sys
+from pipelines import audio, decode_worker
+for _ in range(3):
+    audio.decode_audio(sys.argv[1], decoder="soundfile")
+pid = decode_worker._local.worker.process.pid
+with open(f"/proc/{pid}/stat") as stat:
+    fields = stat.read().rsplit(")", 1)[1].split()
+helper = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+own = resource.getrusage(resource.RUSAGE_SELF)
+print(pid, helper, own.ru_utime + own.ru_stime)
+"""
+
+
+def test_the_decode_helper_is_reaped_so_its_cpu_is_billed_to_the_run(tmp_path):
+    """Without reaping at exit the helper is adopted by init and its decoding vanishes from
+    the run's CPU time (what `time` and the benchmarks read)."""
+    long = tmp_path / "long.flac"
+    soundfile.write(long, tone(60.0, 48000, channels=2), 48000)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        [sys.executable, "-c", HELPER_CPU_SCRIPT, str(long)], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pid, helper_cpu, own_cpu = int(out[0]), float(out[1]), float(out[2])
+    billed = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert helper_cpu > 0.3  # three decodes of 60 s of 48 kHz stereo FLAC + soxr
+    assert billed >= own_cpu + helper_cpu - 0.05
+    assert not os.path.exists(f"/proc/{pid}")
 
 
 @pytest.mark.slow
