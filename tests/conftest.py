@@ -75,3 +75,30 @@ def write_audio(tmp_path):
         return path
 
     return write
+
+
+SMALL_MODEL_TAGS = ["low", "mid", "high"]
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> str:
+    """A small random spectrogram model saved in the serving format (tags: SMALL_MODEL_TAGS)."""
+    import keras
+
+    from model import export, network, serving
+
+    keras.utils.set_random_seed(0)
+    model = network.build_model(
+        "spectrogram",
+        len(SMALL_MODEL_TAGS),
+        "seed",
+        timbral=((7, 0.9, 4),),
+        temporal=((32, 4),),
+        backend_filters=8,
+        dense_units=16,
+    )
+    path = str(tmp_path_factory.mktemp("model") / "small")
+    export.save_serving_model(
+        serving.build_serving_module(model, "spectrogram"), path, tags=SMALL_MODEL_TAGS, info={"name": "small"}
+    )
+    return path

@@ -6,12 +6,11 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import SMALL_MODEL_TAGS as TAGS
 
-from model import dsp, export, network, serving
+from model import dsp, export
 from pipelines import audio, query, tag
 from pipelines.catalog import Track
-
-TAGS = ["low", "mid", "high"]
 
 
 def test_track_patches_keys_every_patch_with_its_track():
@@ -33,26 +32,6 @@ def test_track_row_means_patches_and_sorts_scores():
     assert row["embedding"] == [2.0, 4.0] and row["n_patches"] == 2 and row["model"] == {"name": "m", "version": "v1"}
     with pytest.raises(ValueError, match="2 patches"):
         tag.track_row("t", outputs[:1], tags=TAGS, model_name="m", model_version="v1")
-
-
-def small_model_dir(directory) -> str:
-    """A small random spectrogram model saved in the serving format."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = network.build_model(
-        "spectrogram", len(TAGS), "seed", timbral=((7, 0.9, 4),), temporal=((32, 4),), backend_filters=8, dense_units=16
-    )
-    path = str(directory / "small")
-    export.save_serving_model(
-        serving.build_serving_module(model, "spectrogram"), path, tags=TAGS, info={"name": "small"}
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    return small_model_dir(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow
 import pyarrow.parquet as pq
-import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from conftest import SMALL_MODEL_TAGS as TAGS
 
 from model import dsp, export
 from pipelines import dead_letter, stages, tag, tag_output
 from pipelines.catalog import Track
-from tests.test_tag import TAGS, small_model_dir
 
 MODEL = {"name": "m", "version": "v1"}
 
@@ -52,11 +51,6 @@ def test_skip_already_tagged_without_earlier_output_skips_nothing():
         split = pipeline | beam.Create(tracks) | tag.SkipAlreadyTagged([], "v1")
         assert_that(split.todo | beam.Map(lambda t: t.track_id), equal_to(["a", "b"]), label="todo")
         assert_that(split.skipped, equal_to([]), label="skipped")
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    return small_model_dir(tmp_path_factory.mktemp("model"))
 
 
 def test_tag_tracks_means_the_models_patch_outputs(small_model):
