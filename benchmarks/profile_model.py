@@ -127,7 +127,7 @@ def main() -> int:
         ]
         for block in (1, 2, 4, 8, 59):
             default = " (default)" if block == fast_frontend.FREQUENCY_BLOCK else ""
-            name = f"timbral {w}x{h}: banded GEMMs, {block} frequencies per block{default}, max, ReLU/BN"
+            name = f"timbral {w}x{h}: banded GEMMs, blocks of {block} frequencies{default}, max, ReLU/BN"
             rows.append((name, "fast", fast_timbral(sizes(frequency_block=block), i), (image,), f[f"timbral {w}x{h}, frequency blocks of {block}"]))
     rows += [
         ("temporal: Conv2D (L,1) 128/64/32 x51, ReLU, BN, max", "Keras", keras_temporal, (image,), f["temporal 128/64/32 (direct)"]),
