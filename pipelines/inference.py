@@ -19,7 +19,7 @@ from apache_beam.transforms import window
 
 from model import dsp, export
 
-# Batches handed to the pool and not yet emitted; bounds memory (a batch of 8 patches is 1.5 MB).
+# Batches handed to the pool and not yet emitted; bounds memory (a batch of 16 patches is 3 MB).
 MAX_IN_FLIGHT = 4
 
 
@@ -157,7 +157,7 @@ class RunInference(beam.PTransform):
         Concurrent model calls (default :func:`default_workers`).
     """
 
-    def __init__(self, model_dir: str, *, batch_size: int = 8, precision: str = "float32", workers: int | None = None):
+    def __init__(self, model_dir: str, *, batch_size: int = 16, precision: str = "float32", workers: int | None = None):
         super().__init__()
         self._fn = _InferenceFn(model_dir, batch_size, precision, workers)
 
