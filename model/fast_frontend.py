@@ -236,8 +236,9 @@ class FastSpectrogramModel:
         """(batch, time, mel) -> (batch, time, temporal filters) after ReLU and BN."""
         import tensorflow as tf
 
-        # (time, mel x batch): the max over mel then runs over a short inner axis, and no
-        # (batch, time, mel, channels) copy is transposed.
+        # (time, mel x batch), batch innermost: the max over mel then reduces a middle axis with
+        # the batch contiguous (measured faster than mel innermost), and only the maxed
+        # (time, channels, batch) values are transposed.
         bands = tf.reshape(tf.transpose(x, [1, 2, 0]), [self.n_frames, -1])
         maxed = [  # kernels (L, 1, 1, F) -> (L, F)
             self._temporal_conv(bands, conv.kernel[:, 0, 0, :], _sign([bn["scale"]]), int(x.shape[2]))
