@@ -21,7 +21,7 @@ order that touches far less memory:
      (block x filters, (block + F - 1) x 7) and the input is the 7 time-shifted copies of the
      patch, one row per (band, shift). The max over the block follows each product at once; the
      blocks overlap at the top rather than pad (a max does not mind a position seen twice).
-     TF's Conv2D over one input channel runs at ~40 GFLOPS; these products at ~55.
+     TF's Conv2D over one input channel runs at ~40-48 GFLOPS; these products at ~65.
    - temporal (L frames, one band): ``TIME_BLOCK`` output frames need ``TIME_BLOCK + L - 1``
      input frames; one (block x filters, block + L - 1) matrix per kernel multiplies every
      block of every band and patch, and the max over mel follows each product: half the
