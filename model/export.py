@@ -31,7 +31,7 @@ TAGS_FILE = "tags.txt"
 SIGNATURE = "serving_default"
 # The serving graph's form: the Keras layers as written, or model.fast_frontend's CPU form.
 KERAS_GRAPH = "keras"
-FAST_GRAPH = "fast-frontend-1"
+FAST_GRAPH = "fast-frontend-2"
 
 
 class ModelDirError(TagscaleError):

@@ -12,11 +12,20 @@ order that touches far less memory:
    with ``-max_f(-z_f)`` when scale < 0. The kernels of channels with a negative scale are
    negated (exact), the max over frequency taken on the raw conv output, and the sign restored.
    The elementwise work then runs on (time, channels) instead of (time, frequency, channels).
-2. **Temporal convs as one GEMM.** A conv over time with one input channel is a linear map of
-   each band's 187 frames; the three temporal kernels ("same" padding) become one banded
-   (187, 187 x 153) matrix, applied to every band as a single matrix product. That is 2.5x the
-   multiply-adds of the convs, but it runs at ~40 GFLOPS where TF's 1-channel Conv2D with a
-   128-frame kernel runs at 4 (BENCHMARKS.md, profile), so the branch takes a quarter of the time.
+2. **Convolutions as blocked banded GEMMs.** A conv is a linear map, so a block of its outputs
+   is one matrix product with a banded matrix built from the kernel. Blocks keep the zeros of the
+   band few and each product small:
+
+   - timbral (7 x F kernel over time x frequency): ``FREQUENCY_BLOCK`` output frequencies need
+     ``FREQUENCY_BLOCK + F - 1`` bands of 7 frames, so the matrix is
+     (block x filters, (block + F - 1) x 7) and the input is the 7 time-shifted copies of the
+     patch, one row per (band, shift). The max over the block follows each product at once; the
+     blocks overlap at the top rather than pad (a max does not mind a position seen twice).
+     TF's Conv2D over one input channel runs at ~40-48 GFLOPS; these products at ~65.
+   - temporal (L frames, one band): ``TIME_BLOCK`` output frames need ``TIME_BLOCK + L - 1``
+     input frames; one (block x filters, block + L - 1) matrix per kernel multiplies every
+     block of every band and patch, and the max over mel follows each product: half the
+     multiply-adds of one (187 x 153, 187) matrix for all frames, 1.2x those of the direct convs.
 
 The back-end is the Keras model's own layers, called as a sub-model. Outputs equal the Keras
 model's to float32 rounding (tests/test_network.py measures it).
@@ -24,7 +33,13 @@ model's to float32 rounding (tests/test_network.py measures it).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+# Output positions per banded block; measured best or near it at batch 16 (BENCHMARKS.md, profile).
+FREQUENCY_BLOCK = 2
+TIME_BLOCK = 16
 
 
 def supports(keras_model) -> bool:
@@ -69,38 +84,62 @@ def _sign(scales):
     return tf.where(tf.concat(scales, axis=0) >= 0, 1.0, -1.0)
 
 
-def toeplitz_taps(length: int, n_frames: int) -> np.ndarray:
-    """(input frame, output frame) -> kernel tap of a "same"-padded conv, or ``length`` (a zero row).
+def band_taps(block: int, length: int) -> np.ndarray:
+    """(output position, input position) -> kernel tap ``input - output``, or ``length`` (a zero).
 
-    TF's "same" padding puts the extra frame of an even kernel after: ``(length - 1) // 2`` before.
+    A block of ``block`` outputs of a "valid" conv with a ``length``-tap kernel reads
+    ``block + length - 1`` inputs.
     """
-    source = np.arange(n_frames)[:, None]
-    target = np.arange(n_frames)[None, :]
-    tap = source - target + (length - 1) // 2
+    tap = np.arange(block + length - 1)[None, :] - np.arange(block)[:, None]
     return np.where((tap >= 0) & (tap < length), tap, length).astype(np.int32)
 
 
-def temporal_matrix(kernels, n_frames: int):
-    """The banded matrix T with ``frames @ T`` = every temporal conv at once.
+def time_band_matrix(kernel, block: int):
+    """(block x filters, block + length - 1) matrix M of a 1-channel conv over time.
+
+    ``M @ frames[t0 : t0 + block + length - 1]`` is the "valid" conv's output frames
+    ``t0 .. t0 + block - 1``, row ``t * filters + c`` for frame t of filter c.
 
     Parameters
     ----------
-    kernels : list of tensors (length, filters)
-        One per temporal conv, in output-channel order.
-    n_frames : int
-
-    Returns
-    -------
-    tf.Tensor (n_frames, n_frames * total_filters)
-        Column ``t * total_filters + c`` holds output frame t of channel c.
+    kernel : tensor (length, filters)
+    block : int
     """
     import tensorflow as tf
 
-    blocks = []
-    for kernel in kernels:
-        padded = tf.concat([kernel, tf.zeros([1, kernel.shape[1]], kernel.dtype)], axis=0)  # zero row for no tap
-        blocks.append(tf.gather(padded, toeplitz_taps(int(kernel.shape[0]), n_frames)))  # (in, out, filters)
-    return tf.reshape(tf.concat(blocks, axis=-1), [n_frames, -1])
+    length, filters = kernel.shape
+    padded = tf.concat([kernel, tf.zeros([1, filters], kernel.dtype)], axis=0)  # zero row for no tap
+    taps = tf.gather(padded, band_taps(block, length))  # (out, in, filters)
+    return tf.reshape(tf.transpose(taps, [0, 2, 1]), [block * filters, -1])
+
+
+def frequency_band_matrix(kernel, block: int):
+    """(block x filters, (block + height - 1) x width) matrix of a (width, height) conv.
+
+    ``width`` taps run over time, ``height`` over frequency. Column ``f * width + d`` multiplies
+    band f of the input frame shifted by d; row ``j * filters + c`` is output frequency j of
+    filter c ("valid" over frequency, block-relative).
+
+    Parameters
+    ----------
+    kernel : tensor (width, height, filters)
+    block : int
+    """
+    import tensorflow as tf
+
+    width, height, filters = kernel.shape
+    padded = tf.concat([kernel, tf.zeros([width, 1, filters], kernel.dtype)], axis=1)
+    taps = tf.gather(padded, band_taps(block, height), axis=1)  # (width, out, in, filters)
+    return tf.reshape(tf.transpose(taps, [1, 3, 2, 0]), [block * filters, -1])
+
+
+def block_starts(n_out: int, block: int) -> list:
+    """First positions of blocks covering ``n_out`` outputs; the last block overlaps its neighbour
+    instead of running past the end (the max over positions is the same)."""
+    starts = list(range(0, n_out - block + 1, block))
+    if starts[-1] + block < n_out:
+        starts.append(n_out - block)
+    return starts
 
 
 class FastSpectrogramModel:
@@ -111,22 +150,25 @@ class FastSpectrogramModel:
     ----------
     keras_model : keras.Model
         A spectrogram model for which :func:`supports` is true.
+    frequency_block, time_block : int
+        Output positions per banded product (timbral, temporal); any value gives the same outputs.
     """
 
-    def __init__(self, keras_model):
+    def __init__(self, keras_model, frequency_block: int = FREQUENCY_BLOCK, time_block: int = TIME_BLOCK):
         import keras
 
         if not supports(keras_model):
             raise ValueError(f"{keras_model.name} is not a spectrogram model with max-after temporal pooling")
         get = keras_model.get_layer
         names = {layer.name for layer in keras_model.layers}
+        self.frequency_block, self.time_block = frequency_block, time_block
         self.n_frames = int(get("mel_channel").output.shape[1])
         self.input_bn = _bn(get("input_bn")) if "input_bn" in names else None
         self.timbral = [
             (
                 get(f"timbral_{i}_conv"),
                 _bn(get(f"timbral_{i}_bn")),
-                get(f"timbral_{i}_pad").padding[0] if f"timbral_{i}_pad" in names else (0, 0),
+                tuple(get(f"timbral_{i}_pad").padding[0]) if f"timbral_{i}_pad" in names else (0, 0),
             )
             for i in range(_count(names, "timbral_"))
         ]
@@ -139,28 +181,70 @@ class FastSpectrogramModel:
             {"scores": get("backend_scores").output, "embedding": get("backend_dense_bn").output},
         )
 
-    def _timbral(self, image, conv, bn, pad):
+    @staticmethod
+    def shifted_bands(x, width: int, pad):
+        """(batch, time, mel) -> (mel x width, batch x time'): row ``f * width + d`` holds band f
+        of every frame shifted by d, after padding time by ``pad``; time' = time + sum(pad) - width + 1."""
+        import tensorflow as tf
+
+        padded = tf.pad(x, [[0, 0], list(pad), [0, 0]])
+        n_out = int(padded.shape[1]) - width + 1
+        shifts = tf.stack([padded[:, d : d + n_out, :] for d in range(width)], axis=0)  # (width, batch, time', mel)
+        return tf.reshape(tf.transpose(shifts, [3, 0, 1, 2]), [int(x.shape[2]) * width, -1])
+
+    def _timbral(self, rows, conv, bn, n_mels: int):
+        """Shifted bands (mel x width, batch x time') -> (batch x time', filters) after ReLU and BN."""
         import tensorflow as tf
 
         sign = _sign([bn["scale"]])
-        padded = tf.pad(image, [[0, 0], list(pad), [0, 0], [0, 0]])
-        z = tf.nn.conv2d(padded, conv.kernel * sign, strides=1, padding="VALID")  # (batch, time, freq, filters)
-        maxed = tf.reduce_max(z, axis=2) * sign  # (batch, time, filters): max, or min where sign < 0
+        width, height, _, filters = conv.kernel.shape
+        block = min(self.frequency_block, n_mels - height + 1)
+        matrix = frequency_band_matrix(conv.kernel[:, :, 0, :] * sign, block)
+        maxed = None
+        for start in block_starts(n_mels - height + 1, block):
+            z = tf.linalg.matmul(matrix, rows[start * width : (start + block + height - 1) * width])
+            z = tf.reduce_max(tf.reshape(z, [block, filters, -1]), axis=0)  # (filters, batch x time')
+            maxed = z if maxed is None else tf.maximum(maxed, z)
+        maxed = tf.transpose(maxed) * sign  # max, or min where sign < 0
         return _apply_bn(tf.nn.relu(maxed + conv.bias), bn)
 
-    def _temporal(self, x):
+    def _temporal_conv(self, bands, kernel, sign, n_mels: int):
+        """One "same" conv over time of (time, mel x batch) bands, then the max over mel.
+
+        Returns (time, filters, batch), the sign already restored.
+        """
         import tensorflow as tf
 
-        sign = _sign([bn["scale"] for _, bn in self.temporal])
-        kernels = [conv.kernel[:, 0, 0, :] for conv, _ in self.temporal]  # (length, 1, 1, filters) -> (length, filters)
-        matrix = tf.transpose(temporal_matrix(kernels, self.n_frames) * tf.tile(sign, [self.n_frames]))
-        channels = int(sign.shape[0])
-        n_mels = int(x.shape[2])
-        # (time, mel * batch) in, (time * channels, mel * batch) out: the max over mel is then a
-        # reduction over a short inner axis, and no (batch, time, mel, channels) copy is transposed.
+        length, filters = kernel.shape
+        block, n_frames = self.time_block, self.n_frames
+        n_blocks = math.ceil(n_frames / block)
+        before = (length - 1) // 2  # TF's "same" puts the extra frame of an even kernel after
+        padded = tf.pad(bands, [[before, n_blocks * block + length - 1 - before - n_frames], [0, 0]])
+        blocks = tf.signal.frame(padded, block + length - 1, block, axis=0)  # (blocks, block + length - 1, mel x batch)
+        matrix = time_band_matrix(kernel * sign, block)
+        # One product per block, its max over mel at once: each (block x filters, mel x batch)
+        # output stays in cache, where one product for all blocks wrote 11 MB per patch to memory
+        # and read it back (half the time at batch 16, BENCHMARKS.md).
+        maxed = [
+            tf.reduce_max(tf.reshape(tf.linalg.matmul(matrix, blocks[i]), [block, filters, n_mels, -1]), axis=2)
+            for i in range(n_blocks)
+        ]
+        z = tf.reshape(tf.stack(maxed), [n_blocks * block, filters, -1])[:n_frames]
+        return z * sign[:, None]
+
+    def _temporal(self, x):
+        """(batch, time, mel) -> (batch, time, temporal filters) after ReLU and BN."""
+        import tensorflow as tf
+
+        # (time, mel x batch), batch innermost: the max over mel then reduces a middle axis with
+        # the batch contiguous (measured faster than mel innermost), and only the maxed
+        # (time, channels, batch) values are transposed.
         bands = tf.reshape(tf.transpose(x, [1, 2, 0]), [self.n_frames, -1])
-        z = tf.reshape(tf.linalg.matmul(matrix, bands), [self.n_frames, channels, n_mels, -1])
-        maxed = tf.transpose(tf.reduce_max(z, axis=2), [2, 0, 1]) * sign  # (batch, time, channels)
+        maxed = [  # kernels (L, 1, 1, F) -> (L, F)
+            self._temporal_conv(bands, conv.kernel[:, 0, 0, :], _sign([bn["scale"]]), int(x.shape[2]))
+            for conv, bn in self.temporal
+        ]
+        maxed = tf.transpose(tf.concat(maxed, axis=1), [2, 0, 1])  # (batch, time, channels)
         bias = tf.concat([conv.bias for conv, _ in self.temporal], axis=0)
         bn = {
             key: tf.concat([b[key] for _, b in self.temporal], axis=0)
@@ -178,7 +262,15 @@ class FastSpectrogramModel:
         x = tf.convert_to_tensor(log_mel, tf.float32)
         if self.input_bn is not None:
             x = _apply_bn(x, self.input_bn)
-        branches = [self._timbral(x[..., None], conv, bn, pad) for conv, bn, pad in self.timbral]
+        n_frames, n_mels = int(x.shape[1]), int(x.shape[2])  # the batch size may be unknown
+        rows = {}  # the shifted bands, once per (width, padding)
+        branches = []
+        for conv, bn, pad in self.timbral:
+            width = int(conv.kernel.shape[0])
+            if (width, pad) not in rows:
+                rows[width, pad] = self.shifted_bands(x, width, pad)
+            timbral = self._timbral(rows[width, pad], conv, bn, n_mels)
+            branches.append(tf.reshape(timbral, [-1, n_frames, timbral.shape[-1]]))
         return tf.concat(branches + [self._temporal(x)], axis=-1)
 
     def __call__(self, log_mel):

@@ -9,7 +9,7 @@ between the two. Save a module with :func:`model.export.save_serving_model`.
 
 A spectrogram model with musicnn's max-after temporal branch is served through
 :class:`model.fast_frontend.FastSpectrogramModel`: the same weights and outputs (to float32
-rounding), about twice as fast on CPU. ``graph`` says which form a module serves.
+rounding), about three times as fast on CPU. ``graph`` says which form a module serves.
 """
 
 from __future__ import annotations

@@ -38,9 +38,28 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Concurrent model calls: one per core, at most 2 (more only adds memory on CPU)."""
-    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(1, min(2, _cores()))
+
+
+def configure_threads(workers: int) -> bool:
+    """Split the cores between ``workers`` concurrent model calls: ``cores // workers`` TF threads
+    per call instead of every call spreading over every core. On 2 cores, two calls of one thread
+    each took 70 CPU ms per patch where two calls of two threads took 79 (BENCHMARKS.md). False,
+    changing nothing, where TensorFlow's thread pools already exist in this process."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, _cores() // workers))
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, workers))
+    except RuntimeError:  # the runtime has started (an earlier model in this process): pools are fixed
+        return False
+    return True
 
 
 def load_model(model_dir: str, precision: str) -> export.ServingModel:
@@ -83,8 +102,10 @@ class _InferenceFn(beam.DoFn):
     def setup(self):
         self._batches = beam.metrics.Metrics.counter("tagscale_inference", "num_batches")
         self._patches = beam.metrics.Metrics.counter("tagscale_inference", "num_patches")
+        workers = self._workers or default_workers()
+        configure_threads(workers)
         self._model = load_model(self._model_dir, self._precision)
-        self._pool = concurrent.futures.ThreadPoolExecutor(self._workers or default_workers(), "tagscale-inference")
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "tagscale-inference")
 
     def start_bundle(self):
         self._keys, self._inputs = [], []

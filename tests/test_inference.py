@@ -77,3 +77,27 @@ def test_default_workers_follow_the_cores_this_process_may_use():
     import os
 
     assert inference.default_workers() == min(2, len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_threads_are_split_between_the_concurrent_calls():
+    """In a fresh process the TF pools take the split (2 cores: one call gets 2 threads, two calls
+    1 each); once TensorFlow has run, nothing changes."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import tensorflow as tf
+from pipelines import inference
+threads = tf.config.threading
+print(inference.configure_threads(1), threads.get_intra_op_parallelism_threads())
+print(inference.configure_threads(2), threads.get_intra_op_parallelism_threads(), threads.get_inter_op_parallelism_threads())
+tf.constant(1.0) + 1.0
+print(inference.configure_threads(1), threads.get_intra_op_parallelism_threads())
+"""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    out = subprocess.run(
+        ["taskset", "-c", "0,1", sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    assert out == ["True", "2", "True", "1", "2", "False", "1"]

@@ -160,20 +160,41 @@ def test_fast_frontend_computes_the_keras_model():
     np.testing.assert_allclose(np.asarray(got["embedding"]), np.asarray(reference["embedding"]), atol=2e-5, rtol=1e-5)
 
 
-def test_temporal_matrix_is_the_same_padded_convolution():
+def test_band_matrices_are_the_same_valid_convolutions():
     import tensorflow as tf
 
     from model import fast_frontend
 
     rng = np.random.default_rng(0)
-    kernels = [rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)]
+    kernel = rng.normal(size=(8, 3)).astype(np.float32)  # over time: (length, filters)
     frames = rng.normal(size=(2, 20)).astype(np.float32)
-    matrix = fast_frontend.temporal_matrix([tf.constant(k) for k in kernels], 20).numpy()
-    got = (frames @ matrix).reshape(2, 20, 5)
-    expected = np.concatenate(
-        [tf.nn.conv1d(frames[..., None], k[:, None, :], 1, "SAME").numpy() for k in kernels], axis=-1
-    )
+    matrix = fast_frontend.time_band_matrix(tf.constant(kernel), 5).numpy()  # outputs 0..4 read 12 frames
+    got = (matrix @ frames[:, 4:16].T).reshape(5, 3, 2).transpose(2, 0, 1)
+    expected = tf.nn.conv1d(frames[..., None], kernel[:, None, :], 1, "VALID").numpy()[:, 4:9]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    kernel = rng.normal(size=(3, 4, 2)).astype(np.float32)  # (time taps, frequency taps, filters)
+    image = rng.normal(size=(1, 6, 10)).astype(np.float32)  # (batch, time, frequency)
+    rows = fast_frontend.FastSpectrogramModel.shifted_bands(tf.constant(image), 3, (1, 1)).numpy()
+    assert rows.shape == (10 * 3, 6)
+    matrix = fast_frontend.frequency_band_matrix(tf.constant(kernel), 3).numpy()
+    got = (matrix @ rows[2 * 3 : (2 + 3 + 3) * 3]).reshape(3, 2, 6).transpose(2, 0, 1)  # outputs 2..4
+    padded = np.pad(image, [(0, 0), (1, 1), (0, 0)])[..., None]
+    expected = tf.nn.conv2d(padded, kernel[:, :, None, :], 1, "VALID").numpy()[0, :, 2:5]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("frequency_block, time_block", [(1, 7), (5, 16), (64, 187)])
+def test_fast_frontend_is_the_same_for_any_block_size(frequency_block, time_block):
+    """Blocks that overlap at the top (5), one block for everything (64 > the 59 positions), and a
+    time block that leaves a ragged last block give the default's features to float32 rounding."""
+    from model import fast_frontend
+
+    model = randomised_musicnn()
+    log_mel = example_batch("spectrogram", batch=2, seed=6)
+    default = np.asarray(fast_frontend.FastSpectrogramModel(model).frontend(log_mel))
+    other = fast_frontend.FastSpectrogramModel(model, frequency_block, time_block).frontend(log_mel)
+    np.testing.assert_allclose(np.asarray(other), default, atol=1e-5, rtol=1e-5)
 
 
 def test_serving_module_serves_the_fast_form_only_where_it_applies(tmp_path):
