@@ -42,7 +42,7 @@ WORK="${1:-benchmarks/work/gpu_train}"
 mkdir -p "$WORK"
 
 PYTHONPATH=. "$PY" - "$WORK" <<'EOF'
-import gc, json, os, sys, time
+import argparse, gc, json, os, sys, time
 work = sys.argv[1]
 smoke = os.environ.get("GPU_TRAIN_SMOKE") == "1"
 import tensorflow as tf
@@ -55,12 +55,13 @@ from benchmarks.common import update_benchmarks_md
 from infra import demo_catalog
 from model import network
 from pipelines import featurize
-from trainer import inputs, task
+from trainer import flags, inputs, task
 
 print(f"GPUs: {[g.name for g in gpus]}", flush=True)
 n_tracks, epochs = (24, 1) if smoke else (240, 3)
-# the smoke run's tiny networks (NetworkConfig fields, as tagscale train's size flags give them)
-sizes = dict(backend_filters=8, dense_units=16) if smoke else {}
+# the smoke run's tiny networks: what `tagscale train --frontend-filters 2 --backend-channels 8 --dense-units 16` builds
+tiny = argparse.Namespace(preset="seed", frontend_filters=2, backend_channels=8, dense_units=16, dropout=None,
+                          batch_norm_momentum=None)
 features_dir = os.path.join(work, "features-smoke" if smoke else "features")
 if not os.path.exists(os.path.join(features_dir, "metadata.json")):
     t = time.perf_counter()
@@ -82,7 +83,8 @@ for frontend in ("waveform", "spectrogram"):
         data = inputs.make_dataset(features, "train", frontend, batch_size=batch, training=True, n_examples=n)
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = network.build_model(frontend, features.n_tags, "seed", **sizes)
+            model = network.build_model(frontend, features.n_tags, "seed",
+                                        **(flags.network_overrides(tiny, frontend) if smoke else {}))
             train_model = task.compile_for_training(model, features.n_tags, 1e-3)
         train_model.fit(data, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing, autotuning
         start = time.perf_counter()
