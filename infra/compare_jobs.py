@@ -30,6 +30,7 @@ PLAN_FILE = "compare_jobs.json"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagscale compare --backend vertex",
+        allow_abbrev=False,  # a prefix of a trainer flag must reach the trainer, not match one of these
         description="Submit one Vertex AI custom job per (front-end, fraction) arm of the comparison, all at once. "
         "Other flags (--epochs, --preset, size overrides...) go to every arm's trainer.",
     )
@@ -73,7 +74,9 @@ def arm_jobs(args, trainer_flags: list[str]) -> list[tuple[dict, object, argpars
         raise TagscaleError(f"the arms' training flags: {message}")
 
     check.error = bad_flag
-    flags.check_recipe(check, check.parse_args(["--features", "-", "--frontend", "waveform", "--job-dir", "-"] + trainer_flags))
+    flags.check_recipe(
+        check, check.parse_args(["--features", "-", "--frontend", "waveform", "--job-dir", "-"] + trainer_flags)
+    )
     jobs = []
     for fraction in fractions:
         for frontend in frontends:

@@ -85,7 +85,9 @@ def test_workers_add_a_worker_pool_beside_the_chief():
     single = json.loads(run_cli(*args, *trainer).stdout)["custom_job"]["jobSpec"]["workerPoolSpecs"]
     assert len(single) == 1 and single[0]["replicaCount"] == "1"
     result = run_cli(*args, "--workers", "0", *trainer)
-    assert result.returncode == 2 and "--workers must be at least 1" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2 and "--workers must be at least 1" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 def run_compare(*args):
@@ -109,9 +111,8 @@ def test_compare_on_vertex_dry_run_prints_one_job_per_arm():
         ("spectrogram", 1.0),
     ]
     for arm in arms:
-        assert arm["job_dir"] == f"gs://b/compare/runs/{arm['frontend']}-f{arm['fraction']:g}" == arm["name"].join(
-            ["gs://b/compare/runs/", ""]
-        )
+        assert arm["name"] == f"{arm['frontend']}-f{arm['fraction']:g}"
+        assert arm["job_dir"] == f"gs://b/compare/runs/{arm['name']}"
         spec = arm["custom_job"]["jobSpec"]
         assert arm["region"] == "europe-west4" and spec["baseOutputDirectory"]["outputUriPrefix"] == arm["job_dir"]
         assert [pool["replicaCount"] for pool in spec["workerPoolSpecs"]] == ["1", "1"]  # --workers 2 per arm

@@ -187,17 +187,13 @@ def _prune_best(state_dir: str, keep: int) -> None:
             tf.io.gfile.remove(path)
 
 
-def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags, epoch_examples, epoch_counter, mixed):
-    """Train ``model`` (built under ``strategy.scope()``) for ``args.epochs`` epochs; resume from the
-    chief's latest checkpoint. Returns an :class:`Outcome`; the caller evaluates and exports on the chief."""
+def restore(strategy, model, args, mixed: bool, state_dir: str, save_dir: str):
+    """``(optimizer, state, manager, latest)``: the optimizer (built under the strategy), the loop
+    state and a checkpoint manager saving into ``save_dir``, all restored from the latest
+    checkpoint in ``state_dir`` (``latest``; None when there is none)."""
     import keras
     import tensorflow as tf
 
-    from trainer import callbacks
-
-    chief = is_chief()
-    state_dir = join(job_dir, "checkpoints")
-    scratch = None if chief else tempfile.mkdtemp(prefix="tagscale-worker-")
     with strategy.scope():
         optimizer = keras.optimizers.Adam(args.learning_rate)
         if mixed:
@@ -205,17 +201,43 @@ def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags
         optimizer.build(model.trainable_variables)  # slots exist before a restore, so it is not deferred
     state = LoopState()
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
-    manager = tf.train.CheckpointManager(checkpoint, state_dir if chief else scratch, max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=2)
     latest = tf.train.latest_checkpoint(state_dir)
     if latest:
         checkpoint.restore(latest).expect_partial()
+    return optimizer, state, manager, latest
+
+
+def epoch_logs(epoch: int, args, steps, datasets, metrics, progress) -> dict:
+    """Train one epoch (and validate when ``--validation-freq`` says so); the epoch's logs."""
+    train_step, eval_step = steps
+    for metric in metrics.values():
+        metric.reset_state()
+    logs = {"loss": run_epoch(train_step, datasets[0]), "roc_auc": float(metrics["roc_auc"].result())}
+    if (epoch + 1) % args.validation_freq == 0:
+        progress.on_test_begin()
+        logs["val_loss"] = run_epoch(eval_step, datasets[1])
+        logs["val_roc_auc"] = float(metrics["val_roc_auc"].result())
+    return logs
+
+
+def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags, epoch_examples, epoch_counter, mixed):
+    """Train ``model`` (built under ``strategy.scope()``) for ``args.epochs`` epochs; resume from the
+    chief's latest checkpoint. Returns an :class:`Outcome`; the caller evaluates and exports on the chief."""
+    import tensorflow as tf
+
+    from trainer import callbacks
+
+    chief = is_chief()
+    state_dir = join(job_dir, "checkpoints")
+    scratch = None if chief else tempfile.mkdtemp(prefix="tagscale-worker-")
+    optimizer, state, manager, latest = restore(strategy, model, args, mixed, state_dir, scratch or state_dir)
     start = int(state.epoch.numpy())
     if start:
         print(f"[{label}] resuming after epoch {start} from {latest}", flush=True)
-    train_dist = strategy.experimental_distribute_dataset(train_data)
-    valid_dist = strategy.experimental_distribute_dataset(valid_data)
+    datasets = [strategy.experimental_distribute_dataset(data) for data in (train_data, valid_data)]
     train_step, eval_step, metrics = make_steps(
-        strategy, model, optimizer, n_tags, mixed, train_dist.element_spec, valid_dist.element_spec
+        strategy, model, optimizer, n_tags, mixed, datasets[0].element_spec, datasets[1].element_spec
     )
     history = callbacks.HistoryLog(join(job_dir, "history.json"))
     progress = callbacks.EpochProgress(
@@ -231,17 +253,10 @@ def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags
         for epoch in range(start, args.epochs):
             if epoch_counter is not None:
                 epoch_counter.epoch.assign(epoch)
-            for metric in metrics.values():
-                metric.reset_state()
             history.on_epoch_begin(epoch)
             progress.on_epoch_begin(epoch)
-            logs = {"loss": run_epoch(train_step, train_dist), "roc_auc": float(metrics["roc_auc"].result())}
-            val_loss = None
-            if (epoch + 1) % args.validation_freq == 0:
-                progress.on_test_begin()
-                val_loss = run_epoch(eval_step, valid_dist)
-                logs.update(val_loss=val_loss, val_roc_auc=float(metrics["val_roc_auc"].result()))
-            improved, stop = update_state(state, epoch, val_loss, args, optimizer)
+            logs = epoch_logs(epoch, args, (train_step, eval_step), datasets, metrics, progress)
+            improved, stop = update_state(state, epoch, logs.get("val_loss"), args, optimizer)
             logs["learning_rate"] = float(optimizer.learning_rate.numpy())
             if chief:  # history and best weights first: a kill before the checkpoint only repeats this epoch
                 history.on_epoch_end(epoch, logs)

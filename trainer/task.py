@@ -283,7 +283,16 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         best_epoch, fit_wall = outcome.best_epoch, outcome.fit_wall_s
     else:
         best_epoch, fit_wall = fit_single(
-            args, train_model, train_data, valid_data, input_callbacks, job_dir, label, epoch_examples, instrument, phase
+            args,
+            train_model,
+            train_data,
+            valid_data,
+            input_callbacks,
+            job_dir,
+            label,
+            epoch_examples,
+            instrument,
+            phase,
         )
         model = export_copy(model, frontend, features.n_tags, args.preset, overrides)
     history = callbacks.read_history(history_path)
