@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Training steps/s of both front-ends (seed preset, full size) on one GPU, from real shards.
+# Training examples/s of both front-ends (seed preset, full size) on one GPU and on all visible
+# GPUs (MirroredStrategy), from real shards.
 #
 #   bash benchmarks/gpu_train.sh [WORKDIR]        (default: benchmarks/work/gpu_train)
 #
-# Self-contained and under 5 minutes on one H100/H200: synthesizes a 240-track demo catalog
-# (3.5 s per track), featurizes it (Beam, local), then for each front-end trains the seed preset
-# (batch 32, mixed_float16 as `tagscale train` uses on GPU) for one warm-up epoch and three timed
-# epochs from the shards, and again from the same tensors in memory, printing steps/s per source
-# and writing them to WORKDIR/gpu_train.json. Needs the project's .venv (tensorflow with CUDA).
-# Not run in CI (no GPU there).
+# Self-contained and a few minutes on one H100/H200 node: synthesizes a 240-track demo catalog
+# (3.5 s per track), featurizes it (Beam, local), then for each front-end and device set (GPU 0
+# alone, then every visible GPU when there are several) trains the seed preset from the shards
+# (mixed_float16 as `tagscale train` uses on GPU; 32 examples per GPU, so the global batch grows
+# with the GPUs as `--batch-size 32xN` would) for one warm-up epoch and three timed epochs.
+# Prints examples/s, writes WORKDIR/gpu_train.json and the table to BENCHMARKS.md (section
+# gpu_train). Without a visible GPU it says so and exits 0 without measuring. GPU_TRAIN_SMOKE=1
+# runs the same code on the CPU with tiny networks and data (checks the script; its figures are
+# not written to BENCHMARKS.md). Needs the project's .venv (tensorflow with CUDA). Not run in CI.
 #
 # The reproduction recipe of the README ("Reproducing musicnn on MagnaTagATune"):
 #
@@ -37,54 +41,81 @@ fi
 WORK="${1:-benchmarks/work/gpu_train}"
 mkdir -p "$WORK"
 
-"$PY" - "$WORK" <<'EOF'
-import gc, json, os, sys, time
+PYTHONPATH=. "$PY" - "$WORK" <<'EOF'
+import argparse, gc, json, os, sys, time
 work = sys.argv[1]
-import numpy as np, tensorflow as tf, keras
-from infra import demo_catalog
-from pipelines import featurize
-from model import network
-from trainer import inputs, task
-
+smoke = os.environ.get("GPU_TRAIN_SMOKE") == "1"
+import tensorflow as tf
 gpus = tf.config.list_physical_devices("GPU")
+if not gpus and not smoke:
+    print("gpu_train: no GPU visible to TensorFlow; nothing measured (GPU_TRAIN_SMOKE=1 checks the script on CPU)")
+    sys.exit(0)
+import keras
+from benchmarks.common import update_benchmarks_md
+from infra import demo_catalog
+from model import network
+from pipelines import featurize
+from trainer import flags, inputs, task
+
 print(f"GPUs: {[g.name for g in gpus]}", flush=True)
-features_dir = os.path.join(work, "features")
+n_tracks, epochs = (24, 1) if smoke else (240, 3)
+# the smoke run's tiny networks: what `tagscale train --frontend-filters 2 --backend-channels 8 --dense-units 16` builds
+tiny = argparse.Namespace(preset="seed", frontend_filters=2, backend_channels=8, dense_units=16, dropout=None,
+                          batch_norm_momentum=None)
+features_dir = os.path.join(work, "features-smoke" if smoke else "features")
 if not os.path.exists(os.path.join(features_dir, "metadata.json")):
     t = time.perf_counter()
-    catalog = demo_catalog.make_demo_catalog(os.path.join(work, "catalog"), n_tracks=240, seed=0, duration_s=3.5)
+    catalog = demo_catalog.make_demo_catalog(os.path.join(work, "catalog"), n_tracks=n_tracks, seed=0, duration_s=3.5)
     featurize.run(["--catalog", catalog, "--output", features_dir, "--top-k", "16"])
     print(f"demo data: {time.perf_counter() - t:.0f} s", flush=True)
 
-strategy, mixed = task.device_setup()  # mixed_float16 on GPU, as tagscale train
+_, mixed = task.device_setup()  # mixed_float16 on GPU, as tagscale train
 features = inputs.open_features(features_dir)
-n, batch = features.split_examples("train"), 32
-steps = -(-n // batch)
-results = {"device": [g.name for g in gpus], "mixed_precision": mixed, "batch_size": batch, "examples": n, "runs": []}
+n = features.split_examples("train")
+device_sets = {"1 GPU": ["/gpu:0"]} if gpus else {"CPU": ["/cpu:0"]}
+if len(gpus) > 1:
+    device_sets[f"{len(gpus)} GPUs"] = [f"/gpu:{i}" for i in range(len(gpus))]
+results = {"device": [g.name for g in gpus] or ["CPU (smoke)"], "mixed_precision": mixed, "examples": n, "runs": []}
 for frontend in ("waveform", "spectrogram"):
-    shards = inputs.make_dataset(features, "train", frontend, batch_size=batch, training=True, n_examples=n)
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in inputs.make_dataset(features, "train", frontend, batch_size=256)])
-    memory = (tf.data.Dataset.from_tensor_slices((np.concatenate(xs), np.concatenate(ys))).cache()
-              .shuffle(512, seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
-    keras.utils.set_random_seed(0)
-    with strategy.scope():
-        model = network.build_model(frontend, features.n_tags, "seed")
-        train_model = task.compile_for_training(model, features.n_tags, 1e-3)
-    seconds = {"shards": 0.0, "memory": 0.0}
-    for data in (shards, memory):
-        train_model.fit(data, epochs=1, verbose=0, shuffle=False)
-    for _ in range(3):
-        for name, data in (("shards", shards), ("memory", memory)):
-            t = time.perf_counter()
-            train_model.fit(data, epochs=1, verbose=0, shuffle=False)
-            seconds[name] += time.perf_counter() - t
-    row = {"frontend": frontend, "params": model.count_params(),
-           **{f"{k}_steps_s": 3 * steps / v for k, v in seconds.items()}}
-    row["ratio"] = row["shards_steps_s"] / row["memory_steps_s"]
-    results["runs"].append(row)
-    print(f"{frontend:<12} {row['params']:>10,} params  shards {row['shards_steps_s']:.1f} steps/s  "
-          f"memory {row['memory_steps_s']:.1f} steps/s  ratio {row['ratio']:.2f}", flush=True)
+    for name, devices in device_sets.items():
+        strategy = tf.distribute.MirroredStrategy(devices)
+        batch = 32 * len(devices)  # 32 per GPU: the global batch grows with the GPUs
+        data = inputs.make_dataset(features, "train", frontend, batch_size=batch, training=True, n_examples=n)
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = network.build_model(frontend, features.n_tags, "seed",
+                                        **(flags.network_overrides(tiny, frontend) if smoke else {}))
+            train_model = task.compile_for_training(model, features.n_tags, 1e-3)
+        train_model.fit(data, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing, autotuning
+        start = time.perf_counter()
+        train_model.fit(data, epochs=epochs, verbose=0, shuffle=False)
+        seconds = time.perf_counter() - start
+        row = {"frontend": frontend, "devices": name, "replicas": len(devices), "global_batch": batch,
+               "params": model.count_params(), "examples_s": epochs * n / seconds}
+        results["runs"].append(row)
+        print(f"{frontend:<12} {name:<7} batch {batch:>4}  {row['examples_s']:8.1f} examples/s", flush=True)
+        del train_model, model
+        gc.collect()
+for row in results["runs"]:
+    one = next(r for r in results["runs"] if r["frontend"] == row["frontend"] and r["replicas"] == 1)
+    row["speedup"] = row["examples_s"] / one["examples_s"]
 with open(os.path.join(work, "gpu_train.json"), "w") as handle:
     json.dump(results, handle, indent=2)
 print(f"wrote {work}/gpu_train.json")
+if not smoke:
+    lines = [
+        "## Training on one GPU and on all visible GPUs (`benchmarks/gpu_train.sh`)",
+        "",
+        f"Devices: {', '.join(results['device'])}; seed preset, mixed_float16, 32 examples per GPU, "
+        f"{n} training examples of the demo catalog read from the shards; {epochs} timed epochs after one warm-up.",
+        "",
+        "| front-end | devices | global batch | params | examples/s | speed-up |",
+        "|---|---|---:|---:|---:|---:|",
+    ] + [
+        f"| {r['frontend']} | {r['devices']} | {r['global_batch']} | {r['params']:,} | {r['examples_s']:.0f} | "
+        f"{r['speedup']:.2f}x |" for r in results["runs"]
+    ]
+    update_benchmarks_md("gpu_train", "\n".join(lines))
+    print("updated BENCHMARKS.md (gpu_train)")
 gc.collect(); gc.freeze()
 EOF

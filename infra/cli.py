@@ -21,7 +21,10 @@ COMMANDS = {
     "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
     "pretrained": ("model.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
     "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),
-    "compare": ("trainer.compare", "the front-end comparison: both front-ends x training-set fractions"),
+    "compare": (
+        "infra.compare_jobs",
+        "the front-end comparison: both front-ends x training-set fractions (here, or --backend vertex; --collect)",
+    ),
     "tag": ("pipelines.tag", "Beam: tag a catalog with a model, write Parquet"),
     "query": ("pipelines.query", "DuckDB queries over tag Parquet output"),
     "explore": ("infra.explore", "a local web app over tag runs: browse by tag, play tracks, summary"),

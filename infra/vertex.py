@@ -9,6 +9,11 @@
 Everything after ``--`` goes to the trainer unchanged (``--job-dir`` is added for you).
 ``--dry-run`` prints the job spec as JSON and needs no credentials; without it the job is
 submitted with google-cloud-aiplatform and its name and console link are printed.
+
+``--workers N`` (N > 1) trains on N machines: a chief pool (1 replica) and a worker pool of
+N - 1 replicas of the same machine and image. Vertex AI gives every replica a ``TF_CONFIG``
+naming them all, and the trainer then runs under ``MultiWorkerMirroredStrategy`` (only the
+chief writes the job directory; see :mod:`trainer.multiworker`).
 """
 
 from __future__ import annotations
@@ -45,22 +50,24 @@ def build_job(args: argparse.Namespace):
         trainer_args = trainer_args[1:]
     if "--job-dir" not in trainer_args:
         trainer_args += ["--job-dir", args.job_dir]
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise TagscaleError(f"--workers must be at least 1, got {workers}")
     machine = MachineSpec(machine_type=args.machine_type)
     if args.accelerator_count > 0:
         machine.accelerator_type = AcceleratorType[args.accelerator]
         machine.accelerator_count = args.accelerator_count
+
+    def pool(replicas: int):
+        container = ContainerSpec(image_uri=args.image, command=["python", "-m", "trainer.task"], args=trainer_args)
+        return WorkerPoolSpec(machine_spec=machine, replica_count=replicas, container_spec=container)
+
+    # Vertex AI's first pool is the chief; every replica of both pools runs the same trainer.
+    pools = [pool(1)] + ([pool(workers - 1)] if workers > 1 else [])
     return CustomJob(
         display_name=args.display_name,
         job_spec=CustomJobSpec(
-            worker_pool_specs=[
-                WorkerPoolSpec(
-                    machine_spec=machine,
-                    replica_count=1,
-                    container_spec=ContainerSpec(
-                        image_uri=args.image, command=["python", "-m", "trainer.task"], args=trainer_args
-                    ),
-                )
-            ],
+            worker_pool_specs=pools,
             base_output_directory=GcsDestination(output_uri_prefix=args.job_dir),
             scheduling=Scheduling(restart_job_on_worker_restart=True),  # the trainer resumes from its checkpoint
             service_account=args.service_account or "",
@@ -90,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--accelerator-count", type=int, default=1, help="GPUs; more than one trains with MirroredStrategy"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="machines (1): more adds a worker pool of N-1 replicas beside the chief; "
+        "the trainer uses MultiWorkerMirroredStrategy",
+    )
     parser.add_argument("--display-name", default="tagscale-train")
     parser.add_argument("--service-account", default=None)
     parser.add_argument(
@@ -107,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps({"project": args.project, "region": args.region, "custom_job": spec}, indent=2))
         return 0
+    submit(job, args)
+    return 0
+
+
+def submit(job, args) -> str:
+    """Submit ``job`` (from :func:`build_job`) without waiting for it; prints and returns its resource name."""
     try:
         from google.cloud import aiplatform
     except ImportError as error:
@@ -117,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         aiplatform.init(project=args.project, location=args.region, staging_bucket=staging)
         custom_job = aiplatform.CustomJob(
-            display_name=args.display_name,
+            display_name=job.display_name,
             worker_pool_specs=list(job.job_spec.worker_pool_specs),
             base_output_dir=args.job_dir,
         )
@@ -127,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     job_id = custom_job.resource_name.rsplit("/", 1)[-1]
     print(f"submitted {custom_job.resource_name}")
     print(CONSOLE.format(region=args.region, job_id=job_id, project=args.project))
-    return 0
+    return custom_job.resource_name
 
 
 if __name__ == "__main__":

@@ -151,9 +151,14 @@ def run_one(args) -> dict:
         result = task.train_and_evaluate(args)
         evaluation, history = result.evaluation, result.history
     LOG.info("%s", task.summary_line(evaluation))
+    return report_row(evaluation, history, args.job_dir, args.fraction)
+
+
+def report_row(evaluation: dict, history: dict, job_dir: str, fraction: float) -> dict:
+    """One run's row of report.json, from its eval.json and history (here or collected from jobs)."""
     return {
-        "fraction": args.fraction,
-        "frontend": args.frontend,
+        "fraction": fraction,
+        "frontend": evaluation["frontend"],
         "train_tracks": evaluation["train"]["tracks"],
         "train_examples": evaluation["train"]["examples"],
         "roc_auc": evaluation["roc_auc"],
@@ -165,7 +170,7 @@ def run_one(args) -> dict:
         "per_tag": evaluation["per_tag"],
         "excluded_tags": evaluation["excluded_tags"],
         "test": evaluation["test"],
-        "job_dir": args.job_dir,
+        "job_dir": job_dir,
         "history": {
             k: v
             for k, v in history.items()

@@ -20,7 +20,10 @@ stopping only with ``--early-stopping-patience``). Everything lands in the job d
 
 Kill the process at any point and run the same command again: training resumes after the last
 finished epoch. With several GPUs visible it trains under ``MirroredStrategy`` (``--batch-size``
-is the global batch); on GPU in ``mixed_float16``.
+is the global batch); on GPU in ``mixed_float16``. When ``TF_CONFIG`` names several workers (a
+Vertex AI worker pool, ``tagscale submit-training --workers N``) it trains under
+``MultiWorkerMirroredStrategy`` with the loop of :mod:`trainer.multiworker`; only the chief
+writes the job directory (checkpoints in ``JOB/checkpoints/`` instead of ``JOB/backup/``).
 """
 
 from __future__ import annotations
@@ -75,12 +78,24 @@ def run_settings(args, overrides: dict) -> dict:
 
 
 def device_setup():
-    """``(strategy, mixed_precision)``: MirroredStrategy for several GPUs, mixed_float16 on GPU."""
+    """``(strategy, mixed_precision)``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` names several
+    workers, else MirroredStrategy for several GPUs; mixed_float16 on GPU.
+
+    Call it before any other TensorFlow work: a multi-worker strategy configures the runtime's
+    collective ops, which it can do only before the runtime starts.
+    """
     import keras
     import tensorflow as tf
 
+    from trainer import multiworker
+
     gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if multiworker.worker_count() > 1:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
     mixed = bool(gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     return strategy, mixed
@@ -134,16 +149,56 @@ def evaluate_tracks(model, features, frontend: str, *, batch_size: int, split: s
     return report
 
 
-def export_copy(model, frontend: str, n_tags: int, preset: str, overrides: dict):
-    """``model`` itself in float32; rebuilt in float32 with its weights when trained in mixed precision."""
+def export_copy(model, frontend: str, n_tags: int, preset: str, overrides: dict, *, rebuild: bool = False):
+    """``model`` itself in float32; rebuilt in float32 with its weights when trained in mixed precision
+    or when ``rebuild`` (a model of distributed variables, which the chief evaluates and exports alone)."""
     import keras
 
-    if keras.mixed_precision.global_policy().name == "float32":
+    if keras.mixed_precision.global_policy().name == "float32" and not rebuild:
         return model
     keras.mixed_precision.set_global_policy("float32")
     copy = network.build_model(frontend, n_tags, preset, **overrides)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def fit_single(
+    args, train_model, train_data, valid_data, input_callbacks, job_dir, label, epoch_examples, instrument, phase
+) -> tuple[int, float]:
+    """Keras ``fit`` with resume (one process, one or several GPUs); ``(best epoch, fit wall seconds)``."""
+    import keras
+
+    from trainer import callbacks
+    from trainer import recipe as recipe_lib
+
+    best = callbacks.ResumableEarlyStopping(
+        join(job_dir, "checkpoints"), monitor="val_loss", patience=args.early_stopping_patience
+    )
+    fit_callbacks = [
+        *input_callbacks,
+        callbacks.HistoryLog(join(job_dir, "history.json")),
+        best,
+        recipe_lib.lr_plateau(args.lr_plateau_patience, args.lr_plateau_factor),
+        keras.callbacks.TensorBoard(join(job_dir, "tensorboard"), write_graph=False),  # per-epoch scalars
+        keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
+        callbacks.EpochProgress(label, epoch_examples, args.epochs, print_fn=lambda line: print(line, flush=True)),
+    ]
+    if instrument is not None:
+        instrument(fit_callbacks)
+    phase("setup")
+    start = time.perf_counter()
+    train_model.fit(
+        train_data,
+        validation_data=valid_data,
+        validation_freq=args.validation_freq,
+        epochs=args.epochs,
+        callbacks=fit_callbacks,
+        verbose=args.verbose,
+        shuffle=False,
+    )
+    fit_wall = time.perf_counter() - start
+    phase("fit")
+    return best.best_epoch, fit_wall
 
 
 def train_and_evaluate(args, *, instrument=None) -> TrainResult:
@@ -155,7 +210,7 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
     import keras
     import tensorflow as tf
 
-    from trainer import callbacks, exporting, inputs
+    from trainer import callbacks, exporting, inputs, multiworker
     from trainer import recipe as recipe_lib
 
     phases, clock = {}, time.perf_counter()
@@ -166,6 +221,8 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         phases[name] = round(phases.get(name, 0.0) + now - clock, 3)
         clock = now
 
+    strategy, mixed = device_setup()  # first: see its docstring
+    multi = multiworker.worker_count() > 1
     frontend = args.frontend
     job_dir = args.job_dir.rstrip("/")
     features = inputs.open_features(args.features, [frontend], need_transform=frontend == "spectrogram" and args.export)
@@ -182,7 +239,6 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
     tf.io.gfile.makedirs(job_dir)
 
     keras.utils.set_random_seed(args.seed)
-    strategy, mixed = device_setup()
     train_data, epoch_examples, input_callbacks = recipe_lib.training_data(args, features, frontend, train_counts)
     valid_data = inputs.make_dataset(
         features, "valid", frontend, batch_size=args.batch_size, n_examples=features.split_examples("valid")
@@ -191,24 +247,10 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         model = network.build_model(frontend, features.n_tags, args.preset, **overrides)
         recipe_lib.initialise(model, args.init, args.seed)
         recipe_lib.add_weight_decay(model, args.weight_decay)
-        train_model = compile_for_training(model, features.n_tags, args.learning_rate)
+        train_model = None if multi else compile_for_training(model, features.n_tags, args.learning_rate)
 
     history_path = join(job_dir, "history.json")
-    best = callbacks.ResumableEarlyStopping(
-        join(job_dir, "checkpoints"), monitor="val_loss", patience=args.early_stopping_patience
-    )
     label = getattr(args, "label", None) or f"{frontend} f{args.fraction:g}"
-    fit_callbacks = [
-        *input_callbacks,
-        callbacks.HistoryLog(history_path),
-        best,
-        recipe_lib.lr_plateau(args.lr_plateau_patience, args.lr_plateau_factor),
-        keras.callbacks.TensorBoard(join(job_dir, "tensorboard"), write_graph=False),  # per-epoch scalars
-        keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
-        callbacks.EpochProgress(label, epoch_examples, args.epochs, print_fn=lambda line: print(line, flush=True)),
-    ]
-    if instrument is not None:
-        instrument(fit_callbacks)
     LOG.info(
         "training %s (%s, %d params) on %d examples of %d tracks",
         frontend,
@@ -217,28 +259,54 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         train_counts["examples"],
         train_counts["tracks"],
     )
-    phase("setup")
-    start = time.perf_counter()
-    train_model.fit(
-        train_data,
-        validation_data=valid_data,
-        validation_freq=args.validation_freq,
-        epochs=args.epochs,
-        callbacks=fit_callbacks,
-        verbose=args.verbose,
-        shuffle=False,
-    )
-    fit_wall = time.perf_counter() - start
-    phase("fit")
+    if multi:
+        phase("setup")
+        outcome = multiworker.fit(
+            strategy,
+            model,
+            args,
+            train_data,
+            valid_data,
+            job_dir=job_dir,
+            label=label,
+            n_tags=features.n_tags,
+            epoch_examples=epoch_examples,
+            epoch_counter=next((c for c in input_callbacks if isinstance(c, recipe_lib.EpochCounter)), None),
+            mixed=mixed,
+        )
+        phase("fit")
+        if not outcome.chief:  # the chief alone evaluates and writes
+            return TrainResult(evaluation={}, history={}, model=model, job_dir=job_dir, export_dir=None)
+        model = export_copy(model, frontend, features.n_tags, args.preset, overrides, rebuild=True)
+        if outcome.best_weights:
+            model.load_weights(outcome.best_weights)
+        best_epoch, fit_wall = outcome.best_epoch, outcome.fit_wall_s
+    else:
+        best_epoch, fit_wall = fit_single(
+            args,
+            train_model,
+            train_data,
+            valid_data,
+            input_callbacks,
+            job_dir,
+            label,
+            epoch_examples,
+            instrument,
+            phase,
+        )
+        model = export_copy(model, frontend, features.n_tags, args.preset, overrides)
     history = callbacks.read_history(history_path)
-
-    model = export_copy(model, frontend, features.n_tags, args.preset, overrides)
     model.save(join(job_dir, "model.keras"))
     phase("save_model")
     report = evaluate_tracks(model, features, frontend, batch_size=args.batch_size)
     phase("evaluate_test")
 
-    settings = {**run_settings(args, overrides), "mixed_precision": mixed, "replicas": strategy.num_replicas_in_sync}
+    settings = {
+        **run_settings(args, overrides),
+        "mixed_precision": mixed,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": max(1, multiworker.worker_count()),
+    }
     evaluation = {
         "frontend": frontend,
         "features": features.path,
@@ -252,7 +320,7 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         "train": train_counts,
         "params": int(model.count_params()),
         "epochs_trained": len(history["epoch"]),
-        "best_epoch": best.best_epoch,
+        "best_epoch": best_epoch,
         "stopped_early": len(history["epoch"]) < args.epochs,
         "train_time_s": round(float(sum(history.get("epoch_time_s", []))), 3),
         "fit_wall_s_this_process": round(fit_wall, 3),
@@ -275,6 +343,8 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
     evaluation["phases_s"] = phases
     with tf.io.gfile.GFile(join(job_dir, "eval.json"), "w") as handle:
         json.dump(evaluation, handle, indent=2)
+    if multi:  # as a single process deletes its backup: the run is over, its eval.json says so
+        tf.io.gfile.rmtree(join(job_dir, "checkpoints"))
     return TrainResult(evaluation=evaluation, history=history, model=model, job_dir=job_dir, export_dir=export_dir)
 
 
@@ -295,6 +365,11 @@ def summary_line(evaluation: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = train_and_evaluate(args)
+    if not result.evaluation:
+        from trainer import multiworker
+
+        print(f"{multiworker.task_name()}: training done; the chief evaluates and writes {result.job_dir}")
+        return 0
     print(summary_line(result.evaluation))
     print(f"wrote {result.job_dir}/eval.json" + (f" and {result.export_dir}/" if result.export_dir else ""))
     return 0
