@@ -9,6 +9,10 @@ traces the test function), every callback hook, the model save, the per-track te
 and the export. The input pipeline runs inside the train step (Keras pulls the next batch
 inside its ``tf.function``), so it is also timed alone: one pass over the training split.
 Prints a Markdown table; ``--json`` writes the raw numbers.
+
+``--step-costs`` instead times one training step of each demo network in CPU seconds on one
+TensorFlow thread (``time.process_time``: less sensitive to a shared machine's load than wall
+time), the spectrogram network with its timbral convs banded and as TensorFlow's Conv2D.
 """
 
 from __future__ import annotations
@@ -137,6 +141,67 @@ def profile(features_dir: str, frontend: str, fraction: float, extra: list[str])
     }
 
 
+def demo_overrides(frontend: str) -> dict:
+    """The NetworkConfig overrides of the demo's comparison for ``frontend``."""
+    from infra import demo
+    from trainer import compare, flags
+
+    args = compare.build_parser().parse_args(["--features", "-", "--output", "-", *demo.COMPARE_FLAGS])
+    return flags.network_overrides(args, frontend)
+
+
+def step_cpu_s(model, batch: int, steps: int) -> float:
+    """CPU seconds of this process per training step (forward, backward, Adam) on random data."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((batch, *model.input_shape[1:])).astype("float32"))
+    y = tf.constant((rng.random((batch, model.get_layer("backend_scores").units)) < 0.2).astype("float32"))
+    optimizer = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.BinaryCrossentropy()
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True)["scores"])
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    step()  # trace
+    start = time.process_time()
+    for _ in range(steps):
+        step()
+    return (time.process_time() - start) / steps
+
+
+def step_costs(batch: int = 16, steps: int = 10) -> str:
+    """CPU s per training step of the demo's networks on one TensorFlow thread, as a Markdown table.
+
+    The spectrogram network is timed twice: timbral convs banded (``TimbralConv``'s fast form)
+    and as TensorFlow's Conv2D (``BANDED_MAX_FILTERS`` = 0), same weights' shapes.
+    """
+    import tensorflow as tf
+
+    from model import network
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    rows = []
+    banded = network.BANDED_MAX_FILTERS
+    for label, frontend, threshold in (
+        ("spectrogram, timbral convs as TF Conv2D", "spectrogram", 0),
+        ("spectrogram, timbral convs banded", "spectrogram", banded),
+        ("waveform", "waveform", banded),
+    ):
+        network.BANDED_MAX_FILTERS = threshold  # read when the step is traced
+        model = network.build_model(frontend, 50, **demo_overrides(frontend))
+        rows.append((label, step_cpu_s(model, batch, steps)))
+    network.BANDED_MAX_FILTERS = banded
+    lines = [f"| demo network, training step at batch {batch}, 1 thread | CPU s / step |", "|---|---:|"]
+    return "\n".join(lines + [f"| {label} | {seconds:.3f} |" for label, seconds in rows])
+
+
 def table(p: dict) -> str:
     steps, valid = p["steps"], p["valid"]
     phases = p["phases_s"]
@@ -176,11 +241,19 @@ def table(p: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", required=True, help="a featurized demo catalog")
+    parser.add_argument("--features", help="a featurized demo catalog (required unless --step-costs)")
     parser.add_argument("--frontend", default="spectrogram")
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument(
+        "--step-costs", action="store_true", help="only time a training step of each demo network (CPU s, 1 thread)"
+    )
     args, extra = parser.parse_known_args(argv)
+    if args.step_costs:
+        print(step_costs())
+        return 0
+    if not args.features:
+        parser.error("--features is required")
     result = profile(args.features, args.frontend, args.fraction, extra)
     print(table(result))
     if args.json:
