@@ -12,7 +12,7 @@ Prints a Markdown table; ``--json`` writes the raw numbers.
 
 ``--step-costs`` instead times one training step of each demo network in CPU seconds on one
 TensorFlow thread (``time.process_time``: less sensitive to a shared machine's load than wall
-time), the spectrogram network with its timbral convs banded and as TensorFlow's Conv2D.
+time), built from Keras' own layers and with ``model.fast_layers``.
 """
 
 from __future__ import annotations
@@ -178,28 +178,34 @@ def step_cpu_s(model, batch: int, steps: int) -> float:
 def step_costs(batch: int = 16, steps: int = 10) -> str:
     """CPU s per training step of the demo's networks on one TensorFlow thread, as a Markdown table.
 
-    The spectrogram network is timed twice: timbral convs banded (``TimbralConv``'s fast form)
-    and as TensorFlow's Conv2D (``BANDED_MAX_FILTERS`` = 0), same weights' shapes.
+    Each network is timed built from Keras' own Conv1D / Conv2D / BatchNormalization (what
+    ``model.fast_layers`` replaces) and as :func:`model.network.build_model` builds it.
     """
+    from unittest import mock
+
+    import keras
     import tensorflow as tf
 
     from model import network
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    plain = {
+        "TimbralConv": keras.layers.Conv2D,
+        "FrameConv": keras.layers.Conv1D,
+        "FusedBatchNorm": keras.layers.BatchNormalization,
+    }
     rows = []
-    banded = network.BANDED_MAX_FILTERS
-    for label, frontend, threshold in (
-        ("spectrogram, timbral convs as TF Conv2D", "spectrogram", 0),
-        ("spectrogram, timbral convs banded", "spectrogram", banded),
-        ("waveform", "waveform", banded),
-    ):
-        network.BANDED_MAX_FILTERS = threshold  # read when the step is traced
-        model = network.build_model(frontend, 50, **demo_overrides(frontend))
-        rows.append((label, step_cpu_s(model, batch, steps)))
-    network.BANDED_MAX_FILTERS = banded
-    lines = [f"| demo network, training step at batch {batch}, 1 thread | CPU s / step |", "|---|---:|"]
-    return "\n".join(lines + [f"| {label} | {seconds:.3f} |" for label, seconds in rows])
+    for frontend in ("spectrogram", "waveform"):
+        with mock.patch.multiple(network, **plain):
+            keras_s = step_cpu_s(network.build_model(frontend, 50, **demo_overrides(frontend)), batch, steps)
+        fast_s = step_cpu_s(network.build_model(frontend, 50, **demo_overrides(frontend)), batch, steps)
+        rows.append(f"| {frontend} | {keras_s:.3f} | {fast_s:.3f} | {keras_s / fast_s:.1f}x |")
+    header = [
+        f"| demo network, training step at batch {batch}, 1 thread | Keras layers, CPU s | fast layers, CPU s | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    return "\n".join(header + rows)
 
 
 def table(p: dict) -> str:

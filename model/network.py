@@ -22,6 +22,7 @@ import keras
 from keras import layers, ops
 
 from model import dsp
+from model.fast_layers import FrameConv, FusedBatchNorm, TimbralConv
 
 # -----------------------------------------------------------------------------
 # config
@@ -119,7 +120,7 @@ def make_config(n_tags: int, preset: str = "seed", **overrides) -> NetworkConfig
 
 
 def batch_norm(x, config: NetworkConfig, name: str):
-    return layers.BatchNormalization(momentum=config.batch_norm_momentum, name=name)(x)
+    return FusedBatchNorm(momentum=config.batch_norm_momentum, name=name)(x)
 
 
 def conv_relu_bn(x, conv: layers.Layer, name: str, config: NetworkConfig):
@@ -151,7 +152,7 @@ def waveform_frontend(waveform, config: NetworkConfig):
     """
     x = layers.Reshape((config.n_samples, 1), name="waveform_channel")(waveform)  # (batch, samples, 1)
     k = config.sample_kernel
-    conv0 = layers.Conv1D(config.sample_filters[0], k, strides=k, activation="relu", name="sample_0_conv")
+    conv0 = FrameConv(config.sample_filters[0], k, strides=k, activation="relu", name="sample_0_conv")
     x = conv_relu_bn(x, conv0, "sample_0", config)  # (batch, samples / 3, 64)
     for i, filters in enumerate(config.sample_filters[1:], start=1):
         conv = layers.Conv1D(filters, k, padding="valid", activation="relu", name=f"sample_{i}_conv")
@@ -162,55 +163,6 @@ def waveform_frontend(waveform, config: NetworkConfig):
 
 # -----------------------------------------------------------------------------
 # spectrogram front-end: musically motivated timbral + temporal filters (Pons et al.)
-
-
-# Up to this many filters a timbral conv runs as one banded Conv1D (TimbralConv); measured at
-# batch 16 on one CPU thread, forward + backward: 7 x 38 with 4 filters 0.40 -> 0.04 CPU s,
-# 32 filters 0.47 -> 0.34; at 64 filters and more TF's own Conv2D is as fast or faster.
-BANDED_MAX_FILTERS = 32
-
-
-def band_mask(bands: int, n_mels: int):
-    """0/1 array (bands, n_mels, n_mels - bands + 1): ``[d, c, f] = 1`` where mel ``c`` is band ``d`` of output ``f``."""
-    import numpy as np
-
-    n_freq = n_mels - bands + 1
-    mask = np.zeros((bands, n_mels, n_freq), "float32")
-    for d in range(bands):
-        mask[d, np.arange(n_freq) + d, np.arange(n_freq)] = 1.0
-    return mask
-
-
-@keras.saving.register_keras_serializable(package="tagscale")
-class TimbralConv(layers.Conv2D):
-    """A Conv2D over one-channel (time, mel) input, computed as a Conv1D over time when filters are few.
-
-    The variables are Conv2D's own (kernel (width, bands, 1, filters), bias), so pretrained and
-    saved weights load unchanged. TF's CPU Conv2D is slow for one input channel and few
-    filters (it cannot fill its GEMM); instead the kernel is spread over the whole mel axis,
-    ``banded[t, c, f * filters + k] = kernel[t, c - f, 0, k]`` (zero outside the band), and one
-    Conv1D with the mels as input channels gives every frequency position at once: more
-    multiply-adds (``n_mels / bands`` times) but one dense GEMM, and the banded kernel is a
-    differentiable function of the kernel, so training updates the same variable.
-    """
-
-    def convolution_op(self, inputs, kernel):
-        width, bands, channels, filters = kernel.shape
-        plain = (self.strides, self.dilation_rate, self.padding, self.data_format) != (
-            (1, 1),
-            (1, 1),
-            "valid",
-            "channels_last",
-        )
-        if plain or channels != 1 or filters > BANDED_MAX_FILTERS:
-            return super().convolution_op(inputs, kernel)
-        n_mels = inputs.shape[2]
-        n_freq = n_mels - bands + 1
-        mask = ops.cast(band_mask(bands, n_mels), kernel.dtype)
-        banded = ops.einsum("tdk,dcf->tcfk", kernel[:, :, 0, :], mask)  # (width, n_mels, n_freq, filters)
-        banded = ops.reshape(banded, (width, n_mels, n_freq * filters))
-        out = ops.conv(inputs[..., 0], banded, padding="valid")  # (batch, time, n_freq * filters)
-        return ops.reshape(out, (-1, out.shape[1], n_freq, filters))
 
 
 def timbral_block(x, width: int, fraction: float, filters: int, config: NetworkConfig, name: str):
