@@ -202,7 +202,8 @@ def step_costs(batch: int = 16, steps: int = 10) -> str:
         fast_s = step_cpu_s(network.build_model(frontend, 50, **demo_overrides(frontend)), batch, steps)
         rows.append(f"| {frontend} | {keras_s:.3f} | {fast_s:.3f} | {keras_s / fast_s:.1f}x |")
     header = [
-        f"| demo network, training step at batch {batch}, 1 thread | Keras layers, CPU s | fast layers, CPU s | speed-up |",
+        f"| demo network, training step at batch {batch}, 1 thread "
+        "| Keras layers, CPU s | fast layers, CPU s | speed-up |",
         "|---|---:|---:|---:|",
     ]
     return "\n".join(header + rows)

@@ -22,7 +22,7 @@ BANDED_MAX_FILTERS = 32
 
 
 def band_mask(bands: int, n_mels: int):
-    """0/1 array (bands, n_mels, n_mels - bands + 1): ``[d, c, f] = 1`` where mel ``c`` is band ``d`` of output ``f``."""
+    """0/1 array (bands, n_mels, n_mels - bands + 1): 1 where mel ``c`` is band ``d`` of output ``f``."""
     import numpy as np
 
     n_freq = n_mels - bands + 1
