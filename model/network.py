@@ -11,7 +11,9 @@ to the back-end. Two presets:
 
 Every convolution here is ``conv -> ReLU -> batch norm``, the order of both public TF 1 code
 bases (the weights only work in that order). Inputs are one patch: ``dsp.PATCH_SAMPLES``
-waveform samples or ``dsp.PATCH_FRAMES`` x ``dsp.N_MELS`` log-mel frames.
+waveform samples or ``dsp.PATCH_FRAMES`` x ``dsp.N_MELS`` log-mel frames. The timbral convs,
+the waveform's first conv and every batch norm are :mod:`model.fast_layers` subclasses: the
+Keras layers' function and variables, computed faster on a CPU.
 """
 
 from __future__ import annotations
