@@ -9,6 +9,10 @@ traces the test function), every callback hook, the model save, the per-track te
 and the export. The input pipeline runs inside the train step (Keras pulls the next batch
 inside its ``tf.function``), so it is also timed alone: one pass over the training split.
 Prints a Markdown table; ``--json`` writes the raw numbers.
+
+``--step-costs`` instead times one training step of each demo network in CPU seconds on one
+TensorFlow thread (``time.process_time``: less sensitive to a shared machine's load than wall
+time), built from Keras' own layers and with ``model.fast_layers``.
 """
 
 from __future__ import annotations
@@ -137,6 +141,74 @@ def profile(features_dir: str, frontend: str, fraction: float, extra: list[str])
     }
 
 
+def demo_overrides(frontend: str) -> dict:
+    """The NetworkConfig overrides of the demo's comparison for ``frontend``."""
+    from infra import demo
+    from trainer import compare, flags
+
+    args = compare.build_parser().parse_args(["--features", "-", "--output", "-", *demo.COMPARE_FLAGS])
+    return flags.network_overrides(args, frontend)
+
+
+def step_cpu_s(model, batch: int, steps: int) -> float:
+    """CPU seconds of this process per training step (forward, backward, Adam) on random data."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((batch, *model.input_shape[1:])).astype("float32"))
+    y = tf.constant((rng.random((batch, model.get_layer("backend_scores").units)) < 0.2).astype("float32"))
+    optimizer = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.BinaryCrossentropy()
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True)["scores"])
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    step()  # trace
+    start = time.process_time()
+    for _ in range(steps):
+        step()
+    return (time.process_time() - start) / steps
+
+
+def step_costs(batch: int = 16, steps: int = 10) -> str:
+    """CPU s per training step of the demo's networks on one TensorFlow thread, as a Markdown table.
+
+    Each network is timed built from Keras' own Conv1D / Conv2D / BatchNormalization (what
+    ``model.fast_layers`` replaces) and as :func:`model.network.build_model` builds it.
+    """
+    from unittest import mock
+
+    import keras
+    import tensorflow as tf
+
+    from model import network
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    plain = {
+        "TimbralConv": keras.layers.Conv2D,
+        "FrameConv": keras.layers.Conv1D,
+        "FusedBatchNorm": keras.layers.BatchNormalization,
+    }
+    rows = []
+    for frontend in ("spectrogram", "waveform"):
+        with mock.patch.multiple(network, **plain):
+            keras_s = step_cpu_s(network.build_model(frontend, 50, **demo_overrides(frontend)), batch, steps)
+        fast_s = step_cpu_s(network.build_model(frontend, 50, **demo_overrides(frontend)), batch, steps)
+        rows.append(f"| {frontend} | {keras_s:.3f} | {fast_s:.3f} | {keras_s / fast_s:.1f}x |")
+    header = [
+        f"| demo network, training step at batch {batch}, 1 thread "
+        "| Keras layers, CPU s | fast layers, CPU s | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    return "\n".join(header + rows)
+
+
 def table(p: dict) -> str:
     steps, valid = p["steps"], p["valid"]
     phases = p["phases_s"]
@@ -176,11 +248,19 @@ def table(p: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", required=True, help="a featurized demo catalog")
+    parser.add_argument("--features", help="a featurized demo catalog (required unless --step-costs)")
     parser.add_argument("--frontend", default="spectrogram")
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument(
+        "--step-costs", action="store_true", help="only time a training step of each demo network (CPU s, 1 thread)"
+    )
     args, extra = parser.parse_known_args(argv)
+    if args.step_costs:
+        print(step_costs())
+        return 0
+    if not args.features:
+        parser.error("--features is required")
     result = profile(args.features, args.frontend, args.fraction, extra)
     print(table(result))
     if args.json:

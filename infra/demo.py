@@ -36,9 +36,10 @@ COMPARE_FLAGS = [
     "0.9",  # Keras' 0.99 lags the weights in runs this short
 ]
 DEMO_SECONDS = "3.5"  # one patch per track: many tracks for little compute
-# Seconds each step took on the reference machine (README "Demo time"); the estimate of the time
-# left scales the steps still to run by how fast this machine has been so far.
-STEP_SECONDS = {"synth": 20, "featurize": 70, "compare": 110, "fetch": 5, "tag": 25, "queries": 10}
+# Seconds each step took on the reference machine (README "Demo time": the 2-core AMD EPYC, shared;
+# "tag" the mean of the two tagging runs); the estimate of the time left scales the steps still
+# to run by how fast this machine has been so far.
+STEP_SECONDS = {"synth": 160, "featurize": 50, "compare": 650, "fetch": 5, "tag": 27, "queries": 5}
 
 
 class Clock:
