@@ -66,7 +66,9 @@ def main() -> int:
     parser.add_argument("--tflite", action="store_true")
     parser.add_argument("--inter", type=int, help="inter-op threads (default: --threads)")
     parser.add_argument(
-        "--concurrent", type=int, help="only time N concurrent calls of the serving module (waveform in), as tagging runs them"
+        "--concurrent",
+        type=int,
+        help="only time N concurrent calls of the serving module (waveform in), as tagging runs them",
     )
     args = parser.parse_args()
     import tensorflow as tf
@@ -122,23 +124,63 @@ def main() -> int:
     rows = [("log-mel (STFT + mel matrix + log)", "both", tf.function(dsp.log_mel_patches), (waveform,), f["log-mel"])]
     for i, (w, h) in enumerate([(7, 38), (7, 67)]):
         rows += [
-            (f"timbral {w}x{h} x204: conv, ReLU, BN, max over freq", "Keras", keras_timbral(i), (image,), f[f"timbral {w}x{h}"]),
-            (f"timbral {w}x{h}: Conv2D (signed kernel), max, then ReLU/BN", "fast before", previous_timbral(fast, i), (image,), f[f"timbral {w}x{h}"]),
+            (
+                f"timbral {w}x{h} x204: conv, ReLU, BN, max over freq",
+                "Keras",
+                keras_timbral(i),
+                (image,),
+                f[f"timbral {w}x{h}"],
+            ),
+            (
+                f"timbral {w}x{h}: Conv2D (signed kernel), max, then ReLU/BN",
+                "fast before",
+                previous_timbral(fast, i),
+                (image,),
+                f[f"timbral {w}x{h}"],
+            ),
         ]
         for block in (1, 2, 4, 8, 59):
             default = " (default)" if block == fast_frontend.FREQUENCY_BLOCK else ""
             name = f"timbral {w}x{h}: banded GEMMs, blocks of {block} frequencies{default}, max, ReLU/BN"
-            rows.append((name, "fast", fast_timbral(sizes(frequency_block=block), i), (image,), f[f"timbral {w}x{h}, frequency blocks of {block}"]))
+            rows.append(
+                (
+                    name,
+                    "fast",
+                    fast_timbral(sizes(frequency_block=block), i),
+                    (image,),
+                    f[f"timbral {w}x{h}, frequency blocks of {block}"],
+                )
+            )
     rows += [
-        ("temporal: Conv2D (L,1) 128/64/32 x51, ReLU, BN, max", "Keras", keras_temporal, (image,), f["temporal 128/64/32 (direct)"]),
-        ("temporal: one banded GEMM, max, then ReLU/BN", "fast before", previous_temporal(fast), (image[..., 0],), f["temporal as one banded GEMM"]),
+        (
+            "temporal: Conv2D (L,1) 128/64/32 x51, ReLU, BN, max",
+            "Keras",
+            keras_temporal,
+            (image,),
+            f["temporal 128/64/32 (direct)"],
+        ),
+        (
+            "temporal: one banded GEMM, max, then ReLU/BN",
+            "fast before",
+            previous_temporal(fast),
+            (image[..., 0],),
+            f["temporal as one banded GEMM"],
+        ),
     ]
     for block in (16, 32, 64):
         default = " (default)" if block == fast_frontend.TIME_BLOCK else ""
         name = f"temporal: banded GEMM per kernel, blocks of {block} frames{default}, max, ReLU/BN"
-        rows.append((name, "fast", sizes(time_block=block)._temporal, (image[..., 0],), f[f"temporal, time blocks of {block}"]))
+        rows.append(
+            (name, "fast", sizes(time_block=block)._temporal, (image[..., 0],), f[f"temporal, time blocks of {block}"])
+        )
     rows += [
-        ("back-end (3 convs, pooling, dense)", "both", lambda x: fast.backend(x, training=False), (features,), f["back-end"]),
+        (
+            "back-end (3 convs, pooling, dense)",
+            "both",
+            lambda x: fast.backend(x, training=False),
+            (features,),
+            f["back-end"],
+        ),
         ("whole model, log-mel in", "Keras", lambda x: keras_model(x, training=False), (log_mel,), None),
         ("whole model, log-mel in (default blocks)", "fast", fast.__call__, (log_mel,), None),
     ]
@@ -184,7 +226,8 @@ def concurrent_calls(keras_model, waveform, args, rounds: int = 8) -> int:
             best_wall = min(best_wall, time.perf_counter() - wall)
     patches = calls * len(waveform)
     print(
-        f"{args.concurrent} concurrent calls, batch {len(waveform)}, intra {args.threads} inter {args.inter or args.threads}: "
+        f"{args.concurrent} concurrent calls, batch {len(waveform)}, "
+        f"intra {args.threads} inter {args.inter or args.threads}: "
         f"CPU {1000 * best_cpu / patches:.1f} ms/patch, wall {1000 * best_wall / patches:.1f} ms/patch"
     )
     return 0

@@ -36,10 +36,10 @@ COMPARE_FLAGS = [
     "0.9",  # Keras' 0.99 lags the weights in runs this short
 ]
 DEMO_SECONDS = "3.5"  # one patch per track: many tracks for little compute
-# Seconds each step took on the reference machine (README "Demo time": the 2-core AMD EPYC, shared;
+# Seconds each step took on the reference machine (README "Demo time": the 2-core AMD EPYC, idle;
 # "tag" the mean of the two tagging runs); the estimate of the time left scales the steps still
 # to run by how fast this machine has been so far.
-STEP_SECONDS = {"synth": 160, "featurize": 50, "compare": 650, "fetch": 5, "tag": 27, "queries": 5}
+STEP_SECONDS = {"synth": 32, "featurize": 21, "compare": 266, "fetch": 2, "tag": 14, "queries": 8}
 
 
 class Clock:
@@ -70,7 +70,7 @@ def step(title: str, function, argv: list[str], where: str, clock: Clock | None 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tagscale demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="demo_output", help="where every output goes (demo_output)")
-    parser.add_argument("--tracks", type=int, default=800, help="demo catalog size (800 tracks of 3.5 s)")
+    parser.add_argument("--tracks", type=int, default=600, help="demo catalog size (600 tracks of 3.5 s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--skip-pretrained", action="store_true", help="do not fetch or use musicnn-mtt (no registry access)"

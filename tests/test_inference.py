@@ -92,7 +92,8 @@ import tensorflow as tf
 from pipelines import inference
 threads = tf.config.threading
 print(inference.configure_threads(1), threads.get_intra_op_parallelism_threads())
-print(inference.configure_threads(2), threads.get_intra_op_parallelism_threads(), threads.get_inter_op_parallelism_threads())
+configured = inference.configure_threads(2)
+print(configured, threads.get_intra_op_parallelism_threads(), threads.get_inter_op_parallelism_threads())
 tf.constant(1.0) + 1.0
 print(inference.configure_threads(1), threads.get_intra_op_parallelism_threads())
 """

@@ -116,6 +116,10 @@ def compile_for_training(model, n_tags: int, learning_rate: float):
             keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc"),
         ],
     )
+    # Adam's slots made now, eagerly: made inside the first traced step instead, they cost
+    # ~35 ms each and a second trace of the whole step (18.7 -> 11.4 CPU s of first epoch
+    # for the demo spectrogram network, BENCHMARKS.md "Where a demo arm's time goes").
+    train_model.optimizer.build(train_model.trainable_variables)
     return train_model
 
 
