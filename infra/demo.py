@@ -39,7 +39,7 @@ DEMO_SECONDS = "3.5"  # one patch per track: many tracks for little compute
 # Seconds each step took on the reference machine (README "Demo time": the 2-core AMD EPYC, idle;
 # "tag" the mean of the two tagging runs); the estimate of the time left scales the steps still
 # to run by how fast this machine has been so far.
-STEP_SECONDS = {"synth": 32, "featurize": 21, "compare": 266, "fetch": 2, "tag": 14, "queries": 8}
+STEP_SECONDS = {"synth": 40, "featurize": 20, "compare": 331, "fetch": 2, "tag": 20, "queries": 5}
 
 
 class Clock:
@@ -70,7 +70,7 @@ def step(title: str, function, argv: list[str], where: str, clock: Clock | None 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tagscale demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="demo_output", help="where every output goes (demo_output)")
-    parser.add_argument("--tracks", type=int, default=600, help="demo catalog size (600 tracks of 3.5 s)")
+    parser.add_argument("--tracks", type=int, default=800, help="demo catalog size (800 tracks of 3.5 s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--skip-pretrained", action="store_true", help="do not fetch or use musicnn-mtt (no registry access)"
