@@ -80,9 +80,9 @@ def write_audio(tmp_path):
 SMALL_MODEL_TAGS = ["low", "mid", "high"]
 
 
-@pytest.fixture(scope="session")
-def small_model(tmp_path_factory) -> str:
-    """A small random spectrogram model saved in the serving format (tags: SMALL_MODEL_TAGS)."""
+def small_model_dir(directory) -> str:
+    """A small random spectrogram model saved in the serving format under ``directory``
+    (tags: SMALL_MODEL_TAGS); the same weights every time (seed 0)."""
     import keras
 
     from model import export, network, serving
@@ -97,8 +97,14 @@ def small_model(tmp_path_factory) -> str:
         backend_filters=8,
         dense_units=16,
     )
-    path = str(tmp_path_factory.mktemp("model") / "small")
+    path = str(pathlib.Path(directory) / "small")
     export.save_serving_model(
         serving.build_serving_module(model, "spectrogram"), path, tags=SMALL_MODEL_TAGS, info={"name": "small"}
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> str:
+    """:func:`small_model_dir`, made once per session for the tests that only read it."""
+    return small_model_dir(tmp_path_factory.mktemp("model"))

@@ -70,7 +70,7 @@ def test_featurize_reads_catalog_and_audio_from_gcs(gcs, tmp_path):
 
 @pytest.mark.slow
 def test_tag_writes_parquet_to_gcs_and_reruns_incrementally(gcs, tmp_path):
-    from test_tag import small_model_dir
+    from conftest import small_model_dir
 
     model = small_model_dir(tmp_path / "model")
     output = f"gs://{BUCKET}/tagged"

@@ -146,7 +146,7 @@ def signal_patches(seconds):
 
 @pytest.mark.slow
 def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
-    from test_tag import small_model_dir
+    from conftest import small_model_dir
 
     root, catalog, expected, n_rows = nasty
     summary = tag.run(
@@ -224,7 +224,7 @@ def forty_tracks(tmp_path_factory):
 
 @pytest.mark.slow
 def test_transient_decode_faults_are_retried_and_change_nothing(forty_tracks, tmp_path, monkeypatch):
-    from test_tag import small_model_dir
+    from conftest import small_model_dir
 
     hit = [f"t{i:02d}" for i in range(40) if stages.injected_fault(f"t{i:02d}", 0.05)]
     assert hit, "the 5% hook must select at least one of these tracks"
@@ -272,7 +272,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
     hook; the marker proves where), a second run is refused while it holds the output, then it
     is killed: the 25-track output is untouched, its stale lock is taken over with a message,
     and --incremental tags exactly the 15 others."""
-    from test_tag import small_model_dir
+    from conftest import small_model_dir
 
     model = small_model_dir(tmp_path)
     output = tmp_path / "out"
@@ -379,7 +379,7 @@ def fill(directory, leave_bytes):
 def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
     forty_tracks, tmp_path, small_filesystem, monkeypatch
 ):
-    from test_tag import small_model_dir
+    from conftest import small_model_dir
 
     model = small_model_dir(tmp_path)
     if small_filesystem is not None:
