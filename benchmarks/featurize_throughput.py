@@ -5,7 +5,8 @@
 Rows: ``--tracks`` real-music-like MP3s (44.1 kHz stereo, 128 kb/s), then the same files listed
 ``--repeat`` times under new track_ids. Each method runs in its own process on both catalogs,
 interleaved (librosa small, tagscale small, librosa large, tagscale large), so machine noise
-hits both alike. CPU = user+sys of the process and its children; peak RSS from ``wait4``.
+hits both alike. tagscale runs as users run it (``tagscale featurize``, i.e. ``python -m infra.cli featurize``). CPU =
+user+sys of the process and its children; peak RSS from ``wait4``.
 
 * whole process: audio seconds / CPU seconds of the large run, tagscale over librosa;
 * marginal: the large run minus the small one (fixed costs cancel), tagscale over librosa;
@@ -42,11 +43,6 @@ for row in rows:
     np.log10(10000 * mel + 1)
 """
 
-FEATURIZE = """
-import sys
-from pipelines import featurize
-featurize.run(sys.argv[1:])
-"""
 
 SECTION = "featurize_scale"
 
@@ -107,7 +103,7 @@ def main() -> None:
         results[("librosa", size)] = run_measured([PYTHON, "-c", LIBROSA, str(catalog)])
         shutil.rmtree(out, ignore_errors=True)
         results[("tagscale", size)] = run_measured(
-            [PYTHON, "-c", FEATURIZE, "--catalog", str(catalog), "--output", str(out)]
+            [PYTHON, "-m", "infra.cli", "featurize", "--catalog", str(catalog), "--output", str(out)]
         )
         for method in ("librosa", "tagscale"):
             print(method, size, json.dumps({k: round(v, 2) for k, v in results[(method, size)].items()}), flush=True)

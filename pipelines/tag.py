@@ -374,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
+    beam_util.skip_unused_imports()
     from model.errors import run_command
 
     sys.exit(run_command("tag", main))

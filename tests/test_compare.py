@@ -78,3 +78,55 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
     assert stamps == {
         row["job_dir"]: (tmp_path / row["job_dir"] / "eval.json").stat().st_mtime_ns for row in again["runs"]
     }
+
+
+LANES = """
+import json, os, sys, types
+from trainer import lanes
+import lane_train
+runs = [types.SimpleNamespace(fraction=f) for f in (0.25, 1.0, 0.5, 0.75)]
+rows = lanes.run_all(runs, 2, lane_train.train)
+print(json.dumps({"here": os.getpid(), "rows": rows}))
+try:
+    lanes.run_all(runs, 2, lane_train.fail_on_half)
+except ValueError as error:
+    print(json.dumps({"error": str(error)}))
+"""
+
+LANE_TRAIN = """
+import os, time
+
+def train(run):
+    time.sleep(0.5)
+    return {"fraction": run.fraction, "pid": os.getpid()}
+
+def fail_on_half(run):
+    if run.fraction == 0.5:
+        raise ValueError("run 0.5 failed")
+    return train(run)
+"""
+
+
+@pytest.mark.slow
+def test_runs_at_once_use_this_process_as_one_lane(tmp_path):
+    """Two jobs: this process trains runs itself while one worker process trains the others;
+    the rows come back in the runs' order, and a run's error reaches the caller."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "lane_train.py").write_text(LANE_TRAIN)
+    out = subprocess.run(
+        [sys.executable, "-c", LANES],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{tmp_path}"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    done, failed = (json.loads(line) for line in out.stdout.strip().splitlines()[-2:])
+    assert [row["fraction"] for row in done["rows"]] == [0.25, 1.0, 0.5, 0.75]
+    pids = {row["pid"] for row in done["rows"]}
+    assert done["here"] in pids and len(pids) == 2, done  # this process and one worker
+    assert failed == {"error": "run 0.5 failed"}

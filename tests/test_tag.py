@@ -161,3 +161,40 @@ def test_missing_model_is_one_clear_error(tag_catalog, tmp_path):
         tag.run(
             ["--catalog", str(tag_catalog / "catalog.csv"), "--model", "musicnn-nope", "--output", str(tmp_path / "o")]
         )
+
+
+CLI_JOBS = """
+import json, sys
+from infra import cli
+catalog, model, features, tags = sys.argv[1:]
+rc = [cli.main(["featurize", "--catalog", catalog, "--output", features, "--num-shards", "1"]),
+      cli.main(["tag", "--catalog", catalog, "--model", model, "--output", tags])]
+print(json.dumps({"rc": rc, "sklearn": repr(sys.modules.get("sklearn", "never")),
+                  "matplotlib": repr(sys.modules.get("matplotlib", "never")), "keras": "keras" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_the_beam_jobs_run_from_the_command_line_without_sklearn_and_matplotlib(tag_catalog, small_model, tmp_path):
+    """`tagscale featurize` and `tagscale tag` start TensorFlow (and Keras) without scikit-learn and
+    matplotlib, which they never use, and still do their whole job."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    good = tmp_path / "catalog.csv"  # the good rows: featurize needs a tagged track to build its vocabulary
+    rows = [line for line in (tag_catalog / "catalog.csv").read_text().splitlines()[1:6]]
+    good.write_text("track_id,uri,tags\n" + "\n".join(f"{row.rstrip(',')},low;high" for row in rows) + "\n")
+    out = subprocess.run(
+        [sys.executable, "-c", CLI_JOBS, str(good), small_model, str(tmp_path / "f"), str(tmp_path / "t")],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": repo},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"rc": [0, 0], "sklearn": "None", "matplotlib": "None", "keras": True}
+    assert json.loads((tmp_path / "f" / "metadata.json").read_text())["tracks_ok"] == 5
+    assert sorted(read_tags(tmp_path / "t")["track_id"]) == [f"t{i}" for i in range(5)]

@@ -23,7 +23,7 @@ import logging
 import sys
 
 from model.errors import TagscaleError
-from trainer import flags, task
+from trainer import flags, lanes, task
 
 LOG = logging.getLogger("tagscale.compare")
 PLOT_SIZE = "auc_vs_training_size.png"
@@ -89,49 +89,6 @@ def run_args(args, frontend: str, fraction: float) -> argparse.Namespace:
 
 def export_names(args) -> set[str]:
     return {name.strip() for name in (getattr(args, "export_runs", "") or "").split(",") if name.strip()}
-
-
-def default_jobs(n_runs: int) -> int:
-    """1 on a GPU (the runs would share it); else one run per core, at most 4 and ``n_runs``."""
-    import os
-
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return 1
-    return max(1, min(n_runs, os.cpu_count() or 1, 4))
-
-
-def _worker_init(threads: int) -> None:
-    """Each worker process: ``threads`` TensorFlow threads, so that the workers share the cores."""
-    import tensorflow as tf
-
-    logging.basicConfig(level=logging.INFO)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
-def run_all(runs: list, jobs: int) -> list[dict]:
-    """Every run's report row, in the order of ``runs``; ``jobs`` > 1 trains that many at once.
-
-    A tiny model does not keep two cores busy (most of a step is one thread dispatching ops),
-    so on a CPU two runs at once, each with half the threads, finish sooner than one after
-    the other. The largest runs start first so the last ones to finish are short.
-    """
-    if jobs <= 1:
-        return [run_one(run) for run in runs]
-    import concurrent.futures
-    import multiprocessing
-    import os
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    order = sorted(range(len(runs)), key=lambda i: -runs[i].fraction)
-    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker, not a fork of this one
-    with concurrent.futures.ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_worker_init, initargs=(threads,)
-    ) as pool:
-        futures = {i: pool.submit(run_one, runs[i]) for i in order}
-        return [futures[i].result() for i in range(len(runs))]
 
 
 def run_one(args) -> dict:
@@ -323,10 +280,10 @@ def compare(args) -> dict:
     tf.io.gfile.makedirs(args.output)
     args.features = features.path
     planned = [run_args(args, frontend, fraction) for fraction in fractions for frontend in frontends]
-    jobs = args.jobs if args.jobs is not None else default_jobs(len(planned))
+    jobs = args.jobs if args.jobs is not None else lanes.default_jobs(len(planned))
     if jobs < 1:
         raise TagscaleError(f"--jobs must be at least 1, got {jobs}")
-    runs = run_all(planned, jobs)
+    runs = lanes.run_all(planned, jobs, run_one)
     first = runs[0]
     report = {
         "features": features.path,

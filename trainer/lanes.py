@@ -1,0 +1,116 @@
+"""Runs of the comparison trained at once: one lane per job, each a process with its share of
+the cores, this process being one of them (see :func:`run_all`)."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+from typing import Any, Callable
+
+
+def default_jobs(n_runs: int) -> int:
+    """1 on a GPU (the runs would share it); else one run per core, at most 4 and ``n_runs``."""
+    import os
+
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return 1
+    return max(1, min(n_runs, os.cpu_count() or 1, 4))
+
+
+def threads_per_job(jobs: int) -> int:
+    """TensorFlow threads for each of ``jobs`` runs at once: an equal share of the cores."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def set_threads(threads: int, inter: int | None = None) -> bool:
+    """``threads`` TensorFlow threads per op (``inter`` ops at once, ``threads`` by default) in this
+    process. Once its runtime has started they are fixed: then True only if they are ``threads``
+    already (``tagscale demo`` sets them before its first step)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter or threads)
+    except RuntimeError:
+        return tf.config.threading.get_intra_op_parallelism_threads() == threads
+    return True
+
+
+def _worker_init(threads: int) -> None:
+    """Each worker process: ``threads`` TensorFlow threads, so that the workers share the cores."""
+    logging.basicConfig(level=logging.INFO)
+    set_threads(threads)
+
+
+@contextlib.contextmanager
+def _run_logging():
+    """This module's and the trainer's INFO lines on stderr while this process trains a run, as a
+    worker's would be, without changing the logging of the rest of the process."""
+    logger = logging.getLogger("tagscale")
+    if logger.isEnabledFor(logging.INFO) and logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    level, logger.level = logger.level, logging.INFO
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def run_all(runs: list, jobs: int, train: Callable[[Any], dict]) -> list[dict]:
+    """``train(run)`` of every run, in the order of ``runs``; ``jobs`` > 1 trains that many at once.
+
+    A tiny model does not keep two cores busy (most of a step is one thread dispatching ops),
+    so on a CPU two runs at once, each with half the threads, finish sooner than one after
+    the other. The largest runs start first, each as soon as a lane is free, so the last ones
+    to finish are short. This process, which has TensorFlow loaded already, is one of the lanes:
+    it starts training while the worker processes are still starting theirs.
+    """
+    if jobs <= 1:
+        return [train(run) for run in runs]
+    import concurrent.futures
+    import multiprocessing
+
+    threads = threads_per_job(jobs)
+    here = set_threads(threads)
+    pending = collections.deque(sorted(range(len(runs)), key=lambda i: -runs[i].fraction))
+    lock = threading.Lock()
+    rows: dict[int, dict] = {}
+
+    def take() -> int | None:
+        with lock:
+            return pending.popleft() if pending else None
+
+    def lane(fn) -> None:
+        try:
+            while (i := take()) is not None:
+                rows[i] = fn(runs[i])
+        except BaseException:
+            pending.clear()  # the other lanes finish their run and stop
+            raise
+
+    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker, not a fork of this one
+    workers = jobs - 1 if here else jobs
+    with (
+        concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
+        ) as pool,
+        concurrent.futures.ThreadPoolExecutor(workers) as feeders,
+    ):
+        lanes = [feeders.submit(lane, lambda run: pool.submit(train, run).result()) for _ in range(workers)]
+        if here:
+            with _run_logging():
+                lane(train)
+        for future in lanes:
+            future.result()
+    return [rows[i] for i in range(len(runs))]
