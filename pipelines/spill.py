@@ -48,8 +48,12 @@ class LogMel:
     def __init__(self):
         import tensorflow as tf
 
+        # No Python control flow to convert: without autograph the one trace takes ~0.1 instead
+        # of ~0.5 CPU s, a few percent of a small run's fixed cost.
         self._fn = tf.function(
-            dsp.log_mel_patches, input_signature=[tf.TensorSpec([None, dsp.PATCH_SAMPLES], tf.float32)]
+            dsp.log_mel_patches,
+            input_signature=[tf.TensorSpec([None, dsp.PATCH_SAMPLES], tf.float32)],
+            autograph=False,
         )
 
     def __call__(self, patches: np.ndarray) -> np.ndarray:

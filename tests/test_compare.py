@@ -7,29 +7,12 @@ import json
 import pytest
 from test_trainer import make_demo_features
 
+from infra.demo import COMPARE_FLAGS
 from trainer import compare
 
-# The CPU demo settings: small networks, a few epochs (BENCHMARKS.md / report of issue 4).
-DEMO_FLAGS = [
-    "--epochs",
-    "8",
-    "--learning-rate",
-    "3e-3",
-    "--batch-size",
-    "16",
-    "--frontend-filters",
-    "4",
-    "--backend-channels",
-    "32",
-    "--dense-units",
-    "64",
-    "--dropout",
-    "0.1",
-    "--batch-norm-momentum",
-    "0.9",
-    "--seed",
-    "0",
-]
+# The demo's own comparison settings (small networks, 8 epochs) on two of its fractions; argparse keeps
+# the last --fractions.
+DEMO_FLAGS = [*COMPARE_FLAGS, "--fractions", "0.5,1.0", "--seed", "0"]
 
 
 def test_fractions_are_validated():
@@ -43,7 +26,7 @@ def test_fractions_are_validated():
 def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, capfd):
     features = make_demo_features(tmp_path_factory)
     out = tmp_path / "compare"
-    assert compare.main(["--features", str(features), "--output", str(out), "--fractions", "0.5,1.0", *DEMO_FLAGS]) == 0
+    assert compare.main(["--features", str(features), "--output", str(out), *DEMO_FLAGS]) == 0
     report = json.loads((out / "report.json").read_text())
     runs = {(row["fraction"], row["frontend"]): row for row in report["runs"]}
     assert set(runs) == {(f, e) for f in (0.5, 1.0) for e in ("waveform", "spectrogram")}
@@ -72,7 +55,7 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
 
     # Run again: every finished run is reused (same settings), nothing is trained.
     stamps = {row["job_dir"]: (tmp_path / row["job_dir"] / "eval.json").stat().st_mtime_ns for row in report["runs"]}
-    assert compare.main(["--features", str(features), "--output", str(out), "--fractions", "0.5,1.0", *DEMO_FLAGS]) == 0
+    assert compare.main(["--features", str(features), "--output", str(out), *DEMO_FLAGS]) == 0
     again = json.loads((out / "report.json").read_text())
     assert [row["roc_auc"] for row in again["runs"]] == [row["roc_auc"] for row in report["runs"]]
     assert stamps == {
