@@ -69,13 +69,14 @@ class FrameConv(layers.Conv1D):
     """A Conv1D over one-channel input whose stride equals its kernel, computed as one matmul.
 
     Such a conv multiplies non-overlapping frames of ``kernel_size`` samples by the kernel:
-    reshaping the samples to (batch, frames, kernel_size) gives the same sums in one GEMM,
-    about twice as fast on a CPU as TF's one-channel Conv1D (measured 0.034 vs 0.060 CPU s,
-    forward + backward, batch 16 of 48,128 samples, 16 filters). Same variables as Conv1D.
+    reshaping the samples to (batch * frames, kernel_size) gives the same sums in one 2-D GEMM
+    with a bias add TensorFlow fuses into it. Keras' ``Conv1D.call`` calls ``ops.conv``
+    directly (not ``convolution_op``), so the whole ``call`` is replaced. Same variables as
+    Conv1D; anything but a framed one-channel conv is Conv1D's own code.
     """
 
-    def convolution_op(self, inputs, kernel):
-        size, channels, filters = kernel.shape
+    def call(self, inputs):
+        size, channels, filters = self.kernel.shape
         framed = (self.strides, self.dilation_rate, self.padding, self.data_format) == (
             (size,),
             (1,),
@@ -83,10 +84,50 @@ class FrameConv(layers.Conv1D):
             "channels_last",
         )
         if not framed or channels != 1:
-            return super().convolution_op(inputs, kernel)
+            return super().call(inputs)
         n_frames = inputs.shape[1] // size
-        frames = ops.reshape(inputs[:, : n_frames * size, 0], (-1, n_frames, size))
-        return ops.matmul(frames, kernel[:, 0, :])  # (batch, frames, filters)
+        frames = ops.reshape(inputs[:, : n_frames * size, 0], (-1, size))  # (batch * frames, size)
+        out = ops.matmul(frames, self.kernel[:, 0, :])  # (batch * frames, filters)
+        if self.use_bias:
+            out = _bias_add(out, self.bias)
+        if self.activation is not None:
+            out = self.activation(out)
+        return ops.reshape(out, (-1, n_frames, filters))
+
+
+def _bias_add(x, bias):
+    """``x + bias`` over the last axis; TF's BiasAdd (one-pass gradient) on TensorFlow."""
+    if keras.backend.backend() != "tensorflow":
+        return ops.add(x, bias)
+    import tensorflow as tf
+
+    return tf.nn.bias_add(x, bias)
+
+
+@keras.saving.register_keras_serializable(package="tagscale")
+class BlockMaxPool(layers.MaxPooling1D):
+    """MaxPooling1D whose windows do not overlap (stride = pool size), as a reshape and a max.
+
+    (batch, time, channels) -> (batch, time // size, size, channels) and the max over the
+    window axis: the same values as TF's MaxPool, with a gradient of elementwise ops instead of
+    the MaxPoolGrad kernel, which was the slowest op of the waveform step after the convs
+    (forward + backward over (16, 16,038, 16): 0.025 instead of 0.047 CPU s). The one
+    difference is where a window holds tied maxima: MaxPool's gradient goes to the first,
+    this one's is shared equally. In :func:`model.network.waveform_frontend` the pool follows
+    ReLU and batch norm, where ties are the ReLU's zeros, whose gradient the ReLU discards
+    either way, so the network's gradient is the same.
+    """
+
+    def call(self, inputs):
+        (size,), (stride,) = self.pool_size, self.strides
+        if size != stride or self.padding != "valid" or self.data_format != "channels_last":
+            return super().call(inputs)
+        n_windows, channels = inputs.shape[1] // size, inputs.shape[2]
+        if n_windows * size != inputs.shape[1]:
+            # split, not slice: the gradient of a slice (StridedSliceGrad) cost more than the pool
+            inputs = ops.split(inputs, [n_windows * size], axis=1)[0]
+        windows = ops.reshape(inputs, (-1, n_windows, size, channels))
+        return ops.max(windows, axis=2)
 
 
 @keras.saving.register_keras_serializable(package="tagscale")
@@ -116,17 +157,81 @@ class FusedBatchNorm(layers.BatchNormalization):
         x = tf.cast(inputs, "float32")  # statistics in float32, as Keras does
         shape = tf.shape(x)
         channels = x.shape[-1]
-        y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
-            tf.reshape(x, [shape[0], -1, 1, channels]),
-            tf.cast(self.gamma, "float32"),
-            tf.cast(self.beta, "float32"),
-            epsilon=self.epsilon,
-            is_training=True,
-        )
-        # The kernel returns the unbiased variance (for its own running average); Keras
-        # averages the biased one.
-        n = tf.cast(tf.size(x) // channels, "float32")
-        variance = variance * (n - 1.0) / n
+        gamma, beta = tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32")
+        positions = 1
+        for size in x.shape[1:-1]:
+            positions *= size if size is not None else 0
+        if positions >= BN_XLA_GRADIENT_MIN_POSITIONS:
+            y, mean, variance = _batch_norm_xla_gradient(tf.reshape(x, [-1, channels]), gamma, beta, self.epsilon)
+        else:
+            y, mean, variance = _batch_norm_fused(tf.reshape(x, [-1, channels]), gamma, beta, self.epsilon)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return tf.cast(tf.reshape(y, shape), self.compute_dtype)
+
+
+# Per-example positions (time x frequency) from which a batch norm's gradient is computed by
+# XLA rather than TF's fused gradient kernel: about 1.6x faster on the waveform's first two maps
+# (16,042 steps), but compiled once per batch shape; set from the measurements of the demo
+# waveform step (the next map, 5,344 steps, is where the compile stops paying off).
+BN_XLA_GRADIENT_MIN_POSITIONS = 8192
+
+
+def _batch_norm_fused(x, gamma, beta, epsilon):
+    """Training batch norm of (rows, channels) by TF's fused kernel: (y, mean, biased variance)."""
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    y, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
+        tf.reshape(x, [shape[0], 1, 1, shape[1]]), gamma, beta, epsilon=epsilon, is_training=True
+    )
+    # The kernel returns the unbiased variance (for its own running average); Keras
+    # averages the biased one.
+    n = tf.cast(shape[0], "float32")
+    return tf.reshape(y, shape), mean, variance * (n - 1.0) / n
+
+
+def _batch_norm_xla_gradient(x, gamma, beta, epsilon):
+    """:func:`_batch_norm_fused` whose gradient is one XLA-compiled function.
+
+    TF's FusedBatchNormGrad CPU kernel was the largest op of the waveform step (0.032 CPU s
+    for (16 x 16,042, 16)); the same gradient, ``dx = gamma / sigma * (dy - mean(dy) - xhat *
+    mean(dy * xhat))``, compiled by XLA into two fused passes, takes about 0.018.
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def norm(x, gamma, beta):
+        y, mean, variance = _batch_norm_fused(x, gamma, beta, epsilon)
+
+        def grad(dy, *_):  # mean and variance only feed the moving averages
+            return _batch_norm_backward(dy, x, gamma, mean, variance, epsilon)
+
+        return (y, mean, variance), grad
+
+    y, mean, variance = norm(x, gamma, beta)
+    return y, tf.stop_gradient(mean), tf.stop_gradient(variance)
+
+
+def _batch_norm_backward(dy, x, gamma, mean, variance, epsilon):
+    """(dx, dgamma, dbeta) of training batch norm over (rows, channels); XLA-compiled on first use."""
+    global _compiled_backward
+    if _compiled_backward is None:
+        import tensorflow as tf
+
+        def backward(dy, x, gamma, mean, variance, epsilon):
+            n = tf.cast(tf.shape(x)[0], "float32")
+            inv_std = tf.math.rsqrt(variance + epsilon)
+            centred = x - mean  # XLA fuses this into both passes; no tensor is stored
+            dbeta = tf.reduce_sum(dy, axis=0)
+            dgamma = tf.reduce_sum(dy * centred, axis=0) * inv_std  # sum(dy * xhat)
+            scale = gamma * inv_std
+            # dx = scale * (dy - dbeta / n - xhat * dgamma / n)
+            dx = scale * dy - (scale * inv_std * dgamma / n) * centred - scale * dbeta / n
+            return dx, dgamma, dbeta
+
+        _compiled_backward = tf.function(backward, jit_compile=True, reduce_retracing=True)
+    return _compiled_backward(dy, x, gamma, mean, variance, epsilon)
+
+
+_compiled_backward = None
