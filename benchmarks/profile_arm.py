@@ -178,8 +178,9 @@ def step_cpu_s(model, batch: int, steps: int) -> float:
 def step_costs(batch: int = 16, steps: int = 10) -> str:
     """CPU s per training step of the demo's networks on one TensorFlow thread, as a Markdown table.
 
-    Each network is timed built from Keras' own Conv1D / Conv2D / BatchNormalization (what
-    ``model.fast_layers`` replaces) and as :func:`model.network.build_model` builds it.
+    Each network is timed built from Keras' own Conv1D / Conv2D / BatchNormalization /
+    MaxPooling1D (what ``model.fast_layers`` replaces) and as :func:`model.network.build_model`
+    builds it.
     """
     from unittest import mock
 
@@ -194,6 +195,7 @@ def step_costs(batch: int = 16, steps: int = 10) -> str:
         "TimbralConv": keras.layers.Conv2D,
         "FrameConv": keras.layers.Conv1D,
         "FusedBatchNorm": keras.layers.BatchNormalization,
+        "BlockMaxPool": keras.layers.MaxPooling1D,
     }
     rows = []
     for frontend in ("spectrogram", "waveform"):

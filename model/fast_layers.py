@@ -1,9 +1,10 @@
-"""Faster forms of three Keras layers of :mod:`model.network` for CPU training, with the layers' own variables.
+"""Faster forms of four Keras layers of :mod:`model.network` for CPU training, with the layers' own variables.
 
 TensorFlow's CPU convolutions are slow when a conv has one input channel and few filters: they
 cannot fill a dense GEMM, and the demo's small networks are made of such convs. Keras' batch
-norm computes its training statistics and gradient in several passes over the tensor, which
-the sample-level front-end's (batch, 16,042, filters) maps make expensive. Each layer here
+norm computes its training statistics and gradient in several passes over the tensor, and
+TF's MaxPool gradient kernel is slow, which the sample-level front-end's (batch, 16,042,
+filters) maps make expensive. Each layer here
 subclasses the Keras layer it replaces and only changes how the same function is computed, so
 the variables (names, shapes) stay those of the plain layer: musicnn's pretrained weights,
 checkpoints and saved models load unchanged, and cases the fast form does not cover fall back
@@ -136,7 +137,10 @@ class FusedBatchNorm(layers.BatchNormalization):
 
     The fused kernel normalises and returns the batch statistics in one pass and has a
     one-kernel gradient: forward + backward over (16, 16,042, 16) took 0.051 instead of 0.083
-    CPU s. Inference, and anything but a plain last-axis norm on TensorFlow, is Keras' own code.
+    CPU s. On maps of at least ``BN_XLA_GRADIENT_MIN_POSITIONS`` positions per example the
+    gradient is an XLA-compiled function instead (:func:`_batch_norm_xla_gradient`): 0.025
+    instead of 0.040 CPU s there. Inference, and anything but a plain last-axis norm on
+    TensorFlow, is Keras' own code.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -172,8 +176,9 @@ class FusedBatchNorm(layers.BatchNormalization):
 
 # Per-example positions (time x frequency) from which a batch norm's gradient is computed by
 # XLA rather than TF's fused gradient kernel: about 1.6x faster on the waveform's first two maps
-# (16,042 steps), but compiled once per batch shape; set from the measurements of the demo
-# waveform step (the next map, 5,344 steps, is where the compile stops paying off).
+# (16,042 steps), but compiled once per batch shape (~0.1-0.5 CPU s each). This takes those two
+# and the spectrogram's 38-band timbral maps (187 x 59); taking the waveform's third map too
+# (5,344 steps) made no difference measurable on a shared machine, so it keeps the fused kernel.
 BN_XLA_GRADIENT_MIN_POSITIONS = 8192
 
 

@@ -226,7 +226,8 @@ def test_block_max_pool_equals_max_pooling_1d(steps):
     relu_output = tf.nn.relu(tf.nn.conv1d(x, weights[0], 1, "VALID") + weights[1]).numpy()
     assert (relu_output == 0).mean() > 0.3  # the block does have ties
     for got, want in zip(*block):
-        # measured: outputs equal, the kernel's gradient within 2e-7 of its largest value
+        # measured: outputs equal, the conv's gradients within 7.3e-7 of their largest value (the
+        # batch norm's sums see other values at the discarded positions, so another rounding)
         assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
 
 
