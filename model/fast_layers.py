@@ -137,10 +137,9 @@ class FusedBatchNorm(layers.BatchNormalization):
 
     The fused kernel normalises and returns the batch statistics in one pass and has a
     one-kernel gradient: forward + backward over (16, 16,042, 16) took 0.051 instead of 0.083
-    CPU s. On maps of at least ``BN_XLA_GRADIENT_MIN_POSITIONS`` positions per example the
-    gradient is an XLA-compiled function instead (:func:`_batch_norm_xla_gradient`): 0.025
-    instead of 0.040 CPU s there. Inference, and anything but a plain last-axis norm on
-    TensorFlow, is Keras' own code.
+    CPU s. On maps of at least ``BN_XLA_MIN_POSITIONS`` positions per example the forward and
+    the gradient are XLA-compiled functions instead (:func:`_batch_norm_xla`), faster again
+    there. Inference, and anything but a plain last-axis norm on TensorFlow, is Keras' own code.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -165,8 +164,8 @@ class FusedBatchNorm(layers.BatchNormalization):
         positions = 1
         for size in x.shape[1:-1]:
             positions *= size if size is not None else 0
-        if positions >= BN_XLA_GRADIENT_MIN_POSITIONS:
-            y, mean, variance = _batch_norm_xla_gradient(tf.reshape(x, [-1, channels]), gamma, beta, self.epsilon)
+        if positions >= BN_XLA_MIN_POSITIONS:
+            y, mean, variance = _batch_norm_xla(tf.reshape(x, [-1, channels]), gamma, beta, self.epsilon)
         else:
             y, mean, variance = _batch_norm_fused(tf.reshape(x, [-1, channels]), gamma, beta, self.epsilon)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
@@ -174,12 +173,12 @@ class FusedBatchNorm(layers.BatchNormalization):
         return tf.cast(tf.reshape(y, shape), self.compute_dtype)
 
 
-# Per-example positions (time x frequency) from which a batch norm's gradient is computed by
-# XLA rather than TF's fused gradient kernel: about 1.6x faster on the waveform's first two maps
-# (16,042 steps), but compiled once per batch shape (~0.1-0.5 CPU s each). This takes those two
+# Per-example positions (time x frequency) from which a training batch norm is computed by XLA
+# rather than TF's fused kernels: about 1.7x faster on the waveform's first two maps (16,042
+# steps), but compiled once per batch shape (~0.1-0.5 CPU s each). This takes those two
 # and the spectrogram's 38-band timbral maps (187 x 59); taking the waveform's third map too
 # (5,344 steps) made no difference measurable on a shared machine, so it keeps the fused kernel.
-BN_XLA_GRADIENT_MIN_POSITIONS = 8192
+BN_XLA_MIN_POSITIONS = 8192
 
 
 def _batch_norm_fused(x, gamma, beta, epsilon):
@@ -196,18 +195,20 @@ def _batch_norm_fused(x, gamma, beta, epsilon):
     return tf.reshape(y, shape), mean, variance * (n - 1.0) / n
 
 
-def _batch_norm_xla_gradient(x, gamma, beta, epsilon):
-    """:func:`_batch_norm_fused` whose gradient is one XLA-compiled function.
+def _batch_norm_xla(x, gamma, beta, epsilon):
+    """Training batch norm of (rows, channels), forward and gradient each one XLA-compiled function.
 
-    TF's FusedBatchNormGrad CPU kernel was the largest op of the waveform step (0.032 CPU s
-    for (16 x 16,042, 16)); the same gradient, ``dx = gamma / sigma * (dy - mean(dy) - xhat *
-    mean(dy * xhat))``, compiled by XLA into two fused passes, takes about 0.018.
+    TF's fused kernels were the largest ops of the waveform step: over (16 x 16,042, 16) the
+    forward took 0.017 CPU s, XLA's fused two passes 0.009 (and its two-pass variance is
+    Keras' own formula: 1.7e-6 from float64, the fused kernel's 4e-4); the gradient, ``dx =
+    gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))``, 0.032 with
+    FusedBatchNormGrad, about 0.018 compiled. Returns (y, mean, biased variance).
     """
     import tensorflow as tf
 
     @tf.custom_gradient
     def norm(x, gamma, beta):
-        y, mean, variance = _batch_norm_fused(x, gamma, beta, epsilon)
+        y, mean, variance = _compiled("forward")(x, gamma, beta, epsilon)
 
         def grad(dy, *_):  # mean and variance only feed the moving averages
             return _batch_norm_backward(dy, x, gamma, mean, variance, epsilon)
@@ -218,25 +219,42 @@ def _batch_norm_xla_gradient(x, gamma, beta, epsilon):
     return y, tf.stop_gradient(mean), tf.stop_gradient(variance)
 
 
+def _batch_norm_forward(x, gamma, beta, epsilon):
+    import tensorflow as tf
+
+    mean = tf.reduce_mean(x, axis=0)
+    variance = tf.reduce_mean(tf.square(x - mean), axis=0)
+    scale = gamma * tf.math.rsqrt(variance + epsilon)
+    return x * scale + (beta - mean * scale), mean, variance
+
+
+def _batch_norm_backward_graph(dy, x, gamma, mean, variance, epsilon):
+    import tensorflow as tf
+
+    n = tf.cast(tf.shape(x)[0], "float32")
+    inv_std = tf.math.rsqrt(variance + epsilon)
+    centred = x - mean  # XLA fuses this into both passes; no tensor is stored
+    dbeta = tf.reduce_sum(dy, axis=0)
+    dgamma = tf.reduce_sum(dy * centred, axis=0) * inv_std  # sum(dy * xhat)
+    scale = gamma * inv_std
+    # dx = scale * (dy - dbeta / n - xhat * dgamma / n)
+    dx = scale * dy - (scale * inv_std * dgamma / n) * centred - scale * dbeta / n
+    return dx, dgamma, dbeta
+
+
 def _batch_norm_backward(dy, x, gamma, mean, variance, epsilon):
-    """(dx, dgamma, dbeta) of training batch norm over (rows, channels); XLA-compiled on first use."""
-    global _compiled_backward
-    if _compiled_backward is None:
+    """(dx, dgamma, dbeta) of training batch norm over (rows, channels), XLA-compiled."""
+    return _compiled("backward")(dy, x, gamma, mean, variance, epsilon)
+
+
+_COMPILED = {}
+
+
+def _compiled(which: str):
+    """The XLA-compiled batch-norm ``forward`` or ``backward``, made on first use (XLA compiles per shape)."""
+    if which not in _COMPILED:
         import tensorflow as tf
 
-        def backward(dy, x, gamma, mean, variance, epsilon):
-            n = tf.cast(tf.shape(x)[0], "float32")
-            inv_std = tf.math.rsqrt(variance + epsilon)
-            centred = x - mean  # XLA fuses this into both passes; no tensor is stored
-            dbeta = tf.reduce_sum(dy, axis=0)
-            dgamma = tf.reduce_sum(dy * centred, axis=0) * inv_std  # sum(dy * xhat)
-            scale = gamma * inv_std
-            # dx = scale * (dy - dbeta / n - xhat * dgamma / n)
-            dx = scale * dy - (scale * inv_std * dgamma / n) * centred - scale * dbeta / n
-            return dx, dgamma, dbeta
-
-        _compiled_backward = tf.function(backward, jit_compile=True, reduce_retracing=True)
-    return _compiled_backward(dy, x, gamma, mean, variance, epsilon)
-
-
-_compiled_backward = None
+        graph = {"forward": _batch_norm_forward, "backward": _batch_norm_backward_graph}[which]
+        _COMPILED[which] = tf.function(graph, jit_compile=True, reduce_retracing=True)
+    return _COMPILED[which]

@@ -110,11 +110,11 @@ def test_saved_model_with_timbral_convs_loads_with_the_same_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("shape", [(4, 300, 16), (3, 20, 11, 4), (2, 9000, 8), (2, 100, 90, 3)])
-@pytest.mark.parametrize("gradient", ["fused", "xla"])
-def test_fused_batch_norm_trains_like_keras_batch_norm(shape, gradient, monkeypatch):
+@pytest.mark.parametrize("form", ["fused", "xla"])
+def test_fused_batch_norm_trains_like_keras_batch_norm(shape, form, monkeypatch):
     """Outputs and gradients equal the exact (float64) batch norm; the moving statistics Keras' own.
 
-    Both gradients are checked on every shape: TF's fused kernel and the XLA-compiled one
+    Both forms are checked on every shape: TF's fused kernels and the XLA-compiled ones
     (which large maps use); the test asserts which one ran. The gradients are compared with
     float64 rather than with Keras' layer because over 18,000 positions Keras' own float32
     sums are off by up to 8e-6 of the largest value.
@@ -122,8 +122,8 @@ def test_fused_batch_norm_trains_like_keras_batch_norm(shape, gradient, monkeypa
     import keras
     import tensorflow as tf
 
-    threshold = 1 if gradient == "xla" else 10**9
-    monkeypatch.setattr(fast_layers, "BN_XLA_GRADIENT_MIN_POSITIONS", threshold)
+    threshold = 1 if form == "xla" else 10**9
+    monkeypatch.setattr(fast_layers, "BN_XLA_MIN_POSITIONS", threshold)
     calls = []
     backward = fast_layers._batch_norm_backward
     monkeypatch.setattr(fast_layers, "_batch_norm_backward", lambda *a: calls.append(1) or backward(*a))
@@ -144,7 +144,7 @@ def test_fused_batch_norm_trains_like_keras_batch_norm(shape, gradient, monkeypa
         grads = tape.gradient(loss, [x_t, layer.gamma, layer.beta])
         stats = [layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer(x_t, training=False).numpy()]
         results.append(([y.numpy(), *[g.numpy() for g in grads]], stats))
-    assert len(calls) == (1 if gradient == "xla" else 0)
+    assert len(calls) == (1 if form == "xla" else 0)
     for got, want in zip(results[0][0], exact_batch_norm(x, gamma, loss_weights)):
         # measured: at most 6.5e-6 of the largest value (the beta gradient, 18,000 positions,
         # fused kernel), 4.2e-6 for the XLA gradient; Keras' own layer 8.2e-6
@@ -167,7 +167,7 @@ def exact_batch_norm(x, gamma, loss_weights, epsilon=1e-3):
     return [x_hat * gamma, dx, dgamma, dbeta]
 
 
-def test_waveform_network_uses_the_xla_gradient_only_for_long_maps():
+def test_waveform_network_uses_xla_batch_norm_only_for_long_maps():
     """The threshold picks the waveform's first two maps (16,042 and 16,040 steps), not the third."""
     import keras
 
@@ -176,7 +176,7 @@ def test_waveform_network_uses_the_xla_gradient_only_for_long_maps():
         layer.name
         for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization)
-        and np.prod(layer.input.shape[1:-1]) >= fast_layers.BN_XLA_GRADIENT_MIN_POSITIONS
+        and np.prod(layer.input.shape[1:-1]) >= fast_layers.BN_XLA_MIN_POSITIONS
     ]
     assert long == ["sample_0_bn", "sample_1_bn"]
 
