@@ -12,7 +12,8 @@ Prints a Markdown table; ``--json`` writes the raw numbers.
 
 ``--step-costs`` instead times one training step of each demo network in CPU seconds on one
 TensorFlow thread (``time.process_time``: less sensitive to a shared machine's load than wall
-time), built from Keras' own layers and with ``model.fast_layers``.
+time), built from Keras' own layers and with ``model.fast_layers``. ``--op-costs`` splits one
+training step of the ``--frontend`` network by TensorFlow op type (a TF profiler trace).
 """
 
 from __future__ import annotations
@@ -178,8 +179,9 @@ def step_cpu_s(model, batch: int, steps: int) -> float:
 def step_costs(batch: int = 16, steps: int = 10) -> str:
     """CPU s per training step of the demo's networks on one TensorFlow thread, as a Markdown table.
 
-    Each network is timed built from Keras' own Conv1D / Conv2D / BatchNormalization (what
-    ``model.fast_layers`` replaces) and as :func:`model.network.build_model` builds it.
+    Each network is timed built from Keras' own Conv1D / Conv2D / BatchNormalization /
+    MaxPooling1D (what ``model.fast_layers`` replaces) and as :func:`model.network.build_model`
+    builds it.
     """
     from unittest import mock
 
@@ -194,6 +196,7 @@ def step_costs(batch: int = 16, steps: int = 10) -> str:
         "TimbralConv": keras.layers.Conv2D,
         "FrameConv": keras.layers.Conv1D,
         "FusedBatchNorm": keras.layers.BatchNormalization,
+        "BlockMaxPool": keras.layers.MaxPooling1D,
     }
     rows = []
     for frontend in ("spectrogram", "waveform"):
@@ -207,6 +210,44 @@ def step_costs(batch: int = 16, steps: int = 10) -> str:
         "|---|---:|---:|---:|",
     ]
     return "\n".join(header + rows)
+
+
+def op_costs(frontend: str, batch: int = 16, steps: int = 5, top: int = 15) -> str:
+    """CPU ms per training step of each TensorFlow op type, from a TF profiler trace, as Markdown.
+
+    One thread, the demo's network for ``frontend``; the trace's op durations summed by op type
+    (XLA-compiled clusters are not named ops there and are left out).
+    """
+    import collections
+    import glob
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from model import network
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    model = network.build_model(frontend, 50, **demo_overrides(frontend))
+    step_cpu_s(model, batch, 1)  # builds and warms the step; the trace below repeats it
+    logdir = tempfile.mkdtemp(prefix="op_costs_")
+    tf.profiler.experimental.start(logdir)
+    step_s = step_cpu_s(model, batch, steps)
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0], "rb") as handle:
+        space.ParseFromString(handle.read())
+    per_type = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "/" in name:  # "scope/op_name:OpType", the TF ops
+                    per_type[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / (steps + 1)
+    lines = [f"| op type ({frontend}, batch {batch}, 1 thread) | CPU ms / step |", "|---|---:|"]
+    lines += [f"| {op} | {ms:.1f} |" for op, ms in per_type.most_common(top)]
+    lines.append(f"| whole step (`process_time`, traced) | {1e3 * step_s:.0f} |")
+    return "\n".join(lines)
 
 
 def table(p: dict) -> str:
@@ -255,7 +296,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--step-costs", action="store_true", help="only time a training step of each demo network (CPU s, 1 thread)"
     )
+    parser.add_argument(
+        "--op-costs", action="store_true", help="only time each op type of a training step of --frontend (TF profiler)"
+    )
     args, extra = parser.parse_known_args(argv)
+    if args.op_costs:
+        print(op_costs(args.frontend))
+        return 0
     if args.step_costs:
         print(step_costs())
         return 0

@@ -24,7 +24,7 @@ import keras
 from keras import layers, ops
 
 from model import dsp
-from model.fast_layers import FrameConv, FusedBatchNorm, TimbralConv
+from model.fast_layers import BlockMaxPool, FrameConv, FusedBatchNorm, TimbralConv
 
 # -----------------------------------------------------------------------------
 # config
@@ -159,7 +159,7 @@ def waveform_frontend(waveform, config: NetworkConfig):
     for i, filters in enumerate(config.sample_filters[1:], start=1):
         conv = layers.Conv1D(filters, k, padding="valid", activation="relu", name=f"sample_{i}_conv")
         x = conv_relu_bn(x, conv, f"sample_{i}", config)
-        x = layers.MaxPooling1D(k, name=f"sample_{i}_pool")(x)  # (batch, time / 3, filters)
+        x = BlockMaxPool(k, name=f"sample_{i}_pool")(x)  # (batch, time / 3, filters)
     return x
 
 

@@ -1,4 +1,4 @@
-"""The timbral convs' banded form (model.fast_layers.TimbralConv) computes TF's Conv2D, values and gradients."""
+"""Each model.fast_layers layer computes the Keras layer it replaces: values, gradients, saved weights."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def test_frame_conv_equals_strided_conv1d(n_samples, monkeypatch):
         layer.set_weights(weights)
     x = tf.constant(rng.standard_normal((2, n_samples, 1)).astype("float32"))
     want = gradients_and_outputs(layers[1], x)
-    monkeypatch.setattr(keras.layers.Conv1D, "convolution_op", lambda *a: 1 / 0)  # the matmul form only
+    # the matmul form only: Conv1D's own call (FrameConv's fallback) must not run
+    monkeypatch.setattr(keras.layers.Conv1D, "call", lambda *a: 1 / 0)
     got = gradients_and_outputs(layers[0], x)
     assert got[0].shape == (2, n_samples // 3, 16)
     for g, w in zip(got, want):
@@ -108,28 +109,161 @@ def test_saved_model_with_timbral_convs_loads_with_the_same_outputs(tmp_path):
     np.testing.assert_array_equal(loaded(x)["scores"].numpy(), model(x)["scores"].numpy())
 
 
-@pytest.mark.parametrize("shape", [(4, 300, 16), (3, 20, 11, 4)])
-def test_fused_batch_norm_trains_like_keras_batch_norm(shape):
-    """Outputs, gradients and the moving statistics after a training step equal Keras' own."""
+@pytest.mark.parametrize("shape", [(4, 300, 16), (3, 20, 11, 4), (2, 9000, 8), (2, 100, 90, 3)])
+@pytest.mark.parametrize("form", ["fused", "xla"])
+def test_fused_batch_norm_trains_like_keras_batch_norm(shape, form, monkeypatch):
+    """Outputs and gradients equal the exact (float64) batch norm; the moving statistics Keras' own.
+
+    Both forms are checked on every shape: TF's fused kernels and the XLA-compiled ones
+    (which large maps use); the test asserts which one ran. The gradients are compared with
+    float64 rather than with Keras' layer because over 18,000 positions Keras' own float32
+    sums are off by up to 8e-6 of the largest value.
+    """
     import keras
     import tensorflow as tf
 
+    threshold = 1 if form == "xla" else 10**9
+    monkeypatch.setattr(fast_layers, "BN_XLA_MIN_POSITIONS", threshold)
+    calls = []
+    backward = fast_layers._batch_norm_backward
+    monkeypatch.setattr(fast_layers, "_batch_norm_backward", lambda *a: calls.append(1) or backward(*a))
     rng = np.random.default_rng(4)
-    x = tf.constant((rng.standard_normal(shape) * 3 + 1).astype("float32"))
+    x = (rng.standard_normal(shape) * 3 + 1).astype("float32")
+    gamma = rng.standard_normal(shape[-1]).astype("float32")
+    loss_weights = np.sin(np.arange(x.size)).reshape(shape).astype("float32")
     results = []
     for cls in (fast_layers.FusedBatchNorm, keras.layers.BatchNormalization):
         layer = cls(momentum=0.9)
         layer.build(shape)
-        layer.gamma.assign(rng.standard_normal(shape[-1]).astype("float32") if not results else results[0][-1])
-        gamma = layer.gamma.numpy()
+        layer.gamma.assign(gamma)
+        x_t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            y = layer(x_t, training=True)
+            loss = tf.reduce_sum(y * loss_weights)
+        grads = tape.gradient(loss, [x_t, layer.gamma, layer.beta])
+        stats = [layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer(x_t, training=False).numpy()]
+        results.append(([y.numpy(), *[g.numpy() for g in grads]], stats))
+    assert len(calls) == (1 if form == "xla" else 0)
+    for got, want in zip(results[0][0], exact_batch_norm(x, gamma, loss_weights)):
+        # measured: at most 6.5e-6 of the largest value (the beta gradient, 18,000 positions,
+        # fused kernel), 4.2e-6 for the XLA gradient; Keras' own layer 8.2e-6
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    for got, want in zip(results[0][1], results[1][1]):
+        # measured: under 7e-7 of the largest value
+        assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
+
+
+def exact_batch_norm(x, gamma, loss_weights, epsilon=1e-3):
+    """Training batch norm (beta 0) and its gradients for ``sum(y * loss_weights)``, in float64."""
+    axes = tuple(range(x.ndim - 1))
+    x = x.astype("float64")
+    n = x.size / x.shape[-1]
+    inv_std = 1 / np.sqrt(x.var(axes) + epsilon)
+    x_hat = (x - x.mean(axes)) * inv_std
+    dy = loss_weights.astype("float64")
+    dbeta, dgamma = dy.sum(axes), (dy * x_hat).sum(axes)
+    dx = gamma * inv_std * (dy - dbeta / n - x_hat * dgamma / n)
+    return [x_hat * gamma, dx, dgamma, dbeta]
+
+
+def test_waveform_network_uses_xla_batch_norm_only_for_long_maps():
+    """The threshold picks the waveform's first two maps (16,042 and 16,040 steps), not the third."""
+    import keras
+
+    model = network.build_model("waveform", 5, sample_filters=(4, 4, 4, 4, 4, 4, 4), backend_filters=8, dense_units=8)
+    long = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and np.prod(layer.input.shape[1:-1]) >= fast_layers.BN_XLA_MIN_POSITIONS
+    ]
+    assert long == ["sample_0_bn", "sample_1_bn"]
+
+
+def block_chain(pool_cls, weights):
+    """conv -> ReLU -> batch norm -> max-pool 3, the waveform front-end's block, with ``pool_cls``."""
+    import keras
+
+    conv = keras.layers.Conv1D(8, 3, activation="relu")
+    norm = fast_layers.FusedBatchNorm()
+    pool = pool_cls(3)
+    conv.build((None, None, 4))
+    conv.set_weights(weights)
+    norm.build((None, None, 8))
+    return conv, norm, pool
+
+
+@pytest.mark.parametrize("steps", [602, 603])  # 600 conv outputs (pooled whole), 601 (one left over)
+def test_block_max_pool_equals_max_pooling_1d(steps):
+    """Values always; gradients equal on tie-free input and, through ReLU + batch norm, on the block.
+
+    The block's ReLU zeros tie in the pool's windows; the two pools share their gradient out
+    differently there, but the ReLU discards it, so the conv's gradients agree.
+    """
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.standard_normal((3, steps, 4)).astype("float32"))
+    weights = [rng.standard_normal((3, 4, 8)).astype("float32") * 0.5, rng.standard_normal(8).astype("float32") * 0.1]
+    loss_weights = tf.constant(np.sin(np.arange(3 * (steps // 3) * 8)).reshape(3, -1, 8).astype("float32"))
+    tie_free, block = [], []
+    for cls in (fast_layers.BlockMaxPool, keras.layers.MaxPooling1D):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = layer(x, training=True)
-            loss = tf.reduce_sum(y * tf.sin(tf.reshape(tf.range(tf.size(y), dtype=tf.float32), shape)))
-        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
-        stats = [layer.moving_mean.numpy(), layer.moving_variance.numpy()]
-        results.append([y.numpy(), *[g.numpy() for g in grads], *stats, layer(x, training=False).numpy(), gamma])
-    for got, want in zip(results[0], results[1]):
-        # measured: at most 3.1e-6 of the largest value for the gamma gradient (a sum over every
-        # position, in another order), under 7e-7 for the rest
-        assert np.abs(got - want).max() <= 5e-6 * np.abs(want).max()
+            y = cls(3)(x)
+            loss = tf.reduce_sum(y * loss_weights[:, :, :4])  # (3, steps // 3, 4)
+        tie_free.append([y.numpy(), tape.gradient(loss, x).numpy()])
+        conv, norm, pool = block_chain(cls, weights)
+        with tf.GradientTape() as tape:
+            y = pool(norm(conv(x), training=True))  # (3, (steps - 2) // 3, 8)
+            loss = tf.reduce_sum(y * loss_weights[:, : y.shape[1]])
+        block.append([y.numpy(), *[g.numpy() for g in tape.gradient(loss, conv.trainable_variables)]])
+    assert tie_free[0][0].shape == (3, steps // 3, 4)
+    np.testing.assert_array_equal(tie_free[0][0], tie_free[1][0])
+    np.testing.assert_array_equal(tie_free[0][1], tie_free[1][1])
+    relu_output = tf.nn.relu(tf.nn.conv1d(x, weights[0], 1, "VALID") + weights[1]).numpy()
+    assert (relu_output == 0).mean() > 0.3  # the block does have ties
+    for got, want in zip(*block):
+        # measured: outputs equal, the conv's gradients within 7.3e-7 of their largest value (the
+        # batch norm's sums see other values at the discarded positions, so another rounding)
+        assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+
+
+def test_block_max_pool_shares_tied_gradients():
+    """Where a window holds tied maxima the gradient is split equally (MaxPool gives it to the first)."""
+    import tensorflow as tf
+
+    x = tf.constant([[[1.0], [1.0], [0.0], [2.0], [5.0], [3.0]]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fast_layers.BlockMaxPool(3)(x)
+    np.testing.assert_array_equal(y.numpy()[0, :, 0], [1.0, 5.0])
+    np.testing.assert_array_equal(tape.gradient(y, x).numpy()[0, :, 0], [0.5, 0.5, 0.0, 0.0, 1.0, 0.0])
+
+
+def test_waveform_weights_saved_with_keras_layers_load_into_the_fast_network(tmp_path):
+    """Weights saved by the network built with Keras' MaxPooling1D load unchanged, same outputs.
+
+    Keras' weight files name each layer by its class (``max_pooling1d_2``), so this checks that
+    the pools, which have no variables, do not shift what the other layers' entries are called.
+    """
+    from unittest import mock
+
+    import keras
+
+    sizes = dict(sample_filters=(4, 4, 4, 8, 8, 8, 8), backend_filters=8, dense_units=8)
+    with mock.patch.object(network, "BlockMaxPool", keras.layers.MaxPooling1D):
+        plain = network.build_model("waveform", 5, **sizes)
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    fast = network.build_model("waveform", 5, **sizes)
+    assert isinstance(fast.get_layer("sample_1_pool"), fast_layers.BlockMaxPool)
+    assert isinstance(fast.get_layer("sample_0_conv"), fast_layers.FrameConv)
+    fast.load_weights(tmp_path / "plain.weights.h5")
+    x = np.random.default_rng(6).standard_normal((2, network.dsp.PATCH_SAMPLES)).astype("float32")
+    np.testing.assert_allclose(fast(x)["scores"].numpy(), plain(x)["scores"].numpy(), rtol=1e-5, atol=1e-6)
+    fast.save(tmp_path / "fast.keras")
+    loaded = keras.saving.load_model(tmp_path / "fast.keras")
+    assert isinstance(loaded.get_layer("sample_1_pool"), fast_layers.BlockMaxPool)
+    np.testing.assert_array_equal(loaded(x)["scores"].numpy(), fast(x)["scores"].numpy())
