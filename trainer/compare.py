@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=None,
-        help="runs trained at once, each in its own process with cores/jobs threads "
+        help="runs trained at once, each with cores/jobs threads: this process and jobs-1 worker processes "
         "(default: 1 with a GPU, else up to the number of cores, at most 4)",
     )
     flags.add_training_flags(parser)
