@@ -6,26 +6,27 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
 from typing import Any, Callable
 
 
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
 def default_jobs(n_runs: int) -> int:
     """1 on a GPU (the runs would share it); else one run per core, at most 4 and ``n_runs``."""
-    import os
-
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         return 1
-    return max(1, min(n_runs, os.cpu_count() or 1, 4))
+    return max(1, min(n_runs, _cores(), 4))
 
 
 def threads_per_job(jobs: int) -> int:
     """TensorFlow threads for each of ``jobs`` runs at once: an equal share of the cores."""
-    import os
-
-    return max(1, (os.cpu_count() or 1) // jobs)
+    return max(1, _cores() // jobs)
 
 
 def set_threads(threads: int, inter: int | None = None) -> bool:
