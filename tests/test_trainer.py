@@ -357,6 +357,47 @@ def test_early_stopping_state_survives_a_restart(tmp_path):
 
 
 @pytest.mark.slow
+def test_random_patch_epochs_train_on_tracks_of_several_patches(tmp_path):
+    """The default recipe (one random patch per track per epoch) on tracks longer than one patch."""
+    from infra import demo_catalog
+    from pipelines import featurize
+    from trainer import recipe
+
+    catalog = demo_catalog.make_demo_catalog(str(tmp_path / "catalog"), n_tracks=30, seed=2, duration_s=7.0)
+    features_path = tmp_path / "features"
+    featurize.run(
+        ["--catalog", catalog, "--output", str(features_path), "--valid-fraction", "0.2", "--test-fraction", "0.2"]
+    )
+    features = inputs.open_features(str(features_path))
+    patches = inputs.track_patches(features, "train")
+    assert min(patches.values()) >= 2 and sum(patches.values()) == features.split_examples("train")
+
+    args = train_args(features_path, tmp_path / "job", "spectrogram", "--epochs", "1", "--epoch-patches", "random")
+    data, epoch_examples, input_callbacks = recipe.training_data(
+        args, features, "spectrogram", inputs.count_split(features, "train")
+    )
+    examples = sum(int(labels.shape[0]) for _, labels in data)
+    assert epoch_examples == len(patches) == examples and len(input_callbacks) == 1  # one patch per track
+    evaluation = task.train_and_evaluate(args).evaluation
+    assert evaluation["epochs_trained"] == 1 and evaluation["train"]["tracks"] == len(patches)
+
+
+def test_the_input_pipeline_has_no_autotuned_stage(features_dir):
+    """Autotuned stages made Keras wait seconds at each epoch's end beside another training process."""
+    features = inputs.open_features(str(features_dir))
+    dataset = inputs.make_dataset(features, "train", "waveform", batch_size=16, training=True)
+    graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+    consts = {node.name: node for node in graph.node if node.op == "Const"}
+
+    def value(node, position):
+        const = consts[node.input[position].split(":")[0]]
+        return int(tf.make_ndarray(const.attr["value"].tensor))
+
+    stages = {node.op: node for node in graph.node}
+    assert value(stages["ParallelMapDatasetV2"], 1) == inputs.parse_calls() >= 1
+    assert value(stages["PrefetchDataset"], 1) == inputs.PREFETCH_BATCHES
+
+
 def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir, tmp_path):
     copy = tmp_path / "features_copy"
     shutil.copytree(features_dir, copy)

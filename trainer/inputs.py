@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 import tensorflow as tf
@@ -34,6 +35,18 @@ INPUT_FEATURE = schema.INPUT_FEATURE
 METADATA_FILE = "metadata.json"
 TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")
 FRACTION_BUCKETS = 1_000_000
+# Fixed parallelism and prefetch depth, not tf.data.AUTOTUNE: with autotuned stages, Keras'
+# deletion of each epoch's iterator sometimes waited seconds on tf.data's autotuning thread,
+# with the process idle, whenever another process shared the cores (the comparison's lanes:
+# epochs of 12 s took 20-33 s; BENCHMARKS.md "The input's autotuning thread").
+PREFETCH_BATCHES = 2
+MAX_PARSE_CALLS = 8
+
+
+def parse_calls() -> int:
+    """Batches parsed at once: one per core this process may use, at most ``MAX_PARSE_CALLS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_PARSE_CALLS))
 
 
 class FeaturesDirError(TagscaleError):
@@ -198,7 +211,6 @@ def make_dataset(
     wanted = {name: spec[name] for name in (feature, "labels", *(("track_id", "patch_index") if with_ids else ()))}
     n_tags = features.n_tags
 
-    autotune = tf.data.AUTOTUNE
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training and len(files) > 1:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -233,19 +245,17 @@ def make_dataset(
             }
         return signal, labels
 
-    dataset = dataset.map(parse, num_parallel_calls=autotune, deterministic=not training)
+    dataset = dataset.map(parse, num_parallel_calls=parse_calls(), deterministic=not training)
     options = tf.data.Options()
     options.deterministic = not training
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(autotune)
+    return dataset.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
-def count_split(features: Features, split: str, *, fraction: float = 1.0) -> dict:
-    """Tracks and examples of a split (of its ``fraction``): from metadata.json when the whole
-    split is used, else one pass over the (smaller) mel shards reading only the track ids."""
+def track_patches(features: Features, split: str, *, fraction: float = 1.0) -> dict[bytes, int]:
+    """``{track_id: number of patches}`` of the tracks of a split kept by ``fraction`` (one pass over
+    the mel shards, or the waveform shards when there are none, reading only the track ids)."""
     check_fraction(fraction)
-    if fraction >= 1.0:
-        return {"tracks": features.split_tracks(split), "examples": features.split_examples(split)}
     spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
     files = shard_files(features.path, "mel", split, features.metadata) or shard_files(
         features.path, "waveform", split, features.metadata
@@ -253,10 +263,20 @@ def count_split(features: Features, split: str, *, fraction: float = 1.0) -> dic
     dataset = (
         tf.data.TFRecordDataset(files).batch(1024).map(lambda records: tf.io.parse_example(records, spec)["track_id"])
     )
-    ids = [track for batch in dataset for track in batch.numpy()]
-    kept = (
-        [track for track, keep in zip(ids, keep_track(tf.constant(ids or [b""]), fraction).numpy()) if keep]
-        if ids
-        else []
-    )
-    return {"tracks": len(set(kept)), "examples": len(kept)}
+    counts: dict[bytes, int] = {}
+    for batch in dataset:
+        kept = keep_track(batch, fraction).numpy() if fraction < 1.0 else [True] * len(batch)
+        for track, keep in zip(batch.numpy(), kept):
+            if keep:
+                counts[track] = counts.get(track, 0) + 1
+    return counts
+
+
+def count_split(features: Features, split: str, *, fraction: float = 1.0) -> dict:
+    """Tracks and examples of a split (of its ``fraction``): from metadata.json when the whole
+    split is used, else from :func:`track_patches`."""
+    check_fraction(fraction)
+    if fraction >= 1.0:
+        return {"tracks": features.split_tracks(split), "examples": features.split_examples(split)}
+    counts = track_patches(features, split, fraction=fraction)
+    return {"tracks": len(counts), "examples": sum(counts.values())}

@@ -79,25 +79,6 @@ class EpochCounter(keras.callbacks.Callback):
         self.epoch.assign(epoch)
 
 
-def patch_counts(features, split: str, fraction: float) -> dict[bytes, int]:
-    """``{track_id: number of patches}`` of the kept tracks of a split (one pass over its mel ids)."""
-    spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
-    files = inputs.shard_files(features.path, "mel", split) or inputs.shard_files(features.path, "waveform", split)
-    dataset = (
-        tf.data.TFRecordDataset(files, compression_type="GZIP")
-        .batch(1024)
-        .map(lambda records: tf.io.parse_example(records, spec)["track_id"])
-    )
-    counts: dict[bytes, int] = {}
-    for batch in dataset:
-        ids = batch.numpy()
-        keep = inputs.keep_track(batch, fraction).numpy() if fraction < 1 else [True] * len(ids)
-        for track, kept in zip(ids, keep):
-            if kept:
-                counts[track] = counts.get(track, 0) + 1
-    return counts
-
-
 def one_patch_per_track(dataset, counts: dict[bytes, int], epoch: tf.Variable, *, seed: int, batch_size: int):
     """Keep one random patch per track and epoch of a ``with_ids`` training dataset; re-batch.
 
@@ -143,8 +124,8 @@ def training_data(args, features, frontend: str, train_counts: dict):
     if args.epoch_patches == "all" or train_counts["examples"] == train_counts["tracks"]:
         data = inputs.make_dataset(features, "train", frontend, n_examples=train_counts["examples"], **common)
         return data, train_counts["examples"], []
-    counts = patch_counts(features, "train", args.fraction)
+    counts = inputs.track_patches(features, "train", fraction=args.fraction)
     counter = EpochCounter()
     data = inputs.make_dataset(features, "train", frontend, with_ids=True, **common)
     data = one_patch_per_track(data, counts, counter.epoch, seed=args.seed, batch_size=args.batch_size)
-    return data.prefetch(tf.data.AUTOTUNE), len(counts), [counter]
+    return data.prefetch(inputs.PREFETCH_BATCHES), len(counts), [counter]
