@@ -58,7 +58,7 @@ def measure(features_dir: str, frontend: str, *, batch_size: int, epochs: int, f
     import tensorflow as tf
 
     from model import network
-    from trainer import inputs, task
+    from trainer import build, inputs, task
 
     args = task.parse_args(
         ["--features", features_dir, "--frontend", frontend, "--job-dir", "unused", "--batch-size", str(batch_size)]
@@ -77,7 +77,7 @@ def measure(features_dir: str, frontend: str, *, batch_size: int, epochs: int, f
     )
     keras.utils.set_random_seed(0)
     model = network.build_model(frontend, features.n_tags, args.preset, **task.network_overrides(args, frontend))
-    train_model = task.compile_for_training(model, features.n_tags, args.learning_rate)
+    train_model = build.compile_for_training(model, features.n_tags, args.learning_rate)
     steps = -(-n // batch_size)
     seconds = {"shards": 0.0, "memory": 0.0}
     for name, data in (("shards", shards), ("memory", memory)):

@@ -67,8 +67,8 @@ LANES = """
 import json, os, sys, types
 from trainer import lanes
 import lane_train
-runs = [types.SimpleNamespace(fraction=f) for f in (0.25, 1.0, 0.5, 0.75)]
-rows = lanes.run_all(runs, 2, lane_train.train)
+runs = [types.SimpleNamespace(fraction=f, kind=k) for f in (0.25, 1.0, 0.5) for k in ("a", "b")]
+rows = lanes.run_all(runs, 2, lane_train.train, group=lambda run: run.kind)
 print(json.dumps({"here": os.getpid(), "rows": rows}))
 try:
     lanes.run_all(runs, 2, lane_train.fail_on_half)
@@ -80,8 +80,8 @@ LANE_TRAIN = """
 import os, time
 
 def train(run):
-    time.sleep(0.5)
-    return {"fraction": run.fraction, "pid": os.getpid()}
+    time.sleep(run.fraction)
+    return {"fraction": run.fraction, "kind": run.kind, "pid": os.getpid()}
 
 def fail_on_half(run):
     if run.fraction == 0.5:
@@ -90,10 +90,23 @@ def fail_on_half(run):
 """
 
 
+def test_a_lane_takes_the_largest_waiting_run_of_its_last_runs_group():
+    from trainer import lanes
+
+    groups = ["wave", "spec", "wave", "spec", "wave"]  # runs 0..4; waiting: largest first
+    pending = [0, 1, 2, 3, 4]
+    assert lanes.next_run(pending, groups, "spec") == 1 and pending == [0, 2, 3, 4]
+    assert lanes.next_run(pending, groups, "spec") == 3 and pending == [0, 2, 4]
+    assert lanes.next_run(pending, groups, "spec") == 0 and pending == [2, 4]  # none left: the largest
+    assert lanes.next_run(pending, groups, object()) == 2
+    assert lanes.next_run(pending, groups, "wave") == 4 and lanes.next_run(pending, groups, "wave") is None
+
+
 @pytest.mark.slow
 def test_runs_at_once_use_this_process_as_one_lane(tmp_path):
-    """Two jobs: this process trains runs itself while one worker process trains the others;
-    the rows come back in the runs' order, and a run's error reaches the caller."""
+    """Two jobs: this process trains runs itself while one worker process trains the others; each
+    lane keeps to one group of runs; the rows come back in the runs' order, and a run's error
+    reaches the caller."""
     import os
     import subprocess
     import sys
@@ -109,7 +122,11 @@ def test_runs_at_once_use_this_process_as_one_lane(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     done, failed = (json.loads(line) for line in out.stdout.strip().splitlines()[-2:])
-    assert [row["fraction"] for row in done["rows"]] == [0.25, 1.0, 0.5, 0.75]
+    assert [(row["fraction"], row["kind"]) for row in done["rows"]] == [
+        (f, k) for f in (0.25, 1.0, 0.5) for k in ("a", "b")
+    ]
     pids = {row["pid"] for row in done["rows"]}
     assert done["here"] in pids and len(pids) == 2, done  # this process and one worker
+    by_kind = {kind: {row["pid"] for row in done["rows"] if row["kind"] == kind} for kind in "ab"}
+    assert any(len(pids) == 1 for pids in by_kind.values()), done
     assert failed == {"error": "run 0.5 failed"}

@@ -105,7 +105,7 @@ def run_one(args) -> dict:
         LOG.info("reusing %s", args.job_dir)
         evaluation, history = done, callbacks.read_history(f"{args.job_dir}/history.json")
     else:
-        result = task.train_and_evaluate(args)
+        result = task.train_and_evaluate(args, keep=True)  # the next run of this network reuses its model
         evaluation, history = result.evaluation, result.history
     LOG.info("%s", task.summary_line(evaluation))
     return report_row(evaluation, history, args.job_dir, args.fraction)
@@ -283,7 +283,7 @@ def compare(args) -> dict:
     jobs = args.jobs if args.jobs is not None else lanes.default_jobs(len(planned))
     if jobs < 1:
         raise TagscaleError(f"--jobs must be at least 1, got {jobs}")
-    runs = lanes.run_all(planned, jobs, run_one)
+    runs = lanes.run_all(planned, jobs, run_one, group=lambda run: run.frontend)
     first = runs[0]
     report = {
         "features": features.path,

@@ -3,7 +3,6 @@ the cores, this process being one of them (see :func:`run_all`)."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -60,22 +59,38 @@ def _run_logging():
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
     level, logger.level = logger.level, logging.INFO
+    propagate, logger.propagate = logger.propagate, False  # a handler of the root logger would print it again
     logger.addHandler(handler)
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
-def run_all(runs: list, jobs: int, train: Callable[[Any], dict]) -> list[dict]:
+def next_run(pending: list[int], groups: list, last) -> int | None:
+    """Removes and returns the first index of ``pending`` whose group is ``last``, else the first."""
+    if not pending:
+        return None
+    index = next((i for i in pending if groups[i] == last), pending[0])
+    pending.remove(index)
+    return index
+
+
+def run_all(
+    runs: list, jobs: int, train: Callable[[Any], dict], group: Callable[[Any], Any] = lambda run: None
+) -> list[dict]:
     """``train(run)`` of every run, in the order of ``runs``; ``jobs`` > 1 trains that many at once.
 
     A tiny model does not keep two cores busy (most of a step is one thread dispatching ops),
     so on a CPU two runs at once, each with half the threads, finish sooner than one after
     the other. The largest runs start first, each as soon as a lane is free, so the last ones
-    to finish are short. This process, which has TensorFlow loaded already, is one of the lanes:
-    it starts training while the worker processes are still starting theirs.
+    to finish are short. A lane takes the largest waiting run of the ``group`` of its last run
+    when there is one (then a run can reuse the model its lane has compiled, see
+    :mod:`trainer.build`), else the largest waiting run. Each lane is one process; this process,
+    which has TensorFlow loaded already, is one of them: it starts training while the worker
+    processes are still starting theirs.
     """
     if jobs <= 1:
         return [train(run) for run in runs]
@@ -84,31 +99,38 @@ def run_all(runs: list, jobs: int, train: Callable[[Any], dict]) -> list[dict]:
 
     threads = threads_per_job(jobs)
     here = set_threads(threads)
-    pending = collections.deque(sorted(range(len(runs)), key=lambda i: -runs[i].fraction))
+    pending = sorted(range(len(runs)), key=lambda i: -runs[i].fraction)
     lock = threading.Lock()
     rows: dict[int, dict] = {}
 
-    def take() -> int | None:
+    def take(last) -> int | None:
         with lock:
-            return pending.popleft() if pending else None
+            return next_run(pending, [group(run) for run in runs], last)
 
     def lane(fn) -> None:
+        last = object()  # no run's group
         try:
-            while (i := take()) is not None:
+            while (i := take(last)) is not None:
                 rows[i] = fn(runs[i])
+                last = group(runs[i])
         except BaseException:
             pending.clear()  # the other lanes finish their run and stop
             raise
 
     context = multiprocessing.get_context("spawn")  # a fresh TensorFlow per worker, not a fork of this one
     workers = jobs - 1 if here else jobs
-    with (
-        concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
-        ) as pool,
-        concurrent.futures.ThreadPoolExecutor(workers) as feeders,
-    ):
-        lanes = [feeders.submit(lane, lambda run: pool.submit(train, run).result()) for _ in range(workers)]
+    with contextlib.ExitStack() as stack:
+        # One process per lane, so that a lane's runs share its process's compiled models.
+        pools = [
+            stack.enter_context(
+                concurrent.futures.ProcessPoolExecutor(
+                    1, mp_context=context, initializer=_worker_init, initargs=(threads,)
+                )
+            )
+            for _ in range(workers)
+        ]
+        feeders = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers))
+        lanes = [feeders.submit(lane, lambda run, pool=pool: pool.submit(train, run).result()) for pool in pools]
         if here:
             with _run_logging():
                 lane(train)

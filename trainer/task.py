@@ -101,28 +101,6 @@ def device_setup():
     return strategy, mixed
 
 
-def compile_for_training(model, n_tags: int, learning_rate: float):
-    """A view of ``model`` with only the ``scores`` output, compiled with the seed's recipe."""
-    import keras
-
-    train_model = keras.Model(model.input, model.output["scores"], name=f"{model.name}_scores")
-    # Keras' default: XLA on GPUs only. On a CPU it halves a spectrogram step but compiles for
-    # minutes on 2 cores, once per batch shape (BENCHMARKS.md "Where a demo arm's time goes").
-    train_model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[
-            keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=n_tags, name="roc_auc"),
-            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc"),
-        ],
-    )
-    # Adam's slots made now, eagerly: made inside the first traced step instead, they cost
-    # ~35 ms each and a second trace of the whole step (18.7 -> 11.4 CPU s of first epoch
-    # for the demo spectrogram network, BENCHMARKS.md "Where a demo arm's time goes").
-    train_model.optimizer.build(train_model.trainable_variables)
-    return train_model
-
-
 def predict_patches(model, dataset) -> dict:
     """Scores of every patch of a ``with_ids`` dataset: track_id, patch_index, labels, scores."""
     import numpy as np
@@ -205,16 +183,19 @@ def fit_single(
     return best.best_epoch, fit_wall
 
 
-def train_and_evaluate(args, *, instrument=None) -> TrainResult:
+def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainResult:
     """Fit with resume, evaluate per track on the test split, export; see the module docstring.
 
     ``instrument``, when given, is called with the list of ``fit`` callbacks before training
     (the profiler wraps them with timers); eval.json's ``phases_s`` has the wall time of each phase.
+    ``keep``: keep the compiled model for the next run of this process, and reuse the last one
+    kept when its network and recipe are the same (:func:`trainer.build.build_for_run`); the
+    returned model then changes when a later run reuses it.
     """
     import keras
     import tensorflow as tf
 
-    from trainer import callbacks, exporting, inputs, multiworker
+    from trainer import build, callbacks, exporting, inputs, multiworker
     from trainer import recipe as recipe_lib
 
     phases, clock = {}, time.perf_counter()
@@ -248,10 +229,14 @@ def train_and_evaluate(args, *, instrument=None) -> TrainResult:
         features, "valid", frontend, batch_size=args.batch_size, n_examples=features.split_examples("valid")
     )
     with strategy.scope():
-        model = network.build_model(frontend, features.n_tags, args.preset, **overrides)
-        recipe_lib.initialise(model, args.init, args.seed)
-        recipe_lib.add_weight_decay(model, args.weight_decay)
-        train_model = None if multi else compile_for_training(model, features.n_tags, args.learning_rate)
+        model, train_model = build.build_for_run(
+            args,
+            frontend,
+            features.n_tags,
+            overrides,
+            compile=not multi,
+            keep=keep and strategy.num_replicas_in_sync == 1,
+        )
 
     history_path = join(job_dir, "history.json")
     label = getattr(args, "label", None) or f"{frontend} f{args.fraction:g}"
