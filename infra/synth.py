@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model import dsp
+from infra.additive import SYNTH_RATE, fade, partial_tone
 
 if TYPE_CHECKING:  # only for the annotation: demo_catalog imports this module
     from infra.demo_catalog import TrackPlan
 
-SYNTH_RATE = dsp.SAMPLE_RATE
 _SCALES = ((0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10))  # major, natural minor
 _PROGRESSIONS = ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 0), (5, 3, 0, 4), (0, 3, 0, 4))  # scale degrees per bar
 _VOWELS = np.array(  # formants F1, F2, F3 in Hz of a, e, i, o, u
@@ -46,71 +45,6 @@ class Score:
         """Note start times in seconds on a grid of ``per_beat`` notes per beat, humanized by a few ms."""
         times = np.arange(0.0, self.n_samples / SYNTH_RATE, self.beat_s / per_beat)
         return np.maximum(0.0, times + rng.normal(0.0, 0.006, len(times)))
-
-
-def partial_tone(
-    f0: float,
-    *,
-    n_samples: int,
-    amplitudes: np.ndarray,
-    decay_s: np.ndarray | None = None,
-    inharmonicity: float = 0.0,
-    vibrato_hz: float = 0.0,
-    vibrato_depth: float = 0.0,
-    attack_s: float = 0.005,
-    release_s: float = 0.05,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """One note as a sum of sinusoidal partials (additive synthesis) at :data:`SYNTH_RATE`.
-
-    Parameters
-    ----------
-    f0 : float
-        Fundamental frequency in Hz.
-    n_samples : int
-        Length of the note, release included.
-    amplitudes : np.ndarray, shape (n_partials,)
-        Initial amplitude of partial ``k = 1 .. n_partials``; partials above 0.45 x the
-        sampling rate are dropped (no aliasing).
-    decay_s : np.ndarray, shape (n_partials,), optional
-        Exponential decay time constant of each partial; ``None`` sustains them.
-    inharmonicity : float
-        Stiff-string coefficient ``B``: partial ``k`` sits at ``k f0 sqrt(1 + B k^2)``.
-    vibrato_hz, vibrato_depth : float
-        Rate and relative depth of a sinusoidal frequency modulation.
-    attack_s, release_s : float
-        Lengths of the linear fade-in and fade-out.
-    rng : np.random.Generator
-        Draws the partials' start phases and the vibrato phase.
-
-    Returns
-    -------
-    np.ndarray, shape (n_samples,), float64
-    """
-    k = np.arange(1, len(amplitudes) + 1)
-    freqs = f0 * k * np.sqrt(1.0 + inharmonicity * k**2)
-    keep = freqs < 0.45 * SYNTH_RATE
-    t = np.arange(n_samples) / SYNTH_RATE
-    if vibrato_depth:
-        warp = np.cumsum(1.0 + vibrato_depth * np.sin(2 * np.pi * vibrato_hz * t + rng.uniform(0, 2 * np.pi)))
-        warp /= SYNTH_RATE
-    else:
-        warp = t
-    # The (partial, time) arrays are float32, several times faster: a note's phase stays under
-    # ~1e5 rad, where float32 resolves ~0.01 rad (a 0.2 microsecond jitter).
-    f32 = np.float32
-    partials = (2 * np.pi * freqs[keep, None]).astype(f32) * warp.astype(f32)  # (partial, time)
-    partials += rng.uniform(0, 2 * np.pi, (keep.sum(), 1)).astype(f32)
-    np.sin(partials, out=partials)
-    partials *= np.asarray(amplitudes, f32)[keep, None]
-    if decay_s is not None:
-        partials *= np.exp((-1.0 / np.asarray(decay_s, float)[keep, None]).astype(f32) * t.astype(f32))
-    return partials.sum(axis=0, dtype=np.float64) * _fade(n_samples, attack_s=attack_s, release_s=release_s)
-
-
-def _fade(n_samples: int, *, attack_s: float, release_s: float) -> np.ndarray:
-    ramp_in = np.clip(np.arange(n_samples) / max(1.0, attack_s * SYNTH_RATE), 0.0, 1.0)
-    return ramp_in * np.clip(np.arange(n_samples)[::-1] / max(1.0, release_s * SYNTH_RATE), 0.0, 1.0)
 
 
 def _place(track: np.ndarray, sound: np.ndarray, start_s: float, gain: float = 1.0) -> None:
@@ -196,7 +130,7 @@ def _flute(score: Score, rng: np.random.Generator) -> np.ndarray:
             release_s=0.06,
             rng=rng,
         )
-        breath = rng.standard_normal(n) * _fade(n, attack_s=0.04, release_s=0.06)
+        breath = rng.standard_normal(n) * fade(n, attack_s=0.04, release_s=0.06)
         _place(track, note + 0.02 * np.diff(breath, prepend=0.0), onset, _velocity(rng))
     return track
 
@@ -384,9 +318,10 @@ def render_track(plan: TrackPlan, *, duration_s: float, seed: int) -> np.ndarray
         part *= 10 ** ((_PART_LEVEL_DB[name] + rng.uniform(-2.0, 2.0)) / 20) / max(np.sqrt(np.mean(part**2)), 1e-9)
         angle = (rng.uniform(-0.6, 0.6) + 1) * np.pi / 4  # constant-power pan
         mix += part[:, None] * (np.array([np.cos(angle), np.sin(angle)]) if plan.channels == 2 else 1.0)
-    spectrum = np.fft.rfft(mix, axis=0)
-    spectrum *= tone_curve(plan.tags, freqs=np.fft.rfftfreq(len(mix), 1 / SYNTH_RATE), rng=rng)[:, None]
-    mix = np.fft.irfft(spectrum, n=len(mix), axis=0)
+    if "bright" in plan.tags or "dark" in plan.tags:  # a neutral tone is flat: no filtering to do
+        spectrum = np.fft.rfft(mix, axis=0)
+        spectrum *= tone_curve(plan.tags, freqs=np.fft.rfftfreq(len(mix), 1 / SYNTH_RATE), rng=rng)[:, None]
+        mix = np.fft.irfft(spectrum, n=len(mix), axis=0)
     mix *= 10 ** (rng.uniform(-20.0, -3.0) / 20) / np.abs(mix).max()
     if plan.sample_rate != SYNTH_RATE:
         mix = soxr.resample(mix, SYNTH_RATE, plan.sample_rate, quality="HQ")
