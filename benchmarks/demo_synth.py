@@ -66,7 +66,9 @@ def profile(*, tracks: int, duration: float) -> None:
             audio = timed("render_track", synth.render_track)(plan, duration_s=duration, seed=0)
             file_format, subtype = demo_catalog.FORMATS[plan.extension]
             path = os.path.join(scratch, plan.file_name)
-            timed(f"encode {plan.extension}", soundfile.write)(path, audio, plan.sample_rate, subtype, None, file_format)
+            timed(f"encode {plan.extension}", soundfile.write)(
+                path, audio, plan.sample_rate, subtype, None, file_format
+            )
     spent["render_track"] -= sum(value for key, value in spent.items() if key.startswith("part "))
     print(f"{len(plans)} tracks x {duration:g} s, one thread, CPU ms per track (all tracks):")
     for name, seconds in spent.most_common():

@@ -69,8 +69,12 @@ def partial_tone(
         if inharmonicity:
             raise ValueError("vibrato needs harmonic partials (inharmonicity 0)")
         # float32 is plenty for the slow modulator (phase < 100 rad); the integral below is float64
-        vibrato = np.sin((2 * np.pi * vibrato_hz / SYNTH_RATE * np.arange(n_samples) + vibrato_phase).astype(np.float32))
-        tone = _harmonic_sum(f0 * np.cumsum(1.0 + vibrato_depth * vibrato) / SYNTH_RATE, amplitudes * np.exp(1j * phases))
+        vibrato = np.sin(
+            (2 * np.pi * vibrato_hz / SYNTH_RATE * np.arange(n_samples) + vibrato_phase).astype(np.float32)
+        )
+        tone = _harmonic_sum(
+            f0 * np.cumsum(1.0 + vibrato_depth * vibrato, dtype=float) / SYNTH_RATE, amplitudes * np.exp(1j * phases)
+        )
     else:
         rates = 2j * np.pi * freqs[keep] / SYNTH_RATE  # per sample: rotation, and decay below
         if decay_s is not None:
