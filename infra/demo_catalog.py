@@ -18,9 +18,9 @@ Key, scale, chord progression, melody, register, mix levels, panning, peak level
 -3 dBFS) and a noise floor 45-60 dB under the music are random per track. File format
 (wav PCM16, flac, mp3, ogg Vorbis), native sample rate (16 to 48 kHz) and channels
 (mono, stereo) are dealt out the same balanced way. Music is synthesized at 16 kHz, the
-model's rate, with additive synthesis in numpy (:mod:`infra.synth`); the noise floor is added at the native
-rate. The same seed gives a byte-identical ``catalog.csv`` and identical decoded audio
-(ogg files differ in their stream serial number, which libsndfile draws at random).
+model's rate, with additive synthesis in numpy (:mod:`infra.synth`, :mod:`infra.additive`); the
+noise floor is added at the native rate. The same seed gives a byte-identical ``catalog.csv``
+and identical decoded audio (ogg files differ in their stream serial number, which libsndfile draws at random).
 """
 
 from __future__ import annotations
