@@ -234,12 +234,33 @@ def _vocals(score: Score, rng: np.random.Generator) -> np.ndarray:
     cycles = np.cumsum(f0) / SYNTH_RATE
     phase = (2 * np.pi * (cycles - np.floor(cycles))).astype(np.float32)  # wrapped: exact in float32
     frame_pos = np.arange(score.n_samples) / hop
-    voice = np.zeros(score.n_samples)
-    for row, harmonic in zip(gains, k):
-        voice += np.interp(frame_pos, np.arange(n_frames), row) * np.sin(np.float32(harmonic) * phase)
+    voice = _harmonics_at_frame_gains(gains, k, phase, hop=hop)
     hiss = np.diff(rng.standard_normal(score.n_samples + 1))  # fricatives ("s", "t") on some syllables
     sibilant = syllable_start & (beats % 8 < 7) & (rng.random(beats[-1] + 1) < 0.5)[beats]
     return voice + 0.25 * hiss * np.interp(frame_pos, np.arange(n_frames), _smooth(sibilant.astype(float), 1))
+
+
+def _harmonics_at_frame_gains(gains: np.ndarray, k: np.ndarray, phase: np.ndarray, *, hop: int) -> np.ndarray:
+    """``sum_k g_k(n) sin(k phase(n))``, each gain linear between its values every ``hop`` samples.
+
+    Within frame ``f`` the gain is ``g[f] + (g[f + 1] - g[f]) j / hop``, so the sum is two
+    (harmonic x sample) contractions per frame, a few frames at a time (memory stays bounded
+    for long tracks), instead of an interpolation per harmonic over the whole track.
+    """
+    n_samples, chunk = len(phase), 1024  # frames per step: ~0.2M samples x harmonics in float32
+    n_frames = -(-n_samples // hop)
+    padded = np.zeros(n_frames * hop, np.float32)
+    padded[:n_samples] = phase
+    ramp = np.arange(hop, dtype=np.float32) / hop
+    harmonics = k.astype(np.float32)[:, None, None]
+    out = np.empty((n_frames, hop), np.float32)
+    for start in range(0, n_frames, chunk):
+        stop = min(n_frames, start + chunk)
+        sines = np.sin(harmonics * padded[start * hop : stop * hop].reshape(1, stop - start, hop))
+        level = gains[:, start:stop].astype(np.float32)
+        slope = (gains[:, start + 1 : stop + 1] - gains[:, start:stop]).astype(np.float32)
+        out[start:stop] = np.einsum("kf,kfj->fj", level, sines) + np.einsum("kf,kfj->fj", slope, sines) * ramp
+    return out.ravel()[:n_samples].astype(float)
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:
