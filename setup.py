@@ -23,6 +23,9 @@ RUNTIME = [
     # probe: logistic regression + cross-validation; calibrate: precision-recall curve;
     # the trainer's metrics are tested against it
     "scikit-learn>=1.5",
+    # demo-catalog: one BLAS thread per synthesis worker (numpy's OpenBLAS would oversubscribe the
+    # cores for the notes' small matrix products); scikit-learn already depends on it
+    "threadpoolctl==3.8.0",
     "scipy>=1.13",  # diff: Spearman rank correlation (scikit-learn needs it anyway)
     # similar/index: approximate nearest neighbours. faiss over hnswlib (no release since 2023),
     # usearch or pynndescent: maintained by Meta with monthly releases, wheels for numpy 2,

@@ -66,11 +66,11 @@ def mp3_catalog(n_tracks: int = 40, seconds: float = 30.0, *, root: pathlib.Path
     return catalog
 
 
-def measure(command: list[str], *, env: dict | None = None) -> dict:
-    """Run ``command``; return wall seconds, CPU seconds (user+sys of it and its children) and stdout."""
+def measure(command: list[str], *, env: dict | None = None, cwd: pathlib.Path = REPO) -> dict:
+    """Run ``command`` in ``cwd``; return wall seconds, CPU seconds (user+sys of it and its children) and stdout."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:

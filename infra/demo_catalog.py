@@ -18,9 +18,9 @@ Key, scale, chord progression, melody, register, mix levels, panning, peak level
 -3 dBFS) and a noise floor 45-60 dB under the music are random per track. File format
 (wav PCM16, flac, mp3, ogg Vorbis), native sample rate (16 to 48 kHz) and channels
 (mono, stereo) are dealt out the same balanced way. Music is synthesized at 16 kHz, the
-model's rate, with additive synthesis in numpy (:mod:`infra.synth`); the noise floor is added at the native
-rate. The same seed gives a byte-identical ``catalog.csv`` and identical decoded audio
-(ogg files differ in their stream serial number, which libsndfile draws at random).
+model's rate, with additive synthesis in numpy (:mod:`infra.synth`, :mod:`infra.additive`); the
+noise floor is added at the native rate. The same seed gives a byte-identical ``catalog.csv``
+and identical decoded audio (ogg files differ in their stream serial number, which libsndfile draws at random).
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ import csv
 import dataclasses
 import functools
 import itertools
+import multiprocessing
 import os
 import re
 
 import numpy as np
+import threadpoolctl
 
 from infra import synth
 from model.errors import TagscaleError
@@ -174,8 +176,8 @@ def make_demo_catalog(
     duration_s : float
         Track length in seconds, 3 to 600.
     workers : int, optional
-        Threads that synthesize and encode in parallel; default one per available CPU.
-        The output does not depend on it.
+        Processes that synthesize and encode in parallel (1: this process alone); default one
+        per available CPU. The output does not depend on it.
 
     Returns
     -------
@@ -206,10 +208,17 @@ def make_demo_catalog(
     plans = plan_catalog(n_tracks=int(n_tracks), seed=int(seed))
     write = functools.partial(write_track, audio_dir=audio_dir, duration_s=float(duration_s), seed=int(seed))
     workers = min(len(plans), workers or _available_cpus())
-    # Threads, not processes: numpy, soxr and libsndfile release the GIL for the heavy work, and
-    # no process start-up or __main__ re-import is needed (each track has its own generator).
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        paths = list(pool.map(write, plans))
+    if workers == 1:
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            paths = [write(plan) for plan in plans]
+    else:
+        # Processes, not threads: a track is hundreds of small numpy calls, and under one GIL two
+        # threads kept only ~1.7 of 2 cores busy. Spawned, not forked: the caller (``tagscale demo``)
+        # may already run TensorFlow's threads. Each track has its own generator, so the output
+        # does not depend on which process renders it.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_one_blas_thread) as pool:
+            paths = list(pool.map(write, plans, chunksize=4))
     rows = [(plan.track_id, path, ";".join(plan.tags)) for plan, path in zip(plans, paths)]
     written = {plan.file_name for plan in plans}
     for name in os.listdir(audio_dir):
@@ -221,6 +230,12 @@ def make_demo_catalog(
         writer.writerow(("track_id", "uri", "tags"))
         writer.writerows(rows)
     return catalog_path
+
+
+def _one_blas_thread() -> None:
+    """BLAS on one thread per worker: the notes' small matrix products lose more to OpenBLAS
+    waking its own threads (on cores the workers already fill) than they gain from them."""
+    threadpoolctl.threadpool_limits(1, user_api="blas")
 
 
 def _available_cpus() -> int:
@@ -245,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--duration", type=float, default=10.0, help=f"seconds per track, at least {MIN_DURATION_S:g} (default 10)"
     )
-    parser.add_argument("--workers", type=int, default=None, help="parallel threads (default: one per CPU)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
     return parser
 
 
