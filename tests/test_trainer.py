@@ -396,6 +396,7 @@ def test_the_input_pipeline_has_no_autotuned_stage(features_dir):
     stages = {node.op: node for node in graph.node}
     assert value(stages["ParallelMapDatasetV2"], 1) == inputs.parse_calls() >= 1
     assert value(stages["PrefetchDataset"], 1) == inputs.PREFETCH_BATCHES
+    assert dataset.options().autotune.enabled is False
 
 
 def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir, tmp_path):

@@ -35,10 +35,10 @@ INPUT_FEATURE = schema.INPUT_FEATURE
 METADATA_FILE = "metadata.json"
 TRANSFORM_DIRS = ("transform_fn", "transformed_metadata")
 FRACTION_BUCKETS = 1_000_000
-# Fixed parallelism and prefetch depth, not tf.data.AUTOTUNE: with autotuned stages, Keras'
+# Fixed parallelism and prefetch depth, and tf.data's autotuning off: with it on, Keras'
 # deletion of each epoch's iterator sometimes waited seconds on tf.data's autotuning thread,
-# with the process idle, whenever another process shared the cores (the comparison's lanes:
-# epochs of 12 s took 20-33 s; BENCHMARKS.md "The input's autotuning thread").
+# with the process idle, whenever another training process shared the cores (the comparison's
+# lanes: epochs of 12 s took 20-33 s; BENCHMARKS.md "The input's autotuning thread").
 PREFETCH_BATCHES = 2
 MAX_PARSE_CALLS = 8
 
@@ -249,6 +249,7 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = not training
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.autotune.enabled = False  # nothing to tune (see PREFETCH_BATCHES), and no tuning thread
     return dataset.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
