@@ -39,7 +39,7 @@ DEMO_SECONDS = "3.5"  # one patch per track: many tracks for little compute
 # Seconds each step took on the reference machine (README "Demo time": the 2-core AMD EPYC, idle;
 # "tag" the mean of the two tagging runs); the estimate of the time left scales the steps still
 # to run by how fast this machine has been so far.
-STEP_SECONDS = {"synth": 42, "featurize": 21, "compare": 257, "fetch": 2, "tag": 15, "queries": 5}
+STEP_SECONDS = {"synth": 26, "featurize": 22, "compare": 254, "fetch": 1, "tag": 20, "queries": 3}
 
 
 class Clock:
