@@ -100,19 +100,20 @@ def run_all(
     threads = threads_per_job(jobs)
     here = set_threads(threads)
     pending = sorted(range(len(runs)), key=lambda i: -runs[i].fraction)
+    groups = [group(run) for run in runs]
     lock = threading.Lock()
     rows: dict[int, dict] = {}
 
     def take(last) -> int | None:
         with lock:
-            return next_run(pending, [group(run) for run in runs], last)
+            return next_run(pending, groups, last)
 
     def lane(fn) -> None:
         last = object()  # no run's group
         try:
             while (i := take(last)) is not None:
                 rows[i] = fn(runs[i])
-                last = group(runs[i])
+                last = groups[i]
         except BaseException:
             pending.clear()  # the other lanes finish their run and stop
             raise
