@@ -38,7 +38,8 @@ FRACTION_BUCKETS = 1_000_000
 # Fixed parallelism and prefetch depth, and tf.data's autotuning off: with it on, Keras'
 # deletion of each epoch's iterator sometimes waited seconds on tf.data's autotuning thread,
 # with the process idle, whenever another training process shared the cores (the comparison's
-# lanes: epochs of 12 s took 20-33 s; BENCHMARKS.md "The input's autotuning thread").
+# lanes: epochs of 12 s took 20-33 s; BENCHMARKS.md "The comparison's lanes stalled at every
+# epoch's end").
 PREFETCH_BATCHES = 2
 MAX_PARSE_CALLS = 8
 
