@@ -54,7 +54,7 @@ def decided_view(thresholds: dict[str, float]) -> str:
         return mark + text.replace(mark, mark * 2) + mark
 
     columns = "".join(
-        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= {float(threshold)!r}::FLOAT), false) "
+        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= '{float(threshold)!r}'::FLOAT), false) "
         f"AS {quote(tag, chr(34))}"
         for tag, threshold in sorted(thresholds.items())
     )
@@ -94,7 +94,7 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_
             connection.execute("SET lock_configuration = true")  # last: no statement can undo the above
     except duckdb.Error as error:
         connection.close()
-        raise TagscaleError(f"cannot read the tag output in {tags_dir}: {str(error).splitlines()[0]}") from error
+        raise TagscaleError(f"cannot query the tag output in {tags_dir}: {str(error).splitlines()[0]}") from error
     return connection
 
 
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagscale query", description="DuckDB queries over tag output (DIR/tags/*.parquet)."
     )
-    parser.add_argument("--tags", required=True, help="the --output directory of `tagscale tag`")
+    parser.add_argument("--tags", required=True, help="the --output directory of `tagscale tag` (local or gs://)")
     parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     commands = parser.add_subparsers(dest="query", required=True)
     top_parser = commands.add_parser("top", help="tracks with the highest score for TAG")
