@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from infra.explore_query import BadRequest, Explorer
 from model.errors import TagscaleError
+from pipelines.terminal import printable
 
 STATIC_DIR = pathlib.Path(__file__).resolve().parent / "explore_static"
 STATIC = {
@@ -119,8 +120,8 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch(head=False)
 
     def log_message(self, format, *args):  # noqa: A002 (the base class names it so)
-        if not self.server.quiet:
-            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+        if not self.server.quiet:  # a request line is anyone's text: escaped, it cannot drive the terminal
+            sys.stderr.write(f"{self.address_string()} - {printable(format % args)}\n")
 
     def log_request(self, code="-", size="-"):
         self.server.requests.append((self.command, self.path, int(code) if str(code).isdigit() else code))

@@ -191,3 +191,19 @@ def test_the_explorer_database_opens_no_file(server, tmp_path):
     with pytest.raises(duckdb.Error, match="locked"):
         server.explorer._query("SET enable_external_access = true", [])
     assert secret.read_text() == "not in any run"
+
+
+def test_the_request_log_escapes_control_characters(server, capsys):
+    import socket
+
+    server.quiet = False
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+            host = f"127.0.0.1:{server.server_address[1]}"
+            line = "GET /x\x1b]0;pwned\x07\x1b[2J HTTP/1.1\r\n"
+            sock.sendall(f"{line}Host: {host}\r\nConnection: close\r\n\r\n".encode())
+            assert sock.recv(100).startswith(b"HTTP/1.1 404")
+    finally:
+        server.quiet = True
+    logged = capsys.readouterr().err
+    assert "/x\\x1b]0;pwned\\x07\\x1b[2J" in logged and "\x1b" not in logged and "\x07" not in logged
