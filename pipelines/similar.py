@@ -21,6 +21,7 @@ import numpy as np
 
 from model.errors import TagscaleError
 from pipelines import fileio, tagdata
+from pipelines.terminal import printable
 
 INDEX_DIR = "index"
 INDEX_FILE = "similar.faiss"
@@ -281,7 +282,8 @@ def format_table(results: list[dict]) -> str:
     lines = [f"{'rank':>4}  {'track_id':<24} {'similarity':>10}  shared top tags"]
     for rank, item in enumerate(results, start=1):
         lines.append(
-            f"{rank:>4}  {item['track_id']:<24} {item['similarity']:>10.4f}  {', '.join(item['shared_tags']) or '-'}"
+            f"{rank:>4}  {printable(item['track_id']):<24} {item['similarity']:>10.4f}  "
+            f"{printable(', '.join(item['shared_tags'])) or '-'}"
         )
     return "\n".join(lines)
 
