@@ -239,7 +239,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     try:
         config = FeaturizeConfig(
             catalog=args.catalog,
-            output=args.output.rstrip("/"),
+            output=outputs.normalize(args.output),
             top_k=args.top_k,
             valid_fraction=args.valid_fraction,
             test_fraction=args.test_fraction,

@@ -287,7 +287,7 @@ def parse_args(argv):
     config = TagConfig(
         catalog=args.catalog,
         model=pretrained.resolve_model(args.model, args.cache_dir),
-        output=args.output.rstrip("/"),
+        output=outputs.normalize(args.output),
         incremental=args.incremental,
         batch_size=args.batch_size,
         max_patches_per_track=args.max_patches_per_track,
