@@ -124,13 +124,13 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def _foreign_names(directory: str) -> list[str]:
+def _foreign_names(directory: str, flag: str) -> list[str]:
     """Names in ``directory`` tagscale did not put there (not its dot files, not a folder with its
     marker); none when ``directory`` itself carries the marker."""
     if not _exists(directory) or owned(directory):
         return []
     if not is_remote(directory) and not os.path.isdir(directory):
-        raise OutputError(f"--output {directory} is a file; choose a directory for tagscale's output")
+        raise OutputError(f"{flag} {directory} is a file; choose a directory for tagscale's output")
     names = (
         {path[len(directory.rstrip("/")) + 1 :].split("/")[0] for path in _list_objects(directory)}
         if is_remote(directory)
@@ -153,7 +153,12 @@ def _check_writable(path: str) -> None:
 
 
 def check_output(
-    output: str, *, catalog: str | None = None, entries: tuple[str, ...], inputs: tuple[str, ...] = ()
+    output: str,
+    *,
+    catalog: str | None = None,
+    entries: tuple[str, ...],
+    inputs: tuple[str, ...] = (),
+    flag: str = "--output",
 ) -> str:
     """Refuse an output folder that tagscale must not write into or delete from.
 
@@ -163,7 +168,7 @@ def check_output(
     peek, not a catalog read) or another input of the command (``inputs``); an existing folder
     holding files tagscale did not write (it carries no marker and holds more than tagscale's
     own dot files); an output entry that a publish would replace but tagscale did not make;
-    a folder this process cannot write.
+    a folder this process cannot write. Messages name the folder as ``flag``.
 
     Returns
     -------
@@ -172,23 +177,23 @@ def check_output(
     """
     output = normalize(output)
     if _is_root(output):
-        raise OutputError(f"--output {output} is a filesystem root; choose a directory for tagscale's output")
+        raise OutputError(f"{flag} {output} is a filesystem root; choose a directory for tagscale's output")
     if not is_remote(output) and _real(output) == _real(os.path.expanduser("~")):
-        raise OutputError(f"--output {output} is your home directory; choose a directory for tagscale's output")
+        raise OutputError(f"{flag} {output} is your home directory; choose a directory for tagscale's output")
     if catalog is not None:
         _check_catalog(output, catalog)
     for source in inputs:
         if _within(normalize(source), output):
-            raise OutputError(f"--output {output} is or contains the input {source}; choose another directory")
+            raise OutputError(f"{flag} {output} is or contains the input {source}; choose another directory")
     for entry in entries:
         path = fileio.join(output, entry)
         if _exists(path) and _is_dir(path) and not owned(path):
             raise OutputError(f"{path} exists and was not made by tagscale (no {MARKER}); refusing to replace it")
-    foreign = _foreign_names(output)
+    foreign = _foreign_names(output, flag)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise OutputError(
-            f"--output {output} holds files tagscale did not write ({shown}); choose a new or empty directory"
+            f"{flag} {output} holds files tagscale did not write ({shown}); choose a new or empty directory"
         )
     _check_writable(output)
     return output

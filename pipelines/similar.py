@@ -109,7 +109,8 @@ def write_index(tags_dir: str, *, nlist: int | None = None, nprobe: int = 16) ->
     import faiss
 
     # DIR/index/ follows the rules of every output: it is replaced only when tagscale made it.
-    folder = outputs.check_output(fileio.join(tags_dir.rstrip("/"), INDEX_DIR), entries=(INDEX_FILE, INDEX_INFO))
+    folder = fileio.join(tags_dir.rstrip("/"), INDEX_DIR)
+    folder = outputs.check_output(folder, entries=(INDEX_FILE, INDEX_INFO), flag="the index folder")
     table = tagdata.load(tags_dir)
     unit = tagdata.normalized(table.embeddings)
     index = build_index(unit, nlist=nlist, nprobe=nprobe)
