@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         required=True,
-        help="report folder (local): new, empty or written by tagscale; not a root, your home or a --tags folder",
+        help=f"report folder (local): {outputs.RULES}",
     )
     parser.add_argument(
         "--tolerance",

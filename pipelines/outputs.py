@@ -36,6 +36,8 @@ MARKER = ".tagscale-owned"
 STAGING_PREFIX = ".tagscale-staging-"
 OLD_PREFIX = ".tagscale-old-"
 JOURNAL = ".tagscale-publish.json"
+# What every writing command's --output help says of the rules check_output enforces.
+RULES = "new, empty or made by tagscale; not a root, your home directory or a folder holding its inputs"
 AUDIO_CHECK_ROWS = 1000  # catalog rows whose audio location is checked against --output on the driver
 
 

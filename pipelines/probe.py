@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="CSV track_id,tag, one row per positive; a tag's negatives are the labelled tracks without it",
     )
-    train_parser.add_argument("--output", required=True, help="PROBE folder to write (probe.json)")
+    train_parser.add_argument("--output", required=True, help=f"PROBE folder to write (probe.json); {outputs.RULES}")
     train_parser.add_argument(
         "--name", help="the probe's name, the model name of `probe apply` output (default: the PROBE folder's name)"
     )
@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply_parser = commands.add_parser("apply", help="score every track of a run with a probe; write tag Parquet")
     apply_parser.add_argument("--tags", required=True, help="the tag output folder whose embeddings the probe reads")
     apply_parser.add_argument("--probe", required=True, help="a PROBE folder of `probe train`")
-    apply_parser.add_argument("--output", required=True, help="output folder: OUTPUT/tags/*.parquet (replaced)")
+    apply_parser.add_argument(
+        "--output", required=True, help=f"output folder: OUTPUT/tags/*.parquet (replaced); {outputs.RULES}"
+    )
     return parser
 
 

@@ -249,7 +249,7 @@ def parse_args(argv):
         required=True,
         help="a pretrained name (musicnn-mtt, musicnn-msd) or a serving-model directory (trainer export)",
     )
-    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--output", required=True, help=f"output directory (local or gs://): {outputs.RULES}")
     parser.add_argument(
         "--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version"
     )
