@@ -28,58 +28,26 @@ import shutil
 
 from apache_beam.io.filesystems import FileSystems
 
-from model.errors import TagscaleError
 from pipelines import fileio
+from pipelines.ownership import (
+    MARKER,
+    OutputError,
+    delete_owned,
+    is_dir,
+    is_remote,
+    list_objects,
+    mark,
+    owned,
+    path_exists,
+)
 
 LOG = logging.getLogger("tagscale.outputs")
-MARKER = ".tagscale-owned"
 STAGING_PREFIX = ".tagscale-staging-"
 OLD_PREFIX = ".tagscale-old-"
 JOURNAL = ".tagscale-publish.json"
 # What every writing command's --output help says of the rules check_output enforces.
 RULES = "new, empty or made by tagscale; not a root, your home directory or a folder holding its inputs"
 AUDIO_CHECK_ROWS = 1000  # catalog rows whose audio location is checked against --output on the driver
-
-
-class OutputError(TagscaleError):
-    """An output location tagscale must not write to or delete; the message says why."""
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def mark(directory: str) -> None:
-    """Create ``directory`` (if needed) and put tagscale's ownership marker in it."""
-    if not is_remote(directory):
-        os.makedirs(directory, exist_ok=True)
-    fileio.write_text(fileio.join(directory, MARKER), "made by tagscale: it may replace or delete this directory\n")
-
-
-def owned(directory: str) -> bool:
-    return fileio.exists(fileio.join(directory, MARKER))
-
-
-def _exists(path: str) -> bool:
-    if is_remote(path):
-        return fileio.exists(path) or bool(_list_objects(path))
-    return os.path.lexists(path)
-
-
-def _is_dir(path: str) -> bool:
-    return bool(_list_objects(path)) if is_remote(path) else os.path.isdir(path)
-
-
-def delete_owned(directory: str) -> None:
-    """Delete ``directory`` and all under it, but only when tagscale made it (it carries the marker)."""
-    if not _exists(directory):
-        return
-    if not owned(directory):
-        raise OutputError(f"{directory} was not made by tagscale (no {MARKER} in it); refusing to delete it")
-    if is_remote(directory):
-        fileio.delete_tree(directory)
-    else:
-        shutil.rmtree(directory)
 
 
 # ---------------------------------------------------------------------- checks before a run
@@ -129,16 +97,16 @@ def _within(path: str, directory: str) -> bool:
 def _foreign_names(directory: str, flag: str) -> list[str]:
     """Names in ``directory`` tagscale did not put there (not its dot files, not a folder with its
     marker); none when ``directory`` itself carries the marker."""
-    if not _exists(directory) or owned(directory):
+    if not path_exists(directory) or owned(directory):
         return []
     if not is_remote(directory) and not os.path.isdir(directory):
         raise OutputError(f"{flag} {directory} is a file; choose a directory for tagscale's output")
     names = (
-        {path[len(directory.rstrip("/")) + 1 :].split("/")[0] for path in _list_objects(directory)}
+        {path[len(directory.rstrip("/")) + 1 :].split("/")[0] for path in list_objects(directory)}
         if is_remote(directory)
         else set(os.listdir(directory))
     )
-    mine = [name for name in names if _is_dir(fileio.join(directory, name)) and owned(fileio.join(directory, name))]
+    mine = [name for name in names if is_dir(fileio.join(directory, name)) and owned(fileio.join(directory, name))]
     return sorted(name for name in names - set(mine) if not name.startswith(".tagscale"))
 
 
@@ -150,6 +118,8 @@ def _check_writable(path: str) -> None:
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
+    if existing != os.path.abspath(path) and not os.path.isdir(existing):
+        raise OutputError(f"cannot write to {path}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | (0 if os.path.isfile(existing) else os.X_OK)):
         raise OutputError(f"cannot write to {path}: {existing} is read-only or not writable by this user")
 
@@ -189,7 +159,7 @@ def check_output(
             raise OutputError(f"{flag} {output} is or contains the input {source}; choose another directory")
     for entry in entries:
         path = fileio.join(output, entry)
-        if _exists(path) and _is_dir(path) and not owned(path):
+        if path_exists(path) and is_dir(path) and not owned(path):
             raise OutputError(f"{path} exists and was not made by tagscale (no {MARKER}); refusing to replace it")
     foreign = _foreign_names(output, flag)
     if foreign:
@@ -225,9 +195,9 @@ def check_output_file(path: str, *, replaceable, what: str) -> str:
     parent = path.rsplit("/", 1)[0] if "/" in path else "."
     if not is_remote(path) and _is_root(parent or "/"):
         raise OutputError(f"--output {path} is in a filesystem root; choose a file in a directory")
-    if _exists(path) and _is_dir(path):
+    if path_exists(path) and is_dir(path):
         raise OutputError(f"--output {path} is a directory; give the {what} to write")
-    if _exists(path) and not replaceable(path):
+    if path_exists(path) and not replaceable(path):
         raise OutputError(f"--output {path} exists and is not a {what}; refusing to replace it")
     _check_writable(path)
     return path
@@ -267,9 +237,9 @@ class Staging:
     def publish(self, entries: list[str], *, commit: str | None = None) -> None:
         """Replace the live ``entries`` with the staged ones; ``commit`` (a staged file, e.g.
         the manifest readers go by) lands last. Every staged directory gets the marker."""
-        staged = [entry for entry in entries if _exists(self.path(entry))]
+        staged = [entry for entry in entries if path_exists(self.path(entry))]
         for entry in staged:
-            if _is_dir(self.path(entry)):
+            if is_dir(self.path(entry)):
                 mark(self.path(entry))
         journal = {
             "staging": STAGING_PREFIX + self.run_id,
@@ -294,7 +264,7 @@ class Staging:
 
 def _only_tagscale_files(directory: str) -> bool:
     if is_remote(directory):
-        names = [path[len(directory.rstrip("/")) + 1 :] for path in _list_objects(directory)]
+        names = [path[len(directory.rstrip("/")) + 1 :] for path in list_objects(directory)]
     elif os.path.isdir(directory):
         names = os.listdir(directory)
     else:
@@ -346,17 +316,9 @@ def _move_into_place(staged: str, live: str, old: str) -> None:
     os.rename(staged, live)
 
 
-def _list_objects(prefix: str) -> list[str]:
-    pattern = prefix.rstrip("/") + "/**"
-    try:
-        return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
-    except Exception:  # nothing under the prefix
-        return []
-
-
 def _publish_objects(output: str, staging: str, journal: dict) -> None:
     entries = journal["entries"]
-    relative = [path[len(staging.rstrip("/")) + 1 :] for path in _list_objects(staging)]
+    relative = [path[len(staging.rstrip("/")) + 1 :] for path in list_objects(staging)]
     relative = [name for name in relative if any(name == entry or name.startswith(entry + "/") for entry in entries)]
     commit = journal.get("commit")
     ordered = sorted(relative, key=lambda name: name == commit)  # the commit file last
@@ -367,7 +329,7 @@ def _publish_objects(output: str, staging: str, journal: dict) -> None:
         if fileio.exists(fileio.join(output, entry)):  # a file this run did not make: stale
             FileSystems.delete([fileio.join(output, entry)])
     for entry in journal["entries"] + journal.get("remove", []):
-        for path in _list_objects(fileio.join(output, entry)):
+        for path in list_objects(fileio.join(output, entry)):
             name = path[len(output.rstrip("/")) + 1 :]
             if name not in keep:
                 FileSystems.delete([path])
@@ -384,7 +346,7 @@ def recover(output: str) -> None:
     if is_remote(output):
         leftovers = {
             fileio.join(output, path[len(output.rstrip("/")) + 1 :].split("/")[0])
-            for path in _list_objects(output)
+            for path in list_objects(output)
             if path[len(output.rstrip("/")) + 1 :].startswith((STAGING_PREFIX, OLD_PREFIX))
         }
     elif os.path.isdir(output):

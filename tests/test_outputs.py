@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from model.errors import TagscaleError
 from pipelines import locks, outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -312,3 +313,15 @@ def test_a_read_only_output_is_one_line(command, catalog, tmp_path):
             f"tagscale {command}: error: cannot write to {output}: {folder} is read-only or not writable by this user"
         )
     assert os.listdir(folder) == []
+
+
+def test_an_output_under_a_file_is_one_line(catalog, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    output = tmp_path / "notes.txt" / "out"
+    assert run("tag", ["--catalog", str(catalog), *model_flags("tag", tmp_path), "--output", str(output)]) == 2
+    assert only_line(capsys) == (
+        f"tagscale tag: error: cannot write to {output}: {tmp_path}/notes.txt is a file, not a directory"
+    )
+    with pytest.raises(TagscaleError, match=f"^cannot write to {output}: Not a directory$"):
+        locks.OutputLock(str(output), "tag").acquire()  # the lock, should a caller skip the check
+    assert (tmp_path / "notes.txt").read_text() == "mine"
