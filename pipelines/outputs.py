@@ -155,7 +155,7 @@ def check_output(
     if catalog is not None:
         _check_catalog(output, catalog)
     for source in inputs:
-        if _within(normalize(source), output):
+        if _within(source, output):
             raise OutputError(f"{flag} {output} is or contains the input {source}; choose another directory")
     for entry in entries:
         path = fileio.join(output, entry)
