@@ -40,7 +40,7 @@ import io
 import os
 
 from model.errors import TagscaleError
-from pipelines import fileio
+from pipelines import fileio, outputs
 
 SPLITS = ("train", "valid", "test")
 MTT_SPLITS = ("folder", "lists")
@@ -327,8 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_catalog(path: str) -> bool:
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            return {"track_id", "uri"} <= set(pq.read_schema(io.BytesIO(handle.read())).names)
+    except Exception:  # not Parquet, unreadable: not a catalog to replace
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.output = outputs.check_output_file(args.output, replaceable=_is_catalog, what="Parquet catalog")
     if args.top_k is not None and args.top_k < 1:
         raise DatasetError(f"--top-k must be at least 1, got {args.top_k}")
     if args.dataset == "mtt":

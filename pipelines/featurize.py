@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     parser.add_argument(
         "--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)"
     )
-    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--output", required=True, help=f"output directory (local or gs://): {outputs.RULES}")
     parser.add_argument("--top-k", type=int, default=50, help="tag vocabulary size: the K most frequent tags (50)")
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
@@ -239,7 +239,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     try:
         config = FeaturizeConfig(
             catalog=args.catalog,
-            output=args.output.rstrip("/"),
+            output=outputs.normalize(args.output),
             top_k=args.top_k,
             valid_fraction=args.valid_fraction,
             test_fraction=args.test_fraction,

@@ -249,7 +249,7 @@ def parse_args(argv):
         required=True,
         help="a pretrained name (musicnn-mtt, musicnn-msd) or a serving-model directory (trainer export)",
     )
-    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--output", required=True, help=f"output directory (local or gs://): {outputs.RULES}")
     parser.add_argument(
         "--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version"
     )
@@ -287,7 +287,7 @@ def parse_args(argv):
     config = TagConfig(
         catalog=args.catalog,
         model=pretrained.resolve_model(args.model, args.cache_dir),
-        output=args.output.rstrip("/"),
+        output=outputs.normalize(args.output),
         incremental=args.incremental,
         batch_size=args.batch_size,
         max_patches_per_track=args.max_patches_per_track,

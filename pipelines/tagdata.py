@@ -83,8 +83,17 @@ def load(tags_dir: str) -> TagTable:
     Raises
     ------
     TagscaleError
-        When the folder holds no tag output, or rows that do not come from one vocabulary.
+        When the folder holds no tag output, rows that do not come from one vocabulary, or
+        files that are not tag Parquet (another schema, not Parquet at all, unreadable).
     """
+    try:
+        return _load(tags_dir)
+    except (pyarrow.ArrowException, KeyError, TypeError, ValueError, OSError) as error:
+        # What a damaged or foreign file in tags/ raises: the user's to fix, so one line.
+        raise TagscaleError(f"cannot read the tag output in {tags_dir}: {str(error).splitlines()[0]}") from error
+
+
+def _load(tags_dir: str) -> TagTable:
     from pipelines.query import tag_files
 
     files = tag_files(tags_dir)
