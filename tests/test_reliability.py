@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import audio, featurize, query, stages, tag, tag_output
+from pipelines import audio, featurize, query, stages, tag
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NASTY_NAME = "a; rm -rf victim $(touch pwned) `touch pwned2`.flac"
@@ -268,10 +268,11 @@ def catalog_head(catalog, n, path):
 
 @pytest.mark.slow
 def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tags_the_rest(forty_tracks, tmp_path):
-    """Old output: 25 tracks. A full run of all 40 is paused inside the Parquet sink (a test
-    hook; the marker proves where), a second run is refused while it holds the output, then it
-    is killed: the 25-track output is untouched, its stale lock is taken over with a message,
-    and --incremental tags exactly the 15 others."""
+    """Old output: 25 tracks. A full run of all 40 is paused inside its Parquet writer after a
+    row group is written (tests/pause_in_sink, put on the run's PYTHONPATH; the marker proves
+    where), a second run is refused while it holds the output, then it is killed: the 25-track
+    output is untouched, its stale lock is taken over with a message, and --incremental tags
+    exactly the 15 others."""
     from conftest import small_model_dir
 
     model = small_model_dir(tmp_path)
@@ -304,7 +305,8 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
         "--batch-size",
         "4",
     ]
-    env = {**os.environ, tag_output.PAUSE_IN_SINK_ENV: str(marker), "PYTHONPATH": REPO}
+    hook = os.path.join(REPO, "tests", "pause_in_sink")
+    env = {**os.environ, "TAGSCALE_TEST_PAUSE_MARKER": str(marker), "PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
@@ -312,7 +314,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
             time.sleep(0.2)
         assert marker.exists(), f"the run never reached the Parquet sink (exit {process.poll()})"
         temp_file = marker.read_text().split("writing ", 1)[1].strip()
-        assert os.path.exists(temp_file) and "/.tagscale-staging-" in temp_file and "/tags/" in temp_file
+        assert os.path.exists(temp_file) and "/.tagscale-staging-" in temp_file and "/tags/run-" in temp_file
 
         second = subprocess.run(
             command, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300
@@ -402,12 +404,12 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
     else:
         import errno
 
-        from apache_beam.io import parquetio
+        import pyarrow.parquet as pq
 
-        def full(self, writer, table):
+        def full(self, table, *args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(parquetio._ParquetSink, "write_record", full)
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
     with pytest.raises(Exception, match="No space left on device") as failure:
         tag.run(["--catalog", str(forty_tracks), "--model", model, "--output", str(output)])
     assert "while running 'WriteTags/" in str(failure.value)  # the Parquet sink hit the full disk
