@@ -157,3 +157,25 @@ def test_query_on_a_malformed_manifest_prints_one_line_and_exits_2(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"tagscale query: error: {tmp_path / 'tags' / 'manifest.json'} lists ")
     assert not (tmp_path / "pwned.csv").exists()
+
+
+def test_tag_files_that_are_not_tag_output_are_a_clear_error_naming_the_file(tmp_path):
+    write_run(tmp_path, json.dumps({"files": ["run-1.parquet", "run-2.parquet"]}))
+    listed = tmp_path / "tags" / "run-2.parquet"
+    with pytest.raises(TagscaleError, match=f"cannot read tag file {listed}"):
+        tagdata.load(str(tmp_path))  # listed, but not there
+    listed.write_text("not parquet\n")
+    with pytest.raises(TagscaleError, match=f"cannot read tag file {listed}: "):
+        tagdata.load(str(tmp_path))
+    pq.write_table(pyarrow.table({"track_id": ["x"], "scores": ["high"]}), listed)
+    with pytest.raises(TagscaleError, match=f"{listed} is not tag output: no column uri, model, duration_s"):
+        tagdata.load(str(tmp_path))
+    rows = tag_rows(1, dim=4, n_tags=3)
+    table = pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA)
+    wrong = table.set_column(table.schema.get_field_index("scores"), "scores", pyarrow.array(["high"]))
+    pq.write_table(wrong, listed)
+    with pytest.raises(TagscaleError, match=f"{listed} is not tag output: Unsupported cast from string to list"):
+        tagdata.load(str(tmp_path))
+    # Lists written by a writer that names their items "element" are the same schema.
+    pq.write_table(table, listed, use_compliant_nested_type=True)
+    assert sorted(tagdata.load(str(tmp_path)).track_ids) == ["track-000000", "track-000001"]
