@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import audio, featurize, query, stages, tag
+from pipelines import audio, dead_letter, featurize, query, stages, tag
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NASTY_NAME = "a; rm -rf victim $(touch pwned) `touch pwned2`.flac"
@@ -89,8 +89,12 @@ def nasty(tmp_path_factory):
     return root, catalog, expected, len(rows)
 
 
-def check_accounting(dead_letter_dir, ok_ids, expected, n_rows):
-    dead = pq.read_table(dead_letter_dir).to_pylist()
+def check_accounting(output, ok_ids, expected, n_rows):
+    files = dead_letter.dead_letter_files(str(output))  # through the run's dead-letter manifest
+    assert sorted(path.rsplit("/", 1)[-1] for path in files) == sorted(
+        p.name for p in (output / "dead_letter").glob("*.parquet")
+    )
+    dead = pq.read_table(files).to_pylist()
     dead_ids = [row["track_id"] for row in dead]
     assert len(ok_ids) + len(dead) == n_rows  # every row once: output or dead letter
     assert sorted(ok_ids) == sorted(t for t, outcome in expected.items() if outcome == "ok")
@@ -132,7 +136,7 @@ def test_featurize_accounts_for_every_bad_row(nasty, tmp_path):
     files = [str(tmp_path / "f" / name) for name in metadata["files"]["mel"]["train"]]
     records = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files)]
     ok_ids = sorted({r["track_id"].numpy().decode("utf-8", "replace") for r in records})
-    check_accounting(tmp_path / "f" / "dead_letter", ok_ids, expected, n_rows)
+    check_accounting(tmp_path / "f", ok_ids, expected, n_rows)
     two_hours = [r for r in records if r["track_id"].numpy() == b"two_hours"]
     assert len(two_hours) == signal_patches(20.0)  # capped at --max-duration, not 2 hours
     assert (root / "victim").exists() and not (root / "pwned").exists() and not (root / "pwned2").exists()
@@ -165,7 +169,7 @@ def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
     )
     assert summary["tracks_in"] == n_rows == summary["tagged"] + summary["skipped"] + summary["failed"]
     rows = pq.read_table(query.tag_files(str(tmp_path / "t"))).to_pylist()
-    check_accounting(tmp_path / "t" / "dead_letter", [r["track_id"] for r in rows], expected, n_rows)
+    check_accounting(tmp_path / "t", [r["track_id"] for r in rows], expected, n_rows)
     by_id = {r["track_id"]: r for r in rows}
     assert by_id["two_hours"]["duration_s"] == 20.0 and by_id["non_utf8_name"]["uri"].endswith("caf\ufffd.wav")
 
