@@ -147,7 +147,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     _ = refs | "WriteShards" >> shards.WriteShards(output, output, counts, ready)
 
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
-    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output)
+    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output, target_bytes=config.target_shard_bytes)
 
     def ref_stats(ref):
         return [
@@ -230,7 +230,8 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
         "--target-shard-bytes",
         type=int,
         default=shards.DEFAULT_TARGET_BYTES,
-        help="size shards by data volume: files of about this many bytes per split and kind (%(default)s)",
+        help="size shards by data volume: files of about this many bytes per split and kind, "
+        "and dead-letter Parquet files of about as many (%(default)s)",
     )
     parser.add_argument(
         "--num-shards", type=int, default=None, help="a fixed number of files per split and kind instead"
@@ -276,6 +277,7 @@ def run(argv: list[str] | None = None) -> dict:
         try:
             with beam_util.make_pipeline(beam_args) as pipeline:
                 build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
+            dead_letter.write_manifest(staging.dir, run_id=run_id)
             metadata = write_metadata(config, staging.dir)
             staging.publish(OUTPUT_ENTRIES, commit="metadata.json")
         except BaseException:
