@@ -80,7 +80,8 @@ class DecodeOptions:
 
 
 def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
-    """Reject audio with nothing in it; :class:`audio.DecodeError` says why.
+    """Reject audio with nothing in it, or with sample values no audio has
+    (:func:`audio.check_samples`); :class:`audio.DecodeError` says why.
 
     Tracks shorter than ``min_duration_s`` are rejected; longer tracks shorter than one
     patch are zero-padded to one patch by :func:`model.dsp.patch_waveform`.
@@ -88,8 +89,7 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
     duration = len(samples) / dsp.SAMPLE_RATE
     if duration < min_duration_s:
         raise audio.DecodeError(f"too short: {duration:.2f} s < minimum {min_duration_s:g} s")
-    if not np.isfinite(samples).all():
-        raise audio.DecodeError("decoded audio contains NaN or infinity")
+    audio.check_samples(samples)
     if np.abs(samples).max() < SILENCE_PEAK:
         raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
 
