@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import os
+import unicodedata
 
 import apache_beam as beam
 
@@ -82,7 +83,12 @@ def split_tags(value) -> tuple[str, ...]:
         value = value.split(";")
     elif not isinstance(value, (list, tuple)):
         raise BadRow(f"tags must be a ';'-separated string or a list, got {type(value).__name__}")
-    tags = (utf8_text("tag", tag).strip() for tag in value)
+    tags = [utf8_text("tag", tag).strip() for tag in value]
+    for tag in tags:
+        # The tag vocabulary is a file of one tag per line: a newline would split a tag in two,
+        # and other control characters would reach terminals and reports as they are.
+        if any(unicodedata.category(char) == "Cc" for char in tag):
+            raise BadRow(f"tag {tag!r} contains a control character (newline, tab, NUL, ...)")
     return tuple(dict.fromkeys(tag for tag in tags if tag))
 
 

@@ -1,5 +1,6 @@
 """Catalog parsing: three formats, bad rows to the dead letter, whole-catalog errors as one line."""
 
+import csv
 import json
 import re
 import subprocess
@@ -145,6 +146,27 @@ def test_a_field_over_the_csv_limit_is_one_bad_row(tmp_path):
     (tmp_path / "header.csv").write_text(f"track_id,uri,{'t' * 200_000}\n")
     with pytest.raises(CatalogError, match="unreadable CSV header: field larger than field limit"):
         catalog.check_catalog(str(tmp_path / "header.csv"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_tag_with_a_newline_or_control_character_is_a_bad_row(tmp_path, fmt):
+    """A newline inside a (quoted CSV or JSON) tag would split the one-tag-per-line vocabulary."""
+    rows = [("a", "/a.wav", ["rock", "new\nline"]), ("b", "/b.wav", ["x\x1b[31mred\x07"]), ("c", "/c.wav", ["jazz"])]
+    path = tmp_path / f"catalog.{fmt}"
+    if fmt == "csv":
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["track_id", "uri", "tags"])
+            writer.writerows([(i, u, ";".join(t)) for i, u, t in rows])
+    else:
+        path.write_text("".join(json.dumps({"track_id": i, "uri": u, "tags": t}) + "\n" for i, u, t in rows))
+    out = list(catalog.parse_rows(str(path)))
+    assert [item for item in out if not hasattr(item, "tag")] == [("c", (3, Track("c", "/c.wav", ("jazz",))))]
+    dead = [item.value for item in out if hasattr(item, "tag")]
+    assert [(d["track_id"], d["error"]) for d in dead] == [
+        ("a", "row 1: tag 'new\\nline' contains a control character (newline, tab, NUL, ...)"),
+        ("b", "row 2: tag 'x\\x1b[31mred\\x07' contains a control character (newline, tab, NUL, ...)"),
+    ]
 
 
 @pytest.mark.slow
