@@ -62,6 +62,7 @@ def run_settings(args, overrides: dict) -> dict:
         "optimizer": "adam",
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
+        "lr_schedule": args.lr_schedule,
         "lr_plateau_patience": args.lr_plateau_patience,
         "lr_plateau_factor": args.lr_plateau_factor,
         "epoch_patches": args.epoch_patches,
@@ -150,17 +151,19 @@ def fit_single(
     """Keras ``fit`` with resume (one process, one or several GPUs); ``(best epoch, fit wall seconds)``."""
     import keras
 
-    from trainer import callbacks
-    from trainer import recipe as recipe_lib
+    from trainer import callbacks, schedule
 
     best = callbacks.ResumableEarlyStopping(
-        join(job_dir, "checkpoints"), monitor="val_loss", patience=args.early_stopping_patience
+        join(job_dir, "checkpoints"),
+        monitor="val_loss",
+        patience=args.early_stopping_patience,
+        lr_rule=schedule.Rule.from_args(args),
     )
     fit_callbacks = [
         *input_callbacks,
+        callbacks.StopOnNonFiniteLoss(),  # first: a poisoned epoch is neither logged, kept nor backed up
+        best,  # before the history: it logs the learning rate the next epoch uses
         callbacks.HistoryLog(join(job_dir, "history.json")),
-        best,
-        recipe_lib.lr_plateau(args.lr_plateau_patience, args.lr_plateau_factor),
         keras.callbacks.TensorBoard(join(job_dir, "tensorboard"), write_graph=False),  # per-epoch scalars
         keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
         callbacks.EpochProgress(label, epoch_examples, args.epochs, print_fn=lambda line: print(line, flush=True)),
