@@ -3,6 +3,7 @@ and training stopping with one line on a non-finite loss."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -116,14 +117,23 @@ def test_lr_schedule_flag_default_help_and_settings(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def long_tracks(tmp_path_factory) -> pathlib.Path:
-    """Features of 12 synthetic tracks of 10 s (3 patches each)."""
+    """Features of 20 synthetic tracks of 10 s (3 patches each)."""
     from infra import demo_catalog
     from pipelines import featurize
 
     root = tmp_path_factory.mktemp("recipe")
-    catalog = demo_catalog.make_demo_catalog(str(root / "catalog"), n_tracks=12, seed=3, duration_s=10.0)
+    catalog = demo_catalog.make_demo_catalog(str(root / "catalog"), n_tracks=20, seed=3, duration_s=10.0)
     featurize.run(
-        ["--catalog", catalog, "--output", str(root / "features"), "--valid-fraction", "0.2", "--test-fraction", "0.2"]
+        [
+            "--catalog",
+            catalog,
+            "--output",
+            str(root / "features"),
+            "--valid-fraction",
+            "0.25",
+            "--test-fraction",
+            "0.25",
+        ]
     )
     return root / "features"
 
@@ -201,6 +211,33 @@ def test_a_crop_s_log_mel_is_the_log_mel_of_its_waveform(long_tracks):
         assert np.abs(shifted * scale + shift - mel_crop).max() > 10 * error  # one frame off is far off
 
 
+def test_no_standardise_trains_and_serves_on_the_raw_log_mel(long_tracks, tmp_path):
+    from model import export
+
+    features = inputs.open_features(str(long_tracks), need_transform=True)
+    raw = dataclasses.replace(features, band_stats=inputs.band_statistics(features))
+    waves, stored, unstandardised = (
+        track_signals(features, "waveform"),
+        track_signals(features, "spectrogram"),
+        track_signals(raw, "spectrogram"),
+    )
+    track = sorted(waves)[0]
+    computed = dsp.log_mel_patches(tf.constant(waves[track])).numpy()  # from the int16 PCM the shards keep
+    error = np.abs(unstandardised[track] - computed).max()
+    assert error < 1e-2, error  # int16 quantisation alone (measured: MEASURED_RAW)
+    assert np.abs(stored[track] - computed).max() > 100 * error  # the stored log-mel is standardised
+
+    job = tmp_path / "job"
+    argv = ["--features", str(long_tracks), "--frontend", "spectrogram", "--job-dir", str(job), *TINY]
+    result = task.train_and_evaluate(task.parse_args([*argv, "--epochs", "1", "--no-standardise"]))
+    assert result.evaluation["settings"]["standardise"] is False
+    served = export.load_serving_model(str(job / "export"))
+    assert served.info["input_normalisation"].startswith("none (raw log-mel")
+    scores = served.predict(waves[track])["scores"]
+    direct = result.model(tf.constant(unstandardised[track]), training=False)["scores"].numpy()
+    np.testing.assert_allclose(scores, direct, atol=1e-3)  # measured: MEASURED_SCORES
+
+
 # ------------------------------------------------------------------------- non-finite loss
 
 
@@ -210,9 +247,13 @@ def poison_one_training_example(src: pathlib.Path, dst: pathlib.Path) -> None:
     metadata = json.loads((dst / "metadata.json").read_text())
     path = dst / metadata["files"]["mel"]["train"][0]
     records = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
-    values = np.frombuffer(records[0].features.feature["log_mel"].bytes_list.value[0], "<f4").copy()
-    values[::7] = np.nan
-    records[0].features.feature["log_mel"].bytes_list.value[0] = values.tobytes()
+    track = records[0].features.feature["track_id"].bytes_list.value[0]
+    for record in records:  # every patch of one track, so whichever crop an epoch draws holds NaN
+        if record.features.feature["track_id"].bytes_list.value[0] == track:
+            feature = record.features.feature["log_mel"].bytes_list
+            values = np.frombuffer(feature.value[0], "<f4").copy()
+            values[::7] = np.nan
+            feature.value[0] = values.tobytes()
     with tf.io.TFRecordWriter(str(path)) as writer:
         for record in records:
             writer.write(record.SerializeToString())
@@ -225,7 +266,8 @@ def test_training_on_a_nan_example_stops_with_one_line(long_tracks, tmp_path, ca
     argv += [*TINY, "--epochs", "2", "--no-export"]
     assert run_command("train", task.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tagscale train: error: the training loss is nan in epoch 1"), err
+    assert len(err) == 1 and err[0].startswith("tagscale train: error: the "), err
+    assert "loss is nan in epoch 1: the train or valid shards hold non-finite values" in err[0]
     assert not (tmp_path / "job" / "eval.json").exists()
     assert not (tmp_path / "job" / "history.json").exists()  # the poisoned epoch is not logged as done
 

@@ -35,10 +35,11 @@ class TransformServingModule(serving.ServingModule):
         return {"scores": outputs["scores"], "embedding": outputs["embedding"]}
 
 
-def serving_module(keras_model, frontend: str, features_dir: str | None = None):
-    """The tf.Module to export for ``frontend``; the spectrogram one needs ``features_dir``."""
-    if frontend == "waveform":
-        return serving.build_serving_module(keras_model, "waveform")
+def serving_module(keras_model, frontend: str, features_dir: str | None = None, *, standardised: bool = True):
+    """The tf.Module to export for ``frontend``; the spectrogram one needs ``features_dir`` unless the
+    model was trained on the raw log-mel (not ``standardised``)."""
+    if frontend == "waveform" or not standardised:
+        return serving.build_serving_module(keras_model, frontend)
     import tensorflow_transform as tft
 
     transform_layer = tft.TFTransformOutput(features_dir).transform_features_layer()
@@ -46,13 +47,22 @@ def serving_module(keras_model, frontend: str, features_dir: str | None = None):
 
 
 def export_model(
-    keras_model, frontend: str, export_dir: str, *, features_dir: str, tags: list[str], info: dict
+    keras_model,
+    frontend: str,
+    export_dir: str,
+    *,
+    features_dir: str,
+    tags: list[str],
+    info: dict,
+    standardised: bool = True,
 ) -> dict:
     """Write the serving model directory; returns the info written (with ``version``)."""
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export instead of mixing files
-    module = serving_module(keras_model, frontend, features_dir)
+    module = serving_module(keras_model, frontend, features_dir, standardised=standardised)
     normalisation = "tf.Transform transform_features_layer (per-band mean/std of the training split)"
+    if not standardised:
+        normalisation = "none (raw log-mel, --no-standardise)"
     info = {
         **info,
         "frontend": frontend,

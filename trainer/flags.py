@@ -84,6 +84,14 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="validate every N epochs (1); the best model is chosen among validated epochs",
     )
+    recipe.add_argument(
+        "--no-standardise",
+        dest="standardise",
+        action="store_false",
+        help="spectrogram front-end: train on the raw log-mel, as the seed does, not on the log-mel standardised "
+        "per mel band with the training split's statistics (what featurize stores; the trainer undoes it, "
+        "and the export then feeds the raw log-mel too)",
+    )
     recipe.add_argument("--seed", type=int, default=0, help="seed of weights init, dropout and shuffling (0)")
     recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")
     sizes = parser.add_argument_group("size overrides (default: the preset's; small values for CPU demos)")

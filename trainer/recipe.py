@@ -80,6 +80,11 @@ def one_patch_per_track(dataset, counts: dict[bytes, int], epoch: tf.Variable, *
     return dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-len(counts) // batch_size)))
 
 
+def epoch_examples(epoch_patches: str, train_counts: dict) -> int:
+    """Training examples in one epoch: every patch under ``all``, else one per track."""
+    return train_counts["examples"] if epoch_patches == "all" else train_counts["tracks"]
+
+
 def training_data(args, features, frontend: str, train_counts: dict):
     """``(dataset, examples per epoch, callbacks)`` of the training input under ``--epoch-patches``.
 
@@ -94,7 +99,7 @@ def training_data(args, features, frontend: str, train_counts: dict):
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
     )
-    if args.epoch_patches == "all" or train_counts["examples"] == train_counts["tracks"]:
+    if epoch_examples(args.epoch_patches, train_counts) == train_counts["examples"]:
         data = inputs.make_dataset(features, "train", frontend, n_examples=train_counts["examples"], **common)
         return data, train_counts["examples"], []
     counts = inputs.track_patches(features, "train", fraction=args.fraction)

@@ -115,10 +115,12 @@ def check_finite(epoch: int, logs: dict) -> None:
     Once one batch yields a NaN, the weights are NaN and every later epoch is lost, yet the
     epoch-mean losses still print and the run would end with exit status 0.
     """
-    for key, what, split in (("loss", "training", "train"), ("val_loss", "validation", "valid")):
+    for key, what in (("loss", "training"), ("val_loss", "validation")):
         value = logs.get(key)
         if value is not None and not math.isfinite(float(value)):
+            # A NaN input can leave the training loss finite (max-pooling drops it) and still turn
+            # the batch norms' moving statistics NaN: then only the validation loss shows it.
             raise NonFiniteLoss(
-                f"the {what} loss is {float(value)} in epoch {epoch + 1}: the {split} shards hold "
-                "non-finite values or the learning rate is too high; training stopped"
+                f"the {what} loss is {float(value)} in epoch {epoch + 1}: the train or valid shards hold "
+                "non-finite values, or the learning rate is too high; training stopped"
             )

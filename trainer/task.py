@@ -67,6 +67,7 @@ def run_settings(args, overrides: dict) -> dict:
         "lr_plateau_factor": args.lr_plateau_factor,
         "epoch_patches": args.epoch_patches,
         "init": args.init,
+        "standardise": args.standardise,
         "early_stopping_patience": args.early_stopping_patience,
         "validation_freq": args.validation_freq,
         "seed": args.seed,
@@ -213,7 +214,12 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
     multi = multiworker.worker_count() > 1
     frontend = args.frontend
     job_dir = args.job_dir.rstrip("/")
-    features = inputs.open_features(args.features, [frontend], need_transform=frontend == "spectrogram" and args.export)
+    raw_mel = frontend == "spectrogram" and not args.standardise
+    features = inputs.open_features(
+        args.features, [frontend], need_transform=frontend == "spectrogram" and (args.export or raw_mel)
+    )
+    if raw_mel:  # every dataset below (train, valid, test) reads the log-mel unstandardised
+        features = dataclasses.replace(features, band_stats=inputs.band_statistics(features))
     for split in ("valid", "test"):
         if features.split_examples(split) == 0:
             raise TagscaleError(
@@ -329,7 +335,13 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
             "pr_auc": evaluation["pr_auc"],
         }
         evaluation["export"] = exporting.export_model(
-            model, frontend, export_dir, features_dir=features.path, tags=features.tags, info=info
+            model,
+            frontend,
+            export_dir,
+            features_dir=features.path,
+            tags=features.tags,
+            info=info,
+            standardised=not raw_mel,
         )
         phase("export")
     evaluation["phases_s"] = phases
