@@ -91,6 +91,13 @@ def test_seeds_report_a_spread_and_steps_budget_equal_updates(tmp_path_factory, 
     assert [row["epochs_trained"] for row in report["runs"]] == [2, 1]
     assert report["settings"]["seeds"] == 2 and report["settings"]["budget"] == "steps"
     assert "seeds 3-4 per arm" in (out / "report.md").read_text()
+    # --collect over the same folder (no plan: every runs/ folder) merges each arm's seeds alike
+    from infra import compare_jobs
+
+    collected, unfinished = compare_jobs.collect(str(out))
+    assert unfinished == [] and [
+        (row["fraction"], row["seeds"], row["roc_auc"], row["pr_auc_runs"]) for row in collected["runs"]
+    ] == [(row["fraction"], row["seeds"], row["roc_auc"], row["pr_auc_runs"]) for row in report["runs"]]
 
 
 LANES = """

@@ -12,6 +12,8 @@ to ``{"log_mel": dsp.log_mel_patches(patches)}`` in the serving function. The la
 the outputs computable from the inputs it is given (``drop_unused_features``), so it needs no
 track_id, patch_index or tags at serving time. ``tf.saved_model.save`` copies the transform's
 variables and assets into the export, so the export runs without the features directory.
+A model trained with ``--no-standardise`` saw the raw log-mel: its export feeds it that, with
+no transform.
 """
 
 from __future__ import annotations

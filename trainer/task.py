@@ -5,9 +5,11 @@
 
 The recipe defaults are the seed's (musicnn-training's config, see :mod:`trainer.recipe`): Adam
 at 1e-3, batch 32, binary cross-entropy plus L2 weight decay 1e-5, the learning rate halved
-after 75 epochs without a lower validation loss, one random patch per track per epoch, He
-initialisation, ``--epochs`` run and the model of the lowest validation loss kept (early
-stopping only with ``--early-stopping-patience``). Everything lands in the job directory
+each time 75 more validations have not beaten the best loss (the seed's rule,
+:mod:`trainer.schedule`), one crop per track per epoch at a random frame offset
+(:mod:`trainer.crops`), He initialisation, ``--epochs`` run and the model of the lowest
+validation loss kept (early stopping only with ``--early-stopping-patience``). A NaN or
+infinite loss stops training with :class:`trainer.schedule.NonFiniteLoss`. Everything lands in the job directory
 (local or gs://)::
 
     JOB/backup/          BackupAndRestore: weights, optimizer, epoch (deleted when done)
