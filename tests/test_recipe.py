@@ -277,3 +277,35 @@ def test_the_loop_s_guard_stops_on_a_non_finite_loss():
     schedule.check_finite(0, {"loss": 0.5, "val_loss": 0.7})
     with pytest.raises(schedule.NonFiniteLoss, match="validation loss is inf in epoch 3"):
         schedule.check_finite(2, {"loss": 0.5, "val_loss": math.inf})
+
+
+def test_the_multi_worker_loop_stops_on_a_nan_example(long_tracks, tmp_path):
+    """The loop of :mod:`trainer.multiworker` (here under the default strategy, one process)."""
+    from trainer import build, recipe
+
+    poisoned = tmp_path / "features"
+    poison_one_training_example(long_tracks, poisoned)
+    argv = ["--features", str(poisoned), "--frontend", "spectrogram", "--job-dir", str(tmp_path / "job")]
+    args = task.parse_args([*argv, *TINY, "--epochs", "2", "--no-export"])
+    features = inputs.open_features(str(poisoned))
+    train_data, examples, input_callbacks = recipe.training_data(
+        args, features, "spectrogram", inputs.count_split(features, "train")
+    )
+    valid_data = inputs.make_dataset(features, "valid", "spectrogram", batch_size=args.batch_size)
+    strategy = tf.distribute.get_strategy()
+    model, _ = build.build_for_run(args, "spectrogram", features.n_tags, {}, compile=False)
+    with pytest.raises(schedule.NonFiniteLoss, match="loss is nan in epoch 1"):
+        multiworker.fit(
+            strategy,
+            model,
+            args,
+            train_data,
+            valid_data,
+            job_dir=str(tmp_path / "job"),
+            label="nan",
+            n_tags=features.n_tags,
+            epoch_examples=examples,
+            epoch_counter=input_callbacks[0],
+            mixed=False,
+        )
+    assert not (tmp_path / "job" / "history.json").exists()
