@@ -32,6 +32,7 @@ COMMANDS = {
     "index": ("pipelines.index", "build an approximate nearest-neighbour index (faiss IVF) for similar"),
     "probe": ("pipelines.probe", "train / apply linear probes: new tags from a few labels"),
     "calibrate": ("pipelines.calibrate", "a threshold per tag at a target precision, from labels"),
+    "evaluate": ("pipelines.evaluate", "macro and per-tag ROC-AUC / PR-AUC of a tag run against labels"),
     "diff": ("pipelines.drift", "what changed between two tag runs: report.md + PNG"),
     "submit-training": ("infra.vertex", "submit a trainer job to Vertex AI (or --dry-run the spec)"),
     "demo": ("infra.demo", "the whole chain on a synthesized catalog (what `make demo` runs)"),

@@ -1,6 +1,7 @@
 """explore: a local web app over one or more tag runs (Browse, Track, Summary).
 
     tagscale explore --tags DIR [--tags DIR2 ...] [--thresholds FILE] [--port 8765] [--host 127.0.0.1]
+        [--allow-host NAME]
 
 The standard library's ThreadingHTTPServer serves a JSON API (README, "Catalog explorer") and
 three static files from ``infra/explore_static`` (one HTML page, one vanilla JS file, one
@@ -14,10 +15,12 @@ import argparse
 import collections
 import csv
 import io
+import ipaddress
 import itertools
 import json
 import os
 import pathlib
+import re
 import sys
 import threading
 import traceback
@@ -26,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from infra.explore_query import BadRequest, Explorer
 from model.errors import TagscaleError
+from pipelines.terminal import printable
 
 STATIC_DIR = pathlib.Path(__file__).resolve().parent / "explore_static"
 STATIC = {
@@ -45,25 +49,47 @@ AUDIO_TYPES = {
     ".aac": "audio/aac",
 }
 CHUNK = 64 * 1024
+RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
+# Sent with every response. The page loads only its own script, stylesheet, API and audio (no
+# inline script or style: the app sets styles through the DOM), and no other site may frame it
+# or embed its audio.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Referrer-Policy": "no-referrer",
+}
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+# What makes a spreadsheet read a CSV cell as a formula (OWASP's list, and the full-width forms
+# some locales also accept); such a cell gets a leading ' so it shows as the text it is.
+FORMULA_START = tuple("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+
+
+def spreadsheet_safe(cell):
+    """``cell`` for a CSV export: text a spreadsheet would run as a formula gets a leading '."""
+    return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
 
 
 def parse_range(header: str | None, size: int):
     """``(start, end)`` inclusive for one ``bytes=`` range; None to send the whole file;
-    ``"unsatisfiable"`` for a range past the end. Several ranges are answered with the whole file."""
-    if not header or not header.startswith("bytes=") or "," in header:
+    ``"unsatisfiable"`` for a range past the end.
+
+    As RFC 9110 says, a Range header that is not one well-formed range (several ranges, a
+    last byte before the first, anything but digits) is ignored, and the whole file sent."""
+    match = RANGE.fullmatch(header or "")
+    if not match or match.group(1) == match.group(2) == "":
         return None
-    first, _, last = header[len("bytes=") :].strip().partition("-")
-    try:
-        if first == "":
-            length = int(last)
-            return (max(size - length, 0), size - 1) if length > 0 and size else "unsatisfiable"
-        start = int(first)
-        end = min(int(last), size - 1) if last else size - 1
-    except ValueError:
+    first, last = match.groups()
+    if first == "":
+        length = int(last)
+        return (max(size - length, 0), size - 1) if length > 0 and size else "unsatisfiable"
+    start = int(first)
+    if last and int(last) < start:
         return None
-    if start >= size or end < start:
+    if start >= size:
         return "unsatisfiable"
-    return start, end
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 def open_audio(uri: str):
@@ -94,15 +120,24 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch(head=False)
 
     def log_message(self, format, *args):  # noqa: A002 (the base class names it so)
-        if not self.server.quiet:
-            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+        if not self.server.quiet:  # a request line is anyone's text: escaped, it cannot drive the terminal
+            sys.stderr.write(f"{self.address_string()} - {printable(format % args)}\n")
 
     def log_request(self, code="-", size="-"):
         self.server.requests.append((self.command, self.path, int(code) if str(code).isdigit() else code))
         super().log_request(code, size)
 
+    def end_headers(self):
+        for key, value in SECURITY_HEADERS.items():
+            self.send_header(key, value)
+        super().end_headers()
+
     def _dispatch(self, *, head: bool) -> None:
         self.head = head
+        if not self.server.host_allowed(self.headers.get("Host")):
+            # A page on another site whose name was re-pointed at this address (DNS rebinding)
+            # sends its own name here: it gets nothing.
+            return self._error(421, "unexpected Host header: open the address tagscale explore printed")
         url = urlsplit(self.path)
         params = {key: values[-1] for key, values in parse_qs(url.query).items()}
         try:
@@ -199,7 +234,14 @@ class Handler(BaseHTTPRequestHandler):
             return
         for rows in itertools.chain([header], batches):
             buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerows(rows)
+            # With "\n" ending rows the csv module leaves a lone CR unquoted, and readers end the
+            # row there: a row holding one has every cell quoted.
+            plain, quoted = (
+                csv.writer(buffer, lineterminator="\n", quoting=q) for q in (csv.QUOTE_MINIMAL, csv.QUOTE_ALL)
+            )
+            for row in rows:
+                cells = [spreadsheet_safe(cell) for cell in row]
+                (quoted if any(isinstance(cell, str) and "\r" in cell for cell in cells) else plain).writerow(cells)
             data = buffer.getvalue().encode("utf-8")
             self.wfile.write(f"{len(data):X}\r\n".encode("ascii") + data + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
@@ -230,10 +272,40 @@ class ExplorerServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False):
+    def __init__(
+        self,
+        explorer: Explorer,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        quiet: bool = False,
+        allowed_hosts: list[str] | tuple[str, ...] = (),
+    ):
         self.explorer, self.quiet = explorer, quiet
         self.requests: collections.deque = collections.deque(maxlen=2000)
         super().__init__((host, port), Handler)
+        self._any_address = host in ("", "0.0.0.0", "::")
+        port = self.server_address[1]
+        names = [*LOOPBACK, *allowed_hosts] + ([] if self._any_address else [f"[{host}]" if ":" in host else host])
+        self._hosts = {f"{name.lower()}:{port}" for name in names}
+        if port == 80:  # a browser leaves the default port out of Host
+            self._hosts |= {name.lower() for name in names}
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's Host names this server: the address it listens on, loopback, a
+        name given with ``--allow-host``, or, when it listens on every address, any IP address
+        (a name can be re-pointed at this machine by whoever runs its DNS; an address cannot)."""
+        host = (header or "").strip().lower()
+        if host in self._hosts:
+            return True
+        if not self._any_address:
+            return False
+        name, _, port = host.rpartition(":")
+        try:
+            ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+        except ValueError:
+            return False
+        return port == str(self.server_address[1])
 
     @property
     def url(self) -> str:
@@ -269,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to bind (127.0.0.1: this machine only; the app has no login, so bind wider with care)",
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the browser may use besides the address bound and loopback (e.g. this "
+        "machine's name with --host 0.0.0.0); requests naming any other host are refused",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
 
@@ -278,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tagscale explore: reading {len(args.tags)} run(s)...", flush=True)
     explorer = Explorer.open(args.tags, args.thresholds)
     try:
-        server = ExplorerServer(explorer, args.host, args.port, quiet=args.quiet)
+        server = ExplorerServer(explorer, args.host, args.port, quiet=args.quiet, allowed_hosts=args.allow_host)
     except OSError as error:
         explorer.close()
         raise TagscaleError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from error

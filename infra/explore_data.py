@@ -191,15 +191,26 @@ def apply_thresholds(runs: list[Run], path: str) -> None:
 
 
 def dead_letters(connection, run: Run) -> list[dict]:
-    """The run's dead-letter records counted by stage and reason."""
+    """The run's dead-letter records counted by stage and reason.
+
+    pyarrow reads the files and DuckDB counts the registered table: no path goes into SQL."""
     files = fileio.glob(os.path.join(run.local_dir, "dead_letter", "*.parquet"))
     if not files:
         return []
-    listing = "[" + ", ".join("'" + path.replace("'", "''") + "'" for path in files) + "]"
-    rows = connection.execute(
-        f"SELECT stage, {REASON_SQL} AS reason, count(*) AS n FROM read_parquet({listing}) "
-        "GROUP BY ALL ORDER BY n DESC, stage, reason"
-    ).fetchall()
+    try:
+        tables = [pq.read_table(path, columns=["stage", "error"]) for path in files]
+        table = pyarrow.concat_tables(tables, promote_options="default")
+    except (KeyError, OSError, pyarrow.ArrowException) as error:
+        raise TagscaleError(f"unreadable dead letters in {run.source}: {error}") from error
+    name = f"dead_letter_{run.index}"
+    connection.register(name, table)
+    try:
+        rows = connection.execute(
+            f"SELECT stage, {REASON_SQL} AS reason, count(*) AS n FROM {name} "
+            "GROUP BY ALL ORDER BY n DESC, stage, reason"
+        ).fetchall()
+    finally:
+        connection.unregister(name)
     return [{"run": run.name, "stage": stage, "reason": reason, "count": n} for stage, reason, n in rows]
 
 

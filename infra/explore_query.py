@@ -15,6 +15,7 @@ from infra.explore_data import Run
 from model.errors import TagscaleError
 
 MAX_LIMIT = 500
+MAX_OFFSET = 2**31 - 1  # rows and ranks are int32: no page starts further in
 TOP_TAGS = 3  # tags shown next to each browse result
 
 
@@ -34,7 +35,16 @@ class Explorer:
         self._lock = threading.Lock()
         self._searchers = {}  # run directory -> pipelines.similar.Searcher, loaded on first use
         self._searchers_lock = threading.Lock()
-        self._db = duckdb.connect()
+        # The runs are registered Arrow tables: DuckDB itself opens no file, installs or loads
+        # no extension, and the settings that say so cannot be changed by a query.
+        self._db = duckdb.connect(
+            config={
+                "enable_external_access": False,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "lock_configuration": True,
+            }
+        )
         for run in runs:
             self._db.register(run.view, run.table)
         self._stats = None
@@ -183,7 +193,7 @@ class Explorer:
     def tracks(self, tag=None, minimum=0.0, limit=20, offset=0, search="", run=None) -> dict:
         """``{"tracks": [...], "total": N}``: one page of the filter, highest score first."""
         minimum = _minimum(minimum)
-        limit, offset = _bounded(limit, 1, MAX_LIMIT, "limit"), _bounded(offset, 0, None, "offset")
+        limit, offset = _bounded(limit, 1, MAX_LIMIT, "limit"), _bounded(offset, 0, MAX_OFFSET, "offset")
         rows, total = self._matches(tag, minimum, search, run, limit, offset)
         return {"tracks": [self._summary(run_index, row, score) for run_index, row, score in rows], "total": total}
 

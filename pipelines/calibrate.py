@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from model.errors import TagscaleError
-from pipelines import fileio, tagdata
+from pipelines import fileio, outputs, tagdata
 
 
 def threshold_at_precision(y: np.ndarray, scores: np.ndarray, target: float) -> dict | None:
@@ -63,6 +63,13 @@ def calibrate(
     if not 0 < target <= 1:
         raise TagscaleError(f"--precision must be in (0, 1], got {target}")
     rows, y = tagdata.label_matrix(table, labels, table.tags)
+    broken = ~np.isfinite(table.scores[rows]).all(axis=1)
+    if broken.any():
+        names = [table.track_ids[row] for row in np.asarray(rows)[broken][:3]]
+        raise TagscaleError(
+            f"{int(broken.sum())} labelled tracks have scores that are not numbers (NaN or inf), "
+            f"e.g. {', '.join(names)}: the tag output is damaged; tag those tracks again"
+        )
     result = {
         "target_precision": target,
         "model": table.model,
@@ -149,12 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="fewer labelled positives (or negatives) -> listed as insufficient_labels (%(default)s)",
     )
-    parser.add_argument("--output", required=True, help="THRESHOLDS JSON file to write (local or gs://)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="THRESHOLDS JSON file to write (local or gs://); an existing file is replaced only if it is one",
+    )
     return parser
+
+
+def _is_thresholds(path: str) -> bool:
+    try:
+        load_thresholds(path)
+    except TagscaleError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    output = outputs.check_output_file(args.output, replaceable=_is_thresholds, what="thresholds file")
     table = tagdata.load(args.tags)
     result = calibrate(
         table,
@@ -163,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         min_positives=args.min_positives,
         min_negatives=args.min_positives,
     )
-    fileio.write_text(args.output, json.dumps(result, indent=2) + "\n")
+    fileio.write_text(output, json.dumps(result, indent=2) + "\n")
     print(format_report(result))
-    print(f"-> {args.output}")
+    print(f"-> {output}")
     return 0
 
 

@@ -1,11 +1,21 @@
-"""Dead-letter records: every track a pipeline could not process, with the stage and the reason."""
+"""Dead-letter records: every track a pipeline could not process, with the stage and the reason.
+
+A run writes them as ``DIR/dead_letter/part-SSSSS-of-NNNNN.parquet``, as many files as their
+volume asks (:mod:`pipelines.parquet_shards`), and lists them in ``DIR/dead_letter/_manifest.json``
+(the leading underscore keeps pyarrow's reading of the folder as one dataset to the Parquet).
+"""
 
 from __future__ import annotations
 
 import apache_beam as beam
 import pyarrow
 
+from pipelines import fileio
+
 TAG = "dead_letter"
+FOLDER = "dead_letter"
+MANIFEST = "_manifest.json"
+PREFIX = "part"
 SCHEMA = pyarrow.schema(
     [
         ("track_id", pyarrow.string()),
@@ -26,14 +36,60 @@ def record(*, track_id: str, uri: str, stage: str, error: str) -> dict:
     return {"track_id": printable(track_id), "uri": printable(uri), "stage": stage, "error": printable(error[:2000])}
 
 
-class WriteDeadLetter(beam.PTransform):
-    """Write dead-letter rows to ``DIR/dead_letter/part-*.parquet`` (an empty file when none)."""
+def record_bytes(row: dict) -> int:
+    """At most about the bytes a record takes in an uncompressed Parquet file (reasons that
+    repeat take less once dictionary-encoded: files come out up to ~3x under the target)."""
+    return sum(len(row[field]) + 4 for field in ("track_id", "uri", "stage", "error"))
 
-    def __init__(self, output_dir: str):
+
+def _track_id(row: dict) -> str:
+    return row["track_id"]
+
+
+def write_manifest(output_dir: str, *, run_id: str) -> dict:
+    """List the files :class:`WriteDeadLetter` wrote under ``output_dir`` (checked complete) in
+    ``dead_letter/_manifest.json``; the run's driver calls this when the pipeline has finished."""
+    from pipelines import parquet_shards  # not at the top: the writer's modules import this one
+
+    folder = fileio.join(output_dir, FOLDER)
+    return parquet_shards.write_manifest(folder, MANIFEST, parquet_shards.written_files(folder, PREFIX), run_id=run_id)
+
+
+def dead_letter_files(output_dir: str) -> list[str]:
+    """Every dead-letter Parquet file of a run's output ``output_dir``, as its manifest lists them
+    (a run written before the manifest existed: its ``dead_letter/*.parquet``).
+
+    Raises
+    ------
+    model.errors.TagscaleError
+        Naming the manifest, when it is malformed or lists anything but plain file names.
+    """
+    from pipelines import parquet_shards
+
+    folder = fileio.join(output_dir.rstrip("/"), FOLDER)
+    names = parquet_shards.read_manifest(folder, MANIFEST)
+    if names is None:
+        return fileio.glob(fileio.join(folder, "*.parquet"))
+    return [fileio.join(folder, name) for name in names]
+
+
+class WriteDeadLetter(beam.PTransform):
+    """Write dead-letter rows to ``DIR/dead_letter/part-SSSSS-of-NNNNN.parquet``: files of about
+    ``target_bytes``, each written by its own worker (one empty file when there are none)."""
+
+    def __init__(self, output_dir: str, *, target_bytes: int | None = None):
         super().__init__()
-        self._prefix = output_dir.rstrip("/") + "/dead_letter/part"
+        self._folder = fileio.join(output_dir.rstrip("/"), FOLDER)
+        self._target_bytes = target_bytes
 
     def expand(self, records):
-        return records | "WriteParquet" >> beam.io.WriteToParquet(
-            self._prefix, SCHEMA, file_name_suffix=".parquet", num_shards=1
+        from pipelines import parquet_shards, shards
+
+        return records | "WriteParquet" >> parquet_shards.WriteParquetShards(
+            self._folder,
+            PREFIX,
+            SCHEMA,
+            key=_track_id,
+            row_bytes=record_bytes,
+            target_bytes=self._target_bytes or shards.DEFAULT_TARGET_BYTES,
         )

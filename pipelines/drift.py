@@ -19,9 +19,10 @@ import sys
 import numpy as np
 
 from model.errors import TagscaleError
-from pipelines import tagdata
+from pipelines import outputs, tagdata
 
 TOP = 3
+REPORT_FILES = ("report.md", "drift.png")
 
 
 def compare(a: tagdata.TagTable, b: tagdata.TagTable, *, tolerance: float = 1e-6) -> dict:
@@ -181,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tags", action="append", required=True, help="a tag output folder; give it twice: --tags A --tags B"
     )
-    parser.add_argument("--output", required=True, help="report folder (local)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help=f"report folder (local): {outputs.RULES}",
+    )
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -195,18 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if len(args.tags) != 2:
         raise TagscaleError(f"give --tags exactly twice (A and B), got {len(args.tags)}")
-    if "://" in args.output:
+    if "://" in args.output and not args.output.startswith("file://"):
         raise TagscaleError("--output is a local folder (the report is for reading)")
+    # The rules of every output (no root, nothing tagscale did not write), checked before the runs are read.
+    output = outputs.check_output(args.output, entries=REPORT_FILES, inputs=tuple(args.tags))
     result = compare(tagdata.load(args.tags[0]), tagdata.load(args.tags[1]), tolerance=args.tolerance)
-    os.makedirs(args.output, exist_ok=True)
-    plot(result, os.path.join(args.output, "drift.png"))
-    with open(os.path.join(args.output, "report.md"), "w", encoding="utf-8") as handle:
+    outputs.mark(output)
+    plot(result, os.path.join(output, "drift.png"))
+    with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(render_report(result, args.tags[0], args.tags[1], "drift.png"))
     common = len(result["common_tracks"])
     if not result["changed"]:
         print(
             f"no change: {common} tracks and {len(result['common_tags'])} tags identical in both runs "
-            f"-> {args.output}/report.md"
+            f"-> {output}/report.md"
         )
         return 0
     shifts = result["cosine_shift"]
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             if shifts is not None
             else "embeddings not comparable"
         )
-        + f" -> {args.output}/report.md, drift.png"
+        + f" -> {output}/report.md, drift.png"
     )
     return 1
 

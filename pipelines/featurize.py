@@ -147,7 +147,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     _ = refs | "WriteShards" >> shards.WriteShards(output, output, counts, ready)
 
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
-    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output)
+    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output, target_bytes=config.target_shard_bytes)
 
     def ref_stats(ref):
         return [
@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     parser.add_argument(
         "--catalog", required=True, help="CSV / JSONL / Parquet of track_id,uri[,tags] (local or gs://)"
     )
-    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--output", required=True, help=f"output directory (local or gs://): {outputs.RULES}")
     parser.add_argument("--top-k", type=int, default=50, help="tag vocabulary size: the K most frequent tags (50)")
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
@@ -230,7 +230,8 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
         "--target-shard-bytes",
         type=int,
         default=shards.DEFAULT_TARGET_BYTES,
-        help="size shards by data volume: files of about this many bytes per split and kind (%(default)s)",
+        help="size shards by data volume: files of about this many bytes per split and kind, "
+        "and dead-letter Parquet files of about as many (%(default)s)",
     )
     parser.add_argument(
         "--num-shards", type=int, default=None, help="a fixed number of files per split and kind instead"
@@ -239,7 +240,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     try:
         config = FeaturizeConfig(
             catalog=args.catalog,
-            output=args.output.rstrip("/"),
+            output=outputs.normalize(args.output),
             top_k=args.top_k,
             valid_fraction=args.valid_fraction,
             test_fraction=args.test_fraction,
@@ -276,6 +277,7 @@ def run(argv: list[str] | None = None) -> dict:
         try:
             with beam_util.make_pipeline(beam_args) as pipeline:
                 build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
+            dead_letter.write_manifest(staging.dir, run_id=run_id)
             metadata = write_metadata(config, staging.dir)
             staging.publish(OUTPUT_ENTRIES, commit="metadata.json")
         except BaseException:

@@ -121,8 +121,11 @@ class OutputLock:
     def _acquire_file(self) -> None:
         import fcntl
 
-        os.makedirs(self.output, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.makedirs(self.output, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a read-only or foreign folder: the user's to fix, so one line
+            raise TagscaleError(f"cannot write to {self.output}: {error.strerror or error}") from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,6 +1,6 @@
 """Safe outputs: a run stages everything it writes and publishes it only when it has finished.
 
-    output = outputs.prepare(DIR, catalog=CATALOG, entries=("tags", "dead_letter", "summary.json"))
+    DIR = outputs.check_output(DIR, catalog=CATALOG, entries=("tags", "dead_letter", "summary.json"))
     with outputs.OutputLock(DIR, "tag"):            # one run per output (pipelines.locks)
         staging = outputs.Staging(DIR, run_id)       # DIR/.tagscale-staging-RUN/
         ... the pipeline writes under staging.dir ...
@@ -13,8 +13,10 @@ entry is renamed aside first and deleted last); on gs://, where there is no rena
 are copied first and the commit file (a manifest readers go by) last, then objects of the
 previous output that the new one does not list are deleted.
 
-tagscale deletes only directories that carry its marker file (:data:`MARKER`), and refuses an
-output that is a filesystem or bucket root or that equals or contains the catalog's audio.
+tagscale deletes only directories that carry its marker file (:data:`MARKER`). Every command
+that writes checks its output first (:func:`check_output` for a folder, :func:`check_output_file`
+for one file): no root, no home directory, nothing that holds its inputs, nothing tagscale did
+not write, nothing it cannot write.
 """
 
 from __future__ import annotations
@@ -26,59 +28,48 @@ import shutil
 
 from apache_beam.io.filesystems import FileSystems
 
-from model.errors import TagscaleError
 from pipelines import fileio
+from pipelines.ownership import (
+    MARKER,
+    OutputError,
+    delete_owned,
+    is_dir,
+    is_remote,
+    list_objects,
+    mark,
+    owned,
+    path_exists,
+)
 
 LOG = logging.getLogger("tagscale.outputs")
-MARKER = ".tagscale-owned"
 STAGING_PREFIX = ".tagscale-staging-"
 OLD_PREFIX = ".tagscale-old-"
 JOURNAL = ".tagscale-publish.json"
+# What every writing command's --output help says of the rules check_output enforces.
+RULES = "new, empty or made by tagscale; not a root, your home directory or a folder holding its inputs"
 AUDIO_CHECK_ROWS = 1000  # catalog rows whose audio location is checked against --output on the driver
 
 
-class OutputError(TagscaleError):
-    """An output location tagscale must not write to or delete; the message says why."""
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def mark(directory: str) -> None:
-    """Create ``directory`` (if needed) and put tagscale's ownership marker in it."""
-    if not is_remote(directory):
-        os.makedirs(directory, exist_ok=True)
-    fileio.write_text(fileio.join(directory, MARKER), "made by tagscale: it may replace or delete this directory\n")
-
-
-def owned(directory: str) -> bool:
-    return fileio.exists(fileio.join(directory, MARKER))
-
-
-def _exists(path: str) -> bool:
-    if is_remote(path):
-        return fileio.exists(path) or bool(_list_objects(path))
-    return os.path.lexists(path)
-
-
-def _is_dir(path: str) -> bool:
-    return bool(_list_objects(path)) if is_remote(path) else os.path.isdir(path)
-
-
-def delete_owned(directory: str) -> None:
-    """Delete ``directory`` and all under it, but only when tagscale made it (it carries the marker)."""
-    if not _exists(directory):
-        return
-    if not owned(directory):
-        raise OutputError(f"{directory} was not made by tagscale (no {MARKER} in it); refusing to delete it")
-    if is_remote(directory):
-        fileio.delete_tree(directory)
-    else:
-        shutil.rmtree(directory)
-
-
 # ---------------------------------------------------------------------- checks before a run
+
+
+def normalize(output: str) -> str:
+    """The one spelling of an output location every check and writer uses.
+
+    ``file:///abs`` becomes ``/abs``; trailing slashes go, except that a root stays a root
+    (``/`` and ``file:///`` are ``/``, so the root check sees them); ``gs://bucket/dir/`` becomes
+    ``gs://bucket/dir``. An empty location or a ``file://`` URL without an absolute path is
+    refused, as it names no place a user can see.
+    """
+    if output.startswith("file://"):
+        path = output[len("file://") :]
+        if not path.startswith("/"):
+            raise OutputError(f"--output {output}: a file:// URL needs an absolute path (file:///dir)")
+        output = path
+    if not output.strip():
+        raise OutputError("--output is empty; choose a directory for tagscale's output")
+    scheme, _, rest = output.partition("://")
+    return f"{scheme}://{rest.strip('/')}" if is_remote(output) else output.rstrip("/") or "/"
 
 
 def _real(path: str) -> str:
@@ -103,18 +94,86 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def check_output(output: str, *, catalog: str, entries: tuple[str, ...]) -> None:
-    """Refuse an output that tagscale must not write into or delete from.
+def _foreign_names(directory: str, flag: str) -> list[str]:
+    """Names in ``directory`` tagscale did not put there (not its dot files, not a folder with its
+    marker); none when ``directory`` itself carries the marker."""
+    if not path_exists(directory) or owned(directory):
+        return []
+    if not is_remote(directory) and not os.path.isdir(directory):
+        raise OutputError(f"{flag} {directory} is a file; choose a directory for tagscale's output")
+    names = (
+        {path[len(directory.rstrip("/")) + 1 :].split("/")[0] for path in list_objects(directory)}
+        if is_remote(directory)
+        else set(os.listdir(directory))
+    )
+    mine = [name for name in names if is_dir(fileio.join(directory, name)) and owned(fileio.join(directory, name))]
+    return sorted(name for name in names - set(mine) if not name.startswith(".tagscale"))
 
-    Refused: a filesystem or bucket root; a directory that is or contains the catalog or the
-    audio of its first :data:`AUDIO_CHECK_ROWS` rows (a streamed peek, not a catalog read);
-    an existing output entry (a directory without the marker, or a file in a directory
-    tagscale did not make) that a publish would replace.
+
+def _check_writable(path: str) -> None:
+    """Refuse a local ``path`` whose nearest existing folder this process cannot write (a
+    read-only mount, another user's folder), before a run takes the lock or stages anything."""
+    if is_remote(path):
+        return
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if existing != os.path.abspath(path) and not os.path.isdir(existing):
+        raise OutputError(f"cannot write to {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | (0 if os.path.isfile(existing) else os.X_OK)):
+        raise OutputError(f"cannot write to {path}: {existing} is read-only or not writable by this user")
+
+
+def check_output(
+    output: str,
+    *,
+    catalog: str | None = None,
+    entries: tuple[str, ...],
+    inputs: tuple[str, ...] = (),
+    flag: str = "--output",
+) -> str:
+    """Refuse an output folder that tagscale must not write into or delete from.
+
+    Every command that writes a folder calls this before it writes anything. Refused: an
+    empty location; a filesystem or bucket root; the home directory; a folder that is or
+    contains the catalog, the audio of its first :data:`AUDIO_CHECK_ROWS` rows (a streamed
+    peek, not a catalog read) or another input of the command (``inputs``); an existing folder
+    holding files tagscale did not write (it carries no marker and holds more than tagscale's
+    own dot files); an output entry that a publish would replace but tagscale did not make;
+    a folder this process cannot write. Messages name the folder as ``flag``.
+
+    Returns
+    -------
+    str
+        ``output`` as :func:`normalize` spells it, the path the command should write to.
     """
+    output = normalize(output)
+    if _is_root(output):
+        raise OutputError(f"{flag} {output} is a filesystem root; choose a directory for tagscale's output")
+    if not is_remote(output) and _real(output) == _real(os.path.expanduser("~")):
+        raise OutputError(f"{flag} {output} is your home directory; choose a directory for tagscale's output")
+    if catalog is not None:
+        _check_catalog(output, catalog)
+    for source in inputs:
+        if _within(source, output):
+            raise OutputError(f"{flag} {output} is or contains the input {source}; choose another directory")
+    for entry in entries:
+        path = fileio.join(output, entry)
+        if path_exists(path) and is_dir(path) and not owned(path):
+            raise OutputError(f"{path} exists and was not made by tagscale (no {MARKER}); refusing to replace it")
+    foreign = _foreign_names(output, flag)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(
+            f"{flag} {output} holds files tagscale did not write ({shown}); choose a new or empty directory"
+        )
+    _check_writable(output)
+    return output
+
+
+def _check_catalog(output: str, catalog: str) -> None:
     from pipelines.catalog import iter_rows
 
-    if _is_root(output):
-        raise OutputError(f"--output {output} is a filesystem root; choose a directory for tagscale's output")
     if _within(catalog, output):
         raise OutputError(f"--output {output} contains the catalog {catalog}; choose another directory")
     for number, record in iter_rows(catalog):
@@ -125,15 +184,23 @@ def check_output(output: str, *, catalog: str, entries: tuple[str, ...]) -> None
             raise OutputError(
                 f"--output {output} contains the catalog's audio ({uri}, row {number}); choose another directory"
             )
-    directory_owned = owned(output)
-    for entry in entries:
-        path = fileio.join(output, entry)
-        if not _exists(path):
-            continue
-        if _is_dir(path) and not owned(path):
-            raise OutputError(f"{path} exists and was not made by tagscale (no {MARKER}); refusing to replace it")
-        if not _is_dir(path) and not directory_owned:
-            raise OutputError(f"{path} exists in a directory tagscale did not make; refusing to replace it")
+
+
+def check_output_file(path: str, *, replaceable, what: str) -> str:
+    """Refuse a single output file tagscale must not write: an empty location, a folder, a file
+    directly in a filesystem root, an existing file that ``replaceable(path)`` does not take for
+    a ``what`` (e.g. "thresholds file": an earlier output of the command), a file this process
+    cannot write. Returns the normalized path."""
+    path = normalize(path)
+    parent = path.rsplit("/", 1)[0] if "/" in path else "."
+    if not is_remote(path) and _is_root(parent or "/"):
+        raise OutputError(f"--output {path} is in a filesystem root; choose a file in a directory")
+    if path_exists(path) and is_dir(path):
+        raise OutputError(f"--output {path} is a directory; give the {what} to write")
+    if path_exists(path) and not replaceable(path):
+        raise OutputError(f"--output {path} exists and is not a {what}; refusing to replace it")
+    _check_writable(path)
+    return path
 
 
 # ---------------------------------------------------------------------------- staging
@@ -170,9 +237,9 @@ class Staging:
     def publish(self, entries: list[str], *, commit: str | None = None) -> None:
         """Replace the live ``entries`` with the staged ones; ``commit`` (a staged file, e.g.
         the manifest readers go by) lands last. Every staged directory gets the marker."""
-        staged = [entry for entry in entries if _exists(self.path(entry))]
+        staged = [entry for entry in entries if path_exists(self.path(entry))]
         for entry in staged:
-            if _is_dir(self.path(entry)):
+            if is_dir(self.path(entry)):
                 mark(self.path(entry))
         journal = {
             "staging": STAGING_PREFIX + self.run_id,
@@ -197,7 +264,7 @@ class Staging:
 
 def _only_tagscale_files(directory: str) -> bool:
     if is_remote(directory):
-        names = [path[len(directory.rstrip("/")) + 1 :] for path in _list_objects(directory)]
+        names = [path[len(directory.rstrip("/")) + 1 :] for path in list_objects(directory)]
     elif os.path.isdir(directory):
         names = os.listdir(directory)
     else:
@@ -249,17 +316,9 @@ def _move_into_place(staged: str, live: str, old: str) -> None:
     os.rename(staged, live)
 
 
-def _list_objects(prefix: str) -> list[str]:
-    pattern = prefix.rstrip("/") + "/**"
-    try:
-        return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
-    except Exception:  # nothing under the prefix
-        return []
-
-
 def _publish_objects(output: str, staging: str, journal: dict) -> None:
     entries = journal["entries"]
-    relative = [path[len(staging.rstrip("/")) + 1 :] for path in _list_objects(staging)]
+    relative = [path[len(staging.rstrip("/")) + 1 :] for path in list_objects(staging)]
     relative = [name for name in relative if any(name == entry or name.startswith(entry + "/") for entry in entries)]
     commit = journal.get("commit")
     ordered = sorted(relative, key=lambda name: name == commit)  # the commit file last
@@ -270,7 +329,7 @@ def _publish_objects(output: str, staging: str, journal: dict) -> None:
         if fileio.exists(fileio.join(output, entry)):  # a file this run did not make: stale
             FileSystems.delete([fileio.join(output, entry)])
     for entry in journal["entries"] + journal.get("remove", []):
-        for path in _list_objects(fileio.join(output, entry)):
+        for path in list_objects(fileio.join(output, entry)):
             name = path[len(output.rstrip("/")) + 1 :]
             if name not in keep:
                 FileSystems.delete([path])
@@ -287,7 +346,7 @@ def recover(output: str) -> None:
     if is_remote(output):
         leftovers = {
             fileio.join(output, path[len(output.rstrip("/")) + 1 :].split("/")[0])
-            for path in _list_objects(output)
+            for path in list_objects(output)
             if path[len(output.rstrip("/")) + 1 :].startswith((STAGING_PREFIX, OLD_PREFIX))
         }
     elif os.path.isdir(output):

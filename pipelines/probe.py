@@ -121,13 +121,18 @@ def read_probe(path: str) -> dict:
     return probe
 
 
-def apply(table: tagdata.TagTable, probe: dict, output: str) -> str:
-    """Score ``table`` with ``probe``; write ``output/tags/`` in the tag schema; return the file."""
+def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[str, ...] = ()) -> str:
+    """Score ``table`` with ``probe``; write ``output/tags/`` in the tag schema; return the file.
+
+    ``output`` must pass the same check as tag's (:func:`pipelines.outputs.check_output`; it
+    must not be or contain ``inputs``), as the publish replaces ``output/tags/``.
+    """
     import pyarrow
     import pyarrow.parquet as pq
 
     from pipelines.tag import TAGS_SCHEMA
 
+    output = outputs.check_output(output, entries=("tags",), inputs=inputs)
     if table.model["version"] != probe["source_model"]["version"]:
         raise TagscaleError(
             f"the probe was trained on embeddings of {probe['source_model']['name']} "
@@ -149,11 +154,8 @@ def apply(table: tagdata.TagTable, probe: dict, output: str) -> str:
         }
         for i, track_id in enumerate(table.track_ids)
     ]
-    output = output.rstrip("/")
     name = f"probe-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{probe['version'][:6]}.parquet"
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + probe["version"][:6]
-    if "://" not in output:
-        os.makedirs(output, exist_ok=True)
     # As a full tag run: one run per output, written aside and published with its manifest last,
     # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
     with locks.OutputLock(output, "probe apply"):
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="CSV track_id,tag, one row per positive; a tag's negatives are the labelled tracks without it",
     )
-    train_parser.add_argument("--output", required=True, help="PROBE folder to write (probe.json)")
+    train_parser.add_argument("--output", required=True, help=f"PROBE folder to write (probe.json); {outputs.RULES}")
     train_parser.add_argument(
         "--name", help="the probe's name, the model name of `probe apply` output (default: the PROBE folder's name)"
     )
@@ -214,19 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
     apply_parser = commands.add_parser("apply", help="score every track of a run with a probe; write tag Parquet")
     apply_parser.add_argument("--tags", required=True, help="the tag output folder whose embeddings the probe reads")
     apply_parser.add_argument("--probe", required=True, help="a PROBE folder of `probe train`")
-    apply_parser.add_argument("--output", required=True, help="output folder: OUTPUT/tags/*.parquet (replaced)")
+    apply_parser.add_argument(
+        "--output", required=True, help=f"output folder: OUTPUT/tags/*.parquet (replaced); {outputs.RULES}"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.action == "train" and not args.c > 0:
+        raise TagscaleError(f"--c must be a positive number (the inverse regularisation strength), got {args.c}")
+    if args.action == "train" and args.min_positives < 2:
+        raise TagscaleError(
+            f"--min-positives must be at least 2 (cross-validation needs 2 folds), got {args.min_positives}"
+        )
     table = tagdata.load(args.tags)
     if args.action == "train":
-        name = args.name or os.path.basename(os.path.normpath(args.output.rstrip("/"))) or "probe"
+        # PROBE is checked like every output before the training; it gets the marker once trained.
+        folder = outputs.check_output(args.output, entries=(PROBE_FILE,), inputs=(args.tags, args.labels))
+        name = args.name or os.path.basename(os.path.normpath(folder)) or "probe"
         probe = train(table, tagdata.read_labels(args.labels), name=name, min_positives=args.min_positives, c=args.c)
-        folder = args.output.rstrip("/")
-        if "://" not in folder:
-            os.makedirs(folder, exist_ok=True)
+        outputs.mark(folder)
         fileio.write_text(fileio.join(folder, PROBE_FILE), json.dumps(probe) + "\n")
         print(format_metrics(probe))
         print(
@@ -234,10 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             f"-> {fileio.join(folder, PROBE_FILE)}"
         )
         return 0
-    if os.path.normpath(args.output.rstrip("/")) == os.path.normpath(args.tags.rstrip("/")):
-        raise TagscaleError("--output must be another folder than --tags: apply replaces OUTPUT/tags/")
     probe = read_probe(args.probe)
-    path = apply(table, probe, args.output)
+    path = apply(table, probe, args.output, inputs=(args.tags, args.probe))
     print(
         f"scored {len(table.track_ids)} tracks with probe {probe['name']} "
         f"({', '.join(sorted(probe['tags']))}) -> {path}"

@@ -3,30 +3,35 @@
     tagscale query --tags DIR top TAG [--limit N] [--thresholds THRESHOLDS]
     tagscale query --tags DIR track TRACK_ID [--limit N]
     tagscale query --tags DIR stats
-    tagscale query --tags DIR sql "SELECT ... FROM tags ..." [--thresholds THRESHOLDS]
+    tagscale query --tags DIR sql "SELECT ... FROM tags ..." [--thresholds THRESHOLDS] [--allow-files]
 
 Every query runs over a view named ``tags`` (one row per track, the schema of
 :data:`pipelines.tag.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
 track_id, uri, model, tag, score). With ``--thresholds`` (a file of ``tagscale calibrate``)
 there is also a view ``decided``: one row per track, one boolean column per calibrated tag
 (score at or above the tag's threshold). Output is a table, or JSON with ``--json``.
+DIR may be local or gs://. A statement reads the run and nothing else unless ``--allow-files``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from model.errors import TagscaleError
 from pipelines import fileio, tag_output
+from pipelines.terminal import printable
 
-VIEWS = """
-CREATE VIEW tags AS SELECT * FROM read_parquet({files});
+# Over ``tags``, the run's Arrow data that :func:`connect` registers (no file name in any SQL).
+TAG_SCORES_VIEW = """
 CREATE VIEW tag_scores AS
   SELECT track_id, uri, model.name AS model, s.tag AS tag, s.score::DOUBLE AS score
   FROM (SELECT track_id, uri, model, unnest(scores) AS s FROM tags);
 """
+# What a locked connection refuses, said where the refusal is reported.
+LOCKED_HINT = "reading or writing files, ATTACH and extensions need --allow-files"
 
 
 def tag_files(tags_dir: str) -> list[str]:
@@ -49,16 +54,25 @@ def decided_view(thresholds: dict[str, float]) -> str:
         return mark + text.replace(mark, mark * 2) + mark
 
     columns = "".join(
-        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= {float(threshold)!r}::FLOAT), false) "
+        f",\n  coalesce(bool_or(tag = {quote(tag, chr(39))} AND score::FLOAT >= '{float(threshold)!r}'::FLOAT), false) "
         f"AS {quote(tag, chr(34))}"
         for tag, threshold in sorted(thresholds.items())
     )
     return f"CREATE VIEW decided AS SELECT track_id, any_value(uri) AS uri{columns}\nFROM tag_scores GROUP BY track_id;"
 
 
-def connect(tags_dir: str, thresholds: dict[str, float] | None = None):
+def connect(tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_files: bool = False):
     """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``, and
-    ``decided`` when ``thresholds`` (tag -> threshold) are given."""
+    ``decided`` when ``thresholds`` (tag -> threshold) are given.
+
+    DuckDB never opens the run's files itself: pyarrow reads them (a local run as a dataset
+    scanned as queries need it, a gs:// run through Beam's filesystems into memory, since
+    DuckDB's own GCS access would need its httpfs extension from the network) and DuckDB
+    queries the registered Arrow data. So no file name is ever written into SQL, and unless
+    ``allow_files`` the connection opens no file at all: no other file, no COPY ... TO (not
+    even over the run's own files), no ATTACH, URL or extension install or load, with the
+    settings locked so that a statement cannot switch them back.
+    """
     import duckdb
 
     files = tag_files(tags_dir)
@@ -67,13 +81,51 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None):
             f"no tag output in {tags_dir}: "
             f"expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
         )
-    if any("://" in path for path in files):
-        raise TagscaleError("query reads local tag output; copy it first (gsutil -m cp -r gs://.../tags DIR/)")
-    connection = duckdb.connect()
-    connection.execute(VIEWS.format(files="[" + ", ".join(f"'{path}'" for path in files) + "]"))
-    if thresholds:
-        connection.execute(decided_view(thresholds))
+    data = read_tables(files) if any("://" in path for path in files) else open_dataset(files)
+    config = {} if allow_files else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    connection = duckdb.connect(config=config)
+    try:
+        connection.register("tags", data)
+        connection.execute(TAG_SCORES_VIEW)
+        if thresholds:
+            connection.execute(decided_view(thresholds))
+        if not allow_files:
+            connection.execute("SET enable_external_access = false")
+            connection.execute("SET lock_configuration = true")  # last: no statement can undo the above
+    except duckdb.Error as error:
+        connection.close()
+        raise TagscaleError(f"cannot query the tag output in {tags_dir}: {str(error).splitlines()[0]}") from error
     return connection
+
+
+def open_dataset(files: list[str]):
+    """Local Parquet ``files`` as one pyarrow dataset (read as it is scanned, not up front)."""
+    import pyarrow
+    import pyarrow.dataset
+
+    try:
+        return pyarrow.dataset.dataset([os.path.abspath(path) for path in files], format="parquet")
+    except (OSError, pyarrow.ArrowException) as error:
+        raise TagscaleError(f"cannot read the tag output: {str(error).splitlines()[0]}") from error
+
+
+def read_tables(files: list[str]):
+    """The Parquet ``files`` (any path Beam's filesystems open, gs:// included) as one Arrow table."""
+    import pyarrow
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    tables = []
+    for path in files:
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                tables.append(pq.read_table(pyarrow.BufferReader(handle.read())))
+        except (OSError, pyarrow.ArrowException) as error:
+            raise TagscaleError(f"cannot read tag file {path}: {str(error).splitlines()[0]}") from error
+    try:
+        return pyarrow.concat_tables(tables, promote_options="default")
+    except pyarrow.ArrowException as error:
+        raise TagscaleError(f"the tag files of one run differ in schema: {error}") from error
 
 
 def top(connection, tag: str, limit: int = 10, threshold: float | None = None):
@@ -120,12 +172,16 @@ def sql(connection, statement: str):
     try:
         return connection.execute(statement)
     except duckdb.Error as error:
-        raise TagscaleError(f"SQL failed: {str(error).splitlines()[0]}") from error
+        message = str(error).splitlines()[0]
+        if isinstance(error, duckdb.PermissionException) or "configuration has been locked" in message:
+            message += f" ({LOCKED_HINT})"
+        raise TagscaleError(f"SQL failed: {message}") from error
 
 
 def format_table(columns: list[str], rows: list[tuple]) -> str:
-    """A plain aligned text table (readable in a terminal and in logs)."""
-    cells = [[str(column) for column in columns]] + [["" if v is None else str(v) for v in row] for row in rows]
+    """A plain aligned text table (readable in a terminal and in logs); control characters escaped."""
+    cells = [[printable(str(column)) for column in columns]]
+    cells += [["" if v is None else printable(str(v)) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
@@ -136,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagscale query", description="DuckDB queries over tag output (DIR/tags/*.parquet)."
     )
-    parser.add_argument("--tags", required=True, help="the --output directory of `tagscale tag`")
+    parser.add_argument("--tags", required=True, help="the --output directory of `tagscale tag` (local or gs://)")
     parser.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     commands = parser.add_subparsers(dest="query", required=True)
     top_parser = commands.add_parser("top", help="tracks with the highest score for TAG")
@@ -149,22 +205,46 @@ def build_parser() -> argparse.ArgumentParser:
     track_parser.add_argument("track_id")
     track_parser.add_argument("--limit", type=int, default=10)
     commands.add_parser("stats", help="per tag: tracks scoring above 0.5 and score quantiles")
-    sql_parser = commands.add_parser("sql", help="any SQL over the views `tags` and `tag_scores`")
+    sql_parser = commands.add_parser(
+        "sql",
+        help="any SQL over the views `tags` and `tag_scores`; it reads only the run "
+        "(no other file, COPY ... TO, ATTACH or extension) unless --allow-files",
+    )
     sql_parser.add_argument("statement")
     sql_parser.add_argument(
         "--thresholds", help="a `tagscale calibrate` file: adds the view `decided` (one boolean per tag)"
+    )
+    sql_parser.add_argument(
+        "--allow-files",
+        action="store_true",
+        help="let the statement read and write any file, attach databases and install or load "
+        "DuckDB extensions (network): DuckDB's defaults, for a statement you trust",
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import duckdb
+
     args = build_parser().parse_args(argv)
     thresholds = None
     if getattr(args, "thresholds", None):
         from pipelines.calibrate import load_thresholds
 
         thresholds = load_thresholds(args.thresholds)
-    connection = connect(args.tags, thresholds)
+    connection = connect(args.tags, thresholds, allow_files=getattr(args, "allow_files", False))
+    try:
+        columns, rows = _run(args, connection, thresholds)
+    except duckdb.Error as error:  # a file of the run unreadable, or gone since it was listed
+        raise TagscaleError(f"query failed: {str(error).splitlines()[0]}") from error
+    if args.json:
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+def _run(args: argparse.Namespace, connection, thresholds: dict[str, float] | None) -> tuple[list[str], list[tuple]]:
     if args.query == "top":
         if thresholds is not None and args.tag not in thresholds:
             raise TagscaleError(
@@ -178,13 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         result = stats(connection)
     else:
         result = sql(connection, args.statement)
-    columns = [description[0] for description in result.description]
-    rows = result.fetchall()
-    if args.json:
-        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
-    else:
-        print(format_table(columns, rows))
-    return 0
+    return [description[0] for description in result.description], result.fetchall()
 
 
 if __name__ == "__main__":

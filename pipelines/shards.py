@@ -35,9 +35,14 @@ def example_bytes(top_k: int) -> int:
     return spill.WAVEFORM_BYTES + 4 * top_k + 128
 
 
+def files_for(total_bytes: int, *, target_bytes: int) -> int:
+    """How many files hold ``total_bytes`` at about ``target_bytes`` each: at least one."""
+    return max(1, math.ceil(total_bytes / target_bytes))
+
+
 def shard_count(examples: int, *, target_bytes: int, top_k: int) -> int:
     """Shards for a split of ``examples``: files of about ``target_bytes`` each, at least one."""
-    return max(1, math.ceil(examples * example_bytes(top_k) / target_bytes))
+    return files_for(examples * example_bytes(top_k), target_bytes=target_bytes)
 
 
 def shard_name(kind: str, split: str, shard: int, num_shards: int) -> str:

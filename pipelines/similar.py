@@ -20,7 +20,8 @@ import sys
 import numpy as np
 
 from model.errors import TagscaleError
-from pipelines import fileio, tagdata
+from pipelines import fileio, outputs, tagdata
+from pipelines.terminal import printable
 
 INDEX_DIR = "index"
 INDEX_FILE = "similar.faiss"
@@ -108,6 +109,9 @@ def write_index(tags_dir: str, *, nlist: int | None = None, nprobe: int = 16) ->
     """Build the index of ``tags_dir``, write it under ``DIR/index/`` and return its info."""
     import faiss
 
+    # DIR/index/ follows the rules of every output: it is replaced only when tagscale made it.
+    folder = fileio.join(tags_dir.rstrip("/"), INDEX_DIR)
+    folder = outputs.check_output(folder, entries=(INDEX_FILE, INDEX_INFO), flag="the index folder")
     table = tagdata.load(tags_dir)
     unit = tagdata.normalized(table.embeddings)
     index = build_index(unit, nlist=nlist, nprobe=nprobe)
@@ -122,13 +126,9 @@ def write_index(tags_dir: str, *, nlist: int | None = None, nprobe: int = 16) ->
         "recall_at_10": round(recall_at_k(index, unit), 4),
         "files": _fingerprint(tags_dir),
     }
-    folder = fileio.join(tags_dir.rstrip("/"), INDEX_DIR)
     from apache_beam.io.filesystems import FileSystems
 
-    if "://" not in folder:
-        import os
-
-        os.makedirs(folder, exist_ok=True)
+    outputs.mark(folder)
     with FileSystems.create(fileio.join(folder, INDEX_FILE), compression_type="uncompressed") as handle:
         handle.write(faiss.serialize_index(index).tobytes())
     fileio.write_text(fileio.join(folder, INDEX_INFO), json.dumps(info, indent=2) + "\n")
@@ -281,7 +281,8 @@ def format_table(results: list[dict]) -> str:
     lines = [f"{'rank':>4}  {'track_id':<24} {'similarity':>10}  shared top tags"]
     for rank, item in enumerate(results, start=1):
         lines.append(
-            f"{rank:>4}  {item['track_id']:<24} {item['similarity']:>10.4f}  {', '.join(item['shared_tags']) or '-'}"
+            f"{rank:>4}  {printable(item['track_id']):<24} {item['similarity']:>10.4f}  "
+            f"{printable(', '.join(item['shared_tags'])) or '-'}"
         )
     return "\n".join(lines)
 

@@ -3,10 +3,11 @@
     python -m pipelines.tag --catalog catalog.csv --model musicnn-mtt --output tags_out/ [Beam flags]
 
     ReadCatalog -> SkipAlreadyTagged (--incremental) -> DecodeTracks -> CutPatches
-      -> RunInference (batched across tracks, overlapped with decoding) -> MeanPerTrack -> WriteToParquet
+      -> RunInference (batched across tracks, overlapped with decoding) -> MeanPerTrack -> WriteTags
     every failure -> WriteDeadLetter;  counts -> summary.json
 
-Output ``DIR/tags/*.parquet``, one row per track (schema :data:`TAGS_SCHEMA`):
+Output ``DIR/tags/*.parquet`` (as many files as ``--target-shard-bytes`` or ``--num-shards``
+ask, listed in ``DIR/tags/manifest.json``), one row per track (schema :data:`TAGS_SCHEMA`):
 track_id, uri, model {name, version}, duration_s, n_patches, scores (every tag of the
 model's vocabulary with its score, highest first) and embedding (mean patch embedding).
 A track's score for a tag is the mean of its patches' sigmoid outputs, as musicnn does.
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow
 
 from model import dsp, export
-from pipelines import beam_util, dead_letter, fileio, inference, locks, outputs, stages, tag_output
+from pipelines import beam_util, dead_letter, fileio, inference, locks, outputs, shards, stages, tag_output
 from pipelines.catalog import ReadCatalog, Track
 
 LOG = logging.getLogger("tagscale.tag")
@@ -55,6 +56,8 @@ class TagConfig:
     precision: str = "float32"
     progress_every_s: float = 5.0
     decode: stages.DecodeOptions = stages.DecodeOptions()
+    num_shards: int | None = None  # tag Parquet files; None: sized by target_shard_bytes
+    target_shard_bytes: int = shards.DEFAULT_TARGET_BYTES
 
 
 # ----------------------------------------------------------------------- plain functions
@@ -218,9 +221,17 @@ def build_pipeline(
     todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"])
     decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
     rows = decoded.decoded | "TagTracks" >> TagTracks(config, tags=tags, info=info, total=total)
-    _ = rows | "WriteTags" >> tag_output.WriteTags(fileio.join(config.output, "tags"), run_id, TAGS_SCHEMA)
+    _ = rows | "WriteTags" >> tag_output.WriteTags(
+        fileio.join(config.output, "tags"),
+        run_id,
+        TAGS_SCHEMA,
+        num_shards=config.num_shards,
+        target_bytes=config.target_shard_bytes,
+    )
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
-    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(config.output)
+    _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(
+        config.output, target_bytes=config.target_shard_bytes
+    )
     stats = (
         catalog["tracks"] | "CountTracks" >> beam.Map(lambda _: ("tracks_in", 1)),
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
@@ -249,7 +260,7 @@ def parse_args(argv):
         required=True,
         help="a pretrained name (musicnn-mtt, musicnn-msd) or a serving-model directory (trainer export)",
     )
-    parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+    parser.add_argument("--output", required=True, help=f"output directory (local or gs://): {outputs.RULES}")
     parser.add_argument(
         "--incremental", action="store_true", help="skip tracks already tagged in OUTPUT by the same model version"
     )
@@ -275,9 +286,12 @@ def parse_args(argv):
         "--cache-dir", default=None, help="pretrained model cache (default $TAGSCALE_CACHE or ~/.cache/tagscale)"
     )
     stages.DecodeOptions.add_arguments(parser)
+    tag_output.add_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
+    if (args.num_shards is not None and args.num_shards < 1) or args.target_shard_bytes < 1:
+        parser.error("--num-shards and --target-shard-bytes must be >= 1")
     from model import pretrained
 
     try:
@@ -287,13 +301,15 @@ def parse_args(argv):
     config = TagConfig(
         catalog=args.catalog,
         model=pretrained.resolve_model(args.model, args.cache_dir),
-        output=args.output.rstrip("/"),
+        output=outputs.normalize(args.output),
         incremental=args.incremental,
         batch_size=args.batch_size,
         max_patches_per_track=args.max_patches_per_track,
         precision=args.precision,
         progress_every_s=args.progress_every,
         decode=decode,
+        num_shards=args.num_shards,
+        target_shard_bytes=args.target_shard_bytes,
     )
     return config, beam_args
 
@@ -343,8 +359,10 @@ def run_staged(
             run_id=run_id,
         )
     stats = json.loads(fileio.read_text(staging.path("tmp", f"stats-{run_id}.json")))
-    written = [path.rsplit("/", 1)[-1] for path in fileio.glob(staging.path("tags", f"run-{run_id}-*.parquet"))]
-    tag_output.write_manifest(staging.path("tags"), kept + written, run_id=run_id)
+    tag_output.write_manifest(
+        staging.path("tags"), kept + tag_output.run_files(staging.path("tags"), run_id), run_id=run_id
+    )
+    dead_letter.write_manifest(staging.dir, run_id=run_id)
     summary = {
         "tracks_in": int(stats.get("tracks_in", 0)),
         "tagged": int(stats.get("tagged", 0)),

@@ -1,38 +1,35 @@
-"""tag's output files: the Parquet sink and ``DIR/tags/manifest.json``, the list readers go by.
+"""tag's output files: Parquet shards and ``DIR/tags/manifest.json``, the list readers go by.
 
-A tag run writes its Parquet into its staging directory; the manifest it publishes last lists
-exactly the files of the output (this run's, plus the earlier ones an ``--incremental`` run
-keeps), so a reader never sees a partial or stale file, locally or on gs://.
+A tag run writes its Parquet into its staging directory as many files (:mod:`pipelines.parquet_shards`:
+sized by ``--target-shard-bytes`` or counted by ``--num-shards``); the manifest it publishes
+last lists exactly the files of the output (this run's, plus the earlier ones an
+``--incremental`` run keeps), so a reader never sees a partial or stale file, locally or on gs://.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-
 import apache_beam as beam
-from apache_beam.io import parquetio
 
-from pipelines import fileio
+from pipelines import fileio, parquet_shards, shards
 
 MANIFEST = "manifest.json"
-PAUSE_IN_SINK_ENV = "TAGSCALE_TEST_PAUSE_IN_SINK"  # test hook: a marker path; the sink pauses mid-write
 
 
 def manifest_files(tags_dir: str) -> list[str] | None:
-    """The Parquet file names (relative to ``tags_dir``) its manifest lists; None without one."""
-    path = fileio.join(tags_dir, MANIFEST)
-    if not fileio.exists(path):
-        return None
-    return list(json.loads(fileio.read_text(path))["files"])
+    """The Parquet file names (relative to ``tags_dir``) its manifest lists; None without one.
+
+    Raises
+    ------
+    model.errors.TagscaleError
+        Naming the manifest, when it is malformed or lists anything but plain file names of
+        ``tags_dir``.
+    """
+    return parquet_shards.read_manifest(tags_dir, MANIFEST)
 
 
 def write_manifest(tags_dir: str, names: list[str], *, run_id: str) -> dict:
     """Write ``tags_dir/manifest.json`` listing exactly ``names``: the files readers will read."""
-    manifest = {"files": sorted(names), "run_id": run_id, "written_by": "tagscale"}
-    fileio.write_text(fileio.join(tags_dir, MANIFEST), json.dumps(manifest, indent=1))
-    return manifest
+    return parquet_shards.write_manifest(tags_dir, MANIFEST, names, run_id=run_id)
 
 
 def tag_files(tags_dir: str) -> list[str]:
@@ -54,33 +51,60 @@ def tag_files(tags_dir: str) -> list[str]:
     return []
 
 
-class _PausingParquetSink(parquetio._ParquetSink):
-    """The Parquet sink with the test hook: after its first row group is written it records
-    the temporary file in the marker and sleeps, so a test can kill a run inside the sink."""
+def row_bytes(row: dict) -> int:
+    """About the bytes a tag row takes in an uncompressed Parquet file: 4 per embedding value,
+    about 5 per score (the value and its dictionary-encoded tag), the ids, a fixed part."""
+    return 4 * len(row["embedding"]) + 5 * len(row["scores"]) + len(row["track_id"]) + len(row["uri"]) + 24
 
-    def open(self, temp_path):
-        self._hook_path = temp_path
-        return super().open(temp_path)
 
-    def write_record(self, writer, table):
-        super().write_record(writer, table)
-        marker = os.environ.get(PAUSE_IN_SINK_ENV)
-        if marker:
-            with open(marker, "w", encoding="utf-8") as handle:
-                handle.write(f"in sink, writing {self._hook_path}\n")
-            time.sleep(3600)
+def _track_id(row: dict) -> str:
+    return row["track_id"]
+
+
+def run_files(tags_dir: str, run_id: str) -> list[str]:
+    """The names of the files :class:`WriteTags` wrote for ``run_id`` (all of them, checked)."""
+    return parquet_shards.written_files(tags_dir, f"run-{run_id}")
+
+
+def add_arguments(parser) -> None:
+    """``--num-shards`` and ``--target-shard-bytes`` of ``tagscale tag``."""
+    parser.add_argument(
+        "--target-shard-bytes",
+        type=int,
+        default=shards.DEFAULT_TARGET_BYTES,
+        help="write the tags as Parquet files of about this many bytes each (%(default)s)",
+    )
+    parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=None,
+        help="a fixed number of tag Parquet files instead (dead letters: by bytes)",
+    )
 
 
 class WriteTags(beam.PTransform):
-    """Rows -> one Parquet file ``{directory}/run-{run_id}-00000-of-00001.parquet``."""
+    """Rows -> ``{directory}/run-{run_id}-SSSSS-of-NNNNN.parquet`` (paths out), a track's row in
+    the shard its track_id hashes to; ``num_shards`` files, or as many as ``target_bytes`` asks."""
 
-    def __init__(self, directory: str, run_id: str, schema):
+    def __init__(
+        self,
+        directory: str,
+        run_id: str,
+        schema,
+        *,
+        num_shards: int | None = None,
+        target_bytes: int = shards.DEFAULT_TARGET_BYTES,
+    ):
         super().__init__()
-        self._prefix = fileio.join(directory, f"run-{run_id}")
-        self._schema = schema
+        self._write = parquet_shards.WriteParquetShards(
+            directory,
+            f"run-{run_id}",
+            schema,
+            key=_track_id,
+            row_bytes=row_bytes,
+            num_shards=num_shards,
+            target_bytes=target_bytes,
+        )
 
     def expand(self, rows):
-        write = beam.io.WriteToParquet(self._prefix, self._schema, file_name_suffix=".parquet", num_shards=1)
-        if os.environ.get(PAUSE_IN_SINK_ENV):
-            write._sink.__class__ = _PausingParquetSink
-        return rows | write
+        return rows | "WriteParquet" >> self._write

@@ -1,7 +1,7 @@
 """Tag output as arrays: what similar, probe, calibrate and diff compute on.
 
 Reads only the tag Parquet files (``DIR/tags/*.parquet``, local or gs://, listed by
-:func:`pipelines.query.tag_files`), never audio. One row per track: a track tagged by several
+:func:`pipelines.tag_output.tag_files`), never audio. One row per track: a track tagged by several
 runs in the same folder (``--incremental`` with a new model version) keeps its row from the
 last file, the newest run.
 """
@@ -57,12 +57,27 @@ class TagTable:
 
 
 def _read_file(path: str) -> pyarrow.Table:
-    if "://" not in path:
-        return pq.read_table(path)
-    from apache_beam.io.filesystems import FileSystems
+    """One tag Parquet file; :class:`TagscaleError` naming it when it is missing, not Parquet or
+    not in the tag schema (a column missing or of another type)."""
+    from pipelines.tag import TAGS_SCHEMA
 
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        return pq.read_table(io.BytesIO(handle.read()))
+    try:
+        if "://" not in path:
+            table = pq.read_table(path)
+        else:
+            from apache_beam.io.filesystems import FileSystems
+
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                table = pq.read_table(io.BytesIO(handle.read()))
+    except (pyarrow.ArrowException, OSError) as error:
+        raise TagscaleError(f"cannot read tag file {path}: {str(error).splitlines()[0]}") from error
+    missing = [name for name in TAGS_SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise TagscaleError(f"{path} is not tag output: no column {', '.join(missing)}")
+    try:  # a cast, not an equality test: writers name list items differently ("item", "element")
+        return table.select(TAGS_SCHEMA.names).cast(TAGS_SCHEMA)
+    except (pyarrow.ArrowException, ValueError) as error:
+        raise TagscaleError(f"{path} is not tag output: {str(error).splitlines()[0]}") from error
 
 
 def _list_matrix(column: pyarrow.ChunkedArray, width: int | None, what: str) -> np.ndarray:
@@ -83,9 +98,18 @@ def load(tags_dir: str) -> TagTable:
     Raises
     ------
     TagscaleError
-        When the folder holds no tag output, or rows that do not come from one vocabulary.
+        When the folder holds no tag output, rows that do not come from one vocabulary, or
+        files that are not tag Parquet (another schema, not Parquet at all, unreadable).
     """
-    from pipelines.query import tag_files
+    try:
+        return _load(tags_dir)
+    except (pyarrow.ArrowException, KeyError, TypeError, ValueError, OSError) as error:
+        # What a damaged or foreign file in tags/ raises: the user's to fix, so one line.
+        raise TagscaleError(f"cannot read the tag output in {tags_dir}: {str(error).splitlines()[0]}") from error
+
+
+def _load(tags_dir: str) -> TagTable:
+    from pipelines.tag_output import tag_files
 
     files = tag_files(tags_dir)
     if not files:

@@ -438,6 +438,57 @@ def test_bad_labels_thresholds_and_runs_are_clear_errors(tmp_path, capsys):
     assert [r["track_id"] for r in similar.similar_tracks(run, "t0", k=2)] == ["t2", "t1"]
 
 
+def foreign_run(folder: pathlib.Path, kind: str) -> str:
+    """A run folder whose tags/ holds a file that is not tag Parquet."""
+    (folder / "tags").mkdir(parents=True)
+    path = folder / "tags" / "run-1.parquet"
+    if kind == "not parquet":
+        path.write_text("hello")
+    elif kind == "another schema":
+        pq.write_table(pyarrow.table({"a": [1, 2]}), path)
+    else:  # the tag columns, scores of the wrong type
+        rows = [{"track_id": "t0", "uri": "u", "model": {"name": "m", "version": "v"}, "scores": "high"}]
+        pq.write_table(pyarrow.Table.from_pylist(rows), path)
+    return str(folder)
+
+
+@pytest.mark.parametrize("kind", ["not parquet", "another schema", "wrong types"])
+def test_foreign_tag_files_are_one_line_in_every_reader(kind, tmp_path, capsys):
+    bad = foreign_run(tmp_path / "bad", kind)
+    good = small_run(tmp_path / "good", [{"a": 0.9}, {"a": 0.1}], [[1.0, 0.0], [0.0, 1.0]])
+    (tmp_path / "labels.csv").write_text("track_id,tag\nt0,a\n")
+    labels = ["--labels", str(tmp_path / "labels.csv")]
+    for argv in (
+        ["similar", "--tags", bad, "t0"],
+        ["index", "--tags", bad],
+        ["calibrate", "--tags", bad, *labels, "--output", str(tmp_path / "t.json")],
+        ["probe", "train", "--tags", bad, *labels, "--output", str(tmp_path / "p")],
+        ["diff", "--tags", good, "--tags", bad, "--output", str(tmp_path / "r")],
+    ):
+        assert cli(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert (
+            err.strip().splitlines()[-1].startswith(f"tagscale {argv[0]}: error: cannot read the tag output in {bad}: ")
+        )
+
+
+def test_index_replaces_only_its_own_folder(tmp_path, capsys):
+    run = small_run(tmp_path / "run", [{"a": 0.1 * i} for i in range(30)], np.eye(30, 4).tolist())
+    (tmp_path / "run" / "index").mkdir()
+    (tmp_path / "run" / "index" / "similar.json").write_text("my notes")
+    assert cli(["index", "--tags", run]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tagscale index: error: the index folder {run}/index holds files tagscale did not write (similar.json); "
+        "choose a new or empty directory"
+    )
+    assert (tmp_path / "run" / "index" / "similar.json").read_text() == "my notes"
+    shutil.rmtree(tmp_path / "run" / "index")
+    for _ in range(2):  # the index folder is tagscale's once it made it
+        assert cli(["index", "--tags", run + "/"]) == 0
+    assert similar.read_index(run, 30)[0] is not None
+
+
 def test_gs_tag_output(tmp_path):
     """similar, index, probe and calibrate read and write gs:// folders (against the GCS emulator)."""
     from gcs_emulator import running_emulator

@@ -109,3 +109,11 @@ def test_tag_builds_for_dataflow(catalog, tmp_path):
         "WriteDeadLetter",
     } <= names
     assert result.job.options.get_all_options()["max_num_workers"] == 50
+    # Tags and dead letters: one writer per file after a shuffle by file, never Beam's sink
+    # with a single shard (whose one key funnels every row through one worker).
+    assert {
+        "WriteTags/WriteParquet/GroupByShard",
+        "WriteTags/WriteParquet/WriteShard",
+        "WriteDeadLetter/WriteParquet/WriteShard",
+    } <= names
+    assert not [name for name in names if name.startswith(("WriteTags/", "WriteDeadLetter/")) and "WriteImpl" in name]

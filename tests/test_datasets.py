@@ -1,5 +1,6 @@
 """`tagscale catalog mtt|jamendo`: small files in the datasets' exact formats -> Parquet catalogs with splits."""
 
+import collections
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from infra.cli import main as cli
 from pipelines import catalog, datasets
 from pipelines.datasets import DatasetError
 
@@ -50,7 +52,7 @@ def test_mtt_top_k_by_count_with_split_lists_of_ids_and_npy_paths(tmp_path):
         "valid": str(tmp_path / "valid.txt"),
         "test": str(tmp_path / "test.npy"),
     }
-    rows = datasets.mtt_catalog(annotations, "/data/mtt", lists=lists, top_k=3)
+    rows = datasets.mtt_catalog(annotations, "/data/mtt", split="lists", lists=lists, top_k=3)
     datasets.write_catalog(rows, str(output))
     got = read(str(output))
     # counts: guitar 3, classical 3, slow 3, no voice 2, techno 1 -> top 3 keeps the file order on ties
@@ -70,10 +72,98 @@ def test_mtt_top_k_by_count_with_split_lists_of_ids_and_npy_paths(tmp_path):
     assert tracks[0].tags == ("guitar", "classical")
 
 
-def test_mtt_without_lists_keeps_every_clip_for_the_hash_split(tmp_path):
-    rows = datasets.mtt_catalog(write_mtt(tmp_path), "gs://bucket/mtt", top_k=50)
-    assert len(rows) == 5 and all(row["split"] is None for row in rows)
-    assert rows[3]["tags"] == ["techno"] and rows[3]["uri"] == f"gs://bucket/mtt/{MTT_ROWS[3][2]}"
+# musicnn's 50 tags (its output order); the file's other 138 columns are rarer tags.
+TOP50 = (
+    "guitar, classical, slow, techno, strings, drums, electronic, rock, fast, piano, ambient, beat, violin, "
+    "vocal, synth, female, indian, opera, male, singing, vocals, no vocals, harpsichord, loud, quiet, flute, "
+    "woman, male vocal, no vocal, pop, soft, sitar, solo, man, classic, choir, voice, new age, dance, "
+    "male voice, female vocal, beats, harp, cello, no voice, weird, country, metal, female voice, choral"
+).split(", ")
+RARE = [f"rare tag {index:03d}" for index in range(188 - len(TOP50))]
+
+
+def write_full_mtt(tmp_path, clips_per_folder=4):
+    """annotations_final.csv as MagnaTagATune ships it: every field quoted, tab-separated, 188 tag
+    columns (rare ones first, as the file does not sort by count), mp3_path ``F/name-A-B.mp3``.
+
+    Clip ``n`` sits in folder ``n % 16``; every 5th clip has no top-50 tag (a few rare ones only).
+    musicnn's three broken clip ids are added in train folders 6, 8 and 9, as in the real file.
+    Returns ``(path, {clip_id: folder})``.
+    """
+    columns = RARE[:69] + TOP50 + RARE[69:]
+    rng = np.random.default_rng(0)
+    rows, folders = [], {}
+    clips = [(str(n), "0123456789abcdef"[n % 16]) for n in range(16 * clips_per_folder)]
+    clips += [("35644", "6"), ("55753", "8"), ("57881", "9")]
+    for number, (clip, folder) in enumerate(clips):
+        flags = np.zeros(len(columns), int)
+        flags[rng.choice(len(columns), 3, replace=False)] = 1
+        for index, tag in enumerate(columns):
+            if tag in TOP50:  # top-50 tags: common, except on the all-negative clips
+                flags[index] = 0 if number % 5 == 0 else int(rng.random() < 0.3 + 0.01 * TOP50.index(tag))
+            elif number % 5 != 0:
+                flags[index] = 0
+        rows.append((clip, flags, f"{folder}/artist_{number}-album-01-title_{number}-30-59.mp3"))
+        folders[clip] = folder
+    path = tmp_path / "annotations_final.csv"
+    lines = ["\t".join(f'"{name}"' for name in ["clip_id", *columns, "mp3_path"])]
+    lines += ["\t".join([f'"{clip}"', *(f'"{flag}"' for flag in flags), f'"{mp3}"']) for clip, flags, mp3 in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path), folders
+
+
+def test_mtt_folder_split_is_musicnns(tmp_path):
+    path, folders = write_full_mtt(tmp_path)
+    rows = datasets.mtt_catalog(path, "/data/mtt")  # the folder split is the default
+    # 64 clips, 4 per folder: 12 train folders (0-b), 1 valid (c), 3 test (d-f); broken clips dropped
+    assert collections.Counter(row["split"] for row in rows) == {"train": 48, "valid": 4, "test": 12}
+    assert not {"35644", "55753", "57881"} & {row["track_id"] for row in rows}
+    for row in rows:
+        folder = folders[row["track_id"]]
+        assert row["split"] == ("train" if folder in "0123456789ab" else "valid" if folder == "c" else "test")
+        assert row["uri"].startswith(f"/data/mtt/{folder}/")
+    # every 5th clip has no top-50 tag and is kept, in test as elsewhere
+    untagged = [row for row in rows if not row["tags"]]
+    assert {row["track_id"] for row in untagged} == {str(n) for n in range(0, 64, 5)}
+    assert sum(row["split"] == "test" for row in untagged) == len([n for n in range(0, 64, 5) if n % 16 >= 13])
+    assert {tag for row in rows for tag in row["tags"]} == set(TOP50)  # the top 50 by count, not the rare columns
+    # the command says so and writes it
+    output = tmp_path / "mtt.parquet"
+    assert cli(["catalog", "mtt", "--annotations", path, "--audio-root", "/m", "--output", str(output)]) == 0
+    assert collections.Counter(pq.read_table(output).column("split").to_pylist()) == {
+        "train": 48,
+        "valid": 4,
+        "test": 12,
+    }
+
+
+def test_mtt_split_lists_of_musicnn_training_are_keyed_by_clip_id(tmp_path):
+    path, folders = write_full_mtt(tmp_path, clips_per_folder=1)
+    # musicnn-training's train_gt_mtt.tsv / val_gt_mtt.tsv / test_gt_mtt.tsv: "id<TAB>[50 floats]"
+    vector = "[" + ", ".join(["0.0"] * 49 + ["1.0"]) + "]"
+    by_split = {"train": ["0", "1", "2", "11"], "valid": ["12"], "test": ["13", "15"]}
+    lists = {}
+    for split, clips in by_split.items():
+        lists[split] = str(tmp_path / f"{split}_gt_mtt.tsv")
+        (tmp_path / f"{split}_gt_mtt.tsv").write_text("".join(f"{clip}\t{vector}\n" for clip in clips))
+    assert datasets.read_split_list(lists["test"]) == {"13", "15"}
+    rows = datasets.mtt_catalog(path, "/m", split="lists", lists=lists)
+    assert {row["track_id"]: row["split"] for row in rows} == {
+        clip: split for split, clips in by_split.items() for clip in clips
+    }
+    # the same files on the command line: lists given means --split lists
+    output = tmp_path / "lists.parquet"
+    flags = [f"--{split}={file}" for split, file in lists.items()]
+    assert cli(["catalog", "mtt", "--annotations", path, "--audio-root", "/m", "--output", str(output), *flags]) == 0
+    assert pq.read_table(output).num_rows == 7
+    assert (
+        cli(
+            ["catalog", "mtt", "--split", "folder", "--annotations", path, "--audio-root", "/m"]
+            + flags[:1]
+            + ["--output", str(output)]
+        )
+        == 2
+    )
 
 
 def test_mtt_errors_are_one_line(tmp_path):
@@ -84,10 +174,20 @@ def test_mtt_errors_are_one_line(tmp_path):
     annotations = write_mtt(tmp_path)
     (tmp_path / "a.txt").write_text("2\n")
     (tmp_path / "b.txt").write_text("2\n")
+    (tmp_path / "c.txt").write_text("6\n")
     with pytest.raises(DatasetError, match="both the train and the valid"):
         datasets.mtt_catalog(
-            annotations, "/a", lists={"train": str(tmp_path / "a.txt"), "valid": str(tmp_path / "b.txt")}
+            annotations,
+            "/a",
+            split="lists",
+            lists={"train": str(tmp_path / "a.txt"), "valid": str(tmp_path / "b.txt"), "test": str(tmp_path / "c.txt")},
         )
+    with pytest.raises(DatasetError, match="all three"):
+        datasets.mtt_catalog(annotations, "/a", split="lists", lists={"train": str(tmp_path / "a.txt")})
+    bad_folder = tmp_path / "bad_folder.csv"
+    bad_folder.write_text('"clip_id"\t"guitar"\t"mp3_path"\n"1"\t"1"\t"g/x.mp3"\n')
+    with pytest.raises(DatasetError, match="folder 0-9 or a-f"):
+        datasets.mtt_catalog(str(bad_folder), "/a")
     np.save(tmp_path / "numbers.npy", np.arange(3))
     with pytest.raises(DatasetError, match="strings"):
         datasets.read_split_list(str(tmp_path / "numbers.npy"))
@@ -150,6 +250,33 @@ def test_jamendo_splits_and_top_k_of_the_training_split(tmp_path):
         "tags": [],
         "split": "test",
     }
+
+
+def test_jamendo_keeps_every_tag_by_default_and_maps_low_quality_audio(tmp_path):
+    paths = write_jamendo(tmp_path)
+    rows = datasets.jamendo_catalog(paths, "/data/jamendo")
+    assert collections.Counter(row["split"] for row in rows) == {"train": 3, "valid": 1, "test": 1}
+    every = {tag for split in JAMENDO.values() for row in split for tag in row[5]}
+    assert {tag for row in rows for tag in row["tags"]} == every  # genre---jazz appears only in valid
+    assert {row["track_id"]: row["tags"] for row in rows} == {
+        row[0]: row[5] for split in JAMENDO.values() for row in split
+    }
+    low = datasets.jamendo_catalog(paths, "/data/jamendo", audio_quality="low")
+    assert [row["uri"] for row in low] == [
+        "/data/jamendo/14/214.low.mp3",
+        "/data/jamendo/15/215.low.mp3",
+        "/data/jamendo/16/216.low.mp3",
+        "/data/jamendo/00/300.low.mp3",
+        "/data/jamendo/00/400.low.mp3",
+    ]
+    output = tmp_path / "low.parquet"
+    flags = [f"--{split}={path}" for split, path in paths.items()]
+    assert (
+        cli(["catalog", "jamendo", *flags, "--audio-root", "/j", "--audio-quality", "low", "--output", str(output)])
+        == 0
+    )
+    table = pq.read_table(output).to_pylist()
+    assert table[0]["uri"] == "/j/14/214.low.mp3" and sum(len(row["tags"]) for row in table) == 8
 
 
 def test_catalog_command_writes_parquet_and_bad_input_exits_2(tmp_path):

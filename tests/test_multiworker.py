@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from trainer import multiworker
@@ -33,6 +34,35 @@ def test_tf_config_names_the_workers_and_the_chief():
     plain = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
     assert multiworker.is_chief(plain) and not multiworker.is_chief({**plain, "task": {"type": "worker", "index": 1}})
     assert multiworker.tf_config({"TF_CONFIG": json.dumps(plain)}) == plain and multiworker.tf_config({}) == {}
+
+
+def test_the_steps_take_any_replica_batch_including_an_empty_one():
+    """A worker whose shard ran out gets empty batches while the others finish theirs: the steps
+    must take them (and add nothing), as well as full and partial batches."""
+    import keras
+    import tensorflow as tf
+
+    from model import network
+
+    strategy = tf.distribute.get_strategy()
+    model = network.build_model("waveform", 3, backend_filters=8, dense_units=16)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    spec = (tf.TensorSpec((None, model.input_shape[1]), tf.float32), tf.TensorSpec((None, 3), tf.float32))
+    train_step, eval_step, metrics = multiworker.make_steps(strategy, model, optimizer, 3, False, spec, spec)
+    rng = np.random.default_rng(0)
+
+    def batch(n):
+        inputs = rng.standard_normal((n, model.input_shape[1])).astype("float32") * 0.1
+        return tf.constant(inputs), tf.constant((rng.random((n, 3)) < 0.5).astype("float32"))
+
+    before = [v.numpy() for v in model.trainable_variables]
+    assert float(train_step(batch(0))) == 0.0 and float(eval_step(batch(0))) == 0.0
+    for old, variable in zip(before, model.trainable_variables):  # zero gradients: Adam moves nothing
+        np.testing.assert_array_equal(variable.numpy(), old)
+    for n in (4, 3, 1):  # a full batch, then partial ones
+        assert np.isfinite(float(train_step(batch(n)))) and np.isfinite(float(eval_step(batch(n))))
+    assert any(np.any(v.numpy() != old) for old, v in zip(before, model.trainable_variables))
 
 
 def make_small_features(tmp_path_factory) -> pathlib.Path:

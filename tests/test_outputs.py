@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from model.errors import TagscaleError
 from pipelines import locks, outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,3 +195,133 @@ def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_no
         full.publish(["tags"], commit="tags/manifest.json")
         assert names() == ["out/.tagscale-owned", "out/tags/.tagscale-owned", "out/tags/c.parquet"]
         assert client.bucket("publish").blob("out/tags/c.parquet").download_as_text() == "c"
+
+
+# ------------------------------------------------- the shared check, through the commands that write
+
+
+def run(name: str, argv: list[str]) -> int:
+    """A command in this process as `tagscale NAME` runs it (``infra.cli`` would hide scikit-learn
+    from the whole test process before a Beam job, so the command's own main is called)."""
+    import importlib
+
+    from model.errors import run_command
+
+    module = {"tag": "pipelines.tag", "featurize": "pipelines.featurize", "catalog": "pipelines.datasets"}[name]
+    return run_command(name, importlib.import_module(module).main, argv)
+
+
+def model_flags(command: str, tmp_path) -> list[str]:
+    """tag's --model: a directory it resolves without reading (the output is checked first)."""
+    if command != "tag":
+        return []
+    (tmp_path / "model").mkdir(exist_ok=True)
+    return ["--model", str(tmp_path / "model")]
+
+
+def only_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["tag", "featurize"])
+def test_a_trailing_slash_or_a_file_url_reaches_the_root_check(command, catalog, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where `file:///` once made a folder named `file:`
+    extra = model_flags(command, tmp_path)
+    for spelling in ("/", "//", "file:///"):
+        assert run(command, ["--catalog", str(catalog), *extra, "--output", spelling]) == 2
+        assert only_line(capsys) == (
+            f"tagscale {command}: error: --output / is a filesystem root; choose a directory for tagscale's output"
+        )
+    assert not (tmp_path / "file:").exists()
+    victim = tmp_path / "victim"
+    (victim / "photos").mkdir(parents=True)
+    (victim / "notes.txt").write_text("mine")
+    assert run(command, ["--catalog", str(catalog), *extra, "--output", f"file://{victim}/"]) == 2
+    assert only_line(capsys) == (
+        f"tagscale {command}: error: --output {victim} holds files tagscale did not write (notes.txt, photos); "
+        "choose a new or empty directory"
+    )
+    assert sorted(os.listdir(victim)) == ["notes.txt", "photos"]
+    assert run(command, ["--catalog", str(catalog), *extra, "--output", "file://victim"]) == 2
+    assert "a file:// URL needs an absolute path" in only_line(capsys)
+
+
+def test_the_home_directory_is_refused_even_when_empty(catalog, tmp_path, monkeypatch, capsys):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(outputs.OutputError, match="is your home directory"):
+        outputs.check_output(str(home) + "/", entries=("tags",))
+    (home / ".profile").write_text("mine")
+    assert run("tag", ["--catalog", str(catalog), *model_flags("tag", tmp_path), "--output", str(home)]) == 2
+    assert only_line(capsys).endswith("is your home directory; choose a directory for tagscale's output")
+    assert os.listdir(home) == [".profile"]
+
+
+def test_a_folder_is_written_only_when_new_empty_or_tagscales(catalog, tmp_path):
+    def check(output):
+        return outputs.check_output(str(output), catalog=str(catalog), entries=("tags", "summary.json"))
+
+    output = tmp_path / "out"
+    assert check(output) == str(output)  # new
+    output.mkdir()
+    (output / ".tagscale.lock").write_text("")
+    assert check(output) == str(output)  # empty but for tagscale's own files
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(outputs.OutputError, match=r"holds files tagscale did not write \(notes.txt\)"):
+        check(output)
+    outputs.mark(str(output))  # a folder tagscale made keeps the user's files it did not write
+    assert check(output) == str(output)
+    mixed = tmp_path / "mixed"
+    outputs.mark(str(mixed / "tags"))  # tagscale's own entry beside nothing else
+    assert check(mixed) == str(mixed)
+    with pytest.raises(outputs.OutputError, match="is a file"):
+        check(output / "notes.txt")
+
+
+def test_file_outputs_replace_only_their_own_kind(tmp_path, capsys):
+    with pytest.raises(outputs.OutputError, match="in a filesystem root"):
+        outputs.check_output_file("/t.json", replaceable=lambda path: True, what="thresholds file")
+    with pytest.raises(outputs.OutputError, match="is a directory"):
+        outputs.check_output_file(str(tmp_path), replaceable=lambda path: True, what="thresholds file")
+    precious = tmp_path / "catalog.parquet"
+    precious.write_text("mine")
+    argv = ["jamendo", "--train", "a", "--valid", "b", "--test", "c", "--audio-root", str(tmp_path)]
+    assert run("catalog", [*argv, "--output", str(precious)]) == 2
+    assert only_line(capsys) == (
+        f"tagscale catalog: error: --output {precious} exists and is not a Parquet catalog; refusing to replace it"
+    )
+    assert precious.read_text() == "mine"
+    assert run("catalog", [*argv, "--output", "file:///catalog.parquet"]) == 2
+    assert "is in a filesystem root" in only_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["tag", "featurize"])
+def test_a_read_only_output_is_one_line(command, catalog, tmp_path):
+    from read_only import run_read_only
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    extra = model_flags(command, tmp_path)
+    for output in (folder, folder / "out"):
+        result = run_read_only(folder, [command, "--catalog", str(catalog), *extra, "--output", str(output)])
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"tagscale {command}: error: cannot write to {output}: {folder} is read-only or not writable by this user"
+        )
+    assert os.listdir(folder) == []
+
+
+def test_an_output_under_a_file_is_one_line(catalog, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    output = tmp_path / "notes.txt" / "out"
+    assert run("tag", ["--catalog", str(catalog), *model_flags("tag", tmp_path), "--output", str(output)]) == 2
+    assert only_line(capsys) == (
+        f"tagscale tag: error: cannot write to {output}: {tmp_path}/notes.txt is a file, not a directory"
+    )
+    with pytest.raises(TagscaleError, match=f"^cannot write to {output}: Not a directory$"):
+        locks.OutputLock(str(output), "tag").acquire()  # the lock, should a caller skip the check
+    assert (tmp_path / "notes.txt").read_text() == "mine"

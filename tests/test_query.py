@@ -6,6 +6,7 @@ import pyarrow
 import pyarrow.parquet as pq
 import pytest
 
+from infra.cli import main as cli
 from model.errors import TagscaleError
 from pipelines import query, tag
 
@@ -72,3 +73,133 @@ def test_cli_table_and_json(tags_dir, capsys):
     assert table[0].split() == ["track_id", "uri", "model", "score"] and table[2].split()[0] == "t1"
     assert query.main(["--tags", tags_dir, "--json", "track", "t0"]) == 0
     assert json.loads(capsys.readouterr().out)[0] == {"tag": "piano", "score": 0.9, "model": "m"}
+
+
+def _write_run(root, names, tracks=3):
+    """A run whose manifest lists ``names``, each file holding ``tracks`` rows of the fixture's kind."""
+    (root / "tags").mkdir(parents=True, exist_ok=True)
+    for n, name in enumerate(names):
+        rows = [
+            {
+                "track_id": f"f{n}-t{i}",
+                "uri": f"/a/f{n}-t{i}.mp3",
+                "model": {"name": "m", "version": "v"},
+                "duration_s": 30.0,
+                "n_patches": 10,
+                "scores": [{"tag": "piano", "score": 0.25 * (i + 1)}, {"tag": "drums", "score": 0.1}],
+                "embedding": [0.0, 1.0],
+            }
+            for i in range(tracks)
+        ]
+        pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), root / "tags" / name)
+    (root / "tags" / "manifest.json").write_text(json.dumps({"files": list(names)}))
+    return str(root)
+
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err
+    assert err.startswith("tagscale query: error: ") and err.count("\n") == 1, err
+    assert all(word in err for word in words), err
+
+
+def test_a_manifest_naming_sql_is_read_as_a_file_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the injected COPY would write
+    hostile = "run.parquet']); COPY (SELECT 42) TO 'pwned.csv'; --"
+    run = _write_run(tmp_path / "run", ["run.parquet"])
+    (tmp_path / "run" / "tags" / "manifest.json").write_text(json.dumps({"files": [hostile]}))
+    assert cli(["query", "--tags", run, "stats"]) == 2  # the listed file does not exist
+    _one_line_error(capsys, "pwned.csv")
+    assert not (tmp_path / "pwned.csv").exists()
+    (tmp_path / "run" / "tags" / "run.parquet").rename(tmp_path / "run" / "tags" / hostile)
+    assert cli(["query", "--tags", run, "--json", "sql", "SELECT count(*) AS n, min(track_id) AS id FROM tags"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 3, "id": "f0-t0"}]
+    assert cli(["query", "--tags", run, "stats"]) == 0
+    assert not (tmp_path / "pwned.csv").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_quote_in_the_tags_path_works(tmp_path, capsys):
+    run = _write_run(tmp_path / "it's a run", ["a.parquet", "b.parquet"])
+    assert cli(["query", "--tags", run, "--json", "top", "piano", "--limit", "2"]) == 0
+    assert [row["track_id"] for row in json.loads(capsys.readouterr().out)] == ["f0-t2", "f1-t2"]
+
+
+@pytest.mark.parametrize(
+    "statement, target",
+    [
+        ("SELECT content FROM read_text('{secret}')", None),
+        ("COPY (SELECT * FROM tags) TO '{out}/copy.csv'", "copy.csv"),
+        ("COPY (SELECT 1 AS x) TO '{run}/tags/a.parquet' (FORMAT parquet, USE_TMP_FILE false)", None),
+        ("ATTACH '{out}/other.duckdb' AS other", "other.duckdb"),
+        ("INSTALL httpfs", None),
+        ("SET enable_external_access = true", None),
+    ],
+)
+def test_sql_reads_only_the_run_unless_allow_files(tmp_path, capsys, statement, target):
+    run = _write_run(tmp_path / "run", ["a.parquet"])
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not in the run\n")
+    before = (tmp_path / "run" / "tags" / "a.parquet").read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    text = statement.format(secret=secret, out=out, run=run)
+    assert cli(["query", "--tags", run, "sql", text]) == 2
+    _one_line_error(capsys, "SQL failed", "--allow-files")
+    assert list(out.iterdir()) == [] and (tmp_path / "run" / "tags" / "a.parquet").read_bytes() == before
+    assert cli(["query", "--tags", run, "--json", "sql", "SELECT count(*) AS n FROM tag_scores"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 6}]
+    if target or "read_text" in statement:  # the same statement is allowed when asked for
+        assert cli(["query", "--tags", run, "--json", "sql", text, "--allow-files"]) == 0
+        printed = capsys.readouterr().out
+        assert (out / target).exists() if target else "not in the run" in printed
+
+
+def test_tables_escape_control_characters_and_json_keeps_them(tmp_path, capsys):
+    ids = ["\x1b]0;pwned title\x07", "\x1b[31mred\x1b[0m", "nul\x00byte", "caf\u00e9 \u202eevil"]
+    (tmp_path / "tags").mkdir()
+    rows = [
+        {
+            "track_id": track_id,
+            "uri": f"/a/{i}.mp3",
+            "model": {"name": "m", "version": "v"},
+            "duration_s": 30.0,
+            "n_patches": 10,
+            "scores": [{"tag": "piano", "score": 0.9 - 0.1 * i}],
+            "embedding": [0.0, 1.0],
+        }
+        for i, track_id in enumerate(ids)
+    ]
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "tags" / "a.parquet")
+    assert query.main(["--tags", str(tmp_path), "top", "piano"]) == 0
+    table = capsys.readouterr().out
+    assert not any(ch in table for ch in "\x1b\x07\x00\u202e")
+    assert [line.split("  ")[0] for line in table.splitlines()[2:]] == [
+        "\\x1b]0;pwned title\\x07",
+        "\\x1b[31mred\\x1b[0m",
+        "nul\\x00byte",
+        "caf\u00e9 \\u202eevil",
+    ]
+    assert query.main(["--tags", str(tmp_path), "--json", "top", "piano"]) == 0
+    assert [row["track_id"] for row in json.loads(capsys.readouterr().out)] == ids
+
+
+def test_a_gcs_run_gives_the_same_answers_as_on_local_disk(tmp_path, capsys):
+    from gcs_emulator import running_emulator
+
+    run = _write_run(tmp_path / "run", ["part-0.parquet", "part-1.parquet", "part-2.parquet"], tracks=4)
+    commands = [["stats"], ["sql", "select count(*) from tags"], ["track", "f2-t3"], ["top", "piano", "--limit", "5"]]
+    local = []
+    for command in commands:
+        assert cli(["query", "--tags", run, *command]) == 0
+        local.append(capsys.readouterr().out)
+    assert local[1].splitlines()[2].strip() == "12"  # every row of the three files, once
+    with running_emulator("query-test") as client:
+        bucket = client.bucket("query-test")
+        for path in (tmp_path / "run" / "tags").iterdir():
+            bucket.blob(f"runs/r1/tags/{path.name}").upload_from_filename(str(path))
+        for command, want in zip(commands, local):
+            assert cli(["query", "--tags", "gs://query-test/runs/r1", *command]) == 0
+            assert capsys.readouterr().out == want
+        assert (
+            cli(["query", "--tags", "gs://query-test/runs/r1", "sql", "SELECT * FROM read_text('/etc/hostname')"]) == 2
+        )
+        _one_line_error(capsys, "--allow-files")

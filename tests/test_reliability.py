@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import audio, featurize, query, stages, tag, tag_output
+from pipelines import audio, dead_letter, featurize, query, stages, tag
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NASTY_NAME = "a; rm -rf victim $(touch pwned) `touch pwned2`.flac"
@@ -89,8 +89,12 @@ def nasty(tmp_path_factory):
     return root, catalog, expected, len(rows)
 
 
-def check_accounting(dead_letter_dir, ok_ids, expected, n_rows):
-    dead = pq.read_table(dead_letter_dir).to_pylist()
+def check_accounting(output, ok_ids, expected, n_rows):
+    files = dead_letter.dead_letter_files(str(output))  # through the run's dead-letter manifest
+    assert sorted(path.rsplit("/", 1)[-1] for path in files) == sorted(
+        p.name for p in (output / "dead_letter").glob("*.parquet")
+    )
+    dead = pq.read_table(files).to_pylist()
     dead_ids = [row["track_id"] for row in dead]
     assert len(ok_ids) + len(dead) == n_rows  # every row once: output or dead letter
     assert sorted(ok_ids) == sorted(t for t, outcome in expected.items() if outcome == "ok")
@@ -132,7 +136,7 @@ def test_featurize_accounts_for_every_bad_row(nasty, tmp_path):
     files = [str(tmp_path / "f" / name) for name in metadata["files"]["mel"]["train"]]
     records = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files)]
     ok_ids = sorted({r["track_id"].numpy().decode("utf-8", "replace") for r in records})
-    check_accounting(tmp_path / "f" / "dead_letter", ok_ids, expected, n_rows)
+    check_accounting(tmp_path / "f", ok_ids, expected, n_rows)
     two_hours = [r for r in records if r["track_id"].numpy() == b"two_hours"]
     assert len(two_hours) == signal_patches(20.0)  # capped at --max-duration, not 2 hours
     assert (root / "victim").exists() and not (root / "pwned").exists() and not (root / "pwned2").exists()
@@ -165,7 +169,7 @@ def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
     )
     assert summary["tracks_in"] == n_rows == summary["tagged"] + summary["skipped"] + summary["failed"]
     rows = pq.read_table(query.tag_files(str(tmp_path / "t"))).to_pylist()
-    check_accounting(tmp_path / "t" / "dead_letter", [r["track_id"] for r in rows], expected, n_rows)
+    check_accounting(tmp_path / "t", [r["track_id"] for r in rows], expected, n_rows)
     by_id = {r["track_id"]: r for r in rows}
     assert by_id["two_hours"]["duration_s"] == 20.0 and by_id["non_utf8_name"]["uri"].endswith("caf\ufffd.wav")
 
@@ -268,10 +272,11 @@ def catalog_head(catalog, n, path):
 
 @pytest.mark.slow
 def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tags_the_rest(forty_tracks, tmp_path):
-    """Old output: 25 tracks. A full run of all 40 is paused inside the Parquet sink (a test
-    hook; the marker proves where), a second run is refused while it holds the output, then it
-    is killed: the 25-track output is untouched, its stale lock is taken over with a message,
-    and --incremental tags exactly the 15 others."""
+    """Old output: 25 tracks. A full run of all 40 is paused inside its Parquet writer after a
+    row group is written (tests/pause_in_sink, put on the run's PYTHONPATH; the marker proves
+    where), a second run is refused while it holds the output, then it is killed: the 25-track
+    output is untouched, its stale lock is taken over with a message, and --incremental tags
+    exactly the 15 others."""
     from conftest import small_model_dir
 
     model = small_model_dir(tmp_path)
@@ -304,7 +309,8 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
         "--batch-size",
         "4",
     ]
-    env = {**os.environ, tag_output.PAUSE_IN_SINK_ENV: str(marker), "PYTHONPATH": REPO}
+    hook = os.path.join(REPO, "tests", "pause_in_sink")
+    env = {**os.environ, "TAGSCALE_TEST_PAUSE_MARKER": str(marker), "PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
@@ -312,7 +318,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
             time.sleep(0.2)
         assert marker.exists(), f"the run never reached the Parquet sink (exit {process.poll()})"
         temp_file = marker.read_text().split("writing ", 1)[1].strip()
-        assert os.path.exists(temp_file) and "/.tagscale-staging-" in temp_file and "/tags/" in temp_file
+        assert os.path.exists(temp_file) and "/.tagscale-staging-" in temp_file and "/tags/run-" in temp_file
 
         second = subprocess.run(
             command, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True, timeout=300
@@ -402,12 +408,12 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
     else:
         import errno
 
-        from apache_beam.io import parquetio
+        import pyarrow.parquet as pq
 
-        def full(self, writer, table):
+        def full(self, table, *args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(parquetio._ParquetSink, "write_record", full)
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
     with pytest.raises(Exception, match="No space left on device") as failure:
         tag.run(["--catalog", str(forty_tracks), "--model", model, "--output", str(output)])
     assert "while running 'WriteTags/" in str(failure.value)  # the Parquet sink hit the full disk

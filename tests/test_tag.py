@@ -117,6 +117,55 @@ def test_incremental_reruns_tag_only_new_tracks(tag_catalog, small_model, tmp_pa
 
 
 @pytest.mark.slow
+def test_num_shards_3_writes_three_listed_files_read_by_query_and_incremental_once_each(
+    tag_catalog, small_model, tmp_path
+):
+    """`tagscale tag --num-shards 3`: three Parquet files, all in the manifest; `tagscale query`
+    counts every row once; an --incremental run over them adds three more and keeps each once."""
+    import os
+    import subprocess
+    import sys
+
+    from pipelines import dead_letter
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo}
+    output, catalog = tmp_path / "out", tmp_path / "catalog.csv"
+    lines = (tag_catalog / "catalog.csv").read_text().splitlines()
+    catalog.write_text("\n".join(lines[:8]) + "\n")  # t0..t6
+    model = ["--model", small_model, "--batch-size", "4", "--num-shards", "3"]
+    command = [sys.executable, "-m", "infra.cli", "tag", "--catalog", str(catalog), "--output", str(output), *model]
+    first = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_id = json.loads((output / "summary.json").read_text())["run_id"]
+    listed = json.loads((output / "tags" / "manifest.json").read_text())["files"]
+    assert listed == [f"run-{run_id}-{i:05d}-of-00003.parquet" for i in range(3)]
+    assert sorted(path.name for path in (output / "tags").glob("*.parquet")) == listed
+    count = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "query", "--tags", str(output), "--json", "sql"]
+        + ["select count(*) AS n, count(DISTINCT track_id) AS ids from tags"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert count.returncode == 0, count.stderr[-2000:]
+    assert json.loads(count.stdout) == [{"n": 7, "ids": 7}]
+
+    catalog.write_text("\n".join(lines) + "\n")  # all ten, and the three bad rows
+    grown = run_tag(catalog, small_model, output, "--incremental", "--num-shards", "3")
+    assert (grown["tagged"], grown["skipped"], grown["failed"]) == (3, 7, 3)
+    manifest = json.loads((output / "tags" / "manifest.json").read_text())
+    assert len(manifest["files"]) == 6 and set(listed) < set(manifest["files"])
+    connection = query.connect(str(output))
+    assert connection.execute("select count(*), count(DISTINCT track_id) from tags").fetchall() == [(10, 10)]
+    assert sorted(read_tags(output).track_id) == sorted(f"t{i}" for i in range(10))
+    failed = pq.read_table(dead_letter.dead_letter_files(str(output))).column("track_id").to_pylist()
+    assert sorted(failed) == ["gone", "t3", "text"]
+
+
+@pytest.mark.slow
 def test_output_opens_in_duckdb_and_pandas(tag_catalog, small_model, tmp_path):
     output = tmp_path / "out"
     run_tag(tag_catalog / "catalog.csv", small_model, output)

@@ -119,20 +119,31 @@ def make_steps(strategy, model, optimizer, n_tags: int, mixed: bool, train_spec,
             loss += tf.nn.scale_regularization_loss(tf.add_n([tf.cast(x, tf.float32) for x in model.losses]))
         return loss
 
-    def replica_train(inputs, labels):
+    def forward_and_gradients(inputs, labels):
         with tf.GradientTape() as tape:
             scores = model(inputs, training=True)["scores"]
             loss = loss_of(labels, scores)
             scaled = optimizer.scale_loss(loss) if mixed else loss
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         metrics["roc_auc"].update_state(labels, tf.cast(scores, tf.float32))
+        return loss, tape.gradient(scaled, model.trainable_variables)
+
+    def nothing_to_train():
+        return tf.constant(0.0), [tf.zeros_like(v) for v in model.trainable_variables]
+
+    def replica_train(inputs, labels):
+        # Every replica takes part in the gradients' all-reduce (apply_gradients), also one
+        # whose share of the last partial batch is empty: it adds zeros.
+        loss, gradients = non_empty(inputs, lambda: forward_and_gradients(inputs, labels), nothing_to_train)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
-    def replica_eval(inputs, labels):
+    def forward_eval(inputs, labels):
         scores = model(inputs, training=False)["scores"]
         metrics["val_roc_auc"].update_state(labels, tf.cast(scores, tf.float32))
         return loss_of(labels, scores)
+
+    def replica_eval(inputs, labels):
+        return non_empty(inputs, lambda: forward_eval(inputs, labels), lambda: tf.constant(0.0))
 
     # One trace per step function: a last, smaller batch would otherwise trace (and build the
     # collectives of) the whole step again, which costs more than an epoch of this loop on a CPU.
@@ -145,6 +156,20 @@ def make_steps(strategy, model, optimizer, n_tags: int, mixed: bool, train_spec,
         return strategy.reduce("SUM", strategy.run(replica_eval, args=batch), axis=None)
 
     return train_step, eval_step, metrics
+
+
+def non_empty(inputs, compute, empty):
+    """``compute()``, or ``empty()`` when this replica's batch holds no example.
+
+    A multi-worker strategy hands the replicas of a worker whose shard ran out first an empty
+    batch while the others finish theirs. No layer needs to see one: oneDNN's convolutions
+    return a wrongly shaped (0, time, channels) tensor for it (the input's time length on
+    AVX-512, a broadcasting error on some AVX2 shapes), which broke the sample-level
+    front-end's pooling in the eval step.
+    """
+    import tensorflow as tf
+
+    return tf.cond(tf.shape(inputs)[0] > 0, compute, empty)
 
 
 def run_epoch(step, dataset) -> float:
