@@ -74,6 +74,10 @@ FORMATS = {  # file extension -> (libsndfile format, subtype)
     "ogg": ("OGG", "VORBIS"),
 }
 SAMPLE_RATES = (16_000, 22_050, 32_000, 44_100, 48_000)
+# Frames handed to libsndfile per write call. libvorbis copies each call's whole buffer onto the
+# stack (an ``alloca`` in its pre-extrapolation step), so one call with a long 48 kHz stereo signal
+# overflows the stack and kills the process; a few thousand frames stay far below any stack limit.
+WRITE_BLOCK_FRAMES = 4096
 MIN_DURATION_S = 3.0
 MAX_DURATION_S = 600.0
 AUDIO_DIR = "audio"
@@ -154,7 +158,11 @@ def write_track(plan: TrackPlan, *, audio_dir: str, duration_s: float, seed: int
     path = os.path.abspath(os.path.join(audio_dir, plan.file_name))
     file_format, subtype = FORMATS[plan.extension]
     audio = synth.render_track(plan, duration_s=duration_s, seed=seed)
-    soundfile.write(path, audio, plan.sample_rate, format=file_format, subtype=subtype)
+    with soundfile.SoundFile(
+        path, "w", plan.sample_rate, audio.shape[1], format=file_format, subtype=subtype
+    ) as sound_file:
+        for start in range(0, len(audio), WRITE_BLOCK_FRAMES):
+            sound_file.write(audio[start : start + WRITE_BLOCK_FRAMES])
     return path
 
 
@@ -217,8 +225,18 @@ def make_demo_catalog(
         # may already run TensorFlow's threads. Each track has its own generator, so the output
         # does not depend on which process renders it.
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_one_blas_thread) as pool:
-            paths = list(pool.map(write, plans, chunksize=4))
+        try:
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_one_blas_thread
+            ) as pool:
+                paths = list(pool.map(write, plans, chunksize=4))
+        except concurrent.futures.process.BrokenProcessPool as error:
+            # The worker is gone without a Python exception to report (killed, out of memory, or a
+            # crash inside a native encoder): say so in one line rather than with the pool's traceback.
+            raise TagscaleError(
+                f"a synthesis worker process died before finishing its tracks (killed, out of memory, "
+                f"or crashed in the audio encoder); {CATALOG_NAME} was not written"
+            ) from error
     rows = [(plan.track_id, path, ";".join(plan.tags)) for plan, path in zip(plans, paths)]
     written = {plan.file_name for plan in plans}
     for name in os.listdir(audio_dir):

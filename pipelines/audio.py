@@ -22,10 +22,26 @@ from model import dsp
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: ten minutes of 96 kHz 24-bit 8-channel WAV is 1.24 GB
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 DECODERS = ("auto", "ffmpeg", "soundfile")
+# Largest |sample| accepted after format scaling (full scale is 1). Real audio, even clipped
+# float masters, stays within a few units; past this the log-mel overflows to NaN.
+MAX_PEAK = 1e3
+# Decoded samples (seconds x native rate x channels) one track may take: ten minutes of 96 kHz
+# 8-channel audio. Memory is bounded by streaming either way; this bounds the decoding time of a
+# small file that expands to billions of samples (a FLAC of silence at 192 kHz, 8 channels).
+MAX_DECODED_SAMPLES = 600 * 96_000 * 8
+# Frames read, mixed down and resampled at a time: a whole number of MPEG audio frames (1152
+# samples; 576 and 384 divide it), since libsndfile's MP3 decoder garbles the samples after a
+# read that ends inside a frame (up to 0.4 off on a 22 kHz mono MP3, measured with 65,536).
+DECODE_BLOCK_FRAMES = 1152 * 64
 
 
 class DecodeError(Exception):
     """A track that cannot be decoded; the message is the reason written to the dead letter."""
+
+
+class DecodeLimit(DecodeError):
+    """A track past a decoding bound (sample count, sample values): final, since another
+    decoder would reach the same bound, so ``auto`` does not fall back to ffmpeg."""
 
 
 class TransientError(Exception):
@@ -215,14 +231,43 @@ def decode_with_ffmpeg(
     samples = np.frombuffer(out, dtype="<f4")
     if samples.size == 0:
         raise DecodeError("no audio samples decoded")
+    check_samples(samples)
     return samples.astype(np.float32, copy=False)
+
+
+def check_samples(samples: np.ndarray) -> None:
+    """Raise :class:`DecodeLimit` unless every sample is finite and within :data:`MAX_PEAK`.
+
+    A float file can hold any float32, and values like 1e20 pass every other check only to
+    turn the log-mel into NaN, so they are refused at decoding, where the reason is plain.
+    """
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if not np.isfinite(peak):
+        raise DecodeLimit("decoded audio contains NaN or infinity")
+    if peak > MAX_PEAK:
+        raise DecodeLimit(f"sample values out of range: peak |x| {peak:.3g} is over {MAX_PEAK:g} (full scale is 1)")
+
+
+def _mix_down(block: np.ndarray) -> np.ndarray:
+    # The channel mean as column adds: bit-identical to block.mean(axis=1), ~8x cheaper than
+    # numpy's reduction over the short, innermost channel axis.
+    mono = block[:, 0].copy()
+    for channel in range(1, block.shape[1]):
+        mono += block[:, channel]
+    if block.shape[1] > 1:
+        mono /= block.shape[1]
+    return mono
 
 
 def decode_with_soundfile(uri: str, *, max_duration_s: float, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     """Decode in-process with libsndfile, mix to mono, resample with soxr 'HQ' to 16 kHz.
 
-    This is ``librosa.load(sr=16000)``'s own path, so features match librosa's closely.
-    Raises :class:`DecodeError` for anything libsndfile cannot read.
+    This is ``librosa.load(sr=16000)``'s own path, so features match librosa's closely. The
+    file is read, mixed down and resampled in blocks of :data:`DECODE_BLOCK_FRAMES` (soxr's
+    streaming resampler gives the same samples, to the bit, as resampling the whole signal),
+    so memory follows the 16 kHz output, not the file's rate and channel count. Raises
+    :class:`DecodeError` for anything libsndfile cannot read, and :class:`DecodeLimit` past
+    :data:`MAX_DECODED_SAMPLES` or for samples that fail :func:`check_samples`.
     """
     import soundfile
     import soxr
@@ -232,28 +277,43 @@ def decode_with_soundfile(uri: str, *, max_duration_s: float, max_bytes: int = D
         _check_readable(path)
     # Bytes paths keep non-UTF-8 file names (surrogate-escaped in the catalog) intact.
     source = os.fsencode(path) if path is not None else open_remote(uri, max_bytes)
+    pieces, decoded = [], 0
     try:
         with soundfile.SoundFile(source) as audio_file:
-            native_rate = audio_file.samplerate
-            frames = int(max_duration_s * native_rate)
-            audio = audio_file.read(frames=frames, dtype="float32", always_2d=True)
+            native_rate, channels = audio_file.samplerate, audio_file.channels
+            remaining = int(max_duration_s * native_rate)
+            if min(remaining, audio_file.frames) * channels > MAX_DECODED_SAMPLES:
+                raise _too_many_samples(min(remaining, audio_file.frames), native_rate, channels)
+            resampler = None
+            if native_rate != dsp.SAMPLE_RATE:
+                resampler = soxr.ResampleStream(native_rate, dsp.SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            while remaining > 0:
+                block = audio_file.read(min(DECODE_BLOCK_FRAMES, remaining), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                remaining, decoded = remaining - len(block), decoded + len(block)
+                if decoded * channels > MAX_DECODED_SAMPLES:  # the header understated the length
+                    raise _too_many_samples(decoded, native_rate, channels)
+                check_samples(block)
+                mono = _mix_down(block)
+                pieces.append(mono if resampler is None else resampler.resample_chunk(mono))
+            if resampler is not None and decoded:
+                pieces.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise DecodeError(f"soundfile failed: {_one_line(error)}") from error
     finally:
         if path is None:
             source.close()
-    if audio.size == 0:
+    if not decoded:
         raise DecodeError("no audio samples decoded")
-    # The channel mean as column adds: bit-identical to audio.mean(axis=1), ~8x cheaper than
-    # numpy's reduction over the short, innermost channel axis.
-    mono = audio[:, 0].copy()
-    for channel in range(1, audio.shape[1]):
-        mono += audio[:, channel]
-    if audio.shape[1] > 1:
-        mono /= audio.shape[1]
-    if native_rate == dsp.SAMPLE_RATE:
-        return np.ascontiguousarray(mono, dtype=np.float32)
-    return soxr.resample(mono, native_rate, dsp.SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
+
+
+def _too_many_samples(frames: int, rate: int, channels: int) -> DecodeLimit:
+    return DecodeLimit(
+        f"too many samples to decode: {frames / rate:.1f} s x {rate} Hz x {channels} channels is over "
+        f"the limit of {MAX_DECODED_SAMPLES} (lower --max-duration to decode less of each track)"
+    )
 
 
 def decode_audio(
@@ -303,12 +363,12 @@ def decode_audio(
     use_soundfile = decoder == "soundfile" or (decoder == "auto" and uri.lower().endswith(SOUNDFILE_EXTENSIONS))
     if use_soundfile:
         try:
-            samples = decode_worker.call(
-                "decode_with_soundfile", timeout_s, uri=uri, max_duration_s=max_duration_s, max_bytes=max_bytes
-            )
+            samples = decode_worker.decode(timeout_s, uri=uri, max_duration_s=max_duration_s, max_bytes=max_bytes)
             return DecodedAudio(samples, "soundfile")
         except decode_worker.WorkerTimeout:
             raise DecodeError(f"soundfile timed out after {timeout_s:g} s") from None
+        except DecodeLimit:
+            raise
         except (DecodeError, EOFError, BrokenPipeError) as error:
             if decoder == "soundfile":
                 raise (

@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import json
 import os
+import unicodedata
 
 import apache_beam as beam
 
@@ -82,7 +83,12 @@ def split_tags(value) -> tuple[str, ...]:
         value = value.split(";")
     elif not isinstance(value, (list, tuple)):
         raise BadRow(f"tags must be a ';'-separated string or a list, got {type(value).__name__}")
-    tags = (utf8_text("tag", tag).strip() for tag in value)
+    tags = [utf8_text("tag", tag).strip() for tag in value]
+    for tag in tags:
+        # The tag vocabulary is a file of one tag per line: a newline would split a tag in two,
+        # and other control characters would reach terminals and reports as they are.
+        if any(unicodedata.category(char) == "Cc" for char in tag):
+            raise BadRow(f"tag {tag!r} contains a control character (newline, tab, NUL, ...)")
     return tuple(dict.fromkeys(tag for tag in tags if tag))
 
 
@@ -145,7 +151,10 @@ def check_catalog(path: str) -> tuple[str, tuple[str, ...]]:
     if not first.strip():
         raise CatalogError(f"{path}: catalog is empty")
     if fmt == "csv":
-        header = tuple(field.strip() for field in next(csv.reader([first])))
+        try:
+            header = tuple(field.strip() for field in next(csv.reader([first])))
+        except csv.Error as error:
+            raise CatalogError(f"{path}: unreadable CSV header: {error}") from error
         missing = [field for field in REQUIRED if field not in header]
         if missing or any(field not in FIELDS for field in header):
             raise CatalogError(
@@ -197,20 +206,40 @@ def iter_rows(path: str):
         # surrogateescape keeps the exact bytes of a non-UTF-8 file name, so the file opens.
         lines = codecs.iterdecode(handle, "utf-8-sig", errors="surrogateescape")
         if fmt == "csv":
-            reader = csv.reader(lines)
-            next(reader)  # the header, checked above
-            rows = (fields for fields in reader if any(field.strip() for field in fields))
-            for number, fields in enumerate(rows, 1):
-                if len(fields) != len(header):
-                    yield number, BadRow(f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
-                else:
-                    yield number, dict(zip(header, fields))
+            yield from _csv_rows(lines, header)
         else:
             for number, line in enumerate((line for line in lines if line.strip()), 1):
                 try:
                     yield number, parse_json_line(line)
                 except BadRow as error:
                     yield number, error
+
+
+def _csv_rows(lines, header: tuple[str, ...]):
+    """``(row_number, record or BadRow)`` for each non-blank CSV row after the header.
+
+    A field over the csv module's size limit (131,072 characters) is one bad row: the reader
+    drops the rest of that line and goes on with the next, so the other rows are still read.
+    """
+    reader = csv.reader(lines)
+    next(reader)  # the header, checked by check_catalog
+    number = 0
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            number += 1
+            yield number, BadRow(f"unreadable CSV row: {error}")
+            continue
+        if not any(field.strip() for field in fields):
+            continue
+        number += 1
+        if len(fields) != len(header):
+            yield number, BadRow(f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
+        else:
+            yield number, dict(zip(header, fields))
 
 
 def read_catalog(path: str) -> list[Track]:

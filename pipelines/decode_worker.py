@@ -7,13 +7,19 @@ it one request at a time over a pipe; when a decode runs past its timeout the he
 and the next request starts a fresh one. The helper exits when its parent goes away (its stdin
 closes), and holds none of the parent's files (``close_fds``), so a killed run leaves nothing
 behind that keeps its output locked.
+
+The helper reads untrusted files, so the parent treats what it writes as data only, never as
+code: no pickles either way. A request is a length-prefixed JSON object (the keyword arguments
+of :func:`pipelines.audio.decode_with_soundfile`); a response is a status byte and a payload
+length, then either the raw little-endian float32 samples or the UTF-8 reason of a failure.
+A response that breaks these rules counts as a crash: the helper is killed.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
-import pickle
 import select
 import struct
 import subprocess
@@ -21,7 +27,13 @@ import sys
 import threading
 import time
 
-_HEADER = struct.Struct("<Q")
+import numpy as np
+
+_REQUEST = struct.Struct("<I")  # byte length of the JSON request that follows
+_RESPONSE = struct.Struct("<BQ")  # status, byte length of the payload that follows
+OK, FAILED, FINAL, TRANSIENT = 0, 1, 2, 3  # samples; DecodeError; DecodeLimit; TransientError
+MAX_REQUEST_BYTES = 1 << 20
+MAX_REASON_BYTES = 1 << 16
 READY = b"ready\n"
 STARTUP_TIMEOUT_S = 120.0
 _local = threading.local()
@@ -33,9 +45,49 @@ class WorkerTimeout(Exception):
     """The request ran past its timeout; the helper process was killed."""
 
 
-def _send(stream, payload) -> None:
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
+class MalformedResponse(EOFError):
+    """The helper wrote something that is not a valid response; handled as a crash."""
+
+
+def read_response(fd: int, deadline: float | None, max_samples: int) -> np.ndarray:
+    """Read one response from the helper's stdout ``fd``: the samples, or the failure raised.
+
+    Parameters
+    ----------
+    fd : int
+        The read end of the helper's stdout.
+    deadline : float or None
+        ``time.monotonic()`` after which :class:`WorkerTimeout` is raised.
+    max_samples : int
+        Most samples the request can yield; a longer payload is refused before it is read.
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples,), float32
+
+    Raises
+    ------
+    pipelines.audio.DecodeError, pipelines.audio.DecodeLimit, pipelines.audio.TransientError
+        The failure the helper reported, its reason as the message.
+    MalformedResponse
+        An unknown status, or a payload of a length that status cannot have.
+    """
+    from pipelines import audio
+
+    status, size = _RESPONSE.unpack(_read_exactly(fd, _RESPONSE.size, deadline))
+    if status == OK:
+        if size % 4 or size > 4 * max_samples:
+            raise MalformedResponse(f"decode helper sent {size} bytes of samples (at most {4 * max_samples})")
+        return np.frombuffer(_read_exactly(fd, size, deadline), dtype="<f4").astype(np.float32, copy=False)
+    errors = {FAILED: audio.DecodeError, FINAL: audio.DecodeLimit, TRANSIENT: audio.TransientError}
+    if status not in errors or size > MAX_REASON_BYTES:
+        raise MalformedResponse(f"decode helper sent status {status} with {size} bytes")
+    raise errors[status](bytes(_read_exactly(fd, size, deadline)).decode("utf-8", "replace"))
+
+
+def _write_response(stream, status: int, payload: bytes | memoryview) -> None:
+    stream.write(_RESPONSE.pack(status, len(payload)))
+    stream.write(payload)
     stream.flush()
 
 
@@ -65,7 +117,7 @@ def _widen_pipe(stream) -> None:
 
 
 class Worker:
-    """One helper process; :meth:`call` runs ``pipelines.audio.NAME(**kwargs)`` in it."""
+    """One helper process; :meth:`decode` runs ``pipelines.audio.decode_with_soundfile`` in it."""
 
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,15 +141,15 @@ class Worker:
             self.kill()
             raise
 
-    def call(self, name: str, kwargs: dict, timeout_s: float):
-        _send(self.process.stdin, (name, kwargs))
-        deadline = time.monotonic() + timeout_s
-        fd = self.process.stdout.fileno()
-        (size,) = _HEADER.unpack(_read_exactly(fd, _HEADER.size, deadline))
-        status, value = pickle.loads(_read_exactly(fd, size, deadline))
-        if status == "error":
-            raise value
-        return value
+    def decode(self, kwargs: dict, timeout_s: float) -> np.ndarray:
+        from model import dsp
+
+        request = json.dumps(kwargs).encode("utf-8")
+        self.process.stdin.write(_REQUEST.pack(len(request)) + request)
+        self.process.stdin.flush()
+        # A little over the requested duration: resampling may round the length up.
+        max_samples = int(kwargs["max_duration_s"] * dsp.SAMPLE_RATE) + dsp.SAMPLE_RATE
+        return read_response(self.process.stdout.fileno(), time.monotonic() + timeout_s, max_samples)
 
     def kill(self) -> None:
         self.process.kill()
@@ -115,9 +167,10 @@ class Worker:
         self.kill()
 
 
-def call(name: str, timeout_s: float, **kwargs):
-    """Run ``pipelines.audio.NAME(**kwargs)`` in this thread's helper; :class:`WorkerTimeout`
-    after ``timeout_s`` seconds (the helper is killed; the next call starts another)."""
+def decode(timeout_s: float, **kwargs) -> np.ndarray:
+    """Run ``pipelines.audio.decode_with_soundfile(**kwargs)`` in this thread's helper;
+    :class:`WorkerTimeout` after ``timeout_s`` seconds (the helper is killed; the next call
+    starts another). ``kwargs`` must be JSON: a uri, max_duration_s and max_bytes."""
     worker = getattr(_local, "worker", None)
     try:
         if worker is not None and (worker.process.poll() is not None or worker.environ != os.environ):
@@ -125,7 +178,7 @@ def call(name: str, timeout_s: float, **kwargs):
             worker = None
         if worker is None:
             worker = _local.worker = Worker()
-        return worker.call(name, kwargs, timeout_s)
+        return worker.decode(kwargs, timeout_s)
     except (WorkerTimeout, EOFError, BrokenPipeError):
         if worker is not None:
             worker.kill()
@@ -148,45 +201,34 @@ def close_all() -> None:
 
 
 def serve() -> None:
-    """The helper's loop: a request in on stdin, the result (or the exception) out on stdout."""
+    """The helper's loop: a JSON request in on stdin, samples (or a failure) out on stdout."""
     import soundfile  # noqa: F401  (imported before READY, so start-up is not billed to a decode)
     import soxr  # noqa: F401
 
     from pipelines import audio
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        _no_credentials_for_the_emulator()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(READY)
     stdout.flush()
     while True:
-        header = stdin.read(_HEADER.size)
-        if len(header) < _HEADER.size:
+        header = stdin.read(_REQUEST.size)
+        if len(header) < _REQUEST.size:
             return  # the parent went away
-        name, kwargs = pickle.loads(stdin.read(_HEADER.unpack(header)[0]))
+        (size,) = _REQUEST.unpack(header)
+        if size > MAX_REQUEST_BYTES:
+            return  # not our parent speaking: stop rather than guess where the next request starts
         try:
-            result = ("ok", getattr(audio, name)(**kwargs))
+            samples = audio.decode_with_soundfile(**json.loads(stdin.read(size)))
         except Exception as error:  # the parent decides what a failure means
-            result = ("error", error if _picklable(error) else audio.DecodeError(f"{type(error).__name__}: {error}"))
-        _send(stdout, result)
-
-
-def _no_credentials_for_the_emulator() -> None:
-    """A local GCS emulator takes anonymous requests: skip Beam's credential lookup, which
-    otherwise retries for ~25 s in a helper before it reads its first gs:// file."""
-    from apache_beam.internal.gcp import auth
-
-    auth.set_running_in_gce(worker_executing_project=None)
-    auth._Credentials._credentials_init = True
-    auth._Credentials._credentials = None
-
-
-def _picklable(error: Exception) -> bool:
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        return False
-    return True
+            if isinstance(error, audio.DecodeError):
+                status, reason = (FINAL if isinstance(error, audio.DecodeLimit) else FAILED), str(error)
+            elif isinstance(error, audio.TransientError):
+                status, reason = TRANSIENT, str(error)
+            else:
+                status, reason = FAILED, f"{type(error).__name__}: {error}"
+            _write_response(stdout, status, reason.encode("utf-8", "surrogateescape")[:MAX_REASON_BYTES])
+        else:
+            _write_response(stdout, OK, memoryview(np.ascontiguousarray(samples, dtype="<f4")).cast("B"))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 
 import apache_beam as beam
 import numpy as np
@@ -17,7 +16,6 @@ from pipelines.catalog import Track
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, nothing to learn or tag
 DECODE_ATTEMPTS = 3
-FAULT_ENV = "TAGSCALE_INJECT_DECODE_FAULTS"  # test hook: fraction of tracks whose first decode fails
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +78,8 @@ class DecodeOptions:
 
 
 def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
-    """Reject audio with nothing in it; :class:`audio.DecodeError` says why.
+    """Reject audio with nothing in it, or with sample values no audio has
+    (:func:`audio.check_samples`); :class:`audio.DecodeError` says why.
 
     Tracks shorter than ``min_duration_s`` are rejected; longer tracks shorter than one
     patch are zero-padded to one patch by :func:`model.dsp.patch_waveform`.
@@ -88,23 +87,17 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
     duration = len(samples) / dsp.SAMPLE_RATE
     if duration < min_duration_s:
         raise audio.DecodeError(f"too short: {duration:.2f} s < minimum {min_duration_s:g} s")
-    if not np.isfinite(samples).all():
-        raise audio.DecodeError("decoded audio contains NaN or infinity")
+    audio.check_samples(samples)
     if np.abs(samples).max() < SILENCE_PEAK:
         raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
 
 
 def unit_hash(key: str, salt: str = "") -> float:
     """A number in [0, 1) from the sha256 of ``salt + key``: the one stable bucketing hash behind
-    split assignment, shard assignment and fault injection (the same on every machine and run,
-    unlike Python's salted ``hash``). Different salts give independent buckets for one key."""
+    split assignment and shard assignment (the same on every machine and run, unlike Python's
+    salted ``hash``). Different salts give independent buckets for one key."""
     digest = hashlib.sha256((salt + key).encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def injected_fault(track_id: str, fraction: float) -> bool:
-    """Whether the fault-injection hook fails this track's first decode (stable per track_id)."""
-    return unit_hash(track_id, "fault:") < fraction
 
 
 class _DecodeFn(beam.DoFn):
@@ -114,9 +107,6 @@ class _DecodeFn(beam.DoFn):
 
     def __init__(self, options: DecodeOptions):
         self._options = options
-
-    def setup(self):
-        self._fault_fraction = float(os.environ.get(FAULT_ENV, "0") or 0)
 
     def _decode_with_retries(self, track: Track):
         from apache_beam.utils import retry
@@ -133,9 +123,6 @@ class _DecodeFn(beam.DoFn):
             attempts.append(1)
             if len(attempts) > 1:
                 beam.metrics.Metrics.counter("decode", "retries").inc()
-            if len(attempts) == 1 and self._fault_fraction and injected_fault(track.track_id, self._fault_fraction):
-                beam.metrics.Metrics.counter("decode", "injected_faults").inc()
-                raise audio.TransientError(f"injected fault ({FAULT_ENV})")
             return audio.decode_audio(
                 track.uri,
                 max_duration_s=self._options.max_duration_s,

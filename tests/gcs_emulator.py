@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emulator_site")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -32,9 +34,11 @@ def running_emulator(bucket: str):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    previous = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    previous = {key: os.environ.get(key) for key in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "PYTHONPATH")}
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
     os.environ["GOOGLE_CLOUD_PROJECT"] = "tagscale-test"
+    # Child processes (the decode helper, Beam workers) take anonymous credentials at start-up too.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SITE_DIR, previous["PYTHONPATH"]]))
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -43,7 +47,7 @@ def running_emulator(bucket: str):
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the GCS emulator did not start")
             time.sleep(0.2)
-        _anonymous_beam_gcs()
+        anonymous_beam_gcs()
         yield client()
     finally:
         process.terminate()
@@ -62,7 +66,7 @@ def client():
     return storage.Client(project="tagscale-test", credentials=AnonymousCredentials())
 
 
-def _anonymous_beam_gcs() -> None:
+def anonymous_beam_gcs() -> None:
     """Make Beam's gcsio use anonymous credentials (no 25 s credential lookup)."""
     from apache_beam.internal.gcp import auth
 

@@ -243,3 +243,75 @@ def test_cli_prints_a_one_line_error_for_too_short_tracks(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("tagscale demo-catalog: error: --duration must be between 3 and 600")
     assert result.stderr.count("\n") == 1
+
+
+LONGEST_OGG_SCRIPT = """
+import sys
+from infra import demo_catalog
+plan = demo_catalog.TrackPlan(index=0, tags=("flute", "slow"), extension="ogg", sample_rate=48000, channels=2)
+path = demo_catalog.write_track(plan, audio_dir=sys.argv[1], duration_s=demo_catalog.MAX_DURATION_S, seed=0)
+with open("/proc/self/status") as status:
+    print(path, next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) // 1024)
+"""
+
+
+def test_the_longest_stereo_ogg_at_48_khz_is_written_and_reads_back(tmp_path):
+    """libvorbis puts a whole write call's buffer on the stack: one call with 600 s of 48 kHz stereo
+    killed the process with a segfault. Written in a child process, so a crash fails this test only."""
+    result = subprocess.run(
+        [sys.executable, "-c", LONGEST_OGG_SCRIPT, str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    path, peak_mb = result.stdout.split()
+    # Every worker renders a whole track: 1.0 GB measured at this length (1.7 GB before the noise
+    # floor was added in place).
+    assert int(peak_mb) < 1200, peak_mb
+    info = soundfile.info(path)
+    assert (info.format, info.samplerate, info.channels) == ("OGG", 48000, 2)
+    assert info.frames == demo_catalog.MAX_DURATION_S * 48000
+    decoded = decode_audio(path, decoder="soundfile", max_duration_s=demo_catalog.MAX_DURATION_S).samples
+    assert len(decoded) == demo_catalog.MAX_DURATION_S * dsp.SAMPLE_RATE
+    assert 0.005 < np.abs(decoded).max() <= 1.0  # the flute is there, at its -20 to -3 dBFS peak
+
+
+def _spawned_workers(pid):
+    """The pids of ``pid``'s child processes started by multiprocessing's spawn."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            for child in handle.read().split():
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                        if b"spawn_main" in cmdline.read():
+                            found.append(int(child))
+                except FileNotFoundError:
+                    pass
+    return found
+
+
+def test_a_synthesis_worker_that_dies_is_one_line_and_exit_2(tmp_path):
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "demo-catalog", str(tmp_path), "--tracks", "4", "--duration", "120"]
+        + ["--workers", "2"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (workers := _spawned_workers(process.pid)):
+        assert process.poll() is None and time.monotonic() < deadline, "no synthesis worker started"
+        time.sleep(0.05)
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 2, err
+    assert err.startswith("tagscale demo-catalog: error: a synthesis worker process died before finishing")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "catalog.csv")

@@ -77,7 +77,7 @@ def test_a_libsndfile_decode_past_its_timeout_is_killed(tmp_path):
 HELPER_CPU_SCRIPT = """
 import os, resource, sys
 from pipelines import audio, decode_worker
-for _ in range(3):
+for _ in range(6):
     audio.decode_audio(sys.argv[1], decoder="soundfile")
 pid = decode_worker._local.worker.process.pid
 with open(f"/proc/{pid}/stat") as stat:
@@ -100,7 +100,7 @@ def test_the_decode_helper_is_reaped_so_its_cpu_is_billed_to_the_run(tmp_path):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     pid, helper_cpu, own_cpu = int(out[0]), float(out[1]), float(out[2])
     billed = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    assert helper_cpu > 0.3  # three decodes of 60 s of 48 kHz stereo FLAC + soxr
+    assert helper_cpu > 0.3  # six decodes of 60 s of 48 kHz stereo FLAC + soxr: 0.5 s measured
     assert billed >= own_cpu + helper_cpu - 0.05
     assert not os.path.exists(f"/proc/{pid}")
 
@@ -149,3 +149,74 @@ def test_python_m_entry_points_report_a_bad_catalog_in_one_line(module, tmp_path
         assert [line for line in result.stderr.splitlines() if "cuInit" not in line and "cuda" not in line.lower()] == [
             expected
         ]
+
+
+def response_pipe(data: bytes) -> int:
+    """A readable fd holding ``data`` then EOF, as if a helper had written it and exited."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    return read_end
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_the_response_parser_takes_only_samples_or_a_reason(tmp_path, monkeypatch):
+    """What the helper writes is data: a pickle is never run, an unknown status or an
+    impossible length is a malformed response, and a length is checked before it is read."""
+    import pickle
+    import struct
+
+    monkeypatch.chdir(tmp_path)
+    evil = pickle.dumps(_Payload())
+    frame = struct.Struct("<BQ")
+    old_style = struct.pack("<Q", len(evil)) + evil  # the format the helper used to speak
+    with pytest.raises(decode_worker.MalformedResponse):
+        decode_worker.read_response(response_pipe(old_style), None, max_samples=1000)
+    padded = evil + b"\0" * (-len(evil) % 4)
+    samples = decode_worker.read_response(response_pipe(frame.pack(0, len(padded)) + padded), None, 1000)
+    assert samples.dtype == np.float32 and samples.tobytes() == padded  # just numbers
+    assert not (tmp_path / "pwned").exists()
+    cases = [
+        frame.pack(9, 4) + b"abcd",  # no such status
+        frame.pack(0, 6) + b"abcdef",  # not whole float32 samples
+        frame.pack(0, 1 << 60),  # more samples than the request can yield: refused unread
+        frame.pack(1, 1 << 40),  # a reason longer than any reason
+    ]
+    for data in cases:
+        with pytest.raises(decode_worker.MalformedResponse):
+            decode_worker.read_response(response_pipe(data), None, max_samples=1000)
+    reason = "soundfile failed: caf\u00e9".encode()
+    for status, error in ((1, audio.DecodeError), (2, audio.DecodeLimit), (3, audio.TransientError)):
+        with pytest.raises(error, match="^soundfile failed: caf\u00e9$"):
+            decode_worker.read_response(response_pipe(frame.pack(status, len(reason)) + reason), None, 1000)
+    exact = np.array([0.1, -0.0, 1e-42, np.pi], np.float32)
+    got = decode_worker.read_response(response_pipe(frame.pack(0, 16) + exact.tobytes()), None, 4)
+    assert got.view(np.uint32).tolist() == exact.view(np.uint32).tolist()
+
+
+def test_the_parent_never_unpickles_and_the_helper_gives_the_same_bits(tmp_path, monkeypatch, real_clips):
+    import inspect
+    import pickle
+
+    source = inspect.getsource(decode_worker)
+    assert "import pickle" not in source and "pickle." not in source
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the parent unpickled what the decode helper wrote")
+
+    for name in ("loads", "load", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    decode_worker.close_all()  # a fresh helper, started under the patch
+    stereo = tmp_path / "stereo.flac"
+    soundfile.write(stereo, tone(7.0, 44100, channels=2), 44100)
+    for path in (str(stereo), str(real_clips[0])):
+        helper = audio.decode_audio(path, decoder="soundfile").samples
+        in_process = audio.decode_with_soundfile(path, max_duration_s=600.0)
+        assert helper.view(np.uint32).tolist() == in_process.view(np.uint32).tolist()
+    (tmp_path / "text.wav").write_text("not audio " * 100)
+    with pytest.raises(audio.DecodeError, match="^soundfile failed: "):
+        audio.decode_audio(str(tmp_path / "text.wav"), decoder="soundfile")

@@ -102,25 +102,27 @@ def _one_line_error(capsys, *words):
     assert all(word in err for word in words), err
 
 
-def test_a_manifest_naming_sql_is_read_as_a_file_name(tmp_path, capsys, monkeypatch):
+def test_a_manifest_naming_sql_is_refused_and_runs_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where the injected COPY would write
     hostile = "run.parquet']); COPY (SELECT 42) TO 'pwned.csv'; --"
     run = _write_run(tmp_path / "run", ["run.parquet"])
     (tmp_path / "run" / "tags" / "manifest.json").write_text(json.dumps({"files": [hostile]}))
-    assert cli(["query", "--tags", run, "stats"]) == 2  # the listed file does not exist
-    _one_line_error(capsys, "pwned.csv")
-    assert not (tmp_path / "pwned.csv").exists()
+    assert cli(["query", "--tags", run, "stats"]) == 2
+    _one_line_error(capsys, "not a plain Parquet file name")
     (tmp_path / "run" / "tags" / "run.parquet").rename(tmp_path / "run" / "tags" / hostile)
-    assert cli(["query", "--tags", run, "--json", "sql", "SELECT count(*) AS n, min(track_id) AS id FROM tags"]) == 0
-    assert json.loads(capsys.readouterr().out) == [{"n": 3, "id": "f0-t0"}]
-    assert cli(["query", "--tags", run, "stats"]) == 0
-    assert not (tmp_path / "pwned.csv").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert cli(["query", "--tags", run, "stats"]) == 2  # refused even where such a file exists
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_a_quote_in_the_tags_path_works(tmp_path, capsys):
-    run = _write_run(tmp_path / "it's a run", ["a.parquet", "b.parquet"])
+@pytest.mark.parametrize("name", ["it's a run", "run']); COPY (SELECT 42) TO 'pwned.csv'; --"])
+def test_quotes_and_sql_in_the_tags_path_are_a_path(tmp_path, capsys, monkeypatch, name):
+    """Paths reach DuckDB as data, never as SQL text: a quote works, an injected COPY runs nothing."""
+    monkeypatch.chdir(tmp_path)
+    run = _write_run(tmp_path / name, ["a.parquet", "b.parquet"])
     assert cli(["query", "--tags", run, "--json", "top", "piano", "--limit", "2"]) == 0
     assert [row["track_id"] for row in json.loads(capsys.readouterr().out)] == ["f0-t2", "f1-t2"]
+    assert cli(["query", "--tags", run, "stats"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 @pytest.mark.parametrize(
