@@ -13,7 +13,9 @@ mel crop and waveform crop of one offset cover the same audio.
 The offset is a ``stateless_uniform`` draw seeded by (seed, epoch, hash of the track id), so it
 is the same on every worker and after a restart, and changes from epoch to epoch. Only the one
 or two patches a crop needs pass a filter; ``group_by_window``, keyed by the track, then puts
-them together (it holds a patch only until its track's other patch arrives).
+them together (it holds a patch only until its track's other patch arrives). Featurize writes
+a track's patches one after the other into one shard, so the two arrive within the reach of
+the file interleave and the shuffle buffer, and few patches wait at any time.
 """
 
 from __future__ import annotations
