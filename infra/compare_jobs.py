@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fractions", default="0.1,0.3,1.0", help="training-set fractions (0.1,0.3,1.0)")
     parser.add_argument("--frontends", default="waveform,spectrogram", help="front-ends to compare (both)")
     parser.add_argument("--export", action="store_true", help="also export a serving model per arm")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="jobs per arm, with seeds --seed, --seed+1, ... (the later ones in runs/NAME-sSEED/); "
+        "--collect reports each arm's mean and min-max (1)",
+    )
     parser.add_argument("--machine-type", default="n1-standard-8")
     parser.add_argument("--accelerator", default="NVIDIA_TESLA_T4")
     parser.add_argument("--accelerator-count", type=int, default=1)
@@ -74,22 +81,24 @@ def arm_jobs(args, trainer_flags: list[str]) -> list[tuple[dict, object, argpars
         raise TagscaleError(f"the arms' training flags: {message}")
 
     check.error = bad_flag
-    flags.check_recipe(
-        check, check.parse_args(["--features", "-", "--frontend", "waveform", "--job-dir", "-"] + trainer_flags)
-    )
+    recipe = check.parse_args(["--features", "-", "--frontend", "waveform", "--job-dir", "-"] + trainer_flags)
+    flags.check_recipe(check, recipe)
+    if args.seeds < 1:
+        raise TagscaleError(f"--seeds must be at least 1, got {args.seeds}")
     jobs = []
-    for fraction in fractions:
-        for frontend in frontends:
-            name = arm_name(frontend, fraction)
-            job_dir = join(args.staging.rstrip("/"), "runs", name)
-            trainer_args = ["--features", args.features, "--frontend", frontend, "--fraction", f"{fraction:g}"]
-            trainer_args += [*trainer_flags, *([] if args.export else ["--no-export"])]
-            job_args = argparse.Namespace(
-                **{**vars(args), "job_dir": job_dir, "display_name": f"tagscale-compare-{name}".replace(".", "-")},
-                trainer_args=trainer_args,
-            )
-            arm = {"name": name, "frontend": frontend, "fraction": fraction, "job_dir": job_dir}
-            jobs.append((arm, vertex.build_job(job_args), job_args))
+    runs = [(f, e, recipe.seed + k) for f in fractions for e in frontends for k in range(args.seeds)]
+    for fraction, frontend, seed in runs:  # one job per arm and seed
+        name = arm_name(frontend, fraction) + (f"-s{seed}" if seed != recipe.seed else "")
+        job_dir = join(args.staging.rstrip("/"), "runs", name)
+        trainer_args = ["--features", args.features, "--frontend", frontend, "--fraction", f"{fraction:g}"]
+        trainer_args += [*trainer_flags, *([] if args.export else ["--no-export"])]
+        trainer_args += ["--seed", str(seed)] if seed != recipe.seed else []  # argparse keeps the last
+        job_args = argparse.Namespace(
+            **{**vars(args), "job_dir": job_dir, "display_name": f"tagscale-compare-{name}".replace(".", "-")},
+            trainer_args=trainer_args,
+        )
+        arm = {"name": name, "frontend": frontend, "fraction": fraction, "job_dir": job_dir}
+        jobs.append((arm, vertex.build_job(job_args), job_args))
     return jobs
 
 
@@ -134,7 +143,7 @@ def collect(root: str) -> tuple[dict, list[str]]:
     """Write the report of the finished arms under ``root``; ``(report, names of unfinished arms)``."""
     import tensorflow as tf
 
-    from trainer import callbacks, compare
+    from trainer import callbacks, compare, compare_seeds
 
     root = root.rstrip("/")
     rows, unfinished, settings, first = [], [], {}, None
@@ -149,7 +158,11 @@ def collect(root: str) -> tuple[dict, list[str]]:
         first = first or evaluation  # every arm has the same features and test split
     if not rows:
         raise TagscaleError(f"no arm under {root} has finished (no eval.json yet): {', '.join(unfinished)}")
-    rows.sort(key=lambda row: (row["fraction"], row["frontend"]))
+    rows.sort(key=lambda row: (row["fraction"], row["frontend"], row["seeds"][0] or 0))
+    arms = {}  # the seeds of one arm make one row
+    for row in rows:
+        arms.setdefault((row["fraction"], row["frontend"]), []).append(row)
+    rows = [compare_seeds.merge(seed_rows) for seed_rows in arms.values()]
     frontends = sorted(settings)
     report = {
         "features": first["features"],

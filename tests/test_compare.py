@@ -63,6 +63,43 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
     }
 
 
+@pytest.mark.slow
+def test_seeds_report_a_spread_and_steps_budget_equal_updates(tmp_path_factory, tmp_path):
+    """Two seeds per arm: report.json keeps the mean in today's keys and adds one value per seed;
+    report.md prints the min-max; --budget steps runs the half fraction twice as many epochs."""
+    from trainer import compare_seeds, inputs
+
+    features = make_demo_features(tmp_path_factory)
+    out = tmp_path / "seeds"
+    flags = [*COMPARE_FLAGS, "--fractions", "0.25,0.5", "--frontends", "spectrogram", "--epochs", "1"]
+    flags += ["--seeds", "2", "--budget", "steps", "--jobs", "1", "--seed", "3"]
+    assert compare.main(["--features", str(features), "--output", str(out), *flags]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [(row["fraction"], row["frontend"]) for row in report["runs"]] == [(f, "spectrogram") for f in (0.25, 0.5)]
+    args = compare.build_parser().parse_args(["--features", str(features), "--output", str(out), *flags])
+    steps = compare_seeds.steps_per_epoch(args, inputs.open_features(str(features)), [0.25, 0.5])
+    for row in report["runs"]:
+        assert row["seeds"] == [3, 4] and len(row["roc_auc_runs"]) == len(row["pr_auc_runs"]) == 2
+        assert row["roc_auc"] == pytest.approx(sum(row["roc_auc_runs"]) / 2)
+        assert row["pr_auc"] == pytest.approx(sum(row["pr_auc_runs"]) / 2)
+        assert row["roc_auc_runs"][0] != row["roc_auc_runs"][1]  # two seeds, two models
+        assert len(row["job_dirs"]) == 2 and row["job_dirs"][1].endswith("-s4")
+        low, high = min(row["roc_auc_runs"]), max(row["roc_auc_runs"])
+        assert f"{row['roc_auc']:.3f} ({low:.3f}-{high:.3f})" in (out / "report.md").read_text()
+        # every fraction about the same number of updates as the largest fraction's one epoch
+        assert abs(row["epochs_trained"] * steps[row["fraction"]] - steps[0.5]) <= steps[row["fraction"]] / 2
+    assert [row["epochs_trained"] for row in report["runs"]] == [2, 1]
+    assert report["settings"]["seeds"] == 2 and report["settings"]["budget"] == "steps"
+    assert "seeds 3-4 per arm" in (out / "report.md").read_text()
+    # --collect over the same folder (no plan: every runs/ folder) merges each arm's seeds alike
+    from infra import compare_jobs
+
+    collected, unfinished = compare_jobs.collect(str(out))
+    assert unfinished == [] and [
+        (row["fraction"], row["seeds"], row["roc_auc"], row["pr_auc_runs"]) for row in collected["runs"]
+    ] == [(row["fraction"], row["seeds"], row["roc_auc"], row["pr_auc_runs"]) for row in report["runs"]]
+
+
 LANES = """
 import json, os, sys, types
 from trainer import lanes

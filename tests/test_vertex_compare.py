@@ -58,3 +58,15 @@ def test_collect_reports_the_finished_arms_and_lists_the_others(tmp_path_factory
     assert unfinished == ["waveform-f0.5"] and len(report["runs"]) == 2
     with pytest.raises(compare_jobs.TagscaleError, match="neither compare_jobs.json nor runs/"):
         compare_jobs.collect(str(tmp_path / "empty"))
+
+
+def test_vertex_seeds_make_one_job_per_arm_and_seed(capsys):
+    argv = ["--backend", "vertex", "--project", "p", "--image", "img", "--staging", "gs://b/compare"]
+    argv += ["--features", "gs://b/f", "--fractions", "1", "--frontends", "spectrogram", "--seeds", "3"]
+    assert compare_jobs.main([*argv, "--seed", "5", "--epochs", "2", "--dry-run"]) == 0
+    arms = json.loads(capsys.readouterr().out)
+    assert [arm["name"] for arm in arms] == ["spectrogram-f1", "spectrogram-f1-s6", "spectrogram-f1-s7"]
+    for arm, seed in zip(arms, (5, 6, 7)):
+        args = arm["custom_job"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
+        assert args[args.index("--job-dir") + 1] == arm["job_dir"]
+        assert [args[i + 1] for i, a in enumerate(args) if a == "--seed"][-1] == str(seed)  # the last one counts

@@ -11,13 +11,15 @@ the two writes only repeats that epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import time
 from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 import keras
 import tensorflow as tf
+
+from trainer import schedule
 
 
 def _write_json(path: str, value) -> None:
@@ -71,32 +73,53 @@ def read_history(path: str) -> dict:
 
 
 class ResumableEarlyStopping(keras.callbacks.Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs (None: never); restore the best weights.
+    """The recipe's per-epoch decisions (:mod:`trainer.schedule`) with resumable state: the best
+    weights, the learning-rate rule (``lr_rule``; None leaves the learning rate alone) and early
+    stopping after ``patience`` validations without a lower ``monitor`` (None: never).
 
-    Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` but its state (best
-    value, epochs waited, best epoch) is kept per epoch in ``state_dir/early_stopping.json``
-    and the best weights in ``state_dir/best-EPOCH.weights.h5``, so a restarted ``fit`` goes
-    on exactly where the killed one stopped. The state is deleted when training ends (after
-    restoring the best weights), as ``BackupAndRestore`` deletes its backup.
+    Like ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` plus a learning-rate rule,
+    but the :class:`trainer.schedule.State` is kept per epoch in ``state_dir/early_stopping.json``
+    and the best weights in ``state_dir/best-EPOCH.weights.h5``, so a restarted ``fit`` goes on
+    exactly where the killed one stopped (the learning rate itself is in the optimizer, which
+    ``BackupAndRestore`` restores). The state is deleted when training ends (after restoring the
+    best weights), as ``BackupAndRestore`` deletes its backup.
     """
 
     KEEP = 3  # epochs of state kept (the resume point is one of the last two)
 
-    def __init__(self, state_dir: str, *, monitor: str = "val_loss", patience: int | None = 5, min_delta: float = 0.0):
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        monitor: str = "val_loss",
+        patience: int | None = 5,
+        lr_rule: schedule.Rule | None = None,
+    ):
         super().__init__()
         self.state_dir = state_dir
         self.monitor = monitor
         self.patience = patience
-        self.min_delta = min_delta
+        self.lr_rule = lr_rule
+        self.rule = dataclasses.replace(lr_rule or schedule.Rule(), early_stopping_patience=patience)
         self._state_path = join(state_dir, "early_stopping.json")
         self._reset()
 
     def _reset(self):
-        self.best = math.inf
-        self.wait = 0
-        self.best_epoch = -1
+        self.state = schedule.State()
         self.stopped_epoch = -1
         self._loaded = False
+
+    @property
+    def best(self) -> float:
+        return self.state.best
+
+    @property
+    def wait(self) -> int:
+        return self.state.wait
+
+    @property
+    def best_epoch(self) -> int:
+        return self.state.best_epoch
 
     def _weights_path(self, epoch: int) -> str:
         return join(self.state_dir, f"best-{epoch:05d}.weights.h5")
@@ -112,7 +135,8 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
             epoch = max(entries)
         entry = entries.get(epoch) if epoch is not None else None
         if entry:
-            self.best, self.wait, self.best_epoch = entry["best"], entry["wait"], entry["best_epoch"]
+            fields = {field.name for field in dataclasses.fields(schedule.State)}
+            self.state = schedule.State(**{k: v for k, v in entry.items() if k in fields})
 
     def on_train_begin(self, logs=None):
         self._reset()
@@ -124,24 +148,27 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         current = (logs or {}).get(self.monitor)
-        if current is None:  # not a validation epoch (validation_freq > 1): nothing to compare
-            pass
-        elif math.isnan(current):
-            self.wait += 1
-        elif current < self.best - self.min_delta:
-            self.best, self.wait, self.best_epoch = float(current), 0, epoch
-            path = self._weights_path(epoch)
-            tmp = path.replace(".weights.h5", ".tmp.weights.h5")
-            self.model.save_weights(tmp, overwrite=True)
-            tf.io.gfile.rename(tmp, path, overwrite=True)
-        else:
-            self.wait += 1
+        decision = None
+        if current is not None:  # else not a validation epoch (validation_freq > 1): nothing to compare
+            decision = schedule.advance(self.state, epoch, float(current), self.rule)
+            if decision.improved:
+                path = self._weights_path(epoch)
+                tmp = path.replace(".weights.h5", ".tmp.weights.h5")
+                self.model.save_weights(tmp, overwrite=True)
+                tf.io.gfile.rename(tmp, path, overwrite=True)
+            if self.lr_rule is not None and decision.lr_multiplier != 1:
+                optimizer = self.model.optimizer
+                optimizer.learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate)) * (
+                    decision.lr_multiplier
+                )
+        if logs is not None and getattr(self.model, "optimizer", None) is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         entries = {k: v for k, v in self._entries().items() if k < epoch}
-        entries[epoch] = {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch}
+        entries[epoch] = dataclasses.asdict(self.state)
         entries = dict(sorted(entries.items())[-self.KEEP :])
         _write_json(self._state_path, {str(k): v for k, v in entries.items()})
         self._prune({v["best_epoch"] for v in entries.values()})
-        if self.patience is not None and self.wait >= self.patience:
+        if decision is not None and decision.stop:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -199,3 +226,12 @@ class EpochProgress(keras.callbacks.Callback):
             f"{self.examples / train_s:.0f} examples/s, {now - self._epoch_start:.1f} s; "
             f"about {left:.0f} s left in this run"
         )
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop ``fit`` with :class:`trainer.schedule.NonFiniteLoss` (one line, exit 2 on the command
+    line) when an epoch's training or validation loss is NaN or infinite. List it before the
+    callbacks that save state, so the poisoned epoch is neither checkpointed nor kept as best."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        schedule.check_finite(epoch, logs or {})

@@ -2,11 +2,14 @@
 trained on growing fractions of the same training set, evaluated on the same test tracks.
 
     tagscale compare --features FEATURES --output OUT [--fractions 0.1,0.3,1.0] [--epochs N] [--seed S]
+        [--seeds N] [--budget epochs|steps]
 
 Every (fraction, front-end) run is a :func:`trainer.task.train_and_evaluate` job in
 ``OUT/runs/{frontend}-f{fraction}/`` with the same recipe and seed; a run whose ``eval.json``
 exists with the same settings is reused, so a killed comparison picks up where it stopped
-(and a killed run resumes from its last epoch). Writes::
+(and a killed run resumes from its last epoch). With ``--seeds N`` every arm is trained N times
+(:mod:`trainer.compare_seeds`), the later seeds in ``OUT/runs/{frontend}-f{fraction}-s{seed}/``,
+and the report gives the mean and the min-max over the seeds. Writes::
 
     OUT/report.json                  every run: examples, ROC-AUC, PR-AUC, per tag, params, time, history
     OUT/report.md                    the table, with the plots
@@ -23,7 +26,7 @@ import logging
 import sys
 
 from model.errors import TagscaleError
-from trainer import flags, lanes, task
+from trainer import compare_seeds, flags, lanes, task
 
 LOG = logging.getLogger("tagscale.compare")
 PLOT_SIZE = "auc_vs_training_size.png"
@@ -69,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="runs trained at once, each with cores/jobs threads: this process and jobs-1 worker processes "
         "(default: 1 with a GPU, else up to the number of cores, at most 4)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train every arm this many times, with seeds --seed, --seed+1, ...; the report gives each arm's "
+        "mean and min-max (1)",
+    )
+    parser.add_argument(
+        "--budget",
+        choices=compare_seeds.BUDGETS,
+        default="epochs",
+        help="epochs: every fraction runs --epochs epochs; steps: every fraction takes as many updates as the "
+        "largest fraction in --epochs epochs (smaller fractions run more epochs) (epochs)",
     )
     flags.add_training_flags(parser)
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity per run (0)")
@@ -116,6 +133,9 @@ def report_row(evaluation: dict, history: dict, job_dir: str, fraction: float) -
     return {
         "fraction": fraction,
         "frontend": evaluation["frontend"],
+        "seeds": [evaluation.get("settings", {}).get("seed")],
+        "roc_auc_runs": [evaluation["roc_auc"]],
+        "pr_auc_runs": [evaluation["pr_auc"]],
         "train_tracks": evaluation["train"]["tracks"],
         "train_examples": evaluation["train"]["examples"],
         "roc_auc": evaluation["roc_auc"],
@@ -140,16 +160,37 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def lr_text(settings: dict) -> str:
+    """The learning-rate rule of ``settings`` in words (runs from before ``lr_schedule`` used plateau)."""
+    factor, patience = settings["lr_plateau_factor"], settings["lr_plateau_patience"]
+    if settings.get("lr_schedule", "plateau") == "seed":
+        return (
+            f"learning rate x{factor:g} each time {patience} more validations have not beaten the best loss "
+            "(`--lr-schedule seed`, musicnn-training's rule: improvements do not reset the count)"
+        )
+    return (
+        f"learning rate x{factor:g} after {patience} epochs without a validation loss lower by 1e-4 "
+        "(`--lr-schedule plateau`, Keras' ReduceLROnPlateau)"
+    )
+
+
 def recipe_text(settings: dict) -> str:
     """The full training recipe of ``settings`` (run_settings) in one sentence."""
     stopping = settings.get("early_stopping_patience")
+    budget = settings.get("budget", "epochs")
     return (
         f"preset `{settings['preset']}`, Adam lr {settings['learning_rate']:g}, batch {settings['batch_size']}, "
-        f"L2 weight decay {settings['weight_decay']:g}, learning rate x{settings['lr_plateau_factor']:g} after "
-        f"{settings['lr_plateau_patience']} epochs without a lower validation loss, {settings['epochs']} epochs "
+        f"L2 weight decay {settings['weight_decay']:g}, {lr_text(settings)}, {settings['epochs']} epochs "
+        + ("(of the largest fraction; the others as many updates, `--budget steps`) " if budget == "steps" else "")
         + (f"(early stopping after {stopping} epochs without improvement)" if stopping else "(no early stopping)")
         + f", the model of the lowest validation loss kept, validation every {settings['validation_freq']} epoch(s), "
-        f"epoch patches `{settings['epoch_patches']}`, init `{settings['init']}`, seed {settings['seed']}, "
+        f"epoch patches `{settings['epoch_patches']}`, init `{settings['init']}`, "
+        + (
+            f"seeds {settings['seed']}-{settings['seed'] + settings['seeds'] - 1} per arm, "
+            if settings.get("seeds", 1) > 1
+            else f"seed {settings['seed']}, "
+        )
+        + f"per-band input standardisation {'on' if settings.get('standardise', True) else 'off'}, "
         f"batch-norm momentum {settings['batch_norm_momentum'] or 'Keras default (0.99)'}, "
         f"shuffle buffer {settings['shuffle_buffer']}"
     )
@@ -183,9 +224,12 @@ def markdown(report: dict) -> str:
     for row in report["runs"]:
         lines.append(
             f"| {row['fraction']:g} | {row['frontend']} | {row['train_examples']} ({row['train_tracks']}) | "
-            f"{_fmt(row['roc_auc'])} | "
-            f"{_fmt(row['pr_auc'])} | {row['params']:,} | {row['epochs_trained']} | {row['train_time_s']:.1f} |"
+            f"{compare_seeds.cell(row, 'roc_auc', _fmt)} | "
+            f"{compare_seeds.cell(row, 'pr_auc', _fmt)} | {row['params']:,} | {row['epochs_trained']} | "
+            f"{row['train_time_s']:.1f} |"
         )
+    if any(compare_seeds.spread(row, "roc_auc") for row in report["runs"]):
+        lines += ["", "ROC-AUC and PR-AUC: the mean over the arm's seeds, (min-max) over them; time: the mean."]
     lines += ["", f"![test AUC against training-set size]({PLOT_SIZE})", "", f"![learning curves]({PLOT_CURVES})", ""]
     return "\n".join(lines)
 
@@ -209,10 +253,13 @@ def plot(report: dict, output: str) -> list[str]:
             rows = sorted(
                 (r for r in runs if r["frontend"] == frontend and r[key] is not None), key=lambda r: r["train_examples"]
             )
-            axis.plot(
+            bounds = [compare_seeds.spread(r, key) or (r[key], r[key]) for r in rows]
+            axis.errorbar(  # the bars: min-max over the seeds (none with one seed)
                 [r["train_examples"] for r in rows],
                 [r[key] for r in rows],
-                "o-",
+                yerr=[[r[key] - b[0] for r, b in zip(rows, bounds)], [b[1] - r[key] for r, b in zip(rows, bounds)]],
+                fmt="o-",
+                capsize=3,
                 color=colors.get(frontend),
                 label=frontend,
             )
@@ -279,11 +326,21 @@ def compare(args) -> dict:
     features = inputs.open_features(args.features, frontends, need_transform=exporting and "spectrogram" in frontends)
     tf.io.gfile.makedirs(args.output)
     args.features = features.path
-    planned = [run_args(args, frontend, fraction) for fraction in fractions for frontend in frontends]
+    if args.seeds < 1:
+        raise TagscaleError(f"--seeds must be at least 1, got {args.seeds}")
+    epochs = {fraction: args.epochs for fraction in fractions}
+    if args.budget == "steps":
+        epochs = compare_seeds.budget_epochs(args.epochs, compare_seeds.steps_per_epoch(args, features, fractions))
+    arms = [run_args(args, frontend, fraction) for fraction in fractions for frontend in frontends]
+    planned = []
+    for arm in arms:
+        arm.epochs = epochs[arm.fraction]
+        planned += compare_seeds.seed_runs(arm, args.seeds)
     jobs = args.jobs if args.jobs is not None else lanes.default_jobs(len(planned))
     if jobs < 1:
         raise TagscaleError(f"--jobs must be at least 1, got {jobs}")
-    runs = lanes.run_all(planned, jobs, run_one, group=lambda run: run.frontend)
+    rows = lanes.run_all(planned, jobs, run_one, group=lambda run: run.frontend)
+    runs = [compare_seeds.merge(rows[i : i + args.seeds]) for i in range(0, len(rows), args.seeds)]
     first = runs[0]
     report = {
         "features": features.path,
@@ -295,6 +352,9 @@ def compare(args) -> dict:
         "frontends": frontends,
         "settings": {
             **task.run_settings(run_args(args, frontends[0], 1.0), {}),
+            "seeds": args.seeds,
+            "budget": args.budget,
+            "epochs_per_fraction": {f"{fraction:g}": epochs[fraction] for fraction in fractions},
             "overrides": {frontend: flags.network_overrides(args, frontend) for frontend in frontends},
         },
         "runs": runs,

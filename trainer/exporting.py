@@ -12,6 +12,8 @@ to ``{"log_mel": dsp.log_mel_patches(patches)}`` in the serving function. The la
 the outputs computable from the inputs it is given (``drop_unused_features``), so it needs no
 track_id, patch_index or tags at serving time. ``tf.saved_model.save`` copies the transform's
 variables and assets into the export, so the export runs without the features directory.
+A model trained with ``--no-standardise`` saw the raw log-mel: its export feeds it that, with
+no transform.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ class TransformServingModule(serving.ServingModule):
         return {"scores": outputs["scores"], "embedding": outputs["embedding"]}
 
 
-def serving_module(keras_model, frontend: str, features_dir: str | None = None):
-    """The tf.Module to export for ``frontend``; the spectrogram one needs ``features_dir``."""
-    if frontend == "waveform":
-        return serving.build_serving_module(keras_model, "waveform")
+def serving_module(keras_model, frontend: str, features_dir: str | None = None, *, standardised: bool = True):
+    """The tf.Module to export for ``frontend``; the spectrogram one needs ``features_dir`` unless the
+    model was trained on the raw log-mel (not ``standardised``)."""
+    if frontend == "waveform" or not standardised:
+        return serving.build_serving_module(keras_model, frontend)
     import tensorflow_transform as tft
 
     transform_layer = tft.TFTransformOutput(features_dir).transform_features_layer()
@@ -46,13 +49,22 @@ def serving_module(keras_model, frontend: str, features_dir: str | None = None):
 
 
 def export_model(
-    keras_model, frontend: str, export_dir: str, *, features_dir: str, tags: list[str], info: dict
+    keras_model,
+    frontend: str,
+    export_dir: str,
+    *,
+    features_dir: str,
+    tags: list[str],
+    info: dict,
+    standardised: bool = True,
 ) -> dict:
     """Write the serving model directory; returns the info written (with ``version``)."""
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export instead of mixing files
-    module = serving_module(keras_model, frontend, features_dir)
+    module = serving_module(keras_model, frontend, features_dir, standardised=standardised)
     normalisation = "tf.Transform transform_features_layer (per-band mean/std of the training split)"
+    if not standardised:
+        normalisation = "none (raw log-mel, --no-standardise)"
     info = {
         **info,
         "frontend": frontend,

@@ -12,7 +12,8 @@ from model.errors import TagscaleError
 FRONTENDS = features.FRONTENDS
 PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
 INITS = ("variance-scaling", "glorot")  # trainer.recipe.INITS maps them to Keras initialisers
-EPOCH_PATCHES = ("random", "all")
+EPOCH_PATCHES = ("random", "grid", "all")
+LR_SCHEDULES = ("seed", "plateau")  # trainer.schedule.SCHEDULES, without importing it before --help
 
 
 # ----------------------------------------------------------------------------- flags
@@ -37,23 +38,33 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         help="L2 weight decay on conv and dense kernels, as the seed's loss term (1e-5; 0: none)",
     )
     recipe.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="seed",
+        help="seed: musicnn-training's rule, the learning rate drops each time --lr-plateau-patience more "
+        "validations have not beaten the best loss, counted over the whole run (an improvement does not reset "
+        "the count); plateau: Keras' ReduceLROnPlateau, after that many consecutive epochs without a loss "
+        "lower by 1e-4 (seed)",
+    )
+    recipe.add_argument(
         "--lr-plateau-patience",
         type=int,
         default=75,
-        help="epochs without a lower validation loss before the learning rate drops (75)",
+        help="the --lr-schedule's patience in validated epochs (75)",
     )
     recipe.add_argument(
         "--lr-plateau-factor",
         type=float,
         default=0.5,
-        help="factor the learning rate is multiplied by on a plateau (0.5)",
+        help="factor the learning rate is multiplied by when the --lr-schedule says so (0.5)",
     )
     recipe.add_argument(
         "--epoch-patches",
         choices=EPOCH_PATCHES,
         default="random",
-        help="random: one random patch per training track per epoch; all: every patch every epoch (random). "
-        "Evaluation always uses all patches",
+        help="random: one 187-frame crop per training track per epoch at a random frame offset (the seed's); "
+        "grid: one of the track's fixed, non-overlapping patches per epoch; all: every patch every epoch "
+        "(random). Evaluation always uses all patches",
     )
     recipe.add_argument(
         "--init",
@@ -72,6 +83,14 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="validate every N epochs (1); the best model is chosen among validated epochs",
+    )
+    recipe.add_argument(
+        "--no-standardise",
+        dest="standardise",
+        action="store_false",
+        help="spectrogram front-end: train on the raw log-mel, as the seed does, not on the log-mel standardised "
+        "per mel band with the training split's statistics (what featurize stores; the trainer undoes it, "
+        "and the export then feeds the raw log-mel too)",
     )
     recipe.add_argument("--seed", type=int, default=0, help="seed of weights init, dropout and shuffling (0)")
     recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")

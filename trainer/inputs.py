@@ -26,6 +26,7 @@ from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 import tensorflow as tf
 
+from model import dsp
 from model import features as schema  # "features" names the opened directory below
 from model.errors import TagscaleError
 
@@ -60,6 +61,8 @@ class Features:
 
     path: str
     metadata: dict
+    # (mean, std) per mel band: with them the log-mel is read back unstandardised (--no-standardise)
+    band_stats: tuple | None = None
 
     @property
     def tags(self) -> list[str]:
@@ -246,12 +249,37 @@ def make_dataset(
             }
         return signal, labels
 
+    if kind == "mel" and features.band_stats is not None:
+        mean, std = (tf.constant(values, tf.float32) for values in features.band_stats)
+        standardised = parse
+
+        def parse(records):
+            parsed = standardised(records)
+            if with_ids:
+                return {**parsed, "inputs": parsed["inputs"] * std + mean}
+            return parsed[0] * std + mean, parsed[1]
+
     dataset = dataset.map(parse, num_parallel_calls=parse_calls(), deterministic=not training)
     options = tf.data.Options()
     options.deterministic = not training
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.autotune.enabled = False  # nothing to tune (see PREFETCH_BATCHES), and no tuning thread
     return dataset.with_options(options).prefetch(PREFETCH_BATCHES)
+
+
+def band_statistics(features: Features) -> tuple[list[float], list[float]]:
+    """The training split's per-band ``(mean, std)`` that featurize standardised the log-mel with,
+    read back from its tf.Transform output: the transform is ``(x - mean) / std`` per band, so
+    it maps 0 to ``-mean / std`` and 1 to ``(1 - mean) / std``."""
+    import numpy as np
+    import tensorflow_transform as tft
+
+    layer = tft.TFTransformOutput(features.path).transform_features_layer()
+    shape = [dsp.PATCH_FRAMES, dsp.N_MELS]
+    probe = tf.stack([tf.zeros(shape), tf.ones(shape)])
+    zero, one = np.asarray(layer({"log_mel": probe})["log_mel"], np.float64)[:, 0, :]
+    std = 1.0 / (one - zero)
+    return (-zero * std).tolist(), std.tolist()
 
 
 def track_patches(features: Features, split: str, *, fraction: float = 1.0) -> dict[bytes, int]:

@@ -7,9 +7,9 @@ type and index. With more than one such task, :func:`trainer.task.device_setup` 
 ``fit``: under Keras 3, ``Model.fit`` cannot consume the per-replica batches of a multi-worker
 strategy (it fails converting a ``PerReplica`` value to a tensor), so the multi-worker path is
 a small custom loop (``strategy.run`` over ``strategy.experimental_distribute_dataset``) with
-the same recipe: Adam, binary cross-entropy plus the kernels' L2 terms, the learning rate
-multiplied by ``--lr-plateau-factor`` on a plateau, the model of the lowest validation loss kept,
-optional early stopping.
+the same recipe: Adam, binary cross-entropy plus the kernels' L2 terms, and the same per-epoch
+decisions as the Keras path (:mod:`trainer.schedule`: learning-rate rule, the model of the
+lowest validation loss kept, optional early stopping), their state checkpointed.
 
 Every worker trains; only the chief writes into the job directory::
 
@@ -93,8 +93,8 @@ class LoopState:
         self.best = var(math.inf, tf.float64)
         self.best_epoch = var(-1, tf.int64)
         self.wait = var(0, tf.int64)  # epochs since the best (early stopping)
-        self.plateau_best = var(math.inf, tf.float64)
-        self.plateau_wait = var(0, tf.int64)
+        self.plateau_best = var(math.inf, tf.float64)  # trainer.schedule.State's lr_best
+        self.plateau_wait = var(0, tf.int64)  # and lr_wait (names kept: older checkpoints restore)
 
     def trackables(self) -> dict:
         return {name: getattr(self, name) for name in vars(self)}
@@ -182,26 +182,28 @@ def run_epoch(step, dataset) -> float:
 
 
 def update_state(state: LoopState, epoch: int, val_loss: float | None, args, optimizer) -> tuple[bool, bool]:
-    """Best model, learning-rate plateau and early stopping after ``epoch``: ``(improved, stop)``."""
+    """Best model, learning-rate rule and early stopping after ``epoch`` (:func:`trainer.schedule.advance`
+    on the checkpointed variables): ``(improved, stop)``."""
+    from trainer import schedule
+
     if val_loss is None:  # not a validation epoch: nothing to compare
         return False, False
-    improved = not math.isnan(val_loss) and val_loss < float(state.best.numpy())
-    if improved:
-        state.best.assign(val_loss)
-        state.best_epoch.assign(epoch)
-        state.wait.assign(0)
-    else:
-        state.wait.assign_add(1)
-    if not math.isnan(val_loss) and val_loss < float(state.plateau_best.numpy()):
-        state.plateau_best.assign(val_loss)
-        state.plateau_wait.assign(0)
-    else:
-        state.plateau_wait.assign_add(1)
-        if int(state.plateau_wait.numpy()) >= args.lr_plateau_patience:
-            optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * args.lr_plateau_factor
-            state.plateau_wait.assign(0)
-    patience = args.early_stopping_patience
-    return improved, patience is not None and int(state.wait.numpy()) >= patience
+    current = schedule.State(
+        best=float(state.best.numpy()),
+        best_epoch=int(state.best_epoch.numpy()),
+        wait=int(state.wait.numpy()),
+        lr_best=float(state.plateau_best.numpy()),
+        lr_wait=int(state.plateau_wait.numpy()),
+    )
+    decision = schedule.advance(current, epoch, val_loss, schedule.Rule.from_args(args))
+    state.best.assign(current.best)
+    state.best_epoch.assign(current.best_epoch)
+    state.wait.assign(current.wait)
+    state.plateau_best.assign(current.lr_best)
+    state.plateau_wait.assign(current.lr_wait)
+    if decision.lr_multiplier != 1:
+        optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * decision.lr_multiplier
+    return decision.improved, decision.stop
 
 
 def _prune_best(state_dir: str, keep: int) -> None:
@@ -251,7 +253,7 @@ def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags
     chief's latest checkpoint. Returns an :class:`Outcome`; the caller evaluates and exports on the chief."""
     import tensorflow as tf
 
-    from trainer import callbacks
+    from trainer import callbacks, schedule
 
     chief = is_chief()
     state_dir = join(job_dir, "checkpoints")
@@ -281,6 +283,7 @@ def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags
             history.on_epoch_begin(epoch)
             progress.on_epoch_begin(epoch)
             logs = epoch_logs(epoch, args, (train_step, eval_step), datasets, metrics, progress)
+            schedule.check_finite(epoch, logs)  # every worker sees the same all-reduced losses: all stop
             improved, stop = update_state(state, epoch, logs.get("val_loss"), args, optimizer)
             logs["learning_rate"] = float(optimizer.learning_rate.numpy())
             if chief:  # history and best weights first: a kill before the checkpoint only repeats this epoch

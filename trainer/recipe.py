@@ -6,10 +6,11 @@
 - L2 weight decay on the kernels: the seed adds ``weight_decay * sum(tf.nn.l2_loss(kernel))``
   to the loss, and ``tf.nn.l2_loss`` is half the sum of squares, so each kernel gets a Keras
   ``L2(weight_decay / 2)`` regularizer. Biases and batch-norm parameters are not decayed.
-- The learning rate is multiplied by ``factor`` after ``patience`` epochs without a lower
-  validation loss (Keras' ``ReduceLROnPlateau``).
-- One random patch per training track per epoch (``epoch_patches="random"``): a patch is kept
-  when its index equals a draw, seeded by (seed, epoch, track), from the track's patch count.
+- The learning-rate rule, the best model and early stopping: :mod:`trainer.schedule`.
+- One crop per training track per epoch at a random frame offset (``epoch_patches="random"``,
+  the seed's): :mod:`trainer.crops` cuts it from the track's consecutive patches. ``grid``
+  keeps one of the track's fixed patches instead: the patch whose index equals a draw, seeded
+  by (seed, epoch, track), from the track's patch count.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer import inputs
+from trainer import crops, inputs
 
 INITS = {"variance-scaling": "he_normal", "glorot": "glorot_uniform"}
 
@@ -52,22 +53,6 @@ def add_weight_decay(model, weight_decay: float) -> None:
         kernel.regularizer = regularizer
 
 
-class LRPlateau(keras.callbacks.ReduceLROnPlateau):
-    """Keras' ``ReduceLROnPlateau`` on the validation loss; epochs without validation are skipped."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs and "val_loss" in logs:
-            super().on_epoch_end(epoch, logs)
-        elif logs is not None:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-
-def lr_plateau(patience: int, factor: float):
-    """The seed's schedule: the learning rate times ``factor`` after ``patience`` epochs without a lower
-    validation loss."""
-    return LRPlateau(monitor="val_loss", factor=factor, patience=patience, verbose=0)
-
-
 class EpochCounter(keras.callbacks.Callback):
     """Holds the current epoch in a variable that the training input reads (one patch per epoch)."""
 
@@ -85,34 +70,27 @@ def one_patch_per_track(dataset, counts: dict[bytes, int], epoch: tf.Variable, *
     The draw is ``stateless_uniform`` seeded by (seed, epoch, hash of the track id), so it is
     the same on every worker and after a restart, and differs from epoch to epoch.
     """
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(list(counts), tf.string), tf.constant(list(counts.values()), tf.int64)
-        ),
-        default_value=1,
-    )
+    table = crops.patch_count_table(counts)
 
     def keep(example):
-        n = table.lookup(example["track_id"])
-        track_hash = tf.strings.to_hash_bucket_fast(example["track_id"], 2**31 - 1)
-        draw = tf.random.stateless_uniform(
-            [],
-            seed=tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch.read_value(), track_hash]),
-            minval=0,
-            maxval=n,
-            dtype=tf.int64,
-        )
+        draw = crops.track_draw(example["track_id"], epoch, seed, table.lookup(example["track_id"]))
         return tf.equal(example["patch_index"], draw)
 
     dataset = dataset.unbatch().filter(keep).map(lambda example: (example["inputs"], example["labels"]))
     return dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-len(counts) // batch_size)))
 
 
+def epoch_examples(epoch_patches: str, train_counts: dict) -> int:
+    """Training examples in one epoch: every patch under ``all``, else one per track."""
+    return train_counts["examples"] if epoch_patches == "all" else train_counts["tracks"]
+
+
 def training_data(args, features, frontend: str, train_counts: dict):
     """``(dataset, examples per epoch, callbacks)`` of the training input under ``--epoch-patches``.
 
     ``all`` (or a split where every track has one patch) streams every patch every epoch;
-    ``random`` keeps one random patch per track per epoch and needs the :class:`EpochCounter`.
+    ``random`` cuts one crop at a random frame offset per track per epoch, ``grid`` keeps one
+    of its fixed patches; both need the :class:`EpochCounter`.
     """
     common = dict(
         batch_size=args.batch_size,
@@ -121,11 +99,16 @@ def training_data(args, features, frontend: str, train_counts: dict):
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
     )
-    if args.epoch_patches == "all" or train_counts["examples"] == train_counts["tracks"]:
+    if epoch_examples(args.epoch_patches, train_counts) == train_counts["examples"]:
         data = inputs.make_dataset(features, "train", frontend, n_examples=train_counts["examples"], **common)
         return data, train_counts["examples"], []
     counts = inputs.track_patches(features, "train", fraction=args.fraction)
     counter = EpochCounter()
     data = inputs.make_dataset(features, "train", frontend, with_ids=True, **common)
-    data = one_patch_per_track(data, counts, counter.epoch, seed=args.seed, batch_size=args.batch_size)
+    if args.epoch_patches == "grid":
+        data = one_patch_per_track(data, counts, counter.epoch, seed=args.seed, batch_size=args.batch_size)
+    else:
+        data = crops.random_crops(
+            data, counts, counter.epoch, kind=inputs.SHARD_KIND[frontend], seed=args.seed, batch_size=args.batch_size
+        )
     return data.prefetch(inputs.PREFETCH_BATCHES), len(counts), [counter]

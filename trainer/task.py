@@ -5,9 +5,11 @@
 
 The recipe defaults are the seed's (musicnn-training's config, see :mod:`trainer.recipe`): Adam
 at 1e-3, batch 32, binary cross-entropy plus L2 weight decay 1e-5, the learning rate halved
-after 75 epochs without a lower validation loss, one random patch per track per epoch, He
-initialisation, ``--epochs`` run and the model of the lowest validation loss kept (early
-stopping only with ``--early-stopping-patience``). Everything lands in the job directory
+each time 75 more validations have not beaten the best loss (the seed's rule,
+:mod:`trainer.schedule`), one crop per track per epoch at a random frame offset
+(:mod:`trainer.crops`), He initialisation, ``--epochs`` run and the model of the lowest
+validation loss kept (early stopping only with ``--early-stopping-patience``). A NaN or
+infinite loss stops training with :class:`trainer.schedule.NonFiniteLoss`. Everything lands in the job directory
 (local or gs://)::
 
     JOB/backup/          BackupAndRestore: weights, optimizer, epoch (deleted when done)
@@ -62,10 +64,12 @@ def run_settings(args, overrides: dict) -> dict:
         "optimizer": "adam",
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
+        "lr_schedule": args.lr_schedule,
         "lr_plateau_patience": args.lr_plateau_patience,
         "lr_plateau_factor": args.lr_plateau_factor,
         "epoch_patches": args.epoch_patches,
         "init": args.init,
+        "standardise": args.standardise,
         "early_stopping_patience": args.early_stopping_patience,
         "validation_freq": args.validation_freq,
         "seed": args.seed,
@@ -150,17 +154,19 @@ def fit_single(
     """Keras ``fit`` with resume (one process, one or several GPUs); ``(best epoch, fit wall seconds)``."""
     import keras
 
-    from trainer import callbacks
-    from trainer import recipe as recipe_lib
+    from trainer import callbacks, schedule
 
     best = callbacks.ResumableEarlyStopping(
-        join(job_dir, "checkpoints"), monitor="val_loss", patience=args.early_stopping_patience
+        join(job_dir, "checkpoints"),
+        monitor="val_loss",
+        patience=args.early_stopping_patience,
+        lr_rule=schedule.Rule.from_args(args),
     )
     fit_callbacks = [
         *input_callbacks,
+        callbacks.StopOnNonFiniteLoss(),  # first: a poisoned epoch is neither logged, kept nor backed up
+        best,  # before the history: it logs the learning rate the next epoch uses
         callbacks.HistoryLog(join(job_dir, "history.json")),
-        best,
-        recipe_lib.lr_plateau(args.lr_plateau_patience, args.lr_plateau_factor),
         keras.callbacks.TensorBoard(join(job_dir, "tensorboard"), write_graph=False),  # per-epoch scalars
         keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
         callbacks.EpochProgress(label, epoch_examples, args.epochs, print_fn=lambda line: print(line, flush=True)),
@@ -210,7 +216,12 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
     multi = multiworker.worker_count() > 1
     frontend = args.frontend
     job_dir = args.job_dir.rstrip("/")
-    features = inputs.open_features(args.features, [frontend], need_transform=frontend == "spectrogram" and args.export)
+    raw_mel = frontend == "spectrogram" and not args.standardise
+    features = inputs.open_features(
+        args.features, [frontend], need_transform=frontend == "spectrogram" and (args.export or raw_mel)
+    )
+    if raw_mel:  # every dataset below (train, valid, test) reads the log-mel unstandardised
+        features = dataclasses.replace(features, band_stats=inputs.band_statistics(features))
     for split in ("valid", "test"):
         if features.split_examples(split) == 0:
             raise TagscaleError(
@@ -326,7 +337,13 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
             "pr_auc": evaluation["pr_auc"],
         }
         evaluation["export"] = exporting.export_model(
-            model, frontend, export_dir, features_dir=features.path, tags=features.tags, info=info
+            model,
+            frontend,
+            export_dir,
+            features_dir=features.path,
+            tags=features.tags,
+            info=info,
+            standardised=not raw_mel,
         )
         phase("export")
     evaluation["phases_s"] = phases
