@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -227,7 +228,9 @@ def decode_with_ffmpeg(
         raise errors[0]
     if process.returncode != 0:
         message = err.decode("utf-8", "replace").strip().splitlines()
-        raise DecodeError(f"ffmpeg failed: {message[-1] if message else f'exit {process.returncode}'}")
+        # without ffmpeg's "@ 0x55a8..." addresses: the same file gives the same reason in every run
+        reason = re.sub(r"\[([^\]@]*?) @ 0x[0-9a-f]+\]", r"[\1]", message[-1]) if message else None
+        raise DecodeError(f"ffmpeg failed: {reason or f'exit {process.returncode}'}")
     samples = np.frombuffer(out, dtype="<f4")
     if samples.size == 0:
         raise DecodeError("no audio samples decoded")

@@ -283,6 +283,8 @@ def test_multi_processing_runner_writes_the_same_shards(tmp_path):
         path = tmp_path / f"m{i}.flac"
         soundfile.write(path, synth_tone(4.0, 22050, seed=i), 22050)
         lines.append(f"m{i},{path},{'x' if i % 2 else 'y'}")
+    (tmp_path / "noise.flac").write_text("not audio\n" * 50)
+    lines += [f"bad,{tmp_path / 'noise.flac'},x", f"gone,{tmp_path / 'gone.wav'},y", "m1,/a/duplicate.wav,x"]
     (tmp_path / "catalog.csv").write_text("\n".join(lines) + "\n")
     common = ["--catalog", str(tmp_path / "catalog.csv"), "--num-shards", "2"]
     single = featurize.run([*common, "--output", str(tmp_path / "single")])
@@ -296,6 +298,18 @@ def test_multi_processing_runner_writes_the_same_shards(tmp_path):
         ]
     )
     assert single["tracks_ok"] == multi["tracks_ok"] == 8
+    same = [
+        {k: v for k, v in run.items() if k != "config" and "time" not in k and not k.endswith("_s")}
+        for run in (single, multi)
+    ]
+    assert same[0] == same[1]  # splits, example counts, vocabulary
+    dead = [
+        sorted(
+            (r["track_id"], r["stage"], r["error"]) for r in pq.read_table(tmp_path / out / "dead_letter").to_pylist()
+        )
+        for out in ("single", "multi")
+    ]
+    assert dead[0] == dead[1] and [d[0] for d in dead[0]] == ["bad", "gone", "m1"]
     for kind in ("mel", "waveform"):
         names = sorted(p.name for p in (tmp_path / "single" / kind).iterdir())
         assert names == sorted(p.name for p in (tmp_path / "multi" / kind).iterdir())
