@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: install browser demo lint format test test-fast bench clean
+.PHONY: install browser demo lint format test test-fast test-numerics bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,20 @@ format: $(STAMP)
 
 test: lint browser
 	$(PY) -m pytest
+
+# The tests that compare floats, again on the other kernel paths this CPU has: TensorFlow without
+# oneDNN, and oneDNN capped at AVX2 where the CPU has AVX-512 (most cloud workers have it, many
+# developers' machines do not). `make test` runs them on the default path.
+NUMERICS_TESTS := tests/test_fast_layers.py tests/test_dsp.py tests/test_network.py tests/test_pretrained.py \
+	tests/test_inference.py tests/test_transforms.py tests/test_multiworker.py::test_the_steps_take_any_replica_batch_including_an_empty_one \
+	tests/test_tag.py::test_multi_processing_workers_give_the_default_runs_outputs
+
+test-numerics: $(STAMP)
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -q $(NUMERICS_TESTS)
+	@if grep -qw avx512f /proc/cpuinfo; then \
+	  echo "ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERICS_TESTS)"; \
+	  ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERICS_TESTS); \
+	else echo "test-numerics: no AVX-512 on this CPU; its oneDNN path is already AVX2 (make test)"; fi
 
 test-fast: $(STAMP) browser
 	$(PY) -m pytest -m 'not slow'
