@@ -10,9 +10,10 @@ user+sys of the process and its children; peak RSS from ``wait4``.
 
 * whole process: audio seconds / CPU seconds of the large run, tagscale over librosa;
 * marginal: the large run minus the small one (fixed costs cancel), tagscale over librosa;
-* CPU busy: CPU seconds / wall seconds of tagscale's large run.
+* CPU busy: CPU seconds / wall seconds of tagscale's large run, and of the large run minus the
+  small one (marginal: the cores a longer catalog keeps busy).
 
-Targets (issue 10): marginal >= 1.5x, whole process >= 1.0x, CPU busy >= 0.9. The results go
+Targets: marginal >= 1.5x, whole process >= 1.0x, marginal CPU busy >= 1.8 of 2 cores. The results go
 into BENCHMARKS.md (section ``featurize_scale``), one row per machine (CPU model and AVX flags):
 rows measured on other machines stay, labelled with their machine.
 """
@@ -125,6 +126,8 @@ def main() -> None:
         "marginal_ratio": marginal("tagscale") / marginal("librosa"),
         "whole_ratio": rate("tagscale", "large") / rate("librosa", "large"),
         "cpu_busy": big["cpu_s"] / big["wall_s"],
+        "marginal_busy": (big["cpu_s"] - results[("tagscale", "small")]["cpu_s"])
+        / (big["wall_s"] - results[("tagscale", "small")]["wall_s"]),
         "fixed_cpu_s": results[("tagscale", "small")]["cpu_s"] - audio["small"] / marginal("tagscale"),
         "rss_gb": f"{results[('tagscale', 'small')]['peak_rss_gb']:.2f} / {big['peak_rss_gb']:.2f}",
     }
@@ -140,7 +143,8 @@ def write_section(summary: dict, results: dict, audio: dict) -> None:
     start, end = f"<!-- {SECTION} -->", f"<!-- /{SECTION} -->"
     header = (
         "| machine | rows | librosa marginal x RT/CPU s | tagscale marginal x RT/CPU s | marginal ratio (>= 1.5) "
-        "| whole-process ratio (>= 1.0) | CPU busy (>= 0.9) | fixed CPU s | peak RSS GB small / large |"
+        "| whole-process ratio (>= 1.0) | CPU busy, whole / marginal (marginal >= 1.8 of 2) | fixed CPU s "
+        "| peak RSS GB small / large |"
     )
     old_rows = []
     if start in text:
@@ -154,7 +158,8 @@ def write_section(summary: dict, results: dict, audio: dict) -> None:
     row = (
         f"| {s['machine']} | {s['rows']} | {s['librosa_marginal']:.0f} | {s['tagscale_marginal']:.0f} | "
         f"**{s['marginal_ratio']:.2f}x** | "
-        f"**{s['whole_ratio']:.2f}x** | {s['cpu_busy']:.2f} | {s['fixed_cpu_s']:.1f} | {s['rss_gb']} |"
+        f"**{s['whole_ratio']:.2f}x** | {s['cpu_busy']:.2f} / **{s['marginal_busy']:.2f}** | {s['fixed_cpu_s']:.1f} | "
+        f"{s['rss_gb']} |"
     )
     detail = ", ".join(
         f"{method} {size}: {r['cpu_s']:.1f} CPU s / {r['wall_s']:.1f} wall s / {r['peak_rss_gb']:.2f} GB"
@@ -169,7 +174,9 @@ def write_section(summary: dict, results: dict, audio: dict) -> None:
             "(real-music-like, 44.1 kHz stereo, 128 kb/s), the large catalog lists them again under new track_ids; "
             "librosa loop = `librosa.load(sr=16000)` + `melspectrogram(n_fft=512, hop=256, n_mels=96)` + "
             "`log10(10000 x + 1)`. Marginal = large run minus small run; whole process = the large run; "
-            "CPU busy = CPU s / wall s of tagscale's large run. One row per machine: rows from earlier machines stay, "
+            "CPU busy = CPU s / wall s of tagscale's large run (whole) and of the large run minus the small one "
+            "(marginal; rows before this column was split show the whole figure alone). "
+            "One row per machine: rows from earlier machines stay, "
             "labelled by their CPU.",
             "",
             header,

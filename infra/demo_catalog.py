@@ -40,6 +40,7 @@ import threadpoolctl
 
 from infra import synth
 from model.errors import TagscaleError
+from model.machine import usable_cores
 
 TAG_SOUNDS = {
     "piano": (
@@ -215,7 +216,7 @@ def make_demo_catalog(
         raise TagscaleError(f"cannot create {audio_dir}: {error.strerror or error}") from error
     plans = plan_catalog(n_tracks=int(n_tracks), seed=int(seed))
     write = functools.partial(write_track, audio_dir=audio_dir, duration_s=float(duration_s), seed=int(seed))
-    workers = min(len(plans), workers or _available_cpus())
+    workers = min(len(plans), workers or usable_cores())
     if workers == 1:
         with threadpoolctl.threadpool_limits(1, user_api="blas"):
             paths = [write(plan) for plan in plans]
@@ -254,12 +255,6 @@ def _one_blas_thread() -> None:
     """BLAS on one thread per worker: the notes' small matrix products lose more to OpenBLAS
     waking its own threads (on cores the workers already fill) than they gain from them."""
     threadpoolctl.threadpool_limits(1, user_api="blas")
-
-
-def _available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,20 @@ def is_local(beam_args: list[str]) -> bool:
     return PipelineOptions(beam_args).view_as(StandardOptions).runner in LOCAL_RUNNERS
 
 
+def decode_threads(beam_args: list[str]) -> int:
+    """Tracks each local worker decodes at once: the usable cores shared among the runner's workers
+    (``--direct_num_workers``), so that decoding, which waits on helper processes, keeps every core
+    busy. 1 on any other runner, whose workers already run one SDK process per core."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from model.machine import usable_cores
+
+    if not is_local(beam_args):
+        return 1
+    workers = PipelineOptions(beam_args).view_as(DirectOptions).direct_num_workers or 1
+    return max(1, usable_cores() // max(1, workers))
+
+
 def is_dry_run(beam_args: list[str]) -> bool:
     """DataflowRunner's ``--dry_run=True``: the job is built and translated but not submitted."""
     return bool(PipelineOptions(beam_args).view_as(TestOptions).dry_run)

@@ -49,6 +49,7 @@ class FeaturizeConfig:
     max_patches_per_track: int | None = None
     num_shards: int | None = None
     target_shard_bytes: int = shards.DEFAULT_TARGET_BYTES
+    decode_threads: int = 1  # tracks decoded at once by each worker (beam_util.decode_threads)
 
     def __post_init__(self):
         if not 0 <= self.valid_fraction < 1 or not 0 <= self.test_fraction < 1:
@@ -134,7 +135,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     """Add the featurize graph to ``pipeline``: only TrackRefs and counts cross its stages."""
     output = config.output
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
-    decoded = catalog["tracks"] | "DecodeTracks" >> stages.DecodeTracks(config.decode)
+    decoded = catalog["tracks"] | "DecodeTracks" >> stages.DecodeTracks(config.decode, config.decode_threads)
     split = functools.partial(track_split, valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
     refs = decoded.decoded | "Spill" >> beam.ParDo(
         _SpillFn(fileio.join(output, "tmp", "spill"), split, config.max_patches_per_track)
@@ -248,6 +249,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
             max_patches_per_track=args.max_patches_per_track,
             num_shards=args.num_shards,
             target_shard_bytes=args.target_shard_bytes,
+            decode_threads=beam_util.decode_threads(beam_args),
         )
     except ValueError as error:
         parser.error(str(error))

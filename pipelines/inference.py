@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import os
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.transforms import window
 
 from model import dsp, export
+from model.machine import usable_cores
 
 # Batches handed to the pool and not yet emitted; bounds memory (a batch of 16 patches is 3 MB).
 MAX_IN_FLIGHT = 4
@@ -38,13 +38,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def default_workers() -> int:
     """Concurrent model calls: one per core, at most 2 (more only adds memory on CPU)."""
-    return max(1, min(2, _cores()))
+    return max(1, min(2, usable_cores()))
 
 
 def configure_threads(workers: int) -> bool:
@@ -55,7 +51,7 @@ def configure_threads(workers: int) -> bool:
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, _cores() // workers))
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, usable_cores() // workers))
         tf.config.threading.set_inter_op_parallelism_threads(max(2, workers))
     except RuntimeError:  # the runtime has started (an earlier model in this process): pools are fixed
         return False

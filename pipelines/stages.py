@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import hashlib
 import json
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.transforms import window
 
 from model import dsp
 from pipelines import audio, dead_letter
@@ -103,12 +105,30 @@ def unit_hash(key: str, salt: str = "") -> float:
 class _DecodeFn(beam.DoFn):
     """Decode with retries: a :class:`audio.TransientError` (an I/O hiccup, a flaky object
     store) is retried, with Beam's exponential backoff, up to ``DECODE_ATTEMPTS`` attempts in
-    all; a :class:`audio.DecodeError` is final."""
+    all; a :class:`audio.DecodeError` is final.
 
-    def __init__(self, options: DecodeOptions):
+    With ``concurrency`` above 1, that many tracks decode at once on a thread pool (each thread
+    feeds its own decode helper process, so the threads mostly wait) while this thread carries
+    the decoded tracks on through the fused stages after it; outputs keep the input order.
+    """
+
+    def __init__(self, options: DecodeOptions, concurrency: int = 1):
         self._options = options
+        self._concurrency = concurrency
 
-    def _decode_with_retries(self, track: Track):
+    def setup(self):
+        self._pool = None
+        if self._concurrency > 1:
+            import concurrent.futures
+
+            self._pool = concurrent.futures.ThreadPoolExecutor(self._concurrency, thread_name_prefix="decode")
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _decode(self, track: Track):
+        """``(samples or the DecodeError, attempts)``: runs on the pool, so no metrics here."""
         from apache_beam.utils import retry
 
         attempts = []
@@ -116,13 +136,11 @@ class _DecodeFn(beam.DoFn):
         @retry.with_exponential_backoff(
             num_retries=DECODE_ATTEMPTS - 1,
             initial_delay_secs=0.1,
-            logger=lambda *args, **kwargs: None,  # each retry is counted below; a log line per retry is noise
+            logger=lambda *args, **kwargs: None,  # each retry is counted; a log line per retry is noise
             retry_filter=lambda error: isinstance(error, audio.TransientError),
         )
         def attempt():
             attempts.append(1)
-            if len(attempts) > 1:
-                beam.metrics.Metrics.counter("decode", "retries").inc()
             return audio.decode_audio(
                 track.uri,
                 max_duration_s=self._options.max_duration_s,
@@ -132,34 +150,62 @@ class _DecodeFn(beam.DoFn):
             )
 
         try:
-            return attempt()
+            samples = attempt().samples
+            check_audio(samples, min_duration_s=self._options.min_duration_s)
+            return samples, len(attempts)
         except audio.TransientError as error:
-            raise audio.DecodeError(f"gave up after {len(attempts)} attempts: {error}") from error
+            return audio.DecodeError(f"gave up after {len(attempts)} attempts: {error}"), len(attempts)
+        except audio.DecodeError as error:
+            return error, len(attempts)
+
+    def _outputs(self, track: Track, result):
+        samples, attempts = result
+        if attempts > 1:
+            beam.metrics.Metrics.counter("decode", "retries").inc(attempts - 1)
+        if isinstance(samples, audio.DecodeError):
+            beam.metrics.Metrics.counter("decode", "failed").inc()
+            record = dead_letter.record(track_id=track.track_id, uri=track.uri, stage="decode", error=str(samples))
+            return [beam.pvalue.TaggedOutput(dead_letter.TAG, record)]
+        beam.metrics.Metrics.counter("decode", "decoded").inc()
+        return [(track, samples)]
+
+    def start_bundle(self):
+        self._pending = collections.deque()
 
     def process(self, track: Track):
-        try:
-            decoded = self._decode_with_retries(track)
-            check_audio(decoded.samples, min_duration_s=self._options.min_duration_s)
-        except audio.DecodeError as error:
-            beam.metrics.Metrics.counter("decode", "failed").inc()
-            yield beam.pvalue.TaggedOutput(
-                dead_letter.TAG,
-                dead_letter.record(track_id=track.track_id, uri=track.uri, stage="decode", error=str(error)),
-            )
-        else:
-            beam.metrics.Metrics.counter("decode", "decoded").inc()
-            yield track, decoded.samples
+        if self._pool is None:
+            yield from self._outputs(track, self._decode(track))
+            return
+        self._pending.append((track, self._pool.submit(self._decode, track)))
+        # Hand on what is decoded, in order; wait only when every thread has work queued.
+        while self._pending and (self._pending[0][1].done() or len(self._pending) > 2 * self._concurrency):
+            track, future = self._pending.popleft()
+            yield from self._outputs(track, future.result())
+
+    def finish_bundle(self):
+        while self._pending:
+            track, future = self._pending.popleft()
+            for output in self._outputs(track, future.result()):
+                if isinstance(output, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(output.tag, window.GlobalWindows.windowed_value(output.value))
+                else:
+                    yield window.GlobalWindows.windowed_value(output)
 
 
 class DecodeTracks(beam.PTransform):
-    """Track -> (track, 16 kHz mono samples); undecodable, too short or silent -> dead letter."""
+    """Track -> (track, 16 kHz mono samples); undecodable, too short or silent -> dead letter.
 
-    def __init__(self, options: DecodeOptions):
+    ``concurrency``: tracks decoded at once (see :class:`_DecodeFn`); 1 decodes in the calling thread.
+    """
+
+    def __init__(self, options: DecodeOptions, concurrency: int = 1):
         super().__init__()
         self._options = options
+        self._concurrency = concurrency
 
     def expand(self, tracks):
-        return tracks | "Decode" >> beam.ParDo(_DecodeFn(self._options)).with_outputs(dead_letter.TAG, main="decoded")
+        decode = _DecodeFn(self._options, self._concurrency)
+        return tracks | "Decode" >> beam.ParDo(decode).with_outputs(dead_letter.TAG, main="decoded")
 
 
 class CountStats(beam.PTransform):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 import tensorflow as tf
@@ -29,6 +28,7 @@ import tensorflow as tf
 from model import dsp
 from model import features as schema  # "features" names the opened directory below
 from model.errors import TagscaleError
+from model.machine import usable_cores
 
 SPLITS = schema.SPLITS
 SHARD_KIND = schema.SHARD_KIND
@@ -47,8 +47,7 @@ MAX_PARSE_CALLS = 8
 
 def parse_calls() -> int:
     """Batches parsed at once: one per core this process may use, at most ``MAX_PARSE_CALLS``."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_PARSE_CALLS))
+    return max(1, min(usable_cores(), MAX_PARSE_CALLS))
 
 
 class FeaturesDirError(TagscaleError):

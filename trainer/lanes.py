@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from typing import Any, Callable
 
-
-def _cores() -> int:
-    return os.cpu_count() or 1
+from model.machine import usable_cores
 
 
 def default_jobs(n_runs: int) -> int:
@@ -20,12 +17,12 @@ def default_jobs(n_runs: int) -> int:
 
     if tf.config.list_physical_devices("GPU"):
         return 1
-    return max(1, min(n_runs, _cores(), 4))
+    return max(1, min(n_runs, usable_cores(), 4))
 
 
 def threads_per_job(jobs: int) -> int:
     """TensorFlow threads for each of ``jobs`` runs at once: an equal share of the cores."""
-    return max(1, _cores() // jobs)
+    return max(1, usable_cores() // jobs)
 
 
 def set_threads(threads: int, inter: int | None = None) -> bool:
