@@ -41,6 +41,11 @@ WHEEL_REQUIREMENT = "musicnn==0.1.0"
 WHEEL_FILE = "musicnn-0.1.0-py3-none-any.whl"
 WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
 SOURCE = "musicnn 0.1.0 (ISC licence)"
+# Where the weights come from and on what terms: the wheel's own metadata says ``License: ISC``
+# (a permissive licence: commercial use allowed); the hash above pins the exact file.
+LICENSE = "ISC"
+WEIGHTS_SOURCE = f"{WHEEL_FILE} from PyPI ({WHEEL_REQUIREMENT}; github.com/jordipons/musicnn)"
+TRAINED_LICENSE = "as the training data allows"
 CACHE_ENV = "TAGSCALE_CACHE"
 PIP_TIMEOUT_S = 600
 
@@ -275,12 +280,42 @@ def resolve_model(name_or_path: str, cache_dir: str | None = None) -> str:
     )
 
 
+def provenance(info: dict, path: str) -> dict:
+    """Where the serving model at ``path`` (its info dict ``info``) came from and on what terms.
+
+    A fetched musicnn model: the wheel's licence, source and SHA-256, commercial use allowed.
+    Any other model (a trainer export): its terms are those of the data it was trained on, so
+    commercial use is unknown (None) unless the export records a ``commercial`` value.
+    """
+    name = info.get("name")
+    if name in MODELS and info.get("source") == SOURCE:
+        return {
+            "name": name,
+            "version": info.get("version"),
+            "license": LICENSE,
+            "source": WEIGHTS_SOURCE,
+            "sha256": WHEEL_SHA256,
+            "commercial": True,
+        }
+    commercial = info.get("commercial")
+    return {
+        "name": name,
+        "version": info.get("version"),
+        "license": info.get("license", TRAINED_LICENSE),
+        "source": path,
+        "sha256": None,
+        "commercial": commercial if isinstance(commercial, bool) else None,
+        **{key: info[key] for key in ("features_dir", "recipe") if key in info},
+    }
+
+
 # -----------------------------------------------------------------------------
 # CLI
 
 
 def list_models(cache_dir: str | None = None) -> list[dict]:
-    """One row per pretrained model: name, dataset, tags, path (or None when not fetched)."""
+    """One row per pretrained model: name, dataset, tags, path (or None when not fetched),
+    then its licence, source, the wheel's SHA-256 and whether commercial use is allowed."""
     rows = []
     for spec in MODELS.values():
         path = model_dir(spec.name, cache_dir)
@@ -291,6 +326,10 @@ def list_models(cache_dir: str | None = None) -> list[dict]:
                 "dataset": spec.dataset,
                 "tags": info["n_tags"] if info else spec.n_tags,
                 "path": path if info else None,
+                "license": LICENSE,
+                "source": WEIGHTS_SOURCE,
+                "sha256": WHEEL_SHA256,
+                "commercial": True,
             }
         )
     return rows
@@ -302,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"List or fetch the pretrained musicnn models ({SOURCE}).",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = actions.add_parser("list", help="show the available models and where the fetched ones are")
+    show = actions.add_parser(
+        "list", help="show the available models, where the fetched ones are, their licence and source"
+    )
+    show.add_argument("--json", action="store_true", help="print a JSON list of objects instead of a table")
     get = actions.add_parser("fetch", help=f"download {WHEEL_REQUIREMENT} with pip and convert its models")
     get.add_argument("names", nargs="*", metavar="NAME", help=f"models to fetch (default: all of {', '.join(MODELS)})")
     get.add_argument("--force", action="store_true", help="convert again even when already fetched")
@@ -322,12 +364,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{path}")
         return 0
     rows = list_models(args.cache_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
     width = max(len(row["name"]) for row in rows)
     dataset_width = max(len(row["dataset"]) for row in rows)
-    print(f"{'NAME':<{width}}  {'DATASET':<{dataset_width}}  TAGS  PATH")
+    path_width = max(len(row["path"] or "not fetched") for row in rows)
+    # The first four columns as they always were (scripts read them); the terms after them,
+    # the source last as it holds spaces.
+    print(
+        f"{'NAME':<{width}}  {'DATASET':<{dataset_width}}  TAGS  {'PATH':<{path_width}}  "
+        f"LICENSE  COMMERCIAL  {'SHA256':<64}  SOURCE"
+    )
     for row in rows:
         path = row["path"] or "not fetched"
-        print(f"{row['name']:<{width}}  {row['dataset']:<{dataset_width}}  {row['tags']:>4}  {path}")
+        commercial = {True: "yes", False: "no"}.get(row["commercial"], "unknown")
+        print(
+            f"{row['name']:<{width}}  {row['dataset']:<{dataset_width}}  {row['tags']:>4}  {path:<{path_width}}  "
+            f"{row['license']:<7}  {commercial:<10}  {row['sha256']:<64}  {row['source']}"
+        )
     return 0
 
 

@@ -76,12 +76,13 @@ def read_manifest(directory: str, name: str) -> list[str] | None:
     return list(files)
 
 
-def write_manifest(directory: str, name: str, names: list[str], *, run_id: str) -> dict:
-    """Write ``directory/name`` listing exactly ``names``: the files readers will read."""
+def write_manifest(directory: str, name: str, names: list[str], *, run_id: str, extra: dict | None = None) -> dict:
+    """Write ``directory/name`` listing exactly ``names``: the files readers will read (and the
+    keys of ``extra``, which readers of the file list ignore)."""
     for entry in names:
         if not SAFE_NAME.fullmatch(entry):
             raise ValueError(f"not a plain Parquet file name: {entry!r}")
-    manifest = {"files": sorted(names), "run_id": run_id, "written_by": "tagscale"}
+    manifest = {**(extra or {}), "files": sorted(names), "run_id": run_id, "written_by": "tagscale"}
     fileio.write_text(fileio.join(directory, name), json.dumps(manifest, indent=1))
     return manifest
 
@@ -145,10 +146,11 @@ class _WriteShardFn(beam.DoFn):
     def __init__(self, directory: str, prefix: str, schema, row_bytes):
         self._directory, self._prefix, self._schema, self._row_bytes = directory, prefix, schema, row_bytes
 
-    def process(self, keyed, num_shards):
+    def process(self, keyed, num_shards, metadata=None):
         shard, rows = keyed
         path = fileio.join(self._directory, shard_file(self._prefix, shard, num_shards))
-        count = write_file(path, self._schema, (row for row in rows if row is not None), row_bytes=self._row_bytes)
+        schema = self._schema.with_metadata({**(self._schema.metadata or {}), **metadata}) if metadata else self._schema
+        count = write_file(path, schema, (row for row in rows if row is not None), row_bytes=self._row_bytes)
         beam.metrics.Metrics.counter("parquet", "rows_written").inc(count)
         yield path
 
@@ -168,6 +170,9 @@ class WriteParquetShards(beam.PTransform):
     num_shards : int, optional
         A fixed number of files; by default ``ceil(estimated bytes / target_bytes)``, at least 1.
     target_bytes : int
+    metadata : PCollection, optional
+        One ``{key: value}`` dict of strings (known only once the pipeline runs) that every
+        file carries as its Parquet key-value metadata.
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class WriteParquetShards(beam.PTransform):
         row_bytes,
         num_shards: int | None = None,
         target_bytes: int = shards.DEFAULT_TARGET_BYTES,
+        metadata=None,
     ):
         super().__init__()
         if (num_shards is not None and num_shards < 1) or target_bytes < 1:
@@ -187,6 +193,7 @@ class WriteParquetShards(beam.PTransform):
         self._directory, self._prefix, self._schema = directory, prefix, schema
         self._key, self._row_bytes = key, row_bytes
         self._num_shards, self._target_bytes = num_shards, target_bytes
+        self._metadata = metadata
 
     def expand(self, rows):
         if self._num_shards:
@@ -202,10 +209,13 @@ class WriteParquetShards(beam.PTransform):
         num_shards = beam.pvalue.AsSingleton(count)
         keyed = rows | "KeyByShard" >> beam.Map(_key_by_shard, num_shards, self._key)
         every_shard = count | "EveryShard" >> beam.FlatMap(_every_shard)
+        side = () if self._metadata is None else (beam.pvalue.AsSingleton(self._metadata),)
         return (
             (keyed, every_shard)
             | "WithEmptyShards" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard"
-            >> beam.ParDo(_WriteShardFn(self._directory, self._prefix, self._schema, self._row_bytes), num_shards)
+            >> beam.ParDo(
+                _WriteShardFn(self._directory, self._prefix, self._schema, self._row_bytes), num_shards, *side
+            )
         )

@@ -21,7 +21,7 @@ import os
 import sys
 
 from model.errors import TagscaleError
-from pipelines import fileio, tag_output
+from pipelines import fileio, provenance, tag_output
 from pipelines.terminal import printable
 
 # Over ``tags``, the run's Arrow data that :func:`connect` registers (no file name in any SQL).
@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     track_parser = commands.add_parser("track", help="a track's top tags with scores")
     track_parser.add_argument("track_id")
     track_parser.add_argument("--limit", type=int, default=10)
-    commands.add_parser("stats", help="per tag: tracks scoring above 0.5 and score quantiles")
+    commands.add_parser(
+        "stats", help="per tag: tracks scoring above 0.5 and score quantiles; then the run's model, licence, catalog"
+    )
     sql_parser = commands.add_parser(
         "sql",
         help="any SQL over the views `tags` and `tag_scores`; it reads only the run "
@@ -237,10 +239,18 @@ def main(argv: list[str] | None = None) -> int:
         columns, rows = _run(args, connection, thresholds)
     except duckdb.Error as error:  # a file of the run unreadable, or gone since it was listed
         raise TagscaleError(f"query failed: {str(error).splitlines()[0]}") from error
+    # stats also says where the scores came from, for runs that recorded it: after the table,
+    # and in JSON on every row (the output stays a list of per-tag records).
+    origin = provenance.read(args.tags) if args.query == "stats" else None
     if args.json:
-        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
+        records = [dict(zip(columns, row)) for row in rows]
+        if origin is not None:
+            records = [{**record, "provenance": origin} for record in records]
+        print(json.dumps(records, indent=2, default=str))
     else:
         print(format_table(columns, rows))
+        if origin is not None:
+            print("\n" + "\n".join(printable(line) for line in provenance.describe(origin)))
     return 0
 
 

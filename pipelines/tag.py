@@ -28,7 +28,19 @@ import numpy as np
 import pyarrow
 
 from model import dsp, export
-from pipelines import beam_util, dead_letter, fileio, inference, locks, outputs, shards, stages, tag_output
+from pipelines import (
+    beam_util,
+    dead_letter,
+    fileio,
+    inference,
+    locks,
+    outputs,
+    provenance,
+    shards,
+    stages,
+    tag_output,
+    tag_progress,
+)
 from pipelines.catalog import ReadCatalog, Track
 
 LOG = logging.getLogger("tagscale.tag")
@@ -58,6 +70,7 @@ class TagConfig:
     decode: stages.DecodeOptions = stages.DecodeOptions()
     num_shards: int | None = None  # tag Parquet files; None: sized by target_shard_bytes
     target_shard_bytes: int = shards.DEFAULT_TARGET_BYTES
+    require_commercial: bool = False  # refuse a model not known to allow commercial use
 
 
 # ----------------------------------------------------------------------- plain functions
@@ -106,44 +119,6 @@ def split_already_tagged(keyed):
 
 
 # ------------------------------------------------------------------------ PTransforms
-
-
-class _Progress(beam.DoFn):
-    """Count tracks through the model (a Beam counter, ``tagscale/tracks_through_model``) and
-    print 'tracks done, rate' to stderr every few seconds; a track is done when its last patch
-    comes out of the model. No catalog total: the driver never reads the whole catalog."""
-
-    def __init__(self, total: int | None = None, every_s: float = 5.0):
-        self._total = total
-        self._every_s = every_s
-
-    def setup(self):
-        self._done = self._reported = 0
-        self._counter = beam.metrics.Metrics.counter("tagscale", "tracks_through_model")
-        self._start = self._last = time.monotonic()
-
-    def _report(self):
-        rate = self._done / max(time.monotonic() - self._start, 1e-9)
-        of = f", of {self._total} catalog rows" if self._total else ""
-        print(
-            f"tagscale tag: {self._done} tracks through the model{of} ({rate:.1f} tracks/s)",
-            file=sys.stderr,
-            flush=True,
-        )
-        self._reported, self._last = self._done, time.monotonic()
-
-    def process(self, element):
-        (_, index, n_patches, _, _), _ = element
-        if index == n_patches - 1:
-            self._done += 1
-            self._counter.inc()
-            if time.monotonic() - self._last >= self._every_s:
-                self._report()
-        yield element
-
-    def teardown(self):
-        if self._done > self._reported:
-            self._report()
 
 
 class SkipAlreadyTagged(beam.PTransform):
@@ -195,7 +170,7 @@ class TagTracks(beam.PTransform):
             >> inference.RunInference(
                 self._config.model, batch_size=self._config.batch_size, precision=self._config.precision
             )
-            | "Progress" >> beam.ParDo(_Progress(self._total, self._config.progress_every_s))
+            | "Progress" >> beam.ParDo(tag_progress.Progress(self._total, self._config.progress_every_s))
             | "KeyByTrack" >> beam.MapTuple(lambda key, outputs: (key[0], (key, outputs)))
             | "GroupPatches" >> beam.GroupByKey()
             | "MeanPerTrack"
@@ -221,12 +196,14 @@ def build_pipeline(
     todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"])
     decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
     rows = decoded.decoded | "TagTracks" >> TagTracks(config, tags=tags, info=info, total=total)
+    origin = provenance.run_provenance(config.catalog, config.model, info, None)
     _ = rows | "WriteTags" >> tag_output.WriteTags(
         fileio.join(config.output, "tags"),
         run_id,
         TAGS_SCHEMA,
         num_shards=config.num_shards,
         target_bytes=config.target_shard_bytes,
+        metadata=provenance.file_metadata(catalog, origin),
     )
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
     _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(
@@ -287,6 +264,9 @@ def parse_args(argv):
     )
     stages.DecodeOptions.add_arguments(parser)
     tag_output.add_arguments(parser)
+    parser.add_argument(
+        "--require-commercial", action="store_true", help="refuse a model not known to allow commercial use"
+    )
     args, beam_args = parser.parse_known_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
@@ -310,6 +290,7 @@ def parse_args(argv):
         decode=decode,
         num_shards=args.num_shards,
         target_shard_bytes=args.target_shard_bytes,
+        require_commercial=args.require_commercial,
     )
     return config, beam_args
 
@@ -325,8 +306,10 @@ def run(argv: list[str] | None = None) -> dict:
     previous output as it was.
     """
     config, beam_args = parse_args(argv)
-    outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))  # checks the catalog too
     tags, info = export.read_model_info(config.model)
+    if config.require_commercial:
+        provenance.require_commercial(config.model, info)
+    outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))  # checks the catalog too
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     with locks.OutputLock(config.output, "tag"):
         outputs.recover(config.output)
@@ -359,9 +342,9 @@ def run_staged(
             run_id=run_id,
         )
     stats = json.loads(fileio.read_text(staging.path("tmp", f"stats-{run_id}.json")))
-    tag_output.write_manifest(
-        staging.path("tags"), kept + tag_output.run_files(staging.path("tags"), run_id), run_id=run_id
-    )
+    origin = provenance.run_provenance(config.catalog, config.model, info, int(stats.get("tracks_in", 0)))
+    names = kept + tag_output.run_files(staging.path("tags"), run_id)
+    tag_output.write_manifest(staging.path("tags"), names, run_id=run_id, provenance=origin)
     dead_letter.write_manifest(staging.dir, run_id=run_id)
     summary = {
         "tracks_in": int(stats.get("tracks_in", 0)),

@@ -27,9 +27,11 @@ def manifest_files(tags_dir: str) -> list[str] | None:
     return parquet_shards.read_manifest(tags_dir, MANIFEST)
 
 
-def write_manifest(tags_dir: str, names: list[str], *, run_id: str) -> dict:
-    """Write ``tags_dir/manifest.json`` listing exactly ``names``: the files readers will read."""
-    return parquet_shards.write_manifest(tags_dir, MANIFEST, names, run_id=run_id)
+def write_manifest(tags_dir: str, names: list[str], *, run_id: str, provenance: dict | None = None) -> dict:
+    """Write ``tags_dir/manifest.json`` listing exactly ``names``: the files readers will read,
+    with the run's ``provenance`` (:mod:`pipelines.provenance`) when given."""
+    extra = {"provenance": provenance} if provenance is not None else None
+    return parquet_shards.write_manifest(tags_dir, MANIFEST, names, run_id=run_id, extra=extra)
 
 
 def tag_files(tags_dir: str) -> list[str]:
@@ -84,7 +86,8 @@ def add_arguments(parser) -> None:
 
 class WriteTags(beam.PTransform):
     """Rows -> ``{directory}/run-{run_id}-SSSSS-of-NNNNN.parquet`` (paths out), a track's row in
-    the shard its track_id hashes to; ``num_shards`` files, or as many as ``target_bytes`` asks."""
+    the shard its track_id hashes to; ``num_shards`` files, or as many as ``target_bytes`` asks;
+    each file carries ``metadata`` (a one-dict PCollection) as its Parquet key-value metadata."""
 
     def __init__(
         self,
@@ -94,6 +97,7 @@ class WriteTags(beam.PTransform):
         *,
         num_shards: int | None = None,
         target_bytes: int = shards.DEFAULT_TARGET_BYTES,
+        metadata=None,
     ):
         super().__init__()
         self._write = parquet_shards.WriteParquetShards(
@@ -104,6 +108,7 @@ class WriteTags(beam.PTransform):
             row_bytes=row_bytes,
             num_shards=num_shards,
             target_bytes=target_bytes,
+            metadata=metadata,
         )
 
     def expand(self, rows):

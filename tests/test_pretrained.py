@@ -7,6 +7,7 @@ imported in graph mode and restored from its checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -137,11 +138,25 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 def test_list_cli(cache_dir, tmp_path, capsys):
     assert pretrained.main(["list", "--cache-dir", cache_dir]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAME", "DATASET", "TAGS", "PATH"]
-    assert lines[1].startswith("musicnn-mtt") and lines[1].endswith(os.path.join(cache_dir, "models", "musicnn-mtt"))
+    assert lines[0].split()[:4] == ["NAME", "DATASET", "TAGS", "PATH"]
+    assert lines[1].startswith("musicnn-mtt") and f" {os.path.join(cache_dir, 'models', 'musicnn-mtt')} " in lines[1]
     assert "Million Song Dataset" in lines[2] and " 50 " in lines[2]
     assert pretrained.main(["list", "--cache-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("not fetched") == 2
+
+
+def test_list_names_each_models_licence_source_and_wheel_hash(tmp_path, capsys):
+    assert pretrained.main(["list", "--json", "--cache-dir", str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == ["musicnn-mtt", "musicnn-msd"]
+    for row in rows:
+        assert (row["license"], row["commercial"], row["path"]) == ("ISC", True, None)
+        assert row["sha256"] == "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
+        assert "musicnn-0.1.0-py3-none-any.whl" in row["source"] and "PyPI" in row["source"]
+    assert pretrained.main(["list", "--cache-dir", str(tmp_path)]) == 0
+    header, first, _ = capsys.readouterr().out.splitlines()
+    assert header.split()[:8] == ["NAME", "DATASET", "TAGS", "PATH", "LICENSE", "COMMERCIAL", "SHA256", "SOURCE"]
+    assert first.split()[5:8] == ["ISC", "yes", rows[0]["sha256"]] and first.endswith(rows[0]["source"])
 
 
 def test_fetch_without_index_is_one_clear_line(tmp_path):

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SMALL_MODEL_TAGS as TAGS
 
-from model import dsp, export
+from model import dsp, export, pretrained
 from pipelines import audio, query, tag
 from pipelines.catalog import Track
 
@@ -166,6 +166,60 @@ def test_num_shards_3_writes_three_listed_files_read_by_query_and_incremental_on
 
 
 @pytest.mark.slow
+def test_a_run_records_its_provenance_in_the_manifest_every_file_and_query_stats(
+    tag_catalog, small_model, tmp_path, capsys
+):
+    import importlib.metadata
+
+    output, catalog = tmp_path / "out", tmp_path / "catalog.csv"
+    lines = (tag_catalog / "catalog.csv").read_text().splitlines()
+    catalog.write_text("\n".join(lines[:4] + lines[-3:]) + "\n")  # t0..t2 and three rows that fail
+    assert run_tag(catalog, small_model, output, "--num-shards", "2")["tracks_in"] == 6
+    expected = {
+        "model": {
+            "name": "small",
+            "version": export.load_serving_model(small_model).version,
+            "license": "as the training data allows",
+            "source": small_model,
+            "sha256": None,
+            "commercial": None,
+        },
+        "catalog": {"path": str(catalog), "rows": 6},
+        "tagscale_version": importlib.metadata.version("tagscale"),
+    }
+    manifest = json.loads((output / "tags" / "manifest.json").read_text())
+    assert {"files", "run_id", "written_by"} < set(manifest) and manifest["provenance"] == expected
+    assert len(manifest["files"]) == 2
+    for name in manifest["files"]:
+        assert json.loads(pq.read_schema(output / "tags" / name).metadata[b"tagscale.provenance"]) == expected
+
+    assert query.main(["--tags", str(output), "--json", "stats"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted(r["tag"] for r in records) == sorted(TAGS) and all(r["provenance"] == expected for r in records)
+    assert query.main(["--tags", str(output), "stats"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert (
+        f"catalog: {catalog} (6 rows)" in text
+        and "licence: as the training data allows (commercial use: unknown)" in text
+    )
+
+
+def test_require_commercial_refuses_a_model_of_unknown_terms_before_any_work(
+    tag_catalog, small_model, tmp_path, capsys
+):
+    from model.errors import run_command
+
+    argv = ["--catalog", str(tag_catalog / "catalog.csv"), "--model", small_model, "--output", str(tmp_path / "out")]
+    assert run_command("tag", tag.main, [*argv, "--require-commercial"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "tagscale tag: error: --require-commercial: model small (licence: as the training data allows) "
+        "is not known to allow commercial use"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 def test_output_opens_in_duckdb_and_pandas(tag_catalog, small_model, tmp_path):
     output = tmp_path / "out"
     run_tag(tag_catalog / "catalog.csv", small_model, output)
@@ -193,9 +247,12 @@ def test_musicnn_mtt_tags_the_string_orchestra_clip(pretrained_cache, real_clips
             pretrained_cache,
             "--output",
             str(tmp_path / "out"),
+            "--require-commercial",  # ISC: allowed
         ]
     )
     assert summary["tagged"] == 1 and summary["model"]["name"] == "musicnn-mtt"
+    recorded = json.loads((tmp_path / "out" / "tags" / "manifest.json").read_text())["provenance"]["model"]
+    assert (recorded["license"], recorded["commercial"], recorded["sha256"]) == ("ISC", True, pretrained.WHEEL_SHA256)
     top3 = [s["tag"] for s in read_tags(tmp_path / "out").scores[0][:3]]
     assert {"classical", "strings", "violin"} & set(top3) and top3[0] == "classical"
 

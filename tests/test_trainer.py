@@ -467,6 +467,8 @@ def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir
     keys = sorted(mel)
     outputs = served.predict(np.stack([waveforms[k] for k in keys]))
     assert served.tags == features.tags and served.info["frontend"] == "spectrogram"
+    # ... and says what it came from: the features (path) and the recipe (eval.json's settings)
+    assert served.info["features_dir"] == features.path and served.info["recipe"] == evaluation["settings"]
     # The shards keep the waveform as int16 PCM (81 dB SNR at -20 dBFS) while the log-mel shards
     # were computed from the float audio, so the served outputs differ by quantisation alone:
     # scores by up to 3.5e-4 measured here, embeddings (values up to ~10) by 4.4e-4 relative.

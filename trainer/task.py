@@ -335,6 +335,8 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
             "preset": args.preset,
             "roc_auc": evaluation["roc_auc"],
             "pr_auc": evaluation["pr_auc"],
+            "features_dir": features.path,  # where it came from: the features and the recipe
+            "recipe": settings,
         }
         evaluation["export"] = exporting.export_model(
             model,

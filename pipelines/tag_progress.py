@@ -1,0 +1,46 @@
+"""tag's progress on stderr: tracks through the model, and their rate, every few seconds."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import apache_beam as beam
+
+
+class Progress(beam.DoFn):
+    """Count tracks through the model (a Beam counter, ``tagscale/tracks_through_model``) and
+    print 'tracks done, rate' to stderr every few seconds; a track is done when its last patch
+    comes out of the model. No catalog total: the driver never reads the whole catalog."""
+
+    def __init__(self, total: int | None = None, every_s: float = 5.0):
+        self._total = total
+        self._every_s = every_s
+
+    def setup(self):
+        self._done = self._reported = 0
+        self._counter = beam.metrics.Metrics.counter("tagscale", "tracks_through_model")
+        self._start = self._last = time.monotonic()
+
+    def _report(self):
+        rate = self._done / max(time.monotonic() - self._start, 1e-9)
+        of = f", of {self._total} catalog rows" if self._total else ""
+        print(
+            f"tagscale tag: {self._done} tracks through the model{of} ({rate:.1f} tracks/s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._reported, self._last = self._done, time.monotonic()
+
+    def process(self, element):
+        (_, index, n_patches, _, _), _ = element
+        if index == n_patches - 1:
+            self._done += 1
+            self._counter.inc()
+            if time.monotonic() - self._last >= self._every_s:
+                self._report()
+        yield element
+
+    def teardown(self):
+        if self._done > self._reported:
+            self._report()
