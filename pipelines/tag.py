@@ -306,10 +306,10 @@ def run(argv: list[str] | None = None) -> dict:
     previous output as it was.
     """
     config, beam_args = parse_args(argv)
-    tags, info = export.read_model_info(config.model)
-    if config.require_commercial:
-        provenance.require_commercial(config.model, info)
     outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))  # checks the catalog too
+    tags, info = export.read_model_info(config.model)
+    if config.require_commercial:  # refused before any work
+        provenance.require_commercial(config.model, info)
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     with locks.OutputLock(config.output, "tag"):
         outputs.recover(config.output)
