@@ -65,7 +65,7 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
 
 @pytest.mark.slow
 def test_seeds_report_a_spread_and_steps_budget_equal_updates(tmp_path_factory, tmp_path):
-    """Two seeds per arm: report.json keeps the mean in today's keys and adds one value per seed;
+    """Two seeds per arm: report.json keeps the mean under its usual keys and adds one value per seed;
     report.md prints the min-max; --budget steps runs the half fraction twice as many epochs."""
     from trainer import compare_seeds, inputs
 
