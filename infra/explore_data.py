@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model.errors import TagscaleError
-from pipelines import fileio, query
+from pipelines import dead_letter, fileio, query
 
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
@@ -59,9 +59,7 @@ def mirror(source: str, local_dir: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
     wanted = [(path, "tags") for path in query.tag_files(source)]
-    wanted += [
-        (path, "dead_letter") for path in fileio.glob(fileio.join(source.rstrip("/"), "dead_letter", "*.parquet"))
-    ]
+    wanted += [(path, "dead_letter") for path in dead_letter.dead_letter_files(source)]
     for path, folder in wanted:
         os.makedirs(os.path.join(local_dir, folder), exist_ok=True)
         with (
@@ -194,7 +192,7 @@ def dead_letters(connection, run: Run) -> list[dict]:
     """The run's dead-letter records counted by stage and reason.
 
     pyarrow reads the files and DuckDB counts the registered table: no path goes into SQL."""
-    files = fileio.glob(os.path.join(run.local_dir, "dead_letter", "*.parquet"))
+    files = dead_letter.dead_letter_files(run.local_dir)  # a gs:// run's mirror has no manifest: its files
     if not files:
         return []
     try:
