@@ -1,4 +1,9 @@
-"""Shared test fixtures: real audio made on the fly, the repo's real clips, clean interpreter exit."""
+"""Shared test fixtures: real audio made on the fly, the repo's real clips, featurized demo catalogs,
+a small serving model, clean interpreter exit.
+
+Helpers that test files import by name live beside this file: featurized.py (demo features and the
+tiny network), tag_runs.py (hand-made tag runs), explore_run.py, read_only.py, gcs_emulator.py.
+"""
 
 from __future__ import annotations
 
@@ -108,3 +113,27 @@ def small_model_dir(directory) -> str:
 def small_model(tmp_path_factory) -> str:
     """:func:`small_model_dir`, made once per session for the tests that only read it."""
     return small_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def demo_features(tmp_path_factory) -> pathlib.Path:
+    """:func:`featurized.make_demo_features`: 400 demo tracks featurized (a Beam run: mark users slow)."""
+    from featurized import make_demo_features
+
+    return make_demo_features(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def small_features(tmp_path_factory) -> pathlib.Path:
+    """:func:`featurized.make_small_features`: 48 demo tracks featurized (a Beam run: mark users slow)."""
+    from featurized import make_small_features
+
+    return make_small_features(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tagged_demo(tmp_path_factory, pretrained_cache) -> dict:
+    """:func:`tag_runs.make_tagged_demo`: 200 demo tracks tagged by musicnn-mtt (a Beam run: mark users slow)."""
+    from tag_runs import make_tagged_demo
+
+    return make_tagged_demo(tmp_path_factory.mktemp("tagged_demo"), pretrained_cache)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from test_trainer import make_demo_features, train_args
+import pytest
+from test_trainer import train_args
 
 from trainer import build, task
 
 
-def test_a_kept_model_starts_the_next_run_as_a_new_model_would(tmp_path_factory, tmp_path, monkeypatch):
-    features = make_demo_features(tmp_path_factory)
+@pytest.mark.slow
+def test_a_kept_model_starts_the_next_run_as_a_new_model_would(demo_features, tmp_path, monkeypatch):
+    features = demo_features
     traces = []  # Python runs the train step only while TensorFlow traces it
     train_step = keras.Model.train_step
     monkeypatch.setattr(keras.Model, "train_step", lambda model, data: traces.append(1) or train_step(model, data))

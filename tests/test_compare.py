@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_trainer import make_demo_features
 
 from infra.demo import COMPARE_FLAGS
 from trainer import compare
@@ -23,8 +22,8 @@ def test_fractions_are_validated():
 
 
 @pytest.mark.slow
-def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, capfd):
-    features = make_demo_features(tmp_path_factory)
+def test_compare_both_frontends_learn_and_report(demo_features, tmp_path, capfd):
+    features = demo_features
     out = tmp_path / "compare"
     assert compare.main(["--features", str(features), "--output", str(out), *DEMO_FLAGS]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -64,12 +63,12 @@ def test_compare_both_frontends_learn_and_report(tmp_path_factory, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_seeds_report_a_spread_and_steps_budget_equal_updates(tmp_path_factory, tmp_path):
+def test_seeds_report_a_spread_and_steps_budget_equal_updates(demo_features, tmp_path):
     """Two seeds per arm: report.json keeps the mean under its usual keys and adds one value per seed;
     report.md prints the min-max; --budget steps runs the half fraction twice as many epochs."""
     from trainer import compare_seeds, inputs
 
-    features = make_demo_features(tmp_path_factory)
+    features = demo_features
     out = tmp_path / "seeds"
     flags = [*COMPARE_FLAGS, "--fractions", "0.25,0.5", "--frontends", "spectrogram", "--epochs", "1"]
     flags += ["--seeds", "2", "--budget", "steps", "--jobs", "1", "--seed", "3"]

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import pytest
+from featurized import TINY
 
 from trainer import multiworker
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--frontend-filters", "2", "--backend-channels", "8", "--dense-units", "16", "--batch-size", "8"]
 EPOCHS = 4
 
 
@@ -63,28 +63,6 @@ def test_the_steps_take_any_replica_batch_including_an_empty_one():
     for n in (4, 3, 1):  # a full batch, then partial ones
         assert np.isfinite(float(train_step(batch(n)))) and np.isfinite(float(eval_step(batch(n))))
     assert any(np.any(v.numpy() != old) for old, v in zip(before, model.trainable_variables))
-
-
-def make_small_features(tmp_path_factory) -> pathlib.Path:
-    """48 demo tracks featurized (one patch each), once per session: enough for every split, small
-    enough for two workers on a shared CPU (test_vertex_compare trains its arms on them too)."""
-    root = tmp_path_factory.getbasetemp() / "small_demo"
-    if (root / "features" / "metadata.json").exists():
-        return root / "features"
-    from infra import demo_catalog
-    from pipelines import featurize
-
-    catalog = demo_catalog.make_demo_catalog(str(root / "catalog"), n_tracks=48, seed=0, duration_s=3.5)
-    featurize.run(
-        ["--catalog", catalog, "--output", str(root / "features"), "--top-k", "8"]
-        + ["--valid-fraction", "0.2", "--test-fraction", "0.2"]
-    )
-    return root / "features"
-
-
-@pytest.fixture(scope="module")
-def small_features(tmp_path_factory) -> pathlib.Path:
-    return make_small_features(tmp_path_factory)
 
 
 def free_ports(n: int) -> list[int]:

@@ -12,12 +12,11 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from featurized import TINY
 
 from model import dsp
 from model.errors import run_command
 from trainer import callbacks, crops, inputs, multiworker, schedule, task
-
-TINY = ["--frontend-filters", "2", "--backend-channels", "8", "--dense-units", "16", "--batch-size", "8"]
 
 # Validation losses on which the two rules part: improvements at epochs 3 and 6 reset plateau's
 # counter but not the seed's, which keeps counting the non-improving epochs 2, 4, 5, 7, ...

@@ -16,48 +16,18 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from featurized import TINY_NETWORK
 
 from model import dsp, export
 from trainer import callbacks, inputs, metrics, task
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# A small demo catalog on which both front-ends learn within a few CPU minutes (see test_compare).
-DEMO_TRACKS, DEMO_SECONDS = 400, 3.5  # one patch per track: many distinct tracks beat many patches
-TINY = ["--frontend-filters", "2", "--backend-channels", "8", "--dense-units", "16", "--batch-size", "16"]
-
-
-def make_demo_features(tmp_path_factory) -> pathlib.Path:
-    """Featurize the demo catalog once per test session (both test modules share the folder)."""
-    root = tmp_path_factory.getbasetemp() / "trainer_demo"
-    features = root / "features"
-    if (features / "metadata.json").exists():
-        return features
-    from infra import demo_catalog
-    from pipelines import featurize
-
-    catalog = demo_catalog.make_demo_catalog(
-        str(root / "catalog"), n_tracks=DEMO_TRACKS, seed=0, duration_s=DEMO_SECONDS
-    )
-    featurize.run(
-        [
-            "--catalog",
-            catalog,
-            "--output",
-            str(features),
-            "--top-k",
-            "16",
-            "--valid-fraction",
-            "0.15",
-            "--test-fraction",
-            "0.2",
-        ]
-    )
-    return features
+TINY = [*TINY_NETWORK, "--batch-size", "16"]
 
 
 @pytest.fixture(scope="module")
-def features_dir(tmp_path_factory) -> pathlib.Path:
-    return make_demo_features(tmp_path_factory)
+def features_dir(demo_features) -> pathlib.Path:
+    return demo_features
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +56,7 @@ def train_args(features, job_dir, frontend, *extra) -> argparse.Namespace:
 # ------------------------------------------------------------------------------- inputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "frontend,shape", [("waveform", (dsp.PATCH_SAMPLES,)), ("spectrogram", (dsp.PATCH_FRAMES, dsp.N_MELS))]
 )
@@ -113,6 +84,7 @@ def test_dataset_shapes_and_labels_match_the_catalog(features_dir, catalog_tags,
     assert int(train.cardinality()) == -(-features.split_examples("train") // 16)
 
 
+@pytest.mark.slow
 def test_fraction_is_deterministic_nested_and_counted(features_dir):
     features = inputs.open_features(str(features_dir))
 
@@ -130,6 +102,7 @@ def test_fraction_is_deterministic_nested_and_counted(features_dir):
     assert list(inputs.keep_track(tf.constant(["a", "b"]), 1.0).numpy()) == [True, True]
 
 
+@pytest.mark.slow
 def test_malformed_features_dirs_name_what_is_missing(features_dir, tmp_path):
     with pytest.raises(inputs.FeaturesDirError, match="does not exist"):
         inputs.open_features(str(tmp_path / "nowhere"))
@@ -382,6 +355,7 @@ def test_random_patch_epochs_train_on_tracks_of_several_patches(tmp_path):
     assert evaluation["epochs_trained"] == 1 and evaluation["train"]["tracks"] == len(patches)
 
 
+@pytest.mark.slow
 def test_the_input_pipeline_has_no_autotuned_stage(features_dir):
     """Autotuned stages made Keras wait seconds at each epoch's end beside another training process."""
     features = inputs.open_features(str(features_dir))
@@ -399,6 +373,7 @@ def test_the_input_pipeline_has_no_autotuned_stage(features_dir):
     assert dataset.options().autotune.enabled is False
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_eval_and_a_self_contained_export(features_dir, tmp_path):
     copy = tmp_path / "features_copy"
     shutil.copytree(features_dir, copy)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_multiworker import TINY, make_small_features
+from featurized import TINY
 
 from infra import cli, compare_jobs
 from trainer import compare
 
 
 @pytest.mark.slow
-def test_collect_reports_the_finished_arms_and_lists_the_others(tmp_path_factory, tmp_path, capsys):
-    features = make_small_features(tmp_path_factory)
+def test_collect_reports_the_finished_arms_and_lists_the_others(small_features, tmp_path, capsys):
+    features = small_features
     root = tmp_path / "compare"
     arms = {"waveform-f1": ("waveform", "1"), "spectrogram-f0.5": ("spectrogram", "0.5")}
     for name, (frontend, fraction) in arms.items():
