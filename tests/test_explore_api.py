@@ -79,8 +79,43 @@ def expected_order(runs, tag, minimum, names=("run-mtt", "run-spec")):
     return [(name, track_id, -negative) for negative, _, _, name, track_id in sorted(rows)]
 
 
-def test_server_binds_loopback(server):
-    assert server.server_address[0] == "127.0.0.1"
+def this_machines_other_address() -> str | None:
+    """The address this machine would send from to a non-local network (no packet is sent), or
+    None where it has only loopback."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: routed like any outside address
+            address = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_the_command_lines_default_server_listens_on_loopback_only(runs):
+    """Built as `tagscale explore` builds it without --host: reachable on 127.0.0.1, refused on the
+    machine's other address (the app has no login)."""
+    import socket
+
+    from infra.explore import ExplorerServer, build_parser
+    from infra.explore_query import Explorer
+
+    args = build_parser().parse_args(["--tags", str(runs["root"] / "run-mtt"), "--port", "0"])
+    explorer = Explorer.open(args.tags)
+    httpd = ExplorerServer(explorer, args.host, args.port, quiet=True)
+    httpd.start()
+    try:
+        port = httpd.server_address[1]
+        assert get_json(httpd, "/api/stats")["tracks"] == 30
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+        other = this_machines_other_address()
+        if other is not None:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((other, port), timeout=10).close()
+    finally:
+        httpd.stop()
+        explorer.close()
 
 
 def test_tracks_by_tag_sorted_by_score_with_total(server, runs):
