@@ -51,8 +51,10 @@ test-numerics: $(STAMP)
 	  ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERICS_TESTS); \
 	else echo "test-numerics: no AVX-512 on this CPU; its oneDNN path is already AVX2 (make test)"; fi
 
-test-fast: $(STAMP) browser
-	$(PY) -m pytest -m 'not slow'
+# The edit-test loop: no Beam run, no training, no browser (markers in pytest.ini); under 2 minutes
+# on 2 cores. `make test` runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m 'not slow and not browser' --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -20,6 +20,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_AUDIO = REPO.parent / "shared" / "audio" / "librosa_examples"
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that asks for a fixture named ``browser`` drives chromium, in whichever file it is:
+    marked ``browser`` so that ``make test-fast`` leaves it out."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 def pytest_unconfigure(config):
     # A process that ran tf.Transform can segfault in interpreter teardown, after all work is done.
     gc.collect()

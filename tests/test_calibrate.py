@@ -53,6 +53,7 @@ def test_calibrate_replaces_only_its_own_thresholds_file(tmp_path, capsys):
         assert json.loads(thresholds.read_text())["tags"]["a"]["precision"] == 1.0
 
 
+@pytest.mark.root
 def test_a_read_only_output_is_one_line(tmp_path):
     from read_only import run_read_only
 

@@ -60,6 +60,7 @@ def test_diff_writes_no_report_into_the_root_or_over_a_users_files(runs, tmp_pat
     assert sorted(os.listdir(tmp_path / "new")) == [".tagscale-owned", "drift.png", "report.md"]
 
 
+@pytest.mark.root
 def test_a_read_only_output_is_one_line(runs, tmp_path):
     from read_only import run_read_only
 

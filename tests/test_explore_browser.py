@@ -14,6 +14,8 @@ import urllib.request
 import pytest
 from explore_run import write_run, write_thresholds
 
+pytestmark = pytest.mark.browser
+
 # Debian's packages; the variables exist so a test can point them at nothing and see the failure.
 CHROMIUM = os.environ.get("TAGSCALE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TAGSCALE_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -174,6 +174,7 @@ def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
     assert by_id["two_hours"]["duration_s"] == 20.0 and by_id["non_utf8_name"]["uri"].endswith("caf\ufffd.wav")
 
 
+@pytest.mark.root
 def test_unreadable_file_is_a_decode_error():
     """Root reads anything, so the check runs as the unprivileged user `nobody`."""
     import tempfile
