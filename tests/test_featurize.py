@@ -53,22 +53,6 @@ def test_check_audio_rejects_short_silent_and_nan():
         stages.check_audio(bad, min_duration_s=1.0)
 
 
-def test_spill_round_trip_and_raw_record_batch(tmp_path):
-    samples = np.random.default_rng(0).normal(0, 0.2, size=16000 * 7).astype(np.float32)
-    patches = dsp.patch_waveform(samples)
-    log_mel = spill.LogMel()(patches)
-    np.testing.assert_allclose(log_mel, dsp.log_mel_patches(patches).numpy(), rtol=1e-6, atol=1e-6)
-    ref = spill.TrackRef("t", "train", len(patches), 7.0, ("a", "b"), spill.spill_path(str(tmp_path), "t"))
-    spill.write_track(ref.path, patches, log_mel)
-    pcm, back = spill.read_track(ref)
-    np.testing.assert_array_equal(back, log_mel)
-    np.testing.assert_allclose(pcm / features.WAVEFORM_SCALE, patches, atol=0.5 / features.WAVEFORM_SCALE + 1e-7)
-    rows = spill.raw_record_batch(ref, back).to_pylist()
-    assert [row["patch_index"] for row in rows] == [[0], [1]]
-    assert rows[1]["tags"] == [b"a", b"b"] and rows[0]["track_id"] == [b"t"]
-    np.testing.assert_array_equal(np.array(rows[1]["log_mel"], np.float32), log_mel[1].reshape(-1))
-
-
 def test_int16_waveform_snr_and_clipping():
     """The stored waveform is int16 PCM: quantisation noise is 1/65536 of full scale (a music
     signal at -20 dBFS RMS keeps 81 dB SNR); values beyond full scale clip instead of wrapping."""
