@@ -70,6 +70,7 @@ def test_resampling_keeps_pitch(write_audio, tmp_path):
         assert abs(peak_hz - 1000) < 2, decoder
 
 
+@pytest.mark.slow
 def test_real_clips_decode_with_ffmpeg_and_auto(real_clips):
     import soundfile
 
@@ -247,6 +248,7 @@ print(len(samples), peak_kb // 1024)
 """
 
 
+@pytest.mark.slow
 def test_decoding_memory_follows_the_output_not_the_file(tmp_path):
     """150 s of 8-channel 192 kHz FLAC (237 kB) is 922 MB as float32: read whole, the decode took
     1.06 GB; streamed in blocks it peaks at 57 MB here, imports included."""
@@ -265,6 +267,7 @@ def test_decoding_memory_follows_the_output_not_the_file(tmp_path):
     assert peak_mb < 120, (peak_mb, out)
 
 
+@pytest.mark.slow
 def test_a_file_past_the_decoded_samples_bound_is_refused_at_once(tmp_path):
     """600 s x 192 kHz x 8 channels of silence: under 1 MB on disk, 921.6 million samples."""
     path = silent_flac(tmp_path / "huge.flac", 600)

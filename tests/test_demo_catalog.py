@@ -255,6 +255,7 @@ with open("/proc/self/status") as status:
 """
 
 
+@pytest.mark.slow
 def test_the_longest_stereo_ogg_at_48_khz_is_written_and_reads_back(tmp_path):
     """libvorbis puts a whole write call's buffer on the stack: one call with 600 s of 48 kHz stereo
     killed the process with a segfault. Written in a child process, so a crash fails this test only."""

@@ -39,6 +39,7 @@ def patches(n: int, seed: int = 0) -> np.ndarray:
     return rng.normal(0, 0.1, (n, dsp.PATCH_SAMPLES)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_run_inference_gives_every_patch_its_own_outputs(musicnn_like):
     """Against the Keras model itself, one patch at a time: another graph (the Keras layers, not the
     fast form the export serves) and no batch mates, so a patch mixed up with its neighbour, a
@@ -66,6 +67,7 @@ def test_run_inference_gives_every_patch_its_own_outputs(musicnn_like):
         assert_that(outputs, check)
 
 
+@pytest.mark.slow
 def test_same_batch_same_bits_on_concurrent_threads(musicnn_like_model):
     """Re-runs are byte-identical: a batch gives the same bits whichever pool thread runs it and
     whatever runs beside it. (A patch moved to another batch position may change in the last bit:
@@ -102,6 +104,7 @@ def test_default_workers_follow_the_cores_this_process_may_use():
     assert seen == {n: workers for n, workers in expected.items() if n <= len(cores)}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs 2 cores")
 def test_threads_are_split_between_the_concurrent_calls():
     """In a fresh process the TF pools take the split (2 cores: one call gets 2 threads, two calls

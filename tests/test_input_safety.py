@@ -122,6 +122,7 @@ def test_gcs_audio_is_streamed_under_the_cap(tmp_path):
             np.testing.assert_array_equal(remote, audio.decode_audio(str(local), decoder=decoder).samples)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["pipelines.featurize", "pipelines.tag"])
 def test_python_m_entry_points_report_a_bad_catalog_in_one_line(module, tmp_path):
     bad = tmp_path / "catalog.csv"

@@ -36,6 +36,7 @@ def test_tf_config_names_the_workers_and_the_chief():
     assert multiworker.tf_config({"TF_CONFIG": json.dumps(plain)}) == plain and multiworker.tf_config({}) == {}
 
 
+@pytest.mark.slow
 def test_the_steps_take_any_replica_batch_including_an_empty_one():
     """A worker whose shard ran out gets empty batches while the others finish theirs: the steps
     must take them (and add nothing), as well as full and partial batches."""

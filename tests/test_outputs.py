@@ -298,6 +298,7 @@ def test_file_outputs_replace_only_their_own_kind(tmp_path, capsys):
     assert "is in a filesystem root" in only_line(capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.parametrize("command", ["tag", "featurize"])
 def test_a_read_only_output_is_one_line(command, catalog, tmp_path):

@@ -20,6 +20,7 @@ def test_tagscale_help_lists_every_subcommand():
         assert name in result.stdout
 
 
+@pytest.mark.slow
 def test_every_subcommand_has_help():
     from infra import cli
 

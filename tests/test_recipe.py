@@ -160,6 +160,7 @@ def epoch_crops(features, frontend: str, counts: dict, epoch: int) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_random_crops_take_any_offset_every_epoch_with_mel_and_waveform_aligned(long_tracks):
     features = inputs.open_features(str(long_tracks))
     counts = inputs.track_patches(features, "train")
@@ -188,6 +189,7 @@ def test_random_crops_take_any_offset_every_epoch_with_mel_and_waveform_aligned(
     assert sum(offset % dsp.PATCH_FRAMES != 0 for offset in offsets.values()) >= len(offsets) // 2
 
 
+@pytest.mark.slow
 def test_a_crop_s_log_mel_is_the_log_mel_of_its_waveform(long_tracks):
     """Crop the same offset from both kinds: the stored (normalised) log-mel crop is an affine map
     per band of the log-mel computed from the waveform crop, the map the patches themselves obey."""
@@ -210,6 +212,7 @@ def test_a_crop_s_log_mel_is_the_log_mel_of_its_waveform(long_tracks):
         assert np.abs(shifted * scale + shift - mel_crop).max() > 1.0  # one frame off is far off (5.9 measured)
 
 
+@pytest.mark.slow
 def test_no_standardise_trains_and_serves_on_the_raw_log_mel(long_tracks, tmp_path):
     from model import export
 
@@ -259,6 +262,7 @@ def poison_one_training_example(src: pathlib.Path, dst: pathlib.Path) -> None:
             writer.write(record.SerializeToString())
 
 
+@pytest.mark.slow
 def test_training_on_a_nan_example_stops_with_one_line(long_tracks, tmp_path, capsys):
     poisoned = tmp_path / "features"
     poison_one_training_example(long_tracks, poisoned)
@@ -278,6 +282,7 @@ def test_the_loop_s_guard_stops_on_a_non_finite_loss():
         schedule.check_finite(2, {"loss": 0.5, "val_loss": math.inf})
 
 
+@pytest.mark.slow
 def test_the_multi_worker_loop_stops_on_a_nan_example(long_tracks, tmp_path):
     """The loop of :mod:`trainer.multiworker` (here under the default strategy, one process)."""
     from trainer import build, recipe

@@ -11,6 +11,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import SMALL_MODEL_TAGS as TAGS
@@ -18,6 +19,9 @@ from conftest import SMALL_MODEL_TAGS as TAGS
 from model import dsp, export
 from pipelines import dead_letter, stages, tag, tag_output
 from pipelines.catalog import Track
+
+# Every test here runs a Beam pipeline (TestPipeline on the local runner).
+pytestmark = pytest.mark.slow
 
 MODEL = {"name": "m", "version": "v1"}
 

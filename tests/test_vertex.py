@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def run_cli(*args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_")}
@@ -98,6 +100,7 @@ def run_compare(*args):
     )
 
 
+@pytest.mark.slow
 def test_compare_on_vertex_dry_run_prints_one_job_per_arm():
     common = ["--backend", "vertex", "--project", "p", "--region", "europe-west4", "--image", "img"]
     common += ["--staging", "gs://b/compare", "--features", "gs://b/features"]
