@@ -60,3 +60,11 @@ def make_small_features(tmp_path_factory) -> pathlib.Path:
         + ["--valid-fraction", "0.2", "--test-fraction", "0.2"]
     )
     return root / "features"
+
+
+def train_args(features, job_dir, frontend: str, *extra: str):
+    """The trainer's parsed flags for the tiny network (batch 16, silent) on ``features``."""
+    from trainer import task
+
+    flags = ["--features", str(features), "--frontend", frontend, "--job-dir", str(job_dir)]
+    return task.parse_args([*flags, *TINY_NETWORK, "--batch-size", "16", "--verbose", "0", *extra])

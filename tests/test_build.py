@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from test_trainer import train_args
+from featurized import train_args
 
 from trainer import build, task
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -16,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from featurized import TINY_NETWORK
+from featurized import TINY_NETWORK, train_args
 
 from model import dsp, export
 from trainer import callbacks, inputs, metrics, task
@@ -34,23 +33,6 @@ def features_dir(demo_features) -> pathlib.Path:
 def catalog_tags(features_dir) -> dict:
     with open(features_dir.parent / "catalog" / "catalog.csv") as handle:
         return {row["track_id"]: set(filter(None, row["tags"].split(";"))) for row in csv.DictReader(handle)}
-
-
-def train_args(features, job_dir, frontend, *extra) -> argparse.Namespace:
-    return task.parse_args(
-        [
-            "--features",
-            str(features),
-            "--frontend",
-            frontend,
-            "--job-dir",
-            str(job_dir),
-            *TINY,
-            "--verbose",
-            "0",
-            *extra,
-        ]
-    )
 
 
 # ------------------------------------------------------------------------------- inputs
