@@ -1,8 +1,9 @@
 """Shared test fixtures: real audio made on the fly, the repo's real clips, featurized demo catalogs,
 a small serving model, clean interpreter exit.
 
-Helpers that test files import by name live beside this file: featurized.py (demo features and the
-tiny network), tag_runs.py (hand-made tag runs), explore_run.py, read_only.py, gcs_emulator.py.
+Helpers that test files import by name live beside this file: made.py (synthesized audio, a small
+model), featurized.py (demo features and the tiny network), tag_runs.py (hand-made tag runs),
+explore_run.py, read_only.py, gcs_emulator.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import gc
 import os
 import pathlib
 
-import numpy as np
 import pytest
+from made import SMALL_MODEL_TAGS, small_model_dir, synth_tone  # noqa: F401  (test_tag.py imports them from here)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,16 +54,6 @@ def real_clips() -> list[pathlib.Path]:
     return clips
 
 
-def synth_tone(seconds: float, sample_rate: int, *, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """A harmonic tone plus a little noise, shape (n, channels), peak about 0.5."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    base = 110.0 * 2 ** (rng.integers(0, 24, size=channels)[None, :] / 12)
-    tone = sum(np.sin(2 * np.pi * k * base * t[:, None]) / k for k in range(1, 6))
-    tone = tone / np.abs(tone).max() * 0.45 + rng.normal(0, 0.01, size=(len(t), channels))
-    return tone.astype(np.float32)
-
-
 @pytest.fixture
 def write_audio(tmp_path):
     """Write synthesized audio in a given format with soundfile; returns the path."""
@@ -88,33 +79,6 @@ def write_audio(tmp_path):
         return path
 
     return write
-
-
-SMALL_MODEL_TAGS = ["low", "mid", "high"]
-
-
-def small_model_dir(directory) -> str:
-    """A small random spectrogram model saved in the serving format under ``directory``
-    (tags: SMALL_MODEL_TAGS); the same weights every time (seed 0)."""
-    import keras
-
-    from model import export, network, serving
-
-    keras.utils.set_random_seed(0)
-    model = network.build_model(
-        "spectrogram",
-        len(SMALL_MODEL_TAGS),
-        "seed",
-        timbral=((7, 0.9, 4),),
-        temporal=((32, 4),),
-        backend_filters=8,
-        dense_units=16,
-    )
-    path = str(pathlib.Path(directory) / "small")
-    export.save_serving_model(
-        serving.build_serving_module(model, "spectrogram"), path, tags=SMALL_MODEL_TAGS, info={"name": "small"}
-    )
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -129,7 +129,7 @@ def test_unknown_decoder_is_rejected():
 def float_wav(path, peak, *, poison=None, seconds=3.0, rate=22050):
     """A stereo 32-bit float WAV: a tone scaled to ``peak``, with ``poison`` (NaN, inf) at one sample."""
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     samples = synth_tone(seconds, rate, channels=2).astype(np.float64)
     samples *= peak / np.abs(samples).max()

@@ -173,7 +173,7 @@ def test_a_tag_with_a_newline_or_control_character_is_a_bad_row(tmp_path, fmt):
 @pytest.mark.slow
 def test_featurize_dead_letters_a_huge_field_and_processes_the_other_rows(tmp_path):
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     from pipelines import featurize
 

@@ -73,8 +73,8 @@ def test_featurize_builds_for_dataflow(catalog, tmp_path):
 
 @pytest.mark.slow
 def test_tag_builds_for_dataflow(catalog, tmp_path):
-    from conftest import SMALL_MODEL_TAGS as TAGS
-    from conftest import small_model_dir
+    from made import SMALL_MODEL_TAGS as TAGS
+    from made import small_model_dir
 
     model = small_model_dir(tmp_path)
     config, beam_args = tag.parse_args(

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SMALL_MODEL_TAGS as TAGS
+from made import SMALL_MODEL_TAGS as TAGS
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from infra.cli import main as cli
@@ -28,7 +28,7 @@ def run(tmp_path_factory, small_model):
     """A small model's tag run over N_TRACKS synthesized tracks, and a labels catalog for them
     plus two tracks the run lacks."""
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     root = tmp_path_factory.mktemp("evaluate")
     lines = ["track_id,uri,tags,split"]

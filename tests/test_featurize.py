@@ -79,7 +79,7 @@ def test_decode_tracks_transform_with_test_pipeline(tmp_path):
     import soundfile
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
-    from conftest import synth_tone
+    from made import synth_tone
 
     soundfile.write(tmp_path / "ok.flac", synth_tone(2.0, 22050, seed=3), 22050)
     (tmp_path / "empty.wav").write_bytes(b"")
@@ -117,7 +117,7 @@ TAG_SETS = [("bright", "drums"), ("dark",), ("bright",), ("dark", "drums", "bass
 def featurized(tmp_path_factory):
     """Featurize 24 generated tracks in 4 formats plus the three classic bad files."""
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     root = tmp_path_factory.mktemp("featurize")
     formats = {
@@ -261,7 +261,7 @@ def test_transform_fn_is_written_and_loads(featurized):
 def test_multi_processing_runner_writes_the_same_shards(tmp_path):
     """`--direct_running_mode=multi_processing` (worker subprocesses) gives byte-identical shards."""
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     lines = ["track_id,uri,tags"]
     for i in range(8):
@@ -358,7 +358,7 @@ def test_rerun_with_fewer_shards_reads_only_this_runs_files(tmp_path):
     """Featurize with 4 shards, then 2 into the same directory: the 4-shard files go with the
     output they belonged to, metadata lists only the 2-shard ones and training reads exactly its count."""
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     from trainer import inputs
 

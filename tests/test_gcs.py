@@ -22,7 +22,7 @@ BUCKET = "tagscale-test"
 def gcs(tmp_path_factory):
     """The emulator with a catalog of 8 generated tracks (4 formats) and one missing file under gs://."""
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     with running_emulator(BUCKET) as client:
         bucket = client.bucket(BUCKET)
@@ -70,7 +70,7 @@ def test_featurize_reads_catalog_and_audio_from_gcs(gcs, tmp_path):
 
 @pytest.mark.slow
 def test_tag_writes_parquet_to_gcs_and_reruns_incrementally(gcs, tmp_path):
-    from conftest import small_model_dir
+    from made import small_model_dir
 
     model = small_model_dir(tmp_path / "model")
     output = f"gs://{BUCKET}/tagged"

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tone(seconds, rate, channels=1, seed=0):
-    from conftest import synth_tone
+    from made import synth_tone
 
     return synth_tone(seconds, rate, channels=channels, seed=seed)
 

@@ -24,7 +24,7 @@ NASTY_NAME = "a; rm -rf victim $(touch pwned) `touch pwned2`.flac"
 
 
 def tone(seconds, rate, channels=1, seed=0):
-    from conftest import synth_tone
+    from made import synth_tone
 
     return synth_tone(seconds, rate, channels=channels, seed=seed)
 
@@ -150,7 +150,7 @@ def signal_patches(seconds):
 
 @pytest.mark.slow
 def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
-    from conftest import small_model_dir
+    from made import small_model_dir
 
     root, catalog, expected, n_rows = nasty
     summary = tag.run(
@@ -231,7 +231,7 @@ def forty_tracks(tmp_path_factory):
 def test_transient_decode_faults_are_retried_and_change_nothing(forty_tracks, tmp_path, monkeypatch):
     """The first decode of about 5% of the tracks (chosen by a stable hash of the file) fails
     with a TransientError; the retries give output identical to the bit to a clean run."""
-    from conftest import small_model_dir
+    from made import small_model_dir
 
     decode, failed_once = audio.decode_audio, []
 
@@ -291,7 +291,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
     where), a second run is refused while it holds the output, then it is killed: the 25-track
     output is untouched, its stale lock is taken over with a message, and --incremental tags
     exactly the 15 others."""
-    from conftest import small_model_dir
+    from made import small_model_dir
 
     model = small_model_dir(tmp_path)
     output = tmp_path / "out"
@@ -399,7 +399,7 @@ def fill(directory, leave_bytes):
 def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
     forty_tracks, tmp_path, small_filesystem, monkeypatch
 ):
-    from conftest import small_model_dir
+    from made import small_model_dir
 
     model = small_model_dir(tmp_path)
     if small_filesystem is not None:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from conftest import SMALL_MODEL_TAGS as TAGS
+from made import SMALL_MODEL_TAGS as TAGS
 
 from model import dsp, export
 from pipelines import dead_letter, stages, tag, tag_output
