@@ -36,6 +36,7 @@ STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/static/heatmap.js": ("heatmap.js", "text/javascript; charset=utf-8"),
 }
 # A fixed table rather than the mimetypes module, which reads system files on first use.
 AUDIO_TYPES = {
@@ -181,6 +182,10 @@ class Handler(BaseHTTPRequestHandler):
             found = explorer.similar(track_id, params.get("k", 10))
         elif action == "audio":
             return self._audio(track_id)
+        elif action == "segments":
+            found = explorer.segments(track_id)
+            if found is None:
+                return self._error(404, f"no segments for track {track_id!r} (tag the run with --segments)")
         else:
             return self._error(404, "not found")
         if found is None:
