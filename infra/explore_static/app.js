@@ -125,7 +125,7 @@ async function track(id) {
           el("span", { class: "muted" }, "uri"), el("span", {}, info.uri),
           el("span", { class: "muted" }, "duration"), el("span", {}, `${info.duration_s.toFixed(1)} s`),
           el("span", { class: "muted" }, "runs"), el("span", {}, info.runs.map((run) => `${run.run} (${run.model.name} ${run.model.version}, ${run.n_patches} patches)`).join("; "))),
-        audio, info.segments ? heatmap(id, audio) : null, runs),
+        audio, info.segments ? heatmap(id, audio, info.duration_s) : null, runs),
       el("aside", {}, el("h2", {}, "Similar tracks"), similar)));
   try {
     const found = await api("/api/tracks/" + encodeURIComponent(id) + "/similar");

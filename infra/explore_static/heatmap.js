@@ -20,8 +20,10 @@ function heatmapColour(score) {
   return `hsl(215, 75%, ${Math.round(97 - 62 * s)}%)`;
 }
 
-// Returns the heatmap's element at once and fills it when the segments arrive.
-function heatmap(trackId, audio) {
+// Returns the heatmap's element at once and fills it when the segments arrive. Its time axis is
+// the track's duration (durationS), so the playhead lines up with the player's; the audio past
+// the last full patch, which no segment covers, stays blank.
+function heatmap(trackId, audio, durationS) {
   const box = heatmapNode("div", { margin: "0.75rem 0" }, { id: "heatmap", class: "heatmap" });
   box.append(heatmapNode("p", {}, { class: "muted" }));
   box.firstChild.textContent = "loading segments…";
@@ -29,7 +31,7 @@ function heatmap(trackId, audio) {
     .then(async (response) => {
       const body = await response.json();
       if (!response.ok) throw new Error(body.error || response.statusText);
-      drawHeatmap(box, body, audio);
+      drawHeatmap(box, body, audio, durationS);
     })
     .catch((error) => {
       box.replaceChildren(heatmapNode("p", {}, { class: "error" }));
@@ -39,12 +41,13 @@ function heatmap(trackId, audio) {
   return box;
 }
 
-function drawHeatmap(box, data, audio) {
+function drawHeatmap(box, data, audio, durationS) {
   const segments = data.segments;
   const strongest = data.tags.map((tag, k) => ({ tag, k, top: Math.max(...segments.map((s) => s.scores[k])) }));
   strongest.sort((a, b) => b.top - a.top || a.k - b.k);
   const rows = strongest.slice(0, HEATMAP_ROWS);
-  const total = segments.length ? segments[segments.length - 1].end_s : 0;
+  const covered = segments.length ? segments[segments.length - 1].end_s : 0;
+  const total = Math.max(covered, durationS || 0);
 
   const labels = heatmapNode("div", { display: "flex", flexDirection: "column", marginRight: "0.5rem", fontSize: "11px" });
   for (const row of rows) {
@@ -67,6 +70,7 @@ function drawHeatmap(box, data, audio) {
     });
     area.append(column);
   });
+  if (total - covered > 0.001) area.append(heatmapNode("div", { flex: `${total - covered} 1 0` }, { class: "heat-rest" }));
   const playhead = heatmapNode("div", { position: "absolute", top: "0", bottom: "0", left: "0", width: "2px", background: "#d0342c", pointerEvents: "none" },
     { class: "heat-playhead" });
   area.append(playhead);
