@@ -4,6 +4,8 @@ A tag run writes its Parquet into its staging directory as many files (:mod:`pip
 sized by ``--target-shard-bytes`` or counted by ``--num-shards``); the manifest it publishes
 last lists exactly the files of the output (this run's, plus the earlier ones an
 ``--incremental`` run keeps), so a reader never sees a partial or stale file, locally or on gs://.
+A run with ``--segments`` writes its segments table (:mod:`pipelines.segments`) the same way,
+into the same folder, and the manifest lists those files under ``segments``.
 """
 
 from __future__ import annotations
