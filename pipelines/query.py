@@ -64,9 +64,12 @@ def decided_view(thresholds: dict[str, float]) -> str:
     return f"CREATE VIEW decided AS SELECT track_id, any_value(uri) AS uri{columns}\nFROM tag_scores GROUP BY track_id;"
 
 
-def connect(tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_files: bool = False):
-    """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``, and
-    ``decided`` when ``thresholds`` (tag -> threshold) are given.
+def connect(
+    tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_files: bool = False, segments_view: bool = True
+):
+    """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``,
+    ``decided`` when ``thresholds`` (tag -> threshold) are given, and ``segments`` when the run
+    has a segments table and ``segments_view`` (a gs:// run's table is read into memory).
 
     DuckDB never opens the run's files itself: pyarrow reads them (a local run as a dataset
     scanned as queries need it, a gs:// run through Beam's filesystems into memory, since
@@ -85,7 +88,8 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_
             f"expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
         )
     data = _arrow(files)
-    segment_data = None if (found := tag_output.segment_files(tags_dir)) is None else _arrow(found)
+    found = tag_output.segment_files(tags_dir) if segments_view else None
+    segment_data = None if found is None else _arrow(found)
     config = {} if allow_files else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(config=config)
     try:
@@ -277,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.calibrate import load_thresholds
 
         thresholds = load_thresholds(args.thresholds)
-    connection = connect(args.tags, thresholds, allow_files=getattr(args, "allow_files", False))
+    connection = connect(
+        args.tags,
+        thresholds,
+        allow_files=getattr(args, "allow_files", False),
+        segments_view=args.query in ("when", "sql"),
+    )
     if args.query == "when":
         return _when(args, connection, thresholds)
     try:

@@ -141,7 +141,9 @@ def run_query(capsys, *argv):
 
 
 @pytest.mark.slow
-def test_query_when_prints_the_merged_ranges_above_the_threshold(segmented, capsys):
+def test_query_when_prints_the_merged_ranges_above_the_threshold(segmented, capsys, tmp_path):
+    from explore_run import write_thresholds
+
     output = str(segmented["output"])
     rows = [row for row in segment_rows(segmented["output"]) if row["track_id"] == "long"]
     scores = [{item["tag"]: item["score"] for item in row["scores"]} for row in rows]
@@ -165,6 +167,14 @@ def test_query_when_prints_the_merged_ranges_above_the_threshold(segmented, caps
     assert code == 0 and out == f"0.000-{rows[-1]['end_s']:.3f} s  max {max(s[tag_name] for s in scores):.4f}\n"
     code, out, err = run_query(capsys, "--tags", output, "when", "long", tag_name, "--threshold", "1.5")
     assert code == 0 and out == "" and "below 1.5" in err
+    # A calibrated threshold from a `tagscale calibrate` file instead.
+    thresholds = write_thresholds(tmp_path / "thresholds.json", {tag_name: middle}, model=("small", "v"))
+    code, out, err = run_query(
+        capsys, "--tags", output, "--json", "when", "long", tag_name, "--thresholds", str(thresholds)
+    )
+    assert code == 0 and json.loads(out) == found, err
+    code, out, err = run_query(capsys, "--tags", output, "when", "long", "low", "--thresholds", str(thresholds))
+    assert code == 2 and "has no threshold for 'low'" in err
 
 
 @pytest.mark.slow
