@@ -7,6 +7,7 @@
 # ---- the project's files, copied into both images ----------------------------------------------
 FROM scratch AS source
 COPY setup.py constraints.txt README.md /src/
+COPY runtime/ /src/runtime/
 COPY pipelines/ /src/pipelines/
 COPY model/ /src/model/
 COPY trainer/ /src/trainer/
