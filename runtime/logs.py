@@ -34,7 +34,8 @@ NOISE = (
 # TensorFlow looking for GPU libraries on a machine without one, and oneDNN saying it leaves an
 # op to Eigen: neither changes what the run computes.
 GPU_NOISE = re.compile(
-    rb"Falling back to the default Eigen-based implementation|cuInit|cuda drivers|CUDA error|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|"
+    rb"Falling back to the default Eigen-based implementation|"
+    rb"cuInit|cuda drivers|CUDA error|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|"
     rb"Unable to register|could not open file to read NUMA node|GPU will not be used",
     re.IGNORECASE,
 )
