@@ -12,7 +12,8 @@ import importlib
 import os
 import sys
 
-# name -> (module, one-line help). The order is the order of a typical run.
+# name -> (module, one-line help); "module:function" where the entry is not the module's main.
+# The order is the order of a typical run.
 COMMANDS = {
     "demo-catalog": ("infra.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
     "catalog": (
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints help or the usage error and exits
-    module_name, _ = COMMANDS[argv[0]]
+    module_name, _, function = COMMANDS[argv[0]][0].partition(":")
     if argv[0] in BEAM_JOBS:
         from pipelines import beam_util
 
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     from model.errors import run_command
 
     return run_command(
-        argv[0], lambda args: importlib.import_module(module_name).main(args), argv[1:], quiet=whole_process
+        argv[0],
+        lambda args: getattr(importlib.import_module(module_name), function or "main")(args),
+        argv[1:],
+        quiet=whole_process,
     )
 
 
