@@ -294,3 +294,13 @@ def test_in_a_browser_without_labels_there_are_no_buttons(browser, tmp_path):  #
         server.stop()
         server.explorer.close()
     assert np.array_equal(sorted(os.listdir(tmp_path)), ["run", "thresholds.json"])
+
+
+def test_a_labels_folder_inside_the_run_or_a_file_is_one_line(tmp_path, capsys):
+    write_run(tmp_path / "run", tracks=4)
+    (tmp_path / "a-file").write_text("x")
+    for folder, words in ((tmp_path / "run" / "labels", "inside the tag run"), (tmp_path / "a-file", "is a file")):
+        assert cli(["explore", "--tags", str(tmp_path / "run"), "--labels", str(folder), "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "labels").exists()
