@@ -179,6 +179,12 @@ def test_the_summary_counts_decisions_agreeing_with_the_model(site):
     # Highest first: the first one (0.5) is "present" at 0.5 but not at the calibrated 0.6.
     below = sorted((t for t in scores if scores[t]["piano"] < 0.6), key=lambda t: (-scores[t]["piano"], t))
     vocal_above = [t for t in sorted(scores) if scores[t]["vocal"] >= 0.5]
+    nothing_yet = call(server, "/api/stats")[1]["runs"][0]["tags"]
+    assert {tag["tag"]: tag["labels"]["decisions"] for tag in nothing_yet} == dict.fromkeys(THRESHOLDS, 0) | {
+        "guitar": 0,
+        "vocal": 0,
+        "calm": 0,
+    }
     post(server, above[0], "piano", "yes")  # agrees
     post(server, above[1], "piano", "no")  # disagrees
     post(server, below[0], "piano", "no")  # agrees
