@@ -1,10 +1,15 @@
 """Safe outputs: a run stages everything it writes and publishes it only when it has finished.
 
     DIR = outputs.check_output(DIR, catalog=CATALOG, entries=("tags", "dead_letter", "summary.json"))
-    with outputs.OutputLock(DIR, "tag"):            # one run per output (pipelines.locks)
-        staging = outputs.Staging(DIR, run_id)       # DIR/.tagscale-staging-RUN/
-        ... the pipeline writes under staging.dir ...
-        staging.publish(entries, commit="tags/manifest.json")
+    with locks.OutputLock(DIR, "tag"):                          # one run per output
+        outputs.recover(DIR)                                    # finish a publish a killed run left
+        staging = outputs.Staging(DIR, run_id).create()         # DIR/.tagscale-staging-RUN/
+        try:
+            ... the pipeline writes under staging.path(...) ...
+        except BaseException:
+            staging.discard()                                   # the live output is untouched
+            raise
+        staging.publish(entries, commit="tags/manifest.json")   # the manifest lands last
 
 Publishing is rolled forward from a journal (``DIR/.tagscale-publish.json``) written once the
 staged output is complete, so a run killed half-way through publishing is finished by the next
