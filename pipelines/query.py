@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the statement read and write any file, attach databases and install or load "
         "DuckDB extensions (network): DuckDB's defaults, for a statement you trust",
     )
+    for sub in commands.choices.values():  # --json before or after the query's name
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return parser
 
 

@@ -169,8 +169,8 @@ def test_query_when_prints_the_merged_ranges_above_the_threshold(segmented, caps
     assert code == 0 and out == "" and "below 1.5" in err
     # A calibrated threshold from a `tagscale calibrate` file instead.
     thresholds = write_thresholds(tmp_path / "thresholds.json", {tag_name: middle}, model=("small", "v"))
-    code, out, err = run_query(
-        capsys, "--tags", output, "--json", "when", "long", tag_name, "--thresholds", str(thresholds)
+    code, out, err = run_query(  # --json after the query, as `query --tags RUN when TRACK_ID TAG --json`
+        capsys, "--tags", output, "when", "long", tag_name, "--thresholds", str(thresholds), "--json"
     )
     assert code == 0 and json.loads(out) == found, err
     code, out, err = run_query(capsys, "--tags", output, "when", "long", "low", "--thresholds", str(thresholds))
