@@ -32,7 +32,7 @@ import uuid
 import apache_beam as beam
 
 from model import dsp, features
-from pipelines import beam_util, dead_letter, fileio, locks, outputs, shards, spill, stages
+from pipelines import beam_util, buckets, dead_letter, fileio, locks, outputs, shards, spill, stages
 from pipelines.catalog import ReadCatalog, Track
 
 LOG = logging.getLogger("tagscale.featurize")
@@ -72,7 +72,7 @@ def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float
 
     ``fractions`` of the tracks go to test and valid, the rest to train.
     """
-    bucket = stages.unit_hash(track_id)
+    bucket = buckets.unit_hash(track_id)
     if bucket < test_fraction:
         return "test"
     if bucket < test_fraction + valid_fraction:
