@@ -209,7 +209,7 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
         return extra / (large["cpu_s"] - small["cpu_s"]), extra / (large["wall_s"] - small["wall_s"])
 
     lines = [
-        "## Batch tagging throughput (issue 10)",
+        "### Batch tagging throughput",
         "",
         f"Machine: {cpu_info()}. Made by `python benchmarks/tag_throughput.py{' --quick' if args.quick else ''}` "
         f"on {time.strftime('%Y-%m-%d', time.gmtime())} "

@@ -3,7 +3,7 @@
     tagscale explore --tags DIR [--tags DIR2 ...] [--thresholds FILE] [--port 8765] [--host 127.0.0.1]
         [--allow-host NAME]
 
-The standard library's ThreadingHTTPServer serves a JSON API (README, "Catalog explorer") and
+The standard library's ThreadingHTTPServer serves a JSON API (docs/explorer.md) and
 three static files from ``infra/explore_static`` (one HTML page, one vanilla JS file, one
 stylesheet: no build step, no CDN, so it works offline). Queries run in DuckDB
 (:mod:`infra.explore_query`).

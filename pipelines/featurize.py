@@ -68,7 +68,7 @@ class FeaturizeConfig:
 def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
     """The split of a track: a stable hash of its track_id (the same in every run and machine).
 
-    ``fractions`` of the tracks go to test and valid, the rest to train.
+    ``test_fraction`` of the tracks go to test and ``valid_fraction`` to valid, the rest to train.
     """
     bucket = buckets.unit_hash(track_id)
     if bucket < test_fraction:

@@ -1,8 +1,8 @@
 """Safe outputs: a run stages everything it writes and publishes it only when it has finished.
 
-    outputs.check_output(DIR, catalog=CATALOG, entries=ENTRIES)
+    DIR = outputs.check_output(DIR, catalog=CATALOG, entries=ENTRIES)
     with outputs.staged_run(DIR, "tag", entries=ENTRIES, commit="tags/manifest.json") as staging:
-        ... the pipeline writes under staging.dir (DIR/.tagscale-staging-RUN_ID/) ...
+        ... the pipeline writes under staging.path(...) (DIR/.tagscale-staging-RUN_ID/) ...
 
 After the block the staged entries are live; had it raised, DIR would be as it was. A publish
 is rolled forward from a journal (``DIR/.tagscale-publish.json``) written once the staging is
