@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from model.errors import TagscaleError
 from model.machine import usable_cores
-from pipelines import dead_letter, fileio, query, tagdata
+from pipelines import dead_letter, fileio, query, segments, tag_output, tagdata
 
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
@@ -43,6 +43,7 @@ class Run:
     tags: list[str]  # column ``s{k}`` of :attr:`table` holds the scores of ``tags[k]``
     table: pyarrow.Table  # row, track_id, uri, duration_s, n_patches, model_name, model_version, search, s0.., r0..
     thresholds: dict[str, float]
+    segment_files: list[str] | None = None  # the run's segments table (pipelines.segments); None without
 
     @property
     def view(self) -> str:
@@ -60,6 +61,7 @@ def mirror(source: str, local_dir: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
     wanted = [(path, "tags") for path in query.tag_files(source)]
+    wanted += [(path, "tags") for path in tag_output.segment_files(source) or []]
     wanted += [(path, "dead_letter") for path in dead_letter.dead_letter_files(source)]
     for path, folder in wanted:
         os.makedirs(os.path.join(local_dir, folder), exist_ok=True)
@@ -68,6 +70,13 @@ def mirror(source: str, local_dir: str) -> str:
             open(os.path.join(local_dir, folder, path.rsplit("/", 1)[-1]), "wb") as dst,
         ):
             shutil.copyfileobj(src, dst, 1 << 20)
+    listed = tag_output.tag_files(source)
+    if listed and tag_output.manifest_files(listed[0].rsplit("/", 1)[0]) is not None:
+        # The manifest too: it says which copied files are the segments table.
+        manifest = fileio.join(listed[0].rsplit("/", 1)[0], tag_output.MANIFEST)
+        os.makedirs(os.path.join(local_dir, "tags"), exist_ok=True)
+        with open(os.path.join(local_dir, "tags", tag_output.MANIFEST), "w") as handle:
+            handle.write(fileio.read_text(manifest))
     return local_dir
 
 
@@ -144,7 +153,36 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
         for k, rank in zip(matrix.tags.values(), pool.map(ranks, (matrix.values[:, k] for k in matrix.tags.values()))):
             columns[f"r{k}"] = rank
     name = os.path.basename(source.rstrip("/")) or source
-    return Run(index, name, source, local_dir, list(matrix.tags), pyarrow.table(columns), {})
+    table = pyarrow.table(columns)
+    return Run(index, name, source, local_dir, list(matrix.tags), table, {}, tag_output.segment_files(local_dir))
+
+
+def track_segments(run: Run, track_id: str) -> dict | None:
+    """A track's segment rows in ``run``: ``{"tags", "segments": [{"start_s", "end_s", "scores"}]}``,
+    scores in the order of ``tags``; None when the run has no segments table or not the track.
+    Reads only the shard(s) the track_id hashes to."""
+    if not run.segment_files:
+        return None
+    tags, found = None, []
+    for path in segments.files_for_track(run.segment_files, track_id):
+        try:
+            table = pq.read_table(path, filters=[("track_id", "=", track_id)])
+        except (OSError, pyarrow.ArrowException) as error:
+            raise TagscaleError(f"unreadable segment file {path}: {error}") from error
+        tags = tags or segments.vocabulary(table.schema)
+        found += table.to_pylist()
+    if not found:
+        return None
+    found.sort(key=lambda row: row["start_s"])
+    tags = tags or [item["tag"] for item in found[0]["scores"]]
+    return {
+        "run": run.name,
+        "tags": tags,
+        "segments": [
+            {"start_s": row["start_s"], "end_s": row["end_s"], "scores": [item["score"] for item in row["scores"]]}
+            for row in found
+        ],
+    }
 
 
 def apply_thresholds(runs: list[Run], path: str) -> None:
