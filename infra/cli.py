@@ -21,7 +21,7 @@ COMMANDS = {
         "write a Parquet catalog of MagnaTagATune or MTG-Jamendo with its official split",
     ),
     "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
-    "pretrained": ("model.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
+    "pretrained": ("infra.pretrained_cmd", "list or fetch the pretrained musicnn models (MTT, MSD)"),
     "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),
     "compare": (
         "infra.compare_jobs",

@@ -79,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra import demo_catalog
     from model import pretrained
+    from model.machine import set_tf_threads
     from pipelines import featurize, query, tag
     from trainer import compare, lanes
 
     # One TensorFlow thread per comparison lane, set before featurize starts TensorFlow's runtime in
     # this process: then this process trains one of the comparison's six runs itself (see
     # trainer.lanes.run_all), and tagging's two concurrent model calls get a thread each.
-    lanes.set_threads(lanes.threads_per_job(lanes.default_jobs(6)), inter=2)
+    set_tf_threads(lanes.threads_per_job(lanes.default_jobs(6)), inter=2)
 
     work = os.path.abspath(args.workdir)
     catalog = os.path.join(work, "catalog")

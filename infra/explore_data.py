@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model.errors import TagscaleError
-from pipelines import dead_letter, fileio, query, segments, tag_output
+from model.machine import usable_cores
+from pipelines import dead_letter, fileio, query, segments, tag_output, tagdata
 
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
@@ -86,30 +87,6 @@ def _tag_column_path(parquet: pq.ParquetFile) -> str:
     return next(path for path in paths if path.startswith("scores.") and path.endswith(".tag"))
 
 
-class _ScoreMatrix:
-    """Scatter (row, tag, score) triples into a column-major float32 matrix that grows new tags."""
-
-    def __init__(self, rows: int):
-        self.tags: dict[str, int] = {}
-        self.values = np.full((rows, 64), np.nan, dtype=np.float32, order="F")
-
-    def add(self, first_row: int, scores: pyarrow.ListArray) -> None:
-        entries = scores.flatten()
-        tags, values = entries.field("tag"), entries.field("score").to_numpy(zero_copy_only=False)
-        if not pyarrow.types.is_dictionary(tags.type):
-            tags = pc.dictionary_encode(tags)
-        local_to_global = np.array(
-            [self.tags.setdefault(tag, len(self.tags)) for tag in tags.dictionary.to_pylist()], dtype=np.int64
-        )
-        if len(self.tags) > self.values.shape[1]:
-            grown = np.full((self.values.shape[0], 2 * len(self.tags)), np.nan, dtype=np.float32, order="F")
-            grown[:, : self.values.shape[1]] = self.values
-            self.values = grown
-        lengths = pc.fill_null(pc.list_value_length(scores), 0).to_numpy(zero_copy_only=False)
-        rows = np.repeat(np.arange(first_row, first_row + len(scores)), lengths)
-        self.values[rows, local_to_global[tags.indices.to_numpy(zero_copy_only=False)]] = values
-
-
 def ranks(values: np.ndarray) -> np.ndarray:
     """Each track's place in a tag's order: score descending, then row; missing (NaN) last.
 
@@ -141,7 +118,7 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
             parquet_files[-1].schema_arrow.empty_table().select(META_COLUMNS)
         except (StopIteration, KeyError, pyarrow.ArrowException, OSError) as error:
             raise TagscaleError(f"{path} is not tag output (schema pipelines.tag.TAGS_SCHEMA): {error}") from error
-    matrix = _ScoreMatrix(sum(f.metadata.num_rows for f in parquet_files))
+    matrix = tagdata.ScoreMatrix(sum(f.metadata.num_rows for f in parquet_files))
     # A run where every track failed still has its (empty) files: it shows its dead letters.
     metadata, row = [parquet_files[0].schema_arrow.empty_table().select(META_COLUMNS)], 0
     for parquet in parquet_files:
@@ -172,7 +149,7 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
         # NULL, not NaN, for a tag a track lacks: DuckDB sorts NaN above every score.
         columns[f"s{k}"] = pyarrow.array(values, mask=missing if missing.any() else None)
     # numpy sorts release the GIL: one thread per core ranks the tags side by side.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         for k, rank in zip(matrix.tags.values(), pool.map(ranks, (matrix.values[:, k] for k in matrix.tags.values()))):
             columns[f"r{k}"] = rank
     name = os.path.basename(source.rstrip("/")) or source

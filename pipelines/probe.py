@@ -21,12 +21,11 @@ import hashlib
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from model.errors import TagscaleError
-from pipelines import fileio, locks, outputs, tag_output, tagdata
+from pipelines import fileio, outputs, tag_output, tagdata
 from pipelines import labels as label_store
 
 PROBE_FILE = "probe.json"
@@ -156,25 +155,19 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
         }
         for i, track_id in enumerate(table.track_ids)
     ]
-    name = f"probe-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{probe['version'][:6]}.parquet"
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + probe["version"][:6]
+    run_id = outputs.new_run_id(probe["version"])
+    name = f"probe-{run_id}.parquet"
     # As a full tag run: one run per output, written aside and published with its manifest last,
     # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
-    with locks.OutputLock(output, "probe apply"):
-        outputs.recover(output)
-        staging = outputs.Staging(output, run_id).create()
-        try:
-            if "://" not in output:
-                os.makedirs(staging.path("tags"), exist_ok=True)
-            from apache_beam.io.filesystems import FileSystems
+    commit = f"tags/{tag_output.MANIFEST}"
+    with outputs.staged_run(output, "probe apply", entries=["tags"], commit=commit, run_id=run_id) as staging:
+        if "://" not in output:
+            os.makedirs(staging.path("tags"), exist_ok=True)
+        from apache_beam.io.filesystems import FileSystems
 
-            with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
-                pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
-            tag_output.write_manifest(staging.path("tags"), [name], run_id=run_id)
-            staging.publish(["tags"], commit=f"tags/{tag_output.MANIFEST}")
-        except BaseException:
-            staging.discard()
-            raise
+        with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
+            pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
+        tag_output.write_manifest(staging.path("tags"), [name], run_id=run_id)
     path = fileio.join(output, "tags", name)
     return path
 

@@ -24,7 +24,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 
 import apache_beam as beam
 import pyarrow
@@ -35,7 +34,6 @@ from pipelines import (
     dead_letter,
     fileio,
     inference,
-    locks,
     outputs,
     provenance,
     segments,
@@ -312,22 +310,16 @@ def run(argv: list[str] | None = None) -> dict:
     tags, info = export.read_model_info(config.model)
     if config.require_commercial:  # refused before any work
         provenance.require_commercial(config.model, info)
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    with locks.OutputLock(config.output, "tag"):
-        outputs.recover(config.output)
-        staging = outputs.Staging(config.output, run_id).create()
-        try:
-            summary = run_staged(config, beam_args, staging, tags=tags, info=info)
-        except BaseException:
-            staging.discard()
-            raise
+    commit = "tags/" + tag_output.MANIFEST
+    with outputs.staged_run(config.output, "tag", entries=OUTPUT_ENTRIES, commit=commit) as staging:
+        summary = run_staged(config, beam_args, staging, tags=tags, info=info)
     return summary
 
 
 def run_staged(
     config: TagConfig, beam_args: list[str], staging: outputs.Staging, *, tags: list[str], info: dict
 ) -> dict:
-    """The pipeline into ``staging``, then the manifest and the summary, then the publish."""
+    """The pipeline into ``staging``, then the manifest and the summary (the caller publishes)."""
     run_id = staging.run_id
     live_tags = fileio.join(config.output, "tags")
     kept = [path.rsplit("/", 1)[-1] for path in tag_output.tag_files(live_tags)] if config.incremental else []
@@ -374,7 +366,6 @@ def run_staged(
         "output": config.output,
     }
     fileio.write_text(staging.path("summary.json"), json.dumps(summary, indent=2))
-    staging.publish(OUTPUT_ENTRIES, commit="tags/" + tag_output.MANIFEST)
     return summary
 
 
