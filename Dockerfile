@@ -1,5 +1,5 @@
 # Two images, one per place tagscale runs in the cloud (no Docker engine runs on the dev machines;
-# this file is linted with hadolint in the tests, see README "Dataflow and Vertex AI").
+# this file is linted with hadolint in the tests, see docs/cloud.md).
 #
 #   docker build --target dataflow-worker -t REGION-docker.pkg.dev/PROJECT/tagscale/worker:0.1.0 .
 #   docker build --target trainer         -t REGION-docker.pkg.dev/PROJECT/tagscale/trainer:0.1.0 .
@@ -7,6 +7,7 @@
 # ---- the project's files, copied into both images ----------------------------------------------
 FROM scratch AS source
 COPY setup.py constraints.txt README.md /src/
+COPY runtime/ /src/runtime/
 COPY pipelines/ /src/pipelines/
 COPY model/ /src/model/
 COPY trainer/ /src/trainer/

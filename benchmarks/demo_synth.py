@@ -1,4 +1,4 @@
-"""Demo catalog synthesis (issue 17): this tree against an older one, side by side in one run.
+"""Demo catalog synthesis: this tree against an older one, side by side in one run.
 
     .venv/bin/python benchmarks/demo_synth.py --old-tree DIR [--tracks 800] [--duration 3.5] [--repeat 2]
 

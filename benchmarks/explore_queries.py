@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         for label, path, r in results
     )
     body = (
-        f"""## Explorer queries (issue 15)
+        f"""### Explorer queries
 
 `python benchmarks/explore_queries.py`: a synthetic run of {args.tracks:,} tracks x {TAGS} tags with {EMBEDDING}-float
 embeddings ({len(list((root / "tags").glob("*.parquet")))} Parquet files of {CHUNK:,} rows), """

@@ -168,7 +168,7 @@ def write_section(summary: dict, results: dict, audio: dict) -> None:
     body = "\n".join(
         [
             start,
-            "## Featurize at catalog scale: tagscale vs a librosa loop (issue 10)",
+            "### Featurize at catalog scale: tagscale vs a librosa loop",
             "",
             "Written by `benchmarks/featurize_throughput.py` (`--quick` for a smoke run). Same MP3 files for both "
             "(real-music-like, 44.1 kHz stereo, 128 kb/s), the large catalog lists them again under new track_ids; "

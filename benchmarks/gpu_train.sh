@@ -14,7 +14,7 @@
 # runs the same code on the CPU with tiny networks and data (checks the script; its figures are
 # not written to BENCHMARKS.md). Needs the project's .venv (tensorflow with CUDA). Not run in CI.
 #
-# The reproduction recipe of the README ("Reproducing musicnn on MagnaTagATune"):
+# The reproduction recipe of docs/training.md ("Reproducing musicnn on MagnaTagATune"):
 #
 #   bash benchmarks/gpu_train.sh reproduce MTT_DIR [WORKDIR]
 #

@@ -111,7 +111,7 @@ def render(results: list[dict], n: int, n_queries: int) -> str:
     speedup = exact["query_ms_median"] / max(ivf["query_ms_median"], 1e-9)
     return "\n".join(
         [
-            "## Similar-track search, 1M embeddings (issue 14)",
+            "### Similar-track search, 1M embeddings",
             "",
             f"{n:,} synthetic 200-d embeddings (float32, unit length; {CLUSTERS:,} clusters around a shared offset: "
             "median cosine of random pairs "

@@ -7,7 +7,7 @@ Files: ``--tracks`` MP3s of 30 s (44.1 kHz stereo, 128 kb/s, made once by common
 the small catalog lists each once, the large one ``--repeat`` times under new track_ids.
 
 - musicnn's way: librosa features + the wheel's TF 1 graph fed one patch at a time (batch 1),
-  file after file (model/musicnn_reference.py, float32). Its marginal rate is its in-process
+  file after file (benchmarks/musicnn_reference.py, float32). Its marginal rate is its in-process
   work (CPU of the loop, no start-up), which is what a longer catalog adds.
 - tagscale: ``tagscale tag --model musicnn-mtt`` on both catalogs, whole process, on all cores
   and pinned to one (``taskset -c 0``). Marginal = large run minus small run (CPU and wall).
@@ -34,7 +34,7 @@ MUSICNN_WAY = """
 import csv, json, sys, time
 import numpy as np
 from model import pretrained
-from model.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
+from benchmarks.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
 package = pretrained.unpack_wheel(pretrained.download_wheel(sys.argv[3]), sys.argv[3])
 graph = MusicnnGraph(pretrained.checkpoint_prefix(package, pretrained.MODELS["musicnn-mtt"]))
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -209,7 +209,7 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
         return extra / (large["cpu_s"] - small["cpu_s"]), extra / (large["wall_s"] - small["wall_s"])
 
     lines = [
-        "## Batch tagging throughput (issue 10)",
+        "### Batch tagging throughput",
         "",
         f"Machine: {cpu_info()}. Made by `python benchmarks/tag_throughput.py{' --quick' if args.quick else ''}` "
         f"on {time.strftime('%Y-%m-%d', time.gmtime())} "

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         )
     sizes = "seed preset (full size)" if args.full_size else "CPU demo sizes (`" + " ".join(DEMO_SIZES) + "`)"
     body = [
-        "## Training throughput, shards vs in-memory (issues 4 and 10)",
+        "### Training throughput, shards vs in-memory",
         "",
         f"Demo catalog {args.tracks} tracks x {args.seconds:g} s (one patch each), training split; "
         f"batch {args.batch_size}; "

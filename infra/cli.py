@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-# name -> (module, one-line help). The order is the order of a typical run.
+# name -> (module, one-line help); "module:function" where the entry is not the module's main.
+# The order is the order of a typical run.
 COMMANDS = {
     "demo-catalog": ("infra.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
     "catalog": (
@@ -19,7 +21,7 @@ COMMANDS = {
         "write a Parquet catalog of MagnaTagATune or MTG-Jamendo with its official split",
     ),
     "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
-    "pretrained": ("model.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
+    "pretrained": ("infra.pretrained_cmd", "list or fetch the pretrained musicnn models (MTT, MSD)"),
     "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),
     "compare": (
         "infra.compare_jobs",
@@ -49,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tagscale",
         description="Music audio tagging at catalog scale. Run `tagscale COMMAND --help` for a command's flags.",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every log line of TensorFlow, Beam and the decoders (also: TAGSCALE_LOG=debug)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         commands.add_parser(name, help=help_text, add_help=False)
@@ -56,18 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run ``tagscale ARGV``. Called with no ``argv`` (the console command) it owns the process,
+    and keeps library log lines off the terminal unless ``--verbose``; a caller passing ``argv``
+    keeps its stderr as it is."""
+    whole_process = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--verbose"]:
+        argv = argv[1:]
+        os.environ["TAGSCALE_LOG"] = "debug"  # children (decode helpers, Beam workers) too
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints help or the usage error and exits
-    module_name, _ = COMMANDS[argv[0]]
+    module_name, _, function = COMMANDS[argv[0]][0].partition(":")
     if argv[0] in BEAM_JOBS:
         from pipelines import beam_util
 
         beam_util.skip_unused_imports()
     from model.errors import run_command
 
-    return run_command(argv[0], lambda args: importlib.import_module(module_name).main(args), argv[1:])
+    return run_command(
+        argv[0],
+        lambda args: getattr(importlib.import_module(module_name), function or "main")(args),
+        argv[1:],
+        quiet=whole_process,
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 import time
 
 # Small networks and few epochs so the comparison runs in minutes on 2 CPU cores; the
-# front-end structure is the paper's, only the widths shrink (see README "Front-end comparison").
+# front-end structure is the paper's, only the widths shrink (see docs/training.md, "On the demo catalog").
 COMPARE_FLAGS = [
     "--fractions",
     "0.25,0.5,1.0",
@@ -36,7 +36,7 @@ COMPARE_FLAGS = [
     "0.9",  # Keras' 0.99 lags the weights in runs this short
 ]
 DEMO_SECONDS = "3.5"  # one patch per track: many tracks for little compute
-# Seconds each step took on the reference machine (README "Demo time": the 2-core AMD EPYC, idle;
+# Seconds each step took on the reference machine (BENCHMARKS.md, the AVX2 EPYC: 2 cores, idle;
 # "tag" the mean of the two tagging runs); the estimate of the time left scales the steps still
 # to run by how fast this machine has been so far.
 STEP_SECONDS = {"synth": 26, "featurize": 22, "compare": 254, "fetch": 1, "tag": 20, "queries": 3}
@@ -79,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from infra import demo_catalog
     from model import pretrained
+    from model.machine import set_tf_threads
     from pipelines import featurize, query, tag
     from trainer import compare, lanes
 
     # One TensorFlow thread per comparison lane, set before featurize starts TensorFlow's runtime in
     # this process: then this process trains one of the comparison's six runs itself (see
     # trainer.lanes.run_all), and tagging's two concurrent model calls get a thread each.
-    lanes.set_threads(lanes.threads_per_job(lanes.default_jobs(6)), inter=2)
+    set_tf_threads(lanes.threads_per_job(lanes.default_jobs(6)), inter=2)
 
     work = os.path.abspath(args.workdir)
     catalog = os.path.join(work, "catalog")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
-import dataclasses
 import functools
 import itertools
 import multiprocessing
@@ -39,6 +38,7 @@ import numpy as np
 import threadpoolctl
 
 from infra import synth
+from infra.synth import TrackPlan  # noqa: F401  (re-exported: the plan is dealt here, rendered there)
 from model.errors import TagscaleError
 from model.machine import usable_cores
 
@@ -86,25 +86,6 @@ CATALOG_NAME = "catalog.csv"
 
 _INSTRUMENT_SETS = tuple((name,) for name in INSTRUMENTS) + tuple(itertools.combinations(INSTRUMENTS, 2))
 _TRACK_FILE = re.compile(r"demo-\d{5,}\.(wav|flac|mp3|ogg)")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackPlan:
-    """One demo track before synthesis: its id, tags and how its file is encoded."""
-
-    index: int
-    tags: tuple[str, ...]
-    extension: str  # a key of FORMATS
-    sample_rate: int
-    channels: int
-
-    @property
-    def track_id(self) -> str:
-        return f"demo-{self.index:05d}"
-
-    @property
-    def file_name(self) -> str:
-        return f"{self.track_id}.{self.extension}"
 
 
 def plan_catalog(*, n_tracks: int, seed: int) -> list[TrackPlan]:

@@ -1,12 +1,13 @@
 """explore: a local web app over one or more tag runs (Browse, Track, Summary).
 
     tagscale explore --tags DIR [--tags DIR2 ...] [--thresholds FILE] [--port 8765] [--host 127.0.0.1]
-        [--allow-host NAME]
+        [--allow-host NAME] [--labels DIR]
 
-The standard library's ThreadingHTTPServer serves a JSON API (README, "Catalog explorer") and
+The standard library's ThreadingHTTPServer serves a JSON API (docs/explorer.md) and
 three static files from ``infra/explore_static`` (one HTML page, one vanilla JS file, one
 stylesheet: no build step, no CDN, so it works offline). Queries run in DuckDB
-(:mod:`infra.explore_query`).
+(:mod:`infra.explore_query`); the curator's labels and their guarded writes are in
+:mod:`infra.explore_labels`.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import itertools
 import json
 import os
 import pathlib
-import re
 import sys
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from infra.explore_audio import AUDIO_TYPES, CHUNK, open_audio, parse_range
+from infra.explore_labels import GET_ROUTES, Curation
 from infra.explore_query import BadRequest, Explorer
 from model.errors import TagscaleError
 from pipelines.terminal import printable
@@ -36,20 +38,9 @@ STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/static/heatmap.js": ("heatmap.js", "text/javascript; charset=utf-8"),
+    "/static/curate.js": ("curate.js", "text/javascript; charset=utf-8"),
 }
-# A fixed table rather than the mimetypes module, which reads system files on first use.
-AUDIO_TYPES = {
-    ".wav": "audio/wav",
-    ".mp3": "audio/mpeg",
-    ".flac": "audio/flac",
-    ".ogg": "audio/ogg",
-    ".oga": "audio/ogg",
-    ".opus": "audio/ogg",
-    ".m4a": "audio/mp4",
-    ".aac": "audio/aac",
-}
-CHUNK = 64 * 1024
-RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
 # Sent with every response. The page loads only its own script, stylesheet, API and audio (no
 # inline script or style: the app sets styles through the DOM), and no other site may frame it
 # or embed its audio.
@@ -71,42 +62,6 @@ def spreadsheet_safe(cell):
     return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
 
 
-def parse_range(header: str | None, size: int):
-    """``(start, end)`` inclusive for one ``bytes=`` range; None to send the whole file;
-    ``"unsatisfiable"`` for a range past the end.
-
-    As RFC 9110 says, a Range header that is not one well-formed range (several ranges, a
-    last byte before the first, anything but digits) is ignored, and the whole file sent."""
-    match = RANGE.fullmatch(header or "")
-    if not match or match.group(1) == match.group(2) == "":
-        return None
-    first, last = match.groups()
-    if first == "":
-        length = int(last)
-        return (max(size - length, 0), size - 1) if length > 0 and size else "unsatisfiable"
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        return "unsatisfiable"
-    return start, min(int(last), size - 1) if last else size - 1
-
-
-def open_audio(uri: str):
-    """``(file object, size)`` for a URI the run lists: local paths directly, gs:// through Beam."""
-    if uri.startswith("file://"):
-        uri = uri[len("file://") :]
-    if "://" in uri:
-        from apache_beam.io.filesystems import FileSystems
-
-        matches = FileSystems.match([uri])[0].metadata_list
-        if not matches:
-            raise FileNotFoundError(uri)
-        return FileSystems.open(uri, compression_type="uncompressed"), matches[0].size_in_bytes
-    handle = open(os.path.abspath(uri), "rb")
-    return handle, os.fstat(handle.fileno()).st_size
-
-
 class Handler(BaseHTTPRequestHandler):
     """Routes: static files, ``/api/...`` JSON and CSV, and audio with Range support."""
 
@@ -117,6 +72,10 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch(head=True)
 
     def do_GET(self):
+        self._dispatch(head=False)
+
+    def do_POST(self):
+        self.close_connection = True  # a refused write leaves its body unread: no next request on it
         self._dispatch(head=False)
 
     def log_message(self, format, *args):  # noqa: A002 (the base class names it so)
@@ -141,13 +100,17 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         params = {key: values[-1] for key, values in parse_qs(url.query).items()}
         try:
+            if self.command == "POST":  # every write goes through the curation checks
+                return self.server.curation.post(self)
             if url.path in STATIC:
                 name, content_type = STATIC[url.path]
                 return self._send(200, (STATIC_DIR / name).read_bytes(), content_type)
             if url.path == "/api/tags":
                 return self._json(self.server.explorer.tags())
             if url.path == "/api/stats":
-                return self._json(self.server.explorer.stats())
+                return self._json(self.server.curation.agreement(self.server.explorer.stats()))
+            if url.path in GET_ROUTES:
+                return self.server.curation.get(self, url.path, params)
             if url.path == "/api/tracks":
                 return self._json(
                     self.server.explorer.tracks(
@@ -165,7 +128,7 @@ class Handler(BaseHTTPRequestHandler):
             if len(parts) in (4, 5) and parts[:3] == ["", "api", "tracks"] and parts[3]:
                 return self._track(unquote(parts[3]), parts[4] if len(parts) == 5 else None, params)
             self._error(404, "not found")
-        except BadRequest as error:
+        except (BadRequest, TagscaleError) as error:
             self._error(400, str(error))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the browser went away (it cancels media requests freely)
@@ -181,6 +144,10 @@ class Handler(BaseHTTPRequestHandler):
             found = explorer.similar(track_id, params.get("k", 10))
         elif action == "audio":
             return self._audio(track_id)
+        elif action == "segments":
+            found = explorer.segments(track_id)
+            if found is None:
+                return self._error(404, f"no segments for track {track_id!r} (tag the run with --segments)")
         else:
             return self._error(404, "not found")
         if found is None:
@@ -280,8 +247,9 @@ class ExplorerServer(ThreadingHTTPServer):
         *,
         quiet: bool = False,
         allowed_hosts: list[str] | tuple[str, ...] = (),
+        labels: str | None = None,
     ):
-        self.explorer, self.quiet = explorer, quiet
+        self.explorer, self.quiet, self.curation = explorer, quiet, Curation(explorer, labels)
         self.requests: collections.deque = collections.deque(maxlen=2000)
         super().__init__((host, port), Handler)
         self._any_address = host in ("", "0.0.0.0", "::")
@@ -349,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a host name the browser may use besides the address bound and loopback (e.g. this "
         "machine's name with --host 0.0.0.0); requests naming any other host are refused",
     )
+    parser.add_argument(
+        "--labels",
+        metavar="DIR",
+        help="a local folder for the curator's yes/no decisions (created; the runs are not edited)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
 
@@ -358,9 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tagscale explore: reading {len(args.tags)} run(s)...", flush=True)
     explorer = Explorer.open(args.tags, args.thresholds)
     try:
-        server = ExplorerServer(explorer, args.host, args.port, quiet=args.quiet, allowed_hosts=args.allow_host)
-    except OSError as error:
+        server = ExplorerServer(
+            explorer, args.host, args.port, quiet=args.quiet, allowed_hosts=args.allow_host, labels=args.labels
+        )
+    except (OSError, TagscaleError) as error:
         explorer.close()
+        if isinstance(error, TagscaleError):  # the labels folder
+            raise
         raise TagscaleError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from error
     tracks = sum(run.table.num_rows for run in explorer.runs)
     print(

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model.errors import TagscaleError
-from pipelines import dead_letter, fileio, query
+from model.machine import usable_cores
+from pipelines import dead_letter, fileio, query, segments, tag_output, tagdata
 
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
@@ -42,6 +43,7 @@ class Run:
     tags: list[str]  # column ``s{k}`` of :attr:`table` holds the scores of ``tags[k]``
     table: pyarrow.Table  # row, track_id, uri, duration_s, n_patches, model_name, model_version, search, s0.., r0..
     thresholds: dict[str, float]
+    segment_files: list[str] | None = None  # the run's segments table (pipelines.segments); None without
 
     @property
     def view(self) -> str:
@@ -59,6 +61,7 @@ def mirror(source: str, local_dir: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
     wanted = [(path, "tags") for path in query.tag_files(source)]
+    wanted += [(path, "tags") for path in tag_output.segment_files(source) or []]
     wanted += [(path, "dead_letter") for path in dead_letter.dead_letter_files(source)]
     for path, folder in wanted:
         os.makedirs(os.path.join(local_dir, folder), exist_ok=True)
@@ -67,6 +70,13 @@ def mirror(source: str, local_dir: str) -> str:
             open(os.path.join(local_dir, folder, path.rsplit("/", 1)[-1]), "wb") as dst,
         ):
             shutil.copyfileobj(src, dst, 1 << 20)
+    listed = tag_output.tag_files(source)
+    if listed and tag_output.manifest_files(listed[0].rsplit("/", 1)[0]) is not None:
+        # The manifest too: it says which copied files are the segments table.
+        manifest = fileio.join(listed[0].rsplit("/", 1)[0], tag_output.MANIFEST)
+        os.makedirs(os.path.join(local_dir, "tags"), exist_ok=True)
+        with open(os.path.join(local_dir, "tags", tag_output.MANIFEST), "w") as handle:
+            handle.write(fileio.read_text(manifest))
     return local_dir
 
 
@@ -75,30 +85,6 @@ def _tag_column_path(parquet: pq.ParquetFile) -> str:
     schema = parquet.schema
     paths = [schema.column(i).path for i in range(len(schema))]
     return next(path for path in paths if path.startswith("scores.") and path.endswith(".tag"))
-
-
-class _ScoreMatrix:
-    """Scatter (row, tag, score) triples into a column-major float32 matrix that grows new tags."""
-
-    def __init__(self, rows: int):
-        self.tags: dict[str, int] = {}
-        self.values = np.full((rows, 64), np.nan, dtype=np.float32, order="F")
-
-    def add(self, first_row: int, scores: pyarrow.ListArray) -> None:
-        entries = scores.flatten()
-        tags, values = entries.field("tag"), entries.field("score").to_numpy(zero_copy_only=False)
-        if not pyarrow.types.is_dictionary(tags.type):
-            tags = pc.dictionary_encode(tags)
-        local_to_global = np.array(
-            [self.tags.setdefault(tag, len(self.tags)) for tag in tags.dictionary.to_pylist()], dtype=np.int64
-        )
-        if len(self.tags) > self.values.shape[1]:
-            grown = np.full((self.values.shape[0], 2 * len(self.tags)), np.nan, dtype=np.float32, order="F")
-            grown[:, : self.values.shape[1]] = self.values
-            self.values = grown
-        lengths = pc.fill_null(pc.list_value_length(scores), 0).to_numpy(zero_copy_only=False)
-        rows = np.repeat(np.arange(first_row, first_row + len(scores)), lengths)
-        self.values[rows, local_to_global[tags.indices.to_numpy(zero_copy_only=False)]] = values
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
@@ -132,7 +118,7 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
             parquet_files[-1].schema_arrow.empty_table().select(META_COLUMNS)
         except (StopIteration, KeyError, pyarrow.ArrowException, OSError) as error:
             raise TagscaleError(f"{path} is not tag output (schema pipelines.tag.TAGS_SCHEMA): {error}") from error
-    matrix = _ScoreMatrix(sum(f.metadata.num_rows for f in parquet_files))
+    matrix = tagdata.ScoreMatrix(sum(f.metadata.num_rows for f in parquet_files))
     # A run where every track failed still has its (empty) files: it shows its dead letters.
     metadata, row = [parquet_files[0].schema_arrow.empty_table().select(META_COLUMNS)], 0
     for parquet in parquet_files:
@@ -163,11 +149,40 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
         # NULL, not NaN, for a tag a track lacks: DuckDB sorts NaN above every score.
         columns[f"s{k}"] = pyarrow.array(values, mask=missing if missing.any() else None)
     # numpy sorts release the GIL: one thread per core ranks the tags side by side.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         for k, rank in zip(matrix.tags.values(), pool.map(ranks, (matrix.values[:, k] for k in matrix.tags.values()))):
             columns[f"r{k}"] = rank
     name = os.path.basename(source.rstrip("/")) or source
-    return Run(index, name, source, local_dir, list(matrix.tags), pyarrow.table(columns), {})
+    table = pyarrow.table(columns)
+    return Run(index, name, source, local_dir, list(matrix.tags), table, {}, tag_output.segment_files(local_dir))
+
+
+def track_segments(run: Run, track_id: str) -> dict | None:
+    """A track's segment rows in ``run``: ``{"tags", "segments": [{"start_s", "end_s", "scores"}]}``,
+    scores in the order of ``tags``; None when the run has no segments table or not the track.
+    Reads only the shard(s) the track_id hashes to."""
+    if not run.segment_files:
+        return None
+    tags, found = None, []
+    for path in segments.files_for_track(run.segment_files, track_id):
+        try:
+            table = pq.read_table(path, filters=[("track_id", "=", track_id)])
+        except (OSError, pyarrow.ArrowException) as error:
+            raise TagscaleError(f"unreadable segment file {path}: {error}") from error
+        tags = tags or segments.vocabulary(table.schema)
+        found += table.to_pylist()
+    if not found:
+        return None
+    found.sort(key=lambda row: row["start_s"])
+    tags = tags or [item["tag"] for item in found[0]["scores"]]
+    return {
+        "run": run.name,
+        "tags": tags,
+        "segments": [
+            {"start_s": row["start_s"], "end_s": row["end_s"], "scores": [item["score"] for item in row["scores"]]}
+            for row in found
+        ],
+    }
 
 
 def apply_thresholds(runs: list[Run], path: str) -> None:

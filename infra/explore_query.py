@@ -293,7 +293,17 @@ class Explorer:
             "duration_s": first_run.table.column("duration_s")[first_row].as_py(),
             "scores": flat,
             "runs": runs,
+            "segments": any(run.segment_files for run, _ in found),
         }
+
+    def segments(self, track_id: str) -> dict | None:
+        """The track's per-patch scores from the first run with a segments table that has it
+        (:func:`infra.explore_data.track_segments`); None when no run has them."""
+        for run, _ in self._locate(track_id):
+            found = explore_data.track_segments(run, track_id)
+            if found is not None:
+                return found
+        return None
 
     def audio_uri(self, track_id: str) -> str | None:
         """The URI the run lists for the track, or None: the only files the audio endpoint serves."""

@@ -8,20 +8,35 @@ progression); :func:`render_track` mixes the parts a track's tags call for, shap
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from infra.additive import SYNTH_RATE, fade, partial_tone
-
-if TYPE_CHECKING:  # only for the annotation: demo_catalog imports this module
-    from infra.demo_catalog import TrackPlan
 
 _SCALES = ((0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10))  # major, natural minor
 _PROGRESSIONS = ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 0), (5, 3, 0, 4), (0, 3, 0, 4))  # scale degrees per bar
 _VOWELS = np.array(  # formants F1, F2, F3 in Hz of a, e, i, o, u
     [[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010], [570, 840, 2410], [300, 870, 2240]], float
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackPlan:
+    """One demo track before synthesis: its id, tags and how its file is encoded."""
+
+    index: int
+    tags: tuple[str, ...]
+    extension: str  # a key of demo_catalog.FORMATS
+    sample_rate: int
+    channels: int
+
+    @property
+    def track_id(self) -> str:
+        return f"demo-{self.index:05d}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.track_id}.{self.extension}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 This module is the single definition shared by featurize, training, serving exports and
 the pretrained musicnn models. The musicnn weights were trained on exactly these features
 (librosa defaults: centred STFT, Slaney mel scale and area normalisation), so nothing here
-may drift from librosa's numbers; ``tests/test_signal.py`` checks that against librosa.
+may drift from librosa's numbers; ``tests/test_dsp.py`` checks that against librosa.
 
 An *example* (a "patch") is ``PATCH_FRAMES`` = 187 log-mel frames, about 3 s. Its waveform
 is ``PATCH_SAMPLES`` = 48,128 samples: the 187 hops plus half an FFT window of context on

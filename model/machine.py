@@ -1,4 +1,5 @@
-"""What this machine gives the process: the one count of cores every stage sizes its threads by."""
+"""What this machine gives the process: the one count of cores every stage sizes its threads by,
+and the one place TensorFlow's thread pools are sized."""
 
 from __future__ import annotations
 
@@ -11,3 +12,31 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def share_of_cores(ways: int) -> int:
+    """Threads for each of ``ways`` things running at once so that together they fill
+    :func:`usable_cores` without oversubscribing it: an equal share, at least 1."""
+    return max(1, usable_cores() // max(1, ways))
+
+
+def set_tf_threads(intra: int, inter: int | None = None) -> bool:
+    """Size TensorFlow's pools in this process: ``intra`` threads per op, ``inter`` ops at once
+    (``intra`` by default).
+
+    The pools are fixed once TensorFlow's runtime has started (an earlier model or op in this
+    process); then nothing changes.
+
+    Returns
+    -------
+    bool
+        True when ops now run on ``intra`` threads: set here, or already that many.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter or intra)
+    except RuntimeError:
+        return tf.config.threading.get_intra_op_parallelism_threads() == intra
+    return True

@@ -23,7 +23,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
-from model import dsp
+from model import dsp, features
 from model.fast_layers import BlockMaxPool, FrameConv, FusedBatchNorm, TimbralConv
 
 # -----------------------------------------------------------------------------
@@ -282,13 +282,19 @@ def backend(features, config: NetworkConfig) -> dict:
 # the model
 
 
-FRONTENDS = {"waveform": waveform_frontend, "spectrogram": spectrogram_frontend}
+# The layers of each front-end that model.features.FRONTENDS names (the one list of their names).
+FRONTEND_LAYERS = {"waveform": waveform_frontend, "spectrogram": spectrogram_frontend}
+
+
+def check_frontend(frontend: str) -> None:
+    """ValueError unless ``frontend`` is one of :data:`model.features.FRONTENDS`."""
+    if frontend not in features.FRONTENDS:
+        raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(features.FRONTENDS)}")
 
 
 def input_shape(frontend: str, config: NetworkConfig) -> tuple[int, ...]:
     """Shape of one example for ``frontend``, without the batch axis."""
-    if frontend not in FRONTENDS:
-        raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(FRONTENDS)}")
+    check_frontend(frontend)
     return (config.n_samples,) if frontend == "waveform" else (config.n_frames, config.n_mels)
 
 
@@ -313,13 +319,12 @@ def build_model(frontend: str, n_tags: int, preset: str = "seed", *, stages: boo
     keras.Model
         Outputs a dict ``{"scores": (batch, n_tags), "embedding": (batch, dense_units)}``.
     """
-    if frontend not in FRONTENDS:
-        raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(FRONTENDS)}")
+    check_frontend(frontend)
     config = make_config(n_tags, preset, **overrides)
     inputs = keras.Input(input_shape(frontend, config), name=frontend)
-    features = FRONTENDS[frontend](inputs, config)  # (batch, time, channels)
-    outputs = backend(features, config)
+    frontend_out = FRONTEND_LAYERS[frontend](inputs, config)  # (batch, time, channels)
+    outputs = backend(frontend_out, config)
     wanted = {"scores": outputs["scores"], "embedding": outputs["embedding"]}
     if stages:
-        wanted.update(frontend=features, pooled=outputs["pooled"])
+        wanted.update(frontend=frontend_out, pooled=outputs["pooled"])
     return keras.Model(inputs, wanted, name=f"{frontend}_{preset}")

@@ -33,8 +33,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, keras_model, frontend: str):
         super().__init__(name="tagscale_serving")
-        if frontend not in network.FRONTENDS:
-            raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(network.FRONTENDS)}")
+        network.check_frontend(frontend)
         self.model = keras_model
         self.frontend = frontend
         fast = frontend == "spectrogram" and fast_frontend.supports(keras_model)

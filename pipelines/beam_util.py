@@ -55,12 +55,12 @@ def decode_threads(beam_args: list[str]) -> int:
     busy. 1 on any other runner, whose workers already run one SDK process per core."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from model.machine import usable_cores
+    from model.machine import share_of_cores
 
     if not is_local(beam_args):
         return 1
     workers = PipelineOptions(beam_args).view_as(DirectOptions).direct_num_workers or 1
-    return max(1, usable_cores() // max(1, workers))
+    return share_of_cores(workers)
 
 
 def is_dry_run(beam_args: list[str]) -> bool:

@@ -1,12 +1,13 @@
 """calibrate: one decision threshold per tag, at a target precision on labelled tracks.
 
-    tagscale calibrate --tags DIR --labels labels.csv --precision 0.8 --output THRESHOLDS
+    tagscale calibrate --tags DIR --labels labels.csv|LABELS_DIR --precision 0.8 --output THRESHOLDS
 
 ``labels.csv`` is ``track_id,tag``, one row per positive; a tag's negatives are the labelled
-tracks without it. For each tag of the run's vocabulary with enough labels the threshold is the
-lowest score at which the labelled tracks scoring at or above it reach the target precision,
-so recall is as high as that precision allows. One global cut-off fits no tag: a model's
-scores for a rare tag and a common one live on different scales.
+tracks without it. A labels folder of ``tagscale explore --labels`` reads the same way (its
+latest verdicts; a "no" makes the track labelled, so a negative). For each tag of the run's
+vocabulary with enough labels the threshold is the lowest score at which the labelled tracks
+scoring at or above it reach the target precision, so recall is as high as that precision
+allows. One global cut-off fits no tag: a model's scores for a rare tag and a common one live on different scales.
 
 THRESHOLDS is JSON: ``{"target_precision", "model": {"name", "version"}, "tags": {TAG:
 {"threshold", "precision", "recall", "support"}}, "insufficient_labels": [TAG, ...],
@@ -24,6 +25,7 @@ import numpy as np
 
 from model.errors import TagscaleError
 from pipelines import fileio, outputs, tagdata
+from pipelines import labels as label_store
 
 
 def threshold_at_precision(y: np.ndarray, scores: np.ndarray, target: float) -> dict | None:
@@ -147,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--labels",
         required=True,
-        help="CSV track_id,tag, one row per positive; the negatives of a tag are the labelled tracks without it",
+        help="CSV track_id,tag, one row per positive, or a labels folder of `tagscale explore --labels` "
+        "(yes: a positive, no: a negative); the negatives of a tag are the labelled tracks without it",
     )
     parser.add_argument("--precision", type=float, default=0.8, help="target precision (%(default)s)")
     parser.add_argument(
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     table = tagdata.load(args.tags)
     result = calibrate(
         table,
-        tagdata.read_labels(args.labels),
+        label_store.read_labels(args.labels),
         target=args.precision,
         min_positives=args.min_positives,
         min_negatives=args.min_positives,

@@ -19,10 +19,10 @@ import unicodedata
 import apache_beam as beam
 
 from model.errors import TagscaleError
+from model.features import SPLITS  # what a catalog's split column may say
 from pipelines import dead_letter
 
 FIELDS = ("track_id", "uri", "tags", "split")
-SPLITS = ("train", "valid", "test")
 REQUIRED = ("track_id", "uri")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 

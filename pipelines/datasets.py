@@ -40,9 +40,9 @@ import io
 import os
 
 from model.errors import TagscaleError
+from model.features import SPLITS  # the catalog's split column; MTT_SPLITS below are layouts
 from pipelines import fileio, outputs
 
-SPLITS = ("train", "valid", "test")
 MTT_SPLITS = ("folder", "lists")
 # The clips musicnn-training leaves out of every split of MagnaTagATune: one mp3 missing from
 # the archive and two that do not decode.

@@ -10,7 +10,7 @@ behind that keeps its output locked.
 
 The helper reads untrusted files, so the parent treats what it writes as data only, never as
 code: no pickles either way. A request is a length-prefixed JSON object (the keyword arguments
-of :func:`pipelines.audio.decode_with_soundfile`); a response is a status byte and a payload
+of :func:`pipelines.audio_read.decode_with_soundfile`); a response is a status byte and a payload
 length, then either the raw little-endian float32 samples or the UTF-8 reason of a failure.
 A response that breaks these rules counts as a crash: the helper is killed.
 """
@@ -28,6 +28,8 @@ import threading
 import time
 
 import numpy as np
+
+from pipelines import audio_read
 
 _REQUEST = struct.Struct("<I")  # byte length of the JSON request that follows
 _RESPONSE = struct.Struct("<BQ")  # status, byte length of the payload that follows
@@ -67,19 +69,17 @@ def read_response(fd: int, deadline: float | None, max_samples: int) -> np.ndarr
 
     Raises
     ------
-    pipelines.audio.DecodeError, pipelines.audio.DecodeLimit, pipelines.audio.TransientError
+    pipelines.audio_read.DecodeError, pipelines.audio_read.DecodeLimit, pipelines.audio_read.TransientError
         The failure the helper reported, its reason as the message.
     MalformedResponse
         An unknown status, or a payload of a length that status cannot have.
     """
-    from pipelines import audio
-
     status, size = _RESPONSE.unpack(_read_exactly(fd, _RESPONSE.size, deadline))
     if status == OK:
         if size % 4 or size > 4 * max_samples:
             raise MalformedResponse(f"decode helper sent {size} bytes of samples (at most {4 * max_samples})")
         return np.frombuffer(_read_exactly(fd, size, deadline), dtype="<f4").astype(np.float32, copy=False)
-    errors = {FAILED: audio.DecodeError, FINAL: audio.DecodeLimit, TRANSIENT: audio.TransientError}
+    errors = {FAILED: audio_read.DecodeError, FINAL: audio_read.DecodeLimit, TRANSIENT: audio_read.TransientError}
     if status not in errors or size > MAX_REASON_BYTES:
         raise MalformedResponse(f"decode helper sent status {status} with {size} bytes")
     raise errors[status](bytes(_read_exactly(fd, size, deadline)).decode("utf-8", "replace"))
@@ -117,7 +117,7 @@ def _widen_pipe(stream) -> None:
 
 
 class Worker:
-    """One helper process; :meth:`decode` runs ``pipelines.audio.decode_with_soundfile`` in it."""
+    """One helper process; :meth:`decode` runs ``pipelines.audio_read.decode_with_soundfile`` in it."""
 
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +168,7 @@ class Worker:
 
 
 def decode(timeout_s: float, **kwargs) -> np.ndarray:
-    """Run ``pipelines.audio.decode_with_soundfile(**kwargs)`` in this thread's helper;
+    """Run ``pipelines.audio_read.decode_with_soundfile(**kwargs)`` in this thread's helper;
     :class:`WorkerTimeout` after ``timeout_s`` seconds (the helper is killed; the next call
     starts another). ``kwargs`` must be JSON: a uri, max_duration_s and max_bytes."""
     worker = getattr(_local, "worker", None)
@@ -205,8 +205,6 @@ def serve() -> None:
     import soundfile  # noqa: F401  (imported before READY, so start-up is not billed to a decode)
     import soxr  # noqa: F401
 
-    from pipelines import audio
-
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     stdout.write(READY)
     stdout.flush()
@@ -218,11 +216,11 @@ def serve() -> None:
         if size > MAX_REQUEST_BYTES:
             return  # not our parent speaking: stop rather than guess where the next request starts
         try:
-            samples = audio.decode_with_soundfile(**json.loads(stdin.read(size)))
+            samples = audio_read.decode_with_soundfile(**json.loads(stdin.read(size)))
         except Exception as error:  # the parent decides what a failure means
-            if isinstance(error, audio.DecodeError):
-                status, reason = (FINAL if isinstance(error, audio.DecodeLimit) else FAILED), str(error)
-            elif isinstance(error, audio.TransientError):
+            if isinstance(error, audio_read.DecodeError):
+                status, reason = (FINAL if isinstance(error, audio_read.DecodeLimit) else FAILED), str(error)
+            elif isinstance(error, audio_read.TransientError):
                 status, reason = TRANSIENT, str(error)
             else:
                 status, reason = FAILED, f"{type(error).__name__}: {error}"

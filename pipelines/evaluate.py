@@ -11,7 +11,9 @@ run's manifest lists. LABELS is either
   with no tags is a negative for every tag (MagnaTagATune's test split has many); ``--split``
   keeps only the rows of one split; or
 - a labels file of ``tagscale calibrate`` (CSV ``track_id,tag``, one row per positive): the
-  labelled tracks are those with at least one row.
+  labelled tracks are those with at least one row; or
+- a labels folder of ``tagscale explore --labels``: the latest verdict per track and tag, "yes"
+  a positive; a track with only "no" verdicts is labelled, so a negative for every tag.
 
 For each tag of the run's vocabulary whose labelled tracks in the run hold both positives and
 negatives, ROC-AUC (``sklearn.metrics.roc_auc_score``) and PR-AUC (average precision,
@@ -32,12 +34,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 
 import numpy as np
 
 from model.errors import TagscaleError
 from pipelines import catalog, tagdata
+from pipelines import labels as label_store
 
 EXAMPLES = 10
 
@@ -69,14 +73,16 @@ def read_labels(path: str, split: str | None = None) -> dict[str, set[str]]:
         The file is missing or neither format, ``split`` is asked of a calibrate labels file,
         or no labelled track has a tag.
     """
-    is_catalog = path.lower().endswith(tuple(catalog.FORMATS))
+    is_folder = "://" not in path and os.path.isdir(path)
+    is_catalog = not is_folder and path.lower().endswith(tuple(catalog.FORMATS))
     if is_catalog and catalog.catalog_format(path) == "csv":
         header = [field.strip() for field in next(csv.reader([_first_line(path)]), [])]
         is_catalog = header[:2] != ["track_id", "tag"]
     if not is_catalog:
         if split is not None:
-            raise TagscaleError(f"--split needs a catalog with a split column; {path} is a track_id,tag labels file")
-        return tagdata.read_labels(path)
+            kind = "labels folder" if is_folder else "track_id,tag labels file"
+            raise TagscaleError(f"--split needs a catalog with a split column; {path} is a {kind}")
+        return label_store.read_labels(path)
     labels: dict[str, set[str]] = {}
     for track in catalog.read_catalog(path):
         if split is None or track.split == split:
@@ -165,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         required=True,
         help="a catalog with a tags column (.csv/.jsonl/.parquet; untagged rows are negatives) "
-        "or a calibrate labels CSV track_id,tag (one row per positive)",
+        "or a calibrate labels CSV track_id,tag (one row per positive) or a labels folder of `explore --labels`",
     )
     parser.add_argument("--split", choices=catalog.SPLITS, help="only the catalog rows of this split")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -26,13 +26,11 @@ import functools
 import json
 import logging
 import sys
-import time
-import uuid
 
 import apache_beam as beam
 
 from model import dsp, features
-from pipelines import beam_util, dead_letter, fileio, locks, outputs, shards, spill, stages
+from pipelines import beam_util, buckets, dead_letter, fileio, outputs, shards, spill, stages
 from pipelines.catalog import ReadCatalog, Track
 
 LOG = logging.getLogger("tagscale.featurize")
@@ -70,9 +68,9 @@ class FeaturizeConfig:
 def split_of(track_id: str, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
     """The split of a track: a stable hash of its track_id (the same in every run and machine).
 
-    ``fractions`` of the tracks go to test and valid, the rest to train.
+    ``test_fraction`` of the tracks go to test and ``valid_fraction`` to valid, the rest to train.
     """
-    bucket = stages.unit_hash(track_id)
+    bucket = buckets.unit_hash(track_id)
     if bucket < test_fraction:
         return "test"
     if bucket < test_fraction + valid_fraction:
@@ -272,19 +270,11 @@ def run(argv: list[str] | None = None) -> dict:
             build_pipeline(pipeline, config)
         return {}  # DataflowRunner --dry_run=True: the job was built and translated, nothing ran
     outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    with locks.OutputLock(config.output, "featurize"):
-        outputs.recover(config.output)
-        staging = outputs.Staging(config.output, run_id).create()
-        try:
-            with beam_util.make_pipeline(beam_args) as pipeline:
-                build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
-            dead_letter.write_manifest(staging.dir, run_id=run_id)
-            metadata = write_metadata(config, staging.dir)
-            staging.publish(OUTPUT_ENTRIES, commit="metadata.json")
-        except BaseException:
-            staging.discard()
-            raise
+    with outputs.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
+        with beam_util.make_pipeline(beam_args) as pipeline:
+            build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
+        dead_letter.write_manifest(staging.dir, run_id=staging.run_id)
+        metadata = write_metadata(config, staging.dir)
     return metadata
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from apache_beam.transforms import window
 
 from model import dsp, export
-from model.machine import usable_cores
+from model.machine import set_tf_threads, share_of_cores, usable_cores
 
 # Batches handed to the pool and not yet emitted; bounds memory (a batch of 16 patches is 3 MB).
 MAX_IN_FLIGHT = 4
@@ -47,15 +47,9 @@ def configure_threads(workers: int) -> bool:
     """Split the cores between ``workers`` concurrent model calls: ``cores // workers`` TF threads
     per call instead of every call spreading over every core. On 2 cores, two calls of one thread
     each took 70 CPU ms per patch where two calls of two threads took 79 (BENCHMARKS.md). False,
-    changing nothing, where TensorFlow's thread pools already exist in this process."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, usable_cores() // workers))
-        tf.config.threading.set_inter_op_parallelism_threads(max(2, workers))
-    except RuntimeError:  # the runtime has started (an earlier model in this process): pools are fixed
-        return False
-    return True
+    changing nothing, where TensorFlow's thread pools already exist in this process with another
+    split."""
+    return set_tf_threads(share_of_cores(workers), max(2, workers))
 
 
 def load_model(model_dir: str, precision: str) -> export.ServingModel:

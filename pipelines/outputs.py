@@ -1,34 +1,36 @@
 """Safe outputs: a run stages everything it writes and publishes it only when it has finished.
 
-    DIR = outputs.check_output(DIR, catalog=CATALOG, entries=("tags", "dead_letter", "summary.json"))
-    with outputs.OutputLock(DIR, "tag"):            # one run per output (pipelines.locks)
-        staging = outputs.Staging(DIR, run_id)       # DIR/.tagscale-staging-RUN/
-        ... the pipeline writes under staging.dir ...
-        staging.publish(entries, commit="tags/manifest.json")
+    DIR = outputs.check_output(DIR, catalog=CATALOG, entries=ENTRIES)
+    with outputs.staged_run(DIR, "tag", entries=ENTRIES, commit="tags/manifest.json") as staging:
+        ... the pipeline writes under staging.path(...) (DIR/.tagscale-staging-RUN_ID/) ...
 
-Publishing is rolled forward from a journal (``DIR/.tagscale-publish.json``) written once the
-staged output is complete, so a run killed half-way through publishing is finished by the next
-run that takes the lock. Locally every entry is moved into place with a rename (the previous
-entry is renamed aside first and deleted last); on gs://, where there is no rename, the objects
-are copied first and the commit file (a manifest readers go by) last, then objects of the
-previous output that the new one does not list are deleted.
+After the block the staged entries are live; had it raised, DIR would be as it was. A publish
+is rolled forward from a journal (``DIR/.tagscale-publish.json``) written once the staging is
+complete, so a run killed half-way through publishing is finished by the next run that takes the
+lock. Locally each entry is renamed into place (the previous one renamed aside first, deleted
+last); on gs://, where there is no rename, the objects are copied first and the commit file (a
+manifest readers go by) last, then objects of the previous output the new one does not list are
+deleted.
 
-tagscale deletes only directories that carry its marker file (:data:`MARKER`). Every command
-that writes checks its output first (:func:`check_output` for a folder, :func:`check_output_file`
-for one file): no root, no home directory, nothing that holds its inputs, nothing tagscale did
-not write, nothing it cannot write.
+tagscale deletes only directories that carry its marker file (:data:`MARKER`). Every writing
+command checks its output first (:func:`check_output`, :func:`check_output_file`): no root, no
+home directory, nothing holding its inputs, nothing tagscale did not write or cannot write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import time
+import uuid
+from typing import Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import fileio
+from pipelines import fileio, locks
 from pipelines.ownership import (
     MARKER,
     OutputError,
@@ -245,9 +247,7 @@ class Staging:
             "staging": STAGING_PREFIX + self.run_id,
             "old": OLD_PREFIX + self.run_id,
             "entries": staged,
-            "remove": [
-                entry for entry in entries if entry not in staged
-            ],  # this run made none: an old one would be stale
+            "remove": [entry for entry in entries if entry not in staged],  # this run made none: old ones are stale
             "commit": commit,
             "keep": self._keep,
         }
@@ -260,6 +260,45 @@ class Staging:
             delete_owned(self.dir)
         except Exception as error:  # the original failure matters more than the clean-up
             LOG.warning("could not delete %s: %s", self.dir, error)
+
+
+def new_run_id(suffix: str | None = None) -> str:
+    """A run's id: its UTC start second, then 6 characters of ``suffix`` or else of random hex."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + (suffix or uuid.uuid4().hex)[:6]
+
+
+@contextlib.contextmanager
+def staged_run(
+    output: str, command: str, *, entries: list[str], commit: str | None, run_id: str | None = None
+) -> Iterator[Staging]:
+    """Run a command's writes into ``output`` as one unit: locked, staged, then published.
+
+    Holds ``output``'s lock for ``command`` (:class:`pipelines.locks.LockHeld` when another run
+    has it), finishes a publish a killed run left (:func:`recover`), and yields a fresh
+    :class:`Staging`. A block that ends normally publishes ``entries`` (``commit`` last, see
+    :meth:`Staging.publish`); one that raises, or a publish that fails, deletes the staging
+    directory and leaves the live output as it was. The lock is released either way.
+
+    Parameters
+    ----------
+    output, command : str
+        The checked output folder (:func:`check_output`); what the lock names as its holder.
+    entries : list of str
+        Top-level names the run publishes; a listed entry the run did not write is removed.
+    commit : str or None
+        The staged file that lands last (the manifest readers go by).
+    run_id : str, optional
+        Names the staging directory; :func:`new_run_id` by default.
+    """
+    with locks.OutputLock(output, command):
+        recover(output)
+        staging = Staging(output, run_id or new_run_id()).create()
+        try:
+            yield staging
+            staging.publish(entries, commit=commit)
+        except BaseException:
+            staging.discard()
+            raise
 
 
 def _only_tagscale_files(directory: str) -> bool:

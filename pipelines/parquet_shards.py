@@ -48,8 +48,9 @@ def written_files(directory: str, prefix: str) -> list[str]:
     return sorted(names)
 
 
-def read_manifest(directory: str, name: str) -> list[str] | None:
-    """The file names ``directory/name`` lists; None when there is no such manifest.
+def read_manifest(directory: str, name: str, key: str = "files") -> list[str] | None:
+    """The file names ``directory/name`` lists (under ``key``); None when there is no such
+    manifest, or when an optional ``key`` (any but ``files``) is not in it.
 
     Raises
     ------
@@ -64,9 +65,11 @@ def read_manifest(directory: str, name: str) -> list[str] | None:
         manifest = json.loads(fileio.read_text(path))
     except (ValueError, UnicodeDecodeError) as error:
         raise TagscaleError(f"{path} is not a tagscale manifest: not JSON ({error})") from error
-    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if key != "files" and isinstance(manifest, dict) and key not in manifest:
+        return None
+    files = manifest.get(key) if isinstance(manifest, dict) else None
     if not isinstance(files, list):
-        raise TagscaleError(f'{path} is not a tagscale manifest: expected {{"files": [file names]}}')
+        raise TagscaleError(f'{path} is not a tagscale manifest: expected {{"{key}": [file names]}}')
     for entry in files:
         if not isinstance(entry, str) or not SAFE_NAME.fullmatch(entry):
             raise TagscaleError(
@@ -78,8 +81,9 @@ def read_manifest(directory: str, name: str) -> list[str] | None:
 
 def write_manifest(directory: str, name: str, names: list[str], *, run_id: str, extra: dict | None = None) -> dict:
     """Write ``directory/name`` listing exactly ``names``: the files readers will read (and the
-    keys of ``extra``, which readers of the file list ignore)."""
-    for entry in names:
+    keys of ``extra``, which readers of the file list ignore; a list there is more file names)."""
+    listed = [entry for value in (extra or {}).values() if isinstance(value, list) for entry in value]
+    for entry in [*names, *listed]:
         if not SAFE_NAME.fullmatch(entry):
             raise ValueError(f"not a plain Parquet file name: {entry!r}")
     manifest = {**(extra or {}), "files": sorted(names), "run_id": run_id, "written_by": "tagscale"}

@@ -1,11 +1,12 @@
 """probe: new tags from a few labels, as linear probes on a run's embeddings.
 
-    tagscale probe train --tags DIR --labels labels.csv --output PROBE [--name NAME]
+    tagscale probe train --tags DIR --labels labels.csv|LABELS_DIR --output PROBE [--name NAME]
     tagscale probe apply --tags DIR --probe PROBE --output DIR2
 
 ``train`` fits one scikit-learn logistic regression (standardised embedding -> tag) per tag of
 ``labels.csv`` (``track_id,tag``, one row per positive; a tag's negatives are the labelled
-tracks without it) and reports cross-validated ROC-AUC and PR-AUC per tag. PROBE is a folder
+tracks without it; or a labels folder of ``tagscale explore --labels``, read by
+:func:`pipelines.labels.read_labels`) and reports cross-validated ROC-AUC and PR-AUC per tag. PROBE is a folder
 with ``probe.json``: the weights as plain numbers (no pickle: any reader can apply them, and
 loading one runs no code), the source model and the metrics. ``apply`` scores every track of
 DIR and writes ``DIR2/tags/*.parquet`` in the tag schema, with the probe's tags, model name =
@@ -20,12 +21,12 @@ import hashlib
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 from model.errors import TagscaleError
-from pipelines import fileio, locks, outputs, tag_output, tagdata
+from pipelines import fileio, outputs, tag_output, tagdata
+from pipelines import labels as label_store
 
 PROBE_FILE = "probe.json"
 
@@ -154,25 +155,19 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
         }
         for i, track_id in enumerate(table.track_ids)
     ]
-    name = f"probe-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{probe['version'][:6]}.parquet"
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + probe["version"][:6]
+    run_id = outputs.new_run_id(probe["version"])
+    name = f"probe-{run_id}.parquet"
     # As a full tag run: one run per output, written aside and published with its manifest last,
     # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
-    with locks.OutputLock(output, "probe apply"):
-        outputs.recover(output)
-        staging = outputs.Staging(output, run_id).create()
-        try:
-            if "://" not in output:
-                os.makedirs(staging.path("tags"), exist_ok=True)
-            from apache_beam.io.filesystems import FileSystems
+    commit = f"tags/{tag_output.MANIFEST}"
+    with outputs.staged_run(output, "probe apply", entries=["tags"], commit=commit, run_id=run_id) as staging:
+        if "://" not in output:
+            os.makedirs(staging.path("tags"), exist_ok=True)
+        from apache_beam.io.filesystems import FileSystems
 
-            with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
-                pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
-            tag_output.write_manifest(staging.path("tags"), [name], run_id=run_id)
-            staging.publish(["tags"], commit=f"tags/{tag_output.MANIFEST}")
-        except BaseException:
-            staging.discard()
-            raise
+        with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
+            pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
+        tag_output.write_manifest(staging.path("tags"), [name], run_id=run_id)
     path = fileio.join(output, "tags", name)
     return path
 
@@ -200,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument(
         "--labels",
         required=True,
-        help="CSV track_id,tag, one row per positive; a tag's negatives are the labelled tracks without it",
+        help="CSV track_id,tag, one row per positive, or a labels folder of `tagscale explore --labels` "
+        "(its latest verdicts: yes is a positive, no a negative); a tag's negatives are the labelled tracks without it",
     )
     train_parser.add_argument("--output", required=True, help=f"PROBE folder to write (probe.json); {outputs.RULES}")
     train_parser.add_argument(
@@ -235,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         # PROBE is checked like every output before the training; it gets the marker once trained.
         folder = outputs.check_output(args.output, entries=(PROBE_FILE,), inputs=(args.tags, args.labels))
         name = args.name or os.path.basename(os.path.normpath(folder)) or "probe"
-        probe = train(table, tagdata.read_labels(args.labels), name=name, min_positives=args.min_positives, c=args.c)
+        probe = train(
+            table, label_store.read_labels(args.labels), name=name, min_positives=args.min_positives, c=args.c
+        )
         outputs.mark(folder)
         fileio.write_text(fileio.join(folder, PROBE_FILE), json.dumps(probe) + "\n")
         print(format_metrics(probe))

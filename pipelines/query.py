@@ -4,12 +4,15 @@
     tagscale query --tags DIR track TRACK_ID [--limit N]
     tagscale query --tags DIR stats
     tagscale query --tags DIR sql "SELECT ... FROM tags ..." [--thresholds THRESHOLDS] [--allow-files]
+    tagscale query --tags DIR when TRACK_ID TAG [--threshold X | --thresholds THRESHOLDS]
 
 Every query runs over a view named ``tags`` (one row per track, the schema of
 :data:`pipelines.tag.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
 track_id, uri, model, tag, score). With ``--thresholds`` (a file of ``tagscale calibrate``)
 there is also a view ``decided``: one row per track, one boolean column per calibrated tag
-(score at or above the tag's threshold). Output is a table, or JSON with ``--json``.
+(score at or above the tag's threshold). A run tagged with ``--segments`` also has a view
+``segments``: one row per patch, track_id, start_s, end_s and one score column per tag
+(:mod:`pipelines.segments`). Output is a table, or JSON with ``--json``.
 DIR may be local or gs://. A statement reads the run and nothing else unless ``--allow-files``.
 """
 
@@ -21,7 +24,7 @@ import os
 import sys
 
 from model.errors import TagscaleError
-from pipelines import fileio, provenance, tag_output
+from pipelines import fileio, provenance, segments, tag_output
 from pipelines.terminal import printable
 
 # Over ``tags``, the run's Arrow data that :func:`connect` registers (no file name in any SQL).
@@ -61,9 +64,12 @@ def decided_view(thresholds: dict[str, float]) -> str:
     return f"CREATE VIEW decided AS SELECT track_id, any_value(uri) AS uri{columns}\nFROM tag_scores GROUP BY track_id;"
 
 
-def connect(tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_files: bool = False):
-    """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``, and
-    ``decided`` when ``thresholds`` (tag -> threshold) are given.
+def connect(
+    tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_files: bool = False, segments_view: bool = True
+):
+    """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``,
+    ``decided`` when ``thresholds`` (tag -> threshold) are given, and ``segments`` when the run
+    has a segments table and ``segments_view`` (a gs:// run's table is read into memory).
 
     DuckDB never opens the run's files itself: pyarrow reads them (a local run as a dataset
     scanned as queries need it, a gs:// run through Beam's filesystems into memory, since
@@ -81,12 +87,17 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_
             f"no tag output in {tags_dir}: "
             f"expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
         )
-    data = read_tables(files) if any("://" in path for path in files) else open_dataset(files)
+    data = _arrow(files)
+    found = tag_output.segment_files(tags_dir) if segments_view else None
+    segment_data = None if found is None else _arrow(found)
     config = {} if allow_files else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(config=config)
     try:
         connection.register("tags", data)
         connection.execute(TAG_SCORES_VIEW)
+        if segment_data is not None:
+            connection.register("segment_rows", segment_data)
+            connection.execute(segments.view_sql(segments.vocabulary(segment_data.schema) or []))
         if thresholds:
             connection.execute(decided_view(thresholds))
         if not allow_files:
@@ -96,6 +107,10 @@ def connect(tags_dir: str, thresholds: dict[str, float] | None = None, *, allow_
         connection.close()
         raise TagscaleError(f"cannot query the tag output in {tags_dir}: {str(error).splitlines()[0]}") from error
     return connection
+
+
+def _arrow(files: list[str]):
+    return read_tables(files) if any("://" in path for path in files) else open_dataset(files)
 
 
 def open_dataset(files: list[str]):
@@ -166,6 +181,30 @@ def stats(connection):
     )
 
 
+def when(connection, track_id: str, tag: str, threshold: float) -> dict:
+    """The time ranges of ``track_id`` where ``tag`` scores at or above ``threshold``, patches
+    merged where they touch: ``{"track_id", "tag", "threshold", "ranges": [{"start_s", "end_s", "max_score"}]}``.
+
+    Raises
+    ------
+    TagscaleError
+        The run has no segments table, or the track or the tag is not in it.
+    """
+    tables = {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "segments" not in tables:
+        raise TagscaleError("this run has no segments table: tag it with `tagscale tag --segments`")
+    columns = [row[0] for row in connection.execute("DESCRIBE segments").fetchall()][3:]
+    if tag not in columns:
+        raise TagscaleError(f"unknown tag {tag!r}; the tags are: {', '.join(columns)}")
+    quoted = '"' + tag.replace('"', '""') + '"'
+    rows = connection.execute(
+        f"SELECT start_s, end_s, {quoted} FROM segments WHERE track_id = ? ORDER BY start_s", [track_id]
+    ).fetchall()
+    if not rows:
+        raise TagscaleError(f"unknown track {track_id!r}: not in the segments table")
+    return {"track_id": track_id, "tag": tag, "threshold": threshold, "ranges": segments.ranges(rows, threshold)}
+
+
 def sql(connection, statement: str):
     import duckdb
 
@@ -212,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="any SQL over the views `tags` and `tag_scores`; it reads only the run "
         "(no other file, COPY ... TO, ATTACH or extension) unless --allow-files",
     )
+    when_parser = commands.add_parser(
+        "when", help="the time ranges of TRACK_ID where TAG scores at or above a threshold (needs tag --segments)"
+    )
+    when_parser.add_argument("track_id")
+    when_parser.add_argument("tag")
+    choice = when_parser.add_mutually_exclusive_group()
+    choice.add_argument("--threshold", type=float, default=None, help="the score to reach (default 0.5)")
+    choice.add_argument("--thresholds", help="a `tagscale calibrate` file: TAG's calibrated threshold")
     sql_parser.add_argument("statement")
     sql_parser.add_argument(
         "--thresholds", help="a `tagscale calibrate` file: adds the view `decided` (one boolean per tag)"
@@ -222,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the statement read and write any file, attach databases and install or load "
         "DuckDB extensions (network): DuckDB's defaults, for a statement you trust",
     )
+    for sub in commands.choices.values():  # --json before or after the query's name
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return parser
 
 
@@ -234,7 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.calibrate import load_thresholds
 
         thresholds = load_thresholds(args.thresholds)
-    connection = connect(args.tags, thresholds, allow_files=getattr(args, "allow_files", False))
+    connection = connect(
+        args.tags,
+        thresholds,
+        allow_files=getattr(args, "allow_files", False),
+        segments_view=args.query in ("when", "sql"),
+    )
+    if args.query == "when":
+        return _when(args, connection, thresholds)
     try:
         columns, rows = _run(args, connection, thresholds)
     except duckdb.Error as error:  # a file of the run unreadable, or gone since it was listed
@@ -251,6 +307,22 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(columns, rows))
         if origin is not None:
             print("\n" + "\n".join(printable(line) for line in provenance.describe(origin)))
+    return 0
+
+
+def _when(args: argparse.Namespace, connection, thresholds: dict[str, float] | None) -> int:
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if thresholds is not None:
+        if args.tag not in thresholds:
+            raise TagscaleError(f"{args.thresholds} has no threshold for {args.tag!r}")
+        threshold = thresholds[args.tag]
+    found = when(connection, args.track_id, args.tag, threshold)
+    if args.json:
+        print(json.dumps(found, indent=2))
+    elif found["ranges"]:
+        print(segments.format_ranges(found["ranges"]))
+    else:
+        print(f"{printable(args.tag)} is below {threshold} all through {printable(args.track_id)}", file=sys.stderr)
     return 0
 
 

@@ -18,7 +18,7 @@ import apache_beam as beam
 import numpy as np
 
 from model import features
-from pipelines import fileio, spill, stages
+from pipelines import buckets, fileio, spill
 
 KINDS = ("mel", "waveform")
 DEFAULT_TARGET_BYTES = 256 * 2**20
@@ -27,7 +27,7 @@ TRANSFORM_BATCH_PATCHES = 64  # patches per call of the transform graph: amortis
 
 def shard_of(track_id: str, num_shards: int) -> int:
     """The shard of a track: a stable hash, so all its patches share a shard in every run."""
-    return int(stages.unit_hash(track_id, "shard:") * num_shards)
+    return int(buckets.unit_hash(track_id, "shard:") * num_shards)
 
 
 def example_bytes(top_k: int) -> int:

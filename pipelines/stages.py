@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import hashlib
 import json
 
 import apache_beam as beam
@@ -14,6 +13,7 @@ from apache_beam.transforms import window
 
 from model import dsp
 from pipelines import audio, dead_letter
+from pipelines.buckets import unit_hash  # noqa: F401  (re-exported: callers have found it here)
 from pipelines.catalog import Track
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, nothing to learn or tag
@@ -92,14 +92,6 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
     audio.check_samples(samples)
     if np.abs(samples).max() < SILENCE_PEAK:
         raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
-
-
-def unit_hash(key: str, salt: str = "") -> float:
-    """A number in [0, 1) from the sha256 of ``salt + key``: the one stable bucketing hash behind
-    split assignment and shard assignment (the same on every machine and run, unlike Python's
-    salted ``hash``). Different salts give independent buckets for one key."""
-    digest = hashlib.sha256((salt + key).encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class _DecodeFn(beam.DoFn):

@@ -6,6 +6,9 @@
       -> RunInference (batched across tracks, overlapped with decoding) -> MeanPerTrack -> WriteTags
     every failure -> WriteDeadLetter;  counts -> summary.json
 
+With ``--segments`` the run also writes each patch's scores to a segments table
+(:mod:`pipelines.segments`), in the same folder and manifest.
+
 Output ``DIR/tags/*.parquet`` (as many files as ``--target-shard-bytes`` or ``--num-shards``
 ask, listed in ``DIR/tags/manifest.json``), one row per track (schema :data:`TAGS_SCHEMA`):
 track_id, uri, model {name, version}, duration_s, n_patches, scores (every tag of the
@@ -21,27 +24,26 @@ import json
 import logging
 import sys
 import time
-import uuid
 
 import apache_beam as beam
-import numpy as np
 import pyarrow
 
-from model import dsp, export
+from model import export
 from pipelines import (
     beam_util,
     dead_letter,
     fileio,
     inference,
-    locks,
     outputs,
     provenance,
+    segments,
     shards,
     stages,
     tag_output,
     tag_progress,
 )
-from pipelines.catalog import ReadCatalog, Track
+from pipelines.catalog import ReadCatalog
+from pipelines.tag_rows import PatchKey, per_track, track_patches, track_row  # noqa: F401 (the tag job's API)
 
 LOG = logging.getLogger("tagscale.tag")
 TAGS_SCHEMA = pyarrow.schema(
@@ -71,40 +73,10 @@ class TagConfig:
     num_shards: int | None = None  # tag Parquet files; None: sized by target_shard_bytes
     target_shard_bytes: int = shards.DEFAULT_TARGET_BYTES
     require_commercial: bool = False  # refuse a model not known to allow commercial use
+    segments: bool = False  # also write each patch's scores (pipelines.segments)
 
 
 # ----------------------------------------------------------------------- plain functions
-
-
-def track_patches(track: Track, samples: np.ndarray, *, max_patches: int | None = None):
-    """``((track_id, patch_index, n_patches, uri, duration_s), patch)`` for each patch of a track."""
-    patches = dsp.patch_waveform(samples, max_patches=max_patches)
-    duration = len(samples) / dsp.SAMPLE_RATE
-    # Keys are UTF-8 from here on (Beam's string coder): undecodable catalog bytes become U+FFFD.
-    track_id, uri = dead_letter.printable(track.track_id), dead_letter.printable(track.uri)
-    return [((track_id, index, len(patches), uri, duration), patch) for index, patch in enumerate(patches)]
-
-
-def track_row(track_id: str, patch_outputs, *, tags: list[str], model_name: str, model_version: str) -> dict:
-    """Mean the patch outputs of one track into its Parquet row (scores sorted, highest first)."""
-    # Patch order, not arrival order (which varies with threads and bundles): the float mean,
-    # and so the output bytes, must not change from run to run.
-    patch_outputs = sorted(patch_outputs, key=lambda item: item[0][1])
-    (_, _, n_patches, uri, duration) = patch_outputs[0][0]
-    if len(patch_outputs) != n_patches:
-        raise ValueError(f"track {track_id}: got {len(patch_outputs)} patch outputs for {n_patches} patches")
-    scores = np.mean([outputs["scores"] for _, outputs in patch_outputs], axis=0)
-    embedding = np.mean([outputs["embedding"] for _, outputs in patch_outputs], axis=0)
-    order = np.argsort(-scores, kind="stable")
-    return {
-        "track_id": track_id,
-        "uri": uri,
-        "model": {"name": model_name, "version": model_version},
-        "duration_s": round(float(duration), 3),
-        "n_patches": int(n_patches),
-        "scores": [{"tag": tags[i], "score": float(scores[i])} for i in order],
-        "embedding": embedding.astype(np.float32).tolist(),
-    }
 
 
 def split_already_tagged(keyed):
@@ -151,7 +123,11 @@ class SkipAlreadyTagged(beam.PTransform):
 
 
 class TagTracks(beam.PTransform):
-    """(track, samples) -> one Parquet-ready row per track, inference batched across tracks."""
+    """(track, samples) -> one Parquet-ready row per track, inference batched across tracks.
+
+    With ``config.segments``, :attr:`segment_rows` is, once applied, the PCollection of the
+    tracks' per-patch rows (:mod:`pipelines.segments`); None otherwise.
+    """
 
     def __init__(self, config: TagConfig, *, tags: list[str], info: dict, total: int):
         super().__init__()
@@ -159,10 +135,11 @@ class TagTracks(beam.PTransform):
         self._tags = tags
         self._info = info
         self._total = total
+        self.segment_rows = None
 
     def expand(self, decoded):
         name, version = self._info.get("name", "model"), self._info["version"]
-        return (
+        rows = (
             decoded
             | "CutPatches"
             >> beam.FlatMap(lambda item: track_patches(*item, max_patches=self._config.max_patches_per_track))
@@ -171,11 +148,20 @@ class TagTracks(beam.PTransform):
                 self._config.model, batch_size=self._config.batch_size, precision=self._config.precision
             )
             | "Progress" >> beam.ParDo(tag_progress.Progress(self._total, self._config.progress_every_s))
-            | "KeyByTrack" >> beam.MapTuple(lambda key, outputs: (key[0], (key, outputs)))
+            | "KeyByTrack" >> beam.MapTuple(lambda key, outputs: (key.track_id, (key, outputs)))
             | "GroupPatches" >> beam.GroupByKey()
             | "MeanPerTrack"
-            >> beam.Map(lambda keyed: track_row(*keyed, tags=self._tags, model_name=name, model_version=version))
+            >> beam.FlatMap(
+                per_track,
+                tags=self._tags,
+                model_name=name,
+                model_version=version,
+                with_segments=self._config.segments,
+            ).with_outputs(segments.MANIFEST_KEY, main="tracks")
         )
+        if self._config.segments:
+            self.segment_rows = rows[segments.MANIFEST_KEY]
+        return rows.tracks
 
 
 def build_pipeline(
@@ -195,16 +181,29 @@ def build_pipeline(
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
     todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"])
     decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
-    rows = decoded.decoded | "TagTracks" >> TagTracks(config, tags=tags, info=info, total=total)
+    tag_tracks = TagTracks(config, tags=tags, info=info, total=total)
+    rows = decoded.decoded | "TagTracks" >> tag_tracks
     origin = provenance.run_provenance(config.catalog, config.model, info, None)
+    metadata = provenance.file_metadata(catalog, origin)
     _ = rows | "WriteTags" >> tag_output.WriteTags(
         fileio.join(config.output, "tags"),
         run_id,
         TAGS_SCHEMA,
         num_shards=config.num_shards,
         target_bytes=config.target_shard_bytes,
-        metadata=provenance.file_metadata(catalog, origin),
+        metadata=metadata,
     )
+    if config.segments:
+        _ = tag_tracks.segment_rows | "WriteSegments" >> tag_output.WriteTags(
+            fileio.join(config.output, "tags"),
+            run_id,
+            segments.schema_for(tags),
+            num_shards=config.num_shards,
+            target_bytes=config.target_shard_bytes,
+            metadata=metadata,
+            prefix=segments.file_prefix(run_id),
+            size=segments.row_bytes,
+        )
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
     _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(
         config.output, target_bytes=config.target_shard_bytes
@@ -291,6 +290,7 @@ def parse_args(argv):
         num_shards=args.num_shards,
         target_shard_bytes=args.target_shard_bytes,
         require_commercial=args.require_commercial,
+        segments=args.segments,
     )
     return config, beam_args
 
@@ -310,26 +310,27 @@ def run(argv: list[str] | None = None) -> dict:
     tags, info = export.read_model_info(config.model)
     if config.require_commercial:  # refused before any work
         provenance.require_commercial(config.model, info)
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    with locks.OutputLock(config.output, "tag"):
-        outputs.recover(config.output)
-        staging = outputs.Staging(config.output, run_id).create()
-        try:
-            summary = run_staged(config, beam_args, staging, tags=tags, info=info)
-        except BaseException:
-            staging.discard()
-            raise
+    commit = "tags/" + tag_output.MANIFEST
+    with outputs.staged_run(config.output, "tag", entries=OUTPUT_ENTRIES, commit=commit) as staging:
+        summary = run_staged(config, beam_args, staging, tags=tags, info=info)
     return summary
 
 
 def run_staged(
     config: TagConfig, beam_args: list[str], staging: outputs.Staging, *, tags: list[str], info: dict
 ) -> dict:
-    """The pipeline into ``staging``, then the manifest and the summary, then the publish."""
+    """The pipeline into ``staging``, then the manifest and the summary (the caller publishes)."""
     run_id = staging.run_id
     live_tags = fileio.join(config.output, "tags")
     kept = [path.rsplit("/", 1)[-1] for path in tag_output.tag_files(live_tags)] if config.incremental else []
-    staging.carry_over("tags", kept)
+    kept_segments = tag_output.segment_files(live_tags) if config.incremental else None
+    if tag_output.keep_segments(config.segments, config.incremental, kept, kept_segments) != config.segments:
+        LOG.warning("this output has a segments table: the incremental run writes segments too")
+        config = dataclasses.replace(config, segments=True)
+    if not kept:
+        kept_segments = None  # nothing kept: the run's own segments, if any, are the table
+    kept_segment_names = [path.rsplit("/", 1)[-1] for path in kept_segments or []]
+    staging.carry_over("tags", kept + kept_segment_names)
     existing = [fileio.join(live_tags, name) for name in kept]
     start = time.monotonic()
     with beam_util.make_pipeline(beam_args) as pipeline:
@@ -344,7 +345,12 @@ def run_staged(
     stats = json.loads(fileio.read_text(staging.path("tmp", f"stats-{run_id}.json")))
     origin = provenance.run_provenance(config.catalog, config.model, info, int(stats.get("tracks_in", 0)))
     names = kept + tag_output.run_files(staging.path("tags"), run_id)
-    tag_output.write_manifest(staging.path("tags"), names, run_id=run_id, provenance=origin)
+    segment_names = (
+        kept_segment_names + tag_output.run_segment_files(staging.path("tags"), run_id) if config.segments else None
+    )
+    tag_output.write_manifest(
+        staging.path("tags"), names, run_id=run_id, provenance=origin, segment_names=segment_names
+    )
     dead_letter.write_manifest(staging.dir, run_id=run_id)
     summary = {
         "tracks_in": int(stats.get("tracks_in", 0)),
@@ -355,11 +361,11 @@ def run_staged(
         "wall_seconds": round(time.monotonic() - start, 2),
         "model": {"name": info.get("name"), "version": info["version"], "path": config.model},
         "incremental": config.incremental,
+        "segments": config.segments,
         "run_id": run_id,
         "output": config.output,
     }
     fileio.write_text(staging.path("summary.json"), json.dumps(summary, indent=2))
-    staging.publish(OUTPUT_ENTRIES, commit="tags/" + tag_output.MANIFEST)
     return summary
 
 

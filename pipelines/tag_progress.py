@@ -33,8 +33,8 @@ class Progress(beam.DoFn):
         self._reported, self._last = self._done, time.monotonic()
 
     def process(self, element):
-        (_, index, n_patches, _, _), _ = element
-        if index == n_patches - 1:
+        key, _ = element
+        if key.index == key.n_patches - 1:
             self._done += 1
             self._counter.inc()
             if time.monotonic() - self._last >= self._every_s:

@@ -92,6 +92,36 @@ def _list_matrix(column: pyarrow.ChunkedArray, width: int | None, what: str) -> 
     return flat.reshape(len(lengths), width)
 
 
+class ScoreMatrix:
+    """Tag output's ``scores`` column as a float32 matrix (tracks x tags), filled a batch at a time.
+
+    Each batch's (row, tag, score) triples are scattered into a column-major matrix that grows a
+    column for each tag not seen before (:attr:`tags` maps a tag to its column); a tag a track
+    lacks stays NaN. Tag strings are matched once per distinct tag, not once per score, so a
+    dictionary-encoded column (``read_dictionary``) is read without decoding it."""
+
+    def __init__(self, rows: int):
+        self.tags: dict[str, int] = {}
+        self.values = np.full((rows, 64), np.nan, dtype=np.float32, order="F")
+
+    def add(self, first_row: int, scores: pyarrow.ListArray) -> None:
+        """Scatter ``scores`` (one list per track) into rows ``first_row`` onwards."""
+        entries = scores.flatten()
+        tags, values = entries.field("tag"), entries.field("score").to_numpy(zero_copy_only=False)
+        if not pyarrow.types.is_dictionary(tags.type):
+            tags = pc.dictionary_encode(tags)
+        local_to_global = np.array(
+            [self.tags.setdefault(tag, len(self.tags)) for tag in tags.dictionary.to_pylist()], dtype=np.int64
+        )
+        if len(self.tags) > self.values.shape[1]:
+            grown = np.full((self.values.shape[0], 2 * len(self.tags)), np.nan, dtype=np.float32, order="F")
+            grown[:, : self.values.shape[1]] = self.values
+            self.values = grown
+        lengths = pc.fill_null(pc.list_value_length(scores), 0).to_numpy(zero_copy_only=False)
+        rows = np.repeat(np.arange(first_row, first_row + len(scores)), lengths)
+        self.values[rows, local_to_global[tags.indices.to_numpy(zero_copy_only=False)]] = values
+
+
 def load(tags_dir: str) -> TagTable:
     """Read a run folder's tag output into a :class:`TagTable`.
 
@@ -138,9 +168,9 @@ def _load(tags_dir: str) -> TagTable:
         raise TagscaleError(
             f"tag output in {tags_dir} mixes vocabularies (tracks with {sorted(set(lengths.tolist()))} of {width} tags)"
         )
-    columns = pc.index_in(tag_names, value_set=pyarrow.array(vocabulary)).to_numpy(zero_copy_only=False)
-    matrix = np.zeros((len(ids), width), np.float32)
-    matrix[np.repeat(np.arange(len(ids)), width), columns] = flat.field("score").to_numpy(zero_copy_only=False)
+    scattered = ScoreMatrix(len(ids))
+    scattered.add(0, scores)
+    matrix = np.ascontiguousarray(scattered.values[:, [scattered.tags[tag] for tag in vocabulary]])
     return TagTable(
         track_ids=ids,
         uris=table.column("uri").to_pylist(),

@@ -1,4 +1,4 @@
-"""Tests for pipelines/demo_catalog.py: the synthesized demo catalog and its audible tags.
+"""Tests for infra/demo_catalog.py: the synthesized demo catalog and its audible tags.
 
 The tag tests measure decoded audio with plain numpy (no model): each tag must move a simple
 signal statistic in the direction its description promises, compared as group means over

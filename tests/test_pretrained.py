@@ -16,9 +16,10 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
+from infra import pretrained_cmd
 from model import dsp, export, musicnn_checkpoint, pretrained
 from model.errors import TagscaleError
-from model.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MIN_TOP1_SECONDS = 3.0  # musicnn cannot tag a track shorter than one 187-frame patch
@@ -136,24 +137,24 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 
 
 def test_list_cli(cache_dir, tmp_path, capsys):
-    assert pretrained.main(["list", "--cache-dir", cache_dir]) == 0
+    assert pretrained_cmd.main(["list", "--cache-dir", cache_dir]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["NAME", "DATASET", "TAGS", "PATH"]
     assert lines[1].startswith("musicnn-mtt") and f" {os.path.join(cache_dir, 'models', 'musicnn-mtt')} " in lines[1]
     assert "Million Song Dataset" in lines[2] and " 50 " in lines[2]
-    assert pretrained.main(["list", "--cache-dir", str(tmp_path)]) == 0
+    assert pretrained_cmd.main(["list", "--cache-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("not fetched") == 2
 
 
 def test_list_names_each_models_licence_source_and_wheel_hash(tmp_path, capsys):
-    assert pretrained.main(["list", "--json", "--cache-dir", str(tmp_path)]) == 0
+    assert pretrained_cmd.main(["list", "--json", "--cache-dir", str(tmp_path)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["name"] for row in rows] == ["musicnn-mtt", "musicnn-msd"]
     for row in rows:
         assert (row["license"], row["commercial"], row["path"]) == ("ISC", True, None)
         assert row["sha256"] == "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
         assert "musicnn-0.1.0-py3-none-any.whl" in row["source"] and "PyPI" in row["source"]
-    assert pretrained.main(["list", "--cache-dir", str(tmp_path)]) == 0
+    assert pretrained_cmd.main(["list", "--cache-dir", str(tmp_path)]) == 0
     header, first, _ = capsys.readouterr().out.splitlines()
     assert header.split()[:8] == ["NAME", "DATASET", "TAGS", "PATH", "LICENSE", "COMMERCIAL", "SHA256", "SOURCE"]
     assert first.split()[5:8] == ["ISC", "yes", rows[0]["sha256"]] and first.endswith(rows[0]["source"])

@@ -16,15 +16,24 @@ from pipelines.catalog import Track
 def test_track_patches_keys_every_patch_with_its_track():
     samples = np.zeros(16000 * 7, np.float32)
     patches = tag.track_patches(Track("t", "/t.wav"), samples)
-    assert [key[:3] for key, _ in patches] == [("t", 0, 2), ("t", 1, 2)]
-    assert patches[0][0][3:] == ("/t.wav", 7.0)
+    assert [key for key, _ in patches] == [
+        tag.PatchKey(track_id="t", index=0, n_patches=2, uri="/t.wav", duration_s=7.0),
+        tag.PatchKey(track_id="t", index=1, n_patches=2, uri="/t.wav", duration_s=7.0),
+    ]
+    assert patches[1][0].index == 1 and patches[1][0].n_patches == 2
     assert patches[1][1].shape == (dsp.PATCH_SAMPLES,)
 
 
 def test_track_row_means_patches_and_sorts_scores():
     outputs = [
-        (("t", 0, 2, "/t.wav", 6.0), {"scores": np.array([0.1, 0.9, 0.5]), "embedding": np.array([1.0, 3.0])}),
-        (("t", 1, 2, "/t.wav", 6.0), {"scores": np.array([0.3, 0.7, 0.6]), "embedding": np.array([3.0, 5.0])}),
+        (
+            tag.PatchKey("t", 1, 2, "/t.wav", 6.0),
+            {"scores": np.array([0.3, 0.7, 0.6]), "embedding": np.array([3.0, 5.0])},
+        ),
+        (
+            tag.PatchKey("t", 0, 2, "/t.wav", 6.0),
+            {"scores": np.array([0.1, 0.9, 0.5]), "embedding": np.array([1.0, 3.0])},
+        ),
     ]
     row = tag.track_row("t", outputs, tags=TAGS, model_name="m", model_version="v1")
     assert [s["tag"] for s in row["scores"]] == ["mid", "high", "low"]
@@ -32,6 +41,20 @@ def test_track_row_means_patches_and_sorts_scores():
     assert row["embedding"] == [2.0, 4.0] and row["n_patches"] == 2 and row["model"] == {"name": "m", "version": "v1"}
     with pytest.raises(ValueError, match="2 patches"):
         tag.track_row("t", outputs[:1], tags=TAGS, model_name="m", model_version="v1")
+
+
+def test_per_track_gives_the_row_then_with_segments_one_row_per_patch_in_time_order():
+    outputs = [
+        (tag.PatchKey("t", 1, 2, "/t.wav", 5.0), {"scores": np.array([0.3, 0.7, 0.6]), "embedding": np.zeros(2)}),
+        (tag.PatchKey("t", 0, 2, "/t.wav", 5.0), {"scores": np.array([0.1, 0.9, 0.5]), "embedding": np.zeros(2)}),
+    ]
+    plain = list(tag.per_track(("t", outputs), tags=TAGS, model_name="m", model_version="v", with_segments=False))
+    assert len(plain) == 1 and plain[0]["n_patches"] == 2
+    row, *timed = tag.per_track(("t", outputs), tags=TAGS, model_name="m", model_version="v", with_segments=True)
+    assert row == plain[0] and {out.tag for out in timed} == {"segments"}
+    assert [(out.value["start_s"], out.value["end_s"]) for out in timed] == [(0.0, 2.992), (2.992, 5.0)]
+    assert [[item["tag"] for item in out.value["scores"]] for out in timed] == [TAGS, TAGS]
+    np.testing.assert_allclose([item["score"] for item in timed[1].value["scores"]], [0.3, 0.7, 0.6], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         return self.state.best_epoch
 
     def _weights_path(self, epoch: int) -> str:
-        return join(self.state_dir, f"best-{epoch:05d}.weights.h5")
+        return schedule.best_weights_path(self.state_dir, epoch)
 
     def _entries(self) -> dict:
         return {int(k): v for k, v in read_json(self._state_path, {}).items()}
@@ -173,10 +173,9 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _prune(self, keep: set):
-        for path in tf.io.gfile.glob(join(self.state_dir, "best-*.weights.h5")):
-            name = path.rsplit("/", 1)[-1]
-            epoch = name[len("best-") : -len(".weights.h5")]
-            if epoch.isdigit() and int(epoch) not in keep:
+        for path in tf.io.gfile.glob(join(self.state_dir, schedule.BEST_WEIGHTS_GLOB)):
+            epoch = schedule.best_weights_epoch(path)
+            if epoch is not None and epoch not in keep:
                 tf.io.gfile.remove(path)
 
     def on_train_end(self, logs=None):

@@ -11,7 +11,7 @@ from model.errors import TagscaleError
 
 FRONTENDS = features.FRONTENDS
 PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
-INITS = ("variance-scaling", "glorot")  # trainer.recipe.INITS maps them to Keras initialisers
+INITS = {"variance-scaling": "he_normal", "glorot": "glorot_uniform"}  # --init -> Keras initialiser
 EPOCH_PATCHES = ("random", "grid", "all")
 LR_SCHEDULES = ("seed", "plateau")  # trainer.schedule.SCHEDULES, without importing it before --help
 
@@ -68,7 +68,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
     recipe.add_argument(
         "--init",
-        choices=INITS,
+        choices=tuple(INITS),
         default="variance-scaling",
         help="kernel initialisation: variance-scaling (He, the seed's) or glorot (variance-scaling)",
     )

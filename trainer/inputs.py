@@ -82,7 +82,7 @@ class Features:
         return int(self.metadata.get("splits", {}).get(split, {}).get("tracks", 0))
 
 
-def shard_files(features_dir: str, kind: str, split: str, metadata: dict) -> list[str]:
+def split_shard_paths(features_dir: str, kind: str, split: str, metadata: dict) -> list[str]:
     """The shard files of one kind (``mel`` / ``waveform``) and split that ``metadata`` lists."""
     return [join(features_dir, name) for name in metadata.get("files", {}).get(kind, {}).get(split, [])]
 
@@ -117,7 +117,7 @@ def open_features(
     for frontend in frontends:
         kind = SHARD_KIND[frontend]
         for split in SPLITS:
-            files = shard_files(features_dir, kind, split, metadata)
+            files = split_shard_paths(features_dir, kind, split, metadata)
             if not files or not all(tf.io.gfile.exists(path) for path in files):
                 raise FeaturesDirError(
                     f"{features_dir} has no {split} shards for the {frontend} front-end: "
@@ -207,7 +207,7 @@ def make_dataset(
         raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(SHARD_KIND)}")
     check_fraction(fraction)
     kind, feature = SHARD_KIND[frontend], INPUT_FEATURE[frontend]
-    files = shard_files(features.path, kind, split, features.metadata)
+    files = split_shard_paths(features.path, kind, split, features.metadata)
     if not files:
         raise FeaturesDirError(f"{features.path}: missing {kind}/{split}-*.tfrecord (listed in {METADATA_FILE})")
     spec = schema.shard_feature_spec(kind, features.top_k)
@@ -286,7 +286,7 @@ def track_patches(features: Features, split: str, *, fraction: float = 1.0) -> d
     the mel shards, or the waveform shards when there are none, reading only the track ids)."""
     check_fraction(fraction)
     spec = {"track_id": tf.io.FixedLenFeature([], tf.string)}
-    files = shard_files(features.path, "mel", split, features.metadata) or shard_files(
+    files = split_shard_paths(features.path, "mel", split, features.metadata) or split_shard_paths(
         features.path, "waveform", split, features.metadata
     )
     dataset = (

@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import Any, Callable
 
-from model.machine import usable_cores
+from model.machine import set_tf_threads, share_of_cores, usable_cores
 
 
 def default_jobs(n_runs: int) -> int:
@@ -22,27 +22,13 @@ def default_jobs(n_runs: int) -> int:
 
 def threads_per_job(jobs: int) -> int:
     """TensorFlow threads for each of ``jobs`` runs at once: an equal share of the cores."""
-    return max(1, usable_cores() // jobs)
-
-
-def set_threads(threads: int, inter: int | None = None) -> bool:
-    """``threads`` TensorFlow threads per op (``inter`` ops at once, ``threads`` by default) in this
-    process. Once its runtime has started they are fixed: then True only if they are ``threads``
-    already (``tagscale demo`` sets them before its first step)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(inter or threads)
-    except RuntimeError:
-        return tf.config.threading.get_intra_op_parallelism_threads() == threads
-    return True
+    return share_of_cores(jobs)
 
 
 def _worker_init(threads: int) -> None:
     """Each worker process: ``threads`` TensorFlow threads, so that the workers share the cores."""
     logging.basicConfig(level=logging.INFO)
-    set_threads(threads)
+    set_tf_threads(threads)
 
 
 @contextlib.contextmanager
@@ -95,7 +81,7 @@ def run_all(
     import multiprocessing
 
     threads = threads_per_job(jobs)
-    here = set_threads(threads)
+    here = set_tf_threads(threads)
     pending = sorted(range(len(runs)), key=lambda i: -runs[i].fraction)
     groups = [group(run) for run in runs]
     lock = threading.Lock()

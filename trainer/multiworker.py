@@ -209,8 +209,10 @@ def update_state(state: LoopState, epoch: int, val_loss: float | None, args, opt
 def _prune_best(state_dir: str, keep: int) -> None:
     import tensorflow as tf
 
-    for path in tf.io.gfile.glob(join(state_dir, "best-*.weights.h5")):
-        if path.rsplit("/", 1)[-1] != f"best-{keep:05d}.weights.h5":
+    from trainer import schedule
+
+    for path in tf.io.gfile.glob(join(state_dir, schedule.BEST_WEIGHTS_GLOB)):
+        if path.rsplit("/", 1)[-1] != schedule.BEST_WEIGHTS.format(epoch=keep):
             tf.io.gfile.remove(path)
 
 
@@ -290,7 +292,7 @@ def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags
                 history.on_epoch_end(epoch, logs)
                 if improved:
                     tf.io.gfile.makedirs(state_dir)
-                    model.save_weights(join(state_dir, f"best-{epoch:05d}.weights.h5"))
+                    model.save_weights(schedule.best_weights_path(state_dir, epoch))
             state.epoch.assign(epoch + 1)
             manager.save()  # every worker: saving distributed variables is a collective step
             if chief:
@@ -302,5 +304,5 @@ def fit(strategy, model, args, train_data, valid_data, *, job_dir, label, n_tags
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
     best_epoch = int(state.best_epoch.numpy())
-    best = join(state_dir, f"best-{best_epoch:05d}.weights.h5") if chief and best_epoch >= 0 else None
+    best = schedule.best_weights_path(state_dir, best_epoch) if chief and best_epoch >= 0 else None
     return Outcome(chief, best_epoch, best, time.perf_counter() - clock, start)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from trainer import crops, inputs
+from trainer import crops, flags, inputs
 
-INITS = {"variance-scaling": "he_normal", "glorot": "glorot_uniform"}
+INITS = flags.INITS  # --init -> Keras initialiser
 
 
 def kernels(model) -> list:

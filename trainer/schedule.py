@@ -24,11 +24,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 from model.errors import TagscaleError
 
 SCHEDULES = ("seed", "plateau")
 PLATEAU_MIN_DELTA = 1e-4  # Keras ReduceLROnPlateau's default
+# The weights of a run's best epoch so far, in its state directory, as both training paths name them.
+BEST_WEIGHTS = "best-{epoch:05d}.weights.h5"
+BEST_WEIGHTS_GLOB = BEST_WEIGHTS.replace("{epoch:05d}", "*")
+
+
+def best_weights_path(state_dir: str, epoch: int) -> str:
+    """Where the best weights of ``epoch`` live in ``state_dir`` (:data:`BEST_WEIGHTS`)."""
+    return join(state_dir, BEST_WEIGHTS.format(epoch=epoch))
+
+
+def best_weights_epoch(path: str) -> int | None:
+    """The epoch of a :data:`BEST_WEIGHTS` file at ``path``; None for any other file name."""
+    prefix, suffix = BEST_WEIGHTS.split("{epoch:05d}")
+    name = path.rsplit("/", 1)[-1]
+    middle = name[len(prefix) : -len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+    return int(middle) if middle.isdigit() else None
 
 
 @dataclasses.dataclass

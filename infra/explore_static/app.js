@@ -125,8 +125,9 @@ async function track(id) {
           el("span", { class: "muted" }, "uri"), el("span", {}, info.uri),
           el("span", { class: "muted" }, "duration"), el("span", {}, `${info.duration_s.toFixed(1)} s`),
           el("span", { class: "muted" }, "runs"), el("span", {}, info.runs.map((run) => `${run.run} (${run.model.name} ${run.model.version}, ${run.n_patches} patches)`).join("; "))),
-        audio, runs),
+        audio, info.segments ? heatmap(id, audio, info.duration_s) : null, runs),
       el("aside", {}, el("h2", {}, "Similar tracks"), similar)));
+  if (window.curate) await window.curate.track(info); // curate.js: labels and the review queue
   try {
     const found = await api("/api/tracks/" + encodeURIComponent(id) + "/similar");
     similar.replaceChildren(found.length ? el("table", {}, found.map((other) => el("tr", {},
@@ -175,6 +176,7 @@ async function summary() {
       run.dead_letters.map((entry) => el("tr", {}, el("td", {}, entry.stage), el("td", {}, entry.reason), el("td", {}, entry.count))))
       : el("p", { class: "muted" }, "none")));
   show(el("h1", { id: "title" }, `Summary: ${stats.tracks} tracks, ${stats.dead_letters} dead letters`), sections);
+  if (window.curate) window.curate.summary(stats); // curate.js: decisions agreeing with the model
 }
 
 // ---------------------------------------------------------------- routing

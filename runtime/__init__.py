@@ -1,0 +1,1 @@
+"""What every tagscale process shares, below the model: errors, cores and threads, quiet logs."""
