@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from test_beyond_tags import small_run
+from tag_runs import small_run
 from test_calibrate import labelled_run
 
 from infra.cli import main as cli

@@ -3,11 +3,12 @@
 import re
 
 from pipelines import tag_progress
+from pipelines.tag_rows import PatchKey
 
 
 def patch(track: str, index: int, n_patches: int):
     """A (key, outputs) pair as tag's model step emits it, the key as tag builds it."""
-    return (track, index, n_patches, f"/audio/{track}.wav", 3.0 * n_patches), {"scores": [index]}
+    return PatchKey(track, index, n_patches, f"/audio/{track}.wav", 3.0 * n_patches), {"scores": [index]}
 
 
 def run(progress: tag_progress.Progress, elements) -> list:
