@@ -12,14 +12,10 @@ import sys
 import urllib.request
 
 import pytest
+from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture; re-exported)
 from explore_run import write_run, write_thresholds
 
 pytestmark = pytest.mark.browser
-
-# Debian's packages; the variables exist so a test can point them at nothing and see the failure.
-CHROMIUM = os.environ.get("TAGSCALE_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TAGSCALE_CHROMEDRIVER", "/usr/bin/chromedriver")
-WAIT_S = 30
 
 
 @pytest.fixture(scope="module")
@@ -39,61 +35,6 @@ def server(tmp_path_factory):
     explorer.close()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if missing:
-        pytest.fail(
-            f"the browser tests need Debian's chromium and chromium-driver; missing {', '.join(missing)} "
-            "(`make test` installs them; as root: apt-get install -y chromium chromium-driver)"
-        )
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("the browser tests need selenium (a dev dependency in setup.py): run `make install`")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # The driver's path is given, so Selenium never looks for (or downloads) one of its own.
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(WAIT_S)
-    yield driver
-    driver.quit()
-
-
-def wait(driver, condition, message):
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # A view re-renders wholesale, so an element read mid-render can go stale: read again.
-    waiter = WebDriverWait(driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
-    return waiter.until(lambda d: condition(d), message)
-
-
-def open_view(driver, server, hash_):
-    driver.get(server.url + hash_)
-    wait(
-        driver,
-        lambda d: d.execute_script("return document.body.dataset.ready") == hash_,
-        f"view {hash_} did not render",
-    )
-
-
 def rows(driver):
     return [link.text for link in driver.find_elements("css selector", "#results tbody a.track-link")]
 
@@ -103,12 +44,7 @@ def api(server, path):
         return json.loads(response.read())
 
 
-def no_console_errors(driver):
-    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-    assert errors == [], errors
-
-
-def test_browse_lists_tracks_and_a_tag_filter_changes_the_list(browser, server, tmp_path):
+def test_browse_lists_tracks_and_a_tag_filter_changes_the_list(browser, server, tmp_path):  # noqa: F811
     open_view(browser, server, "#/")
     first_tag = api(server, "/api/tags")[0]["tag"]
     assert rows(browser) == [t["track_id"] for t in api(server, f"/api/tracks?tag={first_tag}&min=0.5")["tracks"]]
@@ -141,7 +77,7 @@ def test_browse_lists_tracks_and_a_tag_filter_changes_the_list(browser, server, 
     no_console_errors(browser)
 
 
-def test_track_page_shows_scores_similar_tracks_and_loads_the_audio(browser, server, tmp_path):
+def test_track_page_shows_scores_similar_tracks_and_loads_the_audio(browser, server, tmp_path):  # noqa: F811
     open_view(browser, server, "#/?tag=piano")
     link = browser.find_element("css selector", "#results tbody a.track-link")
     track_id = link.text
@@ -173,7 +109,7 @@ def test_track_page_shows_scores_similar_tracks_and_loads_the_audio(browser, ser
     no_console_errors(browser)
 
 
-def test_summary_page_shows_histograms_and_dead_letters(browser, server, tmp_path):
+def test_summary_page_shows_histograms_and_dead_letters(browser, server, tmp_path):  # noqa: F811
     open_view(browser, server, "#/summary")
     stats = api(server, "/api/stats")
     assert (
