@@ -69,3 +69,18 @@ def write_labels(path, truth: dict, track_ids) -> str:
         for track_id in track_ids:
             handle.writelines(f"{track_id},{t}\n" for t in sorted(truth[track_id]))
     return str(path)
+
+
+def labelled_run(folder, *, nan_rows=()) -> list[str]:
+    """20 tracks, tag a scoring high on the labelled positives; labels.csv beside the run.
+
+    Returns the ``calibrate --tags RUN --labels FILE`` arguments; ``nan_rows`` get NaN scores."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    positive = [i % 2 == 0 for i in range(20)]
+    scores = [{"a": float("nan") if i in nan_rows else 0.6 + 0.3 * p} for i, p in enumerate(positive)]
+    run = small_run(folder / "run", scores, rng.normal(size=(20, 4)).tolist())
+    labels = folder / "labels.csv"
+    labels.write_text("track_id,tag\n" + "".join(f"t{i},{'a' if p else 'z'}\n" for i, p in enumerate(positive)))
+    return ["calibrate", "--tags", run, "--labels", str(labels)]

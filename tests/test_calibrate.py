@@ -4,20 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from tag_runs import small_run
+from tag_runs import labelled_run, small_run
 
 from infra.cli import main as cli
-
-
-def labelled_run(folder, *, nan_rows=()):
-    """20 tracks, tag a scoring high on the labelled positives; labels.csv beside the run."""
-    rng = np.random.default_rng(0)
-    positive = [i % 2 == 0 for i in range(20)]
-    scores = [{"a": float("nan") if i in nan_rows else 0.6 + 0.3 * p} for i, p in enumerate(positive)]
-    run = small_run(folder / "run", scores, rng.normal(size=(20, 4)).tolist())
-    labels = folder / "labels.csv"
-    labels.write_text("track_id,tag\n" + "".join(f"t{i},{'a' if p else 'z'}\n" for i, p in enumerate(positive)))
-    return ["calibrate", "--tags", run, "--labels", str(labels)]
 
 
 def err_line(capsys) -> str:

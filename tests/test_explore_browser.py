@@ -12,7 +12,7 @@ import sys
 import urllib.request
 
 import pytest
-from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture; re-exported)
+from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
 from explore_run import write_run, write_thresholds
 
 pytestmark = pytest.mark.browser

@@ -10,8 +10,8 @@ import pathlib
 
 import numpy as np
 import pytest
+from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
 from explore_run import write_run, write_thresholds
-from test_explore_browser import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
 
 from infra.cli import main as cli
 from pipelines import labels, tagdata

@@ -4,8 +4,8 @@ and a click that seeks the audio. Chromium, chromedriver and the helpers as test
 import pyarrow
 import pyarrow.parquet as pq
 import pytest
+from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
 from explore_run import TAGS, write_run
-from test_explore_browser import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
 
 from model import dsp
 from pipelines import segments, tag_output

@@ -8,8 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from tag_runs import small_run
-from test_calibrate import labelled_run
+from tag_runs import labelled_run, small_run
 
 from infra.cli import main as cli
 from model.errors import TagscaleError
