@@ -13,7 +13,7 @@ import os
 import pathlib
 
 import pytest
-from made import SMALL_MODEL_TAGS, small_model_dir, synth_tone  # noqa: F401  (test_tag.py imports them from here)
+from made import small_model_dir, synth_tone
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

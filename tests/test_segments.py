@@ -8,8 +8,8 @@ import urllib.request
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SMALL_MODEL_TAGS as TAGS
-from conftest import synth_tone
+from made import SMALL_MODEL_TAGS as TAGS
+from made import synth_tone
 
 from model import dsp
 from model.errors import TagscaleError, run_command

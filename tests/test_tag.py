@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SMALL_MODEL_TAGS as TAGS
+from made import SMALL_MODEL_TAGS as TAGS
 
 from model import dsp, export, pretrained
 from pipelines import audio, query, tag
@@ -60,7 +60,7 @@ def test_per_track_gives_the_row_then_with_segments_one_row_per_patch_in_time_or
 @pytest.fixture(scope="module")
 def tag_catalog(tmp_path_factory, request):
     import soundfile
-    from conftest import synth_tone
+    from made import synth_tone
 
     root = tmp_path_factory.mktemp("tag")
     formats = [
