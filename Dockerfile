@@ -11,6 +11,7 @@ COPY runtime/ /src/runtime/
 COPY pipelines/ /src/pipelines/
 COPY model/ /src/model/
 COPY trainer/ /src/trainer/
+COPY tagruns/ /src/tagruns/
 COPY infra/ /src/infra/
 
 # ---- Dataflow worker: Apache Beam's Python 3.11 SDK image of the pinned Beam version ----------

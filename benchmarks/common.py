@@ -19,7 +19,7 @@ PYTHON = sys.executable
 
 def mp3_catalog(n_tracks: int = 40, seconds: float = 30.0, *, root: pathlib.Path | None = None) -> pathlib.Path:
     """40 MP3 tracks of 30 s, 44.1 kHz stereo, 128 kb/s (made once, reused), with demo-like tags."""
-    from pipelines.audio import ffmpeg_executable
+    from pipelines.decode.audio import ffmpeg_executable
 
     root = root or WORK / f"mp3_{n_tracks}x{int(seconds)}"
     catalog = root / "catalog.csv"

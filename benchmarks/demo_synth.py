@@ -8,7 +8,7 @@ default workers) once per tree, alternating old and new, each as its own process
 its tree, so machine noise hits both alike. CPU = user+sys of the process; busy = CPU / wall.
 
 ``--profile`` instead prints, for this tree in one process without threads, where a track's
-CPU time goes: each part's renderer, the rest of :func:`infra.synth.render_track` (mix, tone
+CPU time goes: each part's renderer, the rest of :func:`infra.demo.synth.render_track` (mix, tone
 FFT, resampling, noise) and each encoder, in ms per track.
 """
 
@@ -45,7 +45,8 @@ def profile(*, tracks: int, duration: float) -> None:
     import soundfile
     import threadpoolctl
 
-    from infra import demo_catalog, synth
+    from infra.demo import catalog as demo_catalog
+    from infra.demo import synth
 
     spent = collections.Counter()
 

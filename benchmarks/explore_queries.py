@@ -117,8 +117,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
 
-    from infra.explore import ExplorerServer
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
 
     root = WORK / f"explore_{args.tracks}"
     start = time.perf_counter()
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         ("stats (computed at startup)", "/api/stats"),
         ("track: every score + metadata", f"/api/tracks/{middle}"),
         ("CSV export of a tag above 0.9, streamed", "/api/tracks.csv?tag=tag07&min=0.9"),
-        ("similar tracks (pipelines.similar)", f"/api/tracks/{middle}/similar"),
+        ("similar tracks (tagruns.similar)", f"/api/tracks/{middle}/similar"),
     ]
     results = []
     for label, path in queries:
@@ -185,7 +185,7 @@ Startup reads the run into one score column and one rank column per tag and comp
         f"""{load_s:.1f} s, peak RSS {rss_mb:,.0f} MB. DuckDB straight over
 the Parquet (`unnest(scores)` on every request) takes {direct_s:.1f} s for the query of the table's first row, """
         """which is why
-the server does not query the Parquet per request. Similar tracks is `pipelines.similar`'s own time (it reads the
+the server does not query the Parquet per request. Similar tracks is `tagruns.similar`'s own time (it reads the
 embeddings of the whole run on each call), timed once; it is not one of the browse queries, and the
 Track page loads it after the rest of the page.
 """

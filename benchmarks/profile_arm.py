@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/profile_arm.py --features FEATURES [--frontend spectrogram] [--fraction 1.0]
 
-Runs ``trainer.task.train_and_evaluate`` with the demo's comparison settings (``infra.demo``)
+Runs ``trainer.task.train_and_evaluate`` with the demo's comparison settings (``infra.demo.chain``)
 and times: setup (open features, count, build, compile), each training step (the first one
 apart: it includes tracing the train function), each validation pass (the first apart: it
 traces the test function), every callback hook, the model save, the per-track test evaluation
@@ -100,7 +100,7 @@ def input_pass(features_dir: str, frontend: str, fraction: float, batch_size: in
 def profile(features_dir: str, frontend: str, fraction: float, extra: list[str]) -> dict:
     import keras
 
-    from infra import demo
+    from infra.demo import chain as demo
     from trainer import task
 
     global StepTimer
@@ -144,7 +144,7 @@ def profile(features_dir: str, frontend: str, fraction: float, extra: list[str])
 
 def demo_overrides(frontend: str) -> dict:
     """The NetworkConfig overrides of the demo's comparison for ``frontend``."""
-    from infra import demo
+    from infra.demo import chain as demo
     from trainer import compare, flags
 
     args = compare.build_parser().parse_args(["--features", "-", "--output", "-", *demo.COMPARE_FLAGS])

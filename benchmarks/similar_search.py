@@ -54,7 +54,7 @@ def peak_rss_mb() -> float:
 
 
 def run_method(method: str, n: int, n_queries: int) -> dict:
-    from pipelines import similar
+    from tagruns import similar
 
     start = time.perf_counter()
     unit = synthetic_unit_embeddings(n)

@@ -138,7 +138,7 @@ def tag_command(catalog, output, cache: str, pinned: bool) -> list[str]:
 def tagscale_scores(output) -> dict:
     import pyarrow.parquet as pq
 
-    from pipelines import query
+    from tagruns import query
 
     rows = pq.read_table(query.tag_files(str(output))).to_pylist()  # the files the run's manifest lists
     return {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in rows}

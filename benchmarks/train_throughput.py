@@ -28,7 +28,7 @@ DEMO_SIZES = ["--frontend-filters", "4", "--backend-channels", "32", "--dense-un
 
 
 def demo_features(n_tracks: int, seconds: float) -> str:
-    from infra import demo_catalog
+    from infra.demo import catalog as demo_catalog
     from pipelines import featurize
 
     root = WORK / f"train_demo_{n_tracks}x{seconds:g}"

@@ -2,7 +2,7 @@
 
 Each subcommand lives in the module that does the work and exposes ``main(argv) -> int``;
 modules are imported only when their subcommand runs, so ``tagscale --help`` stays fast.
-Errors the user can fix (:class:`model.errors.TagscaleError`) print as one line, exit 2.
+Errors the user can fix (:class:`runtime.errors.TagscaleError`) print as one line, exit 2.
 """
 
 from __future__ import annotations
@@ -15,29 +15,29 @@ import sys
 # name -> (module, one-line help); "module:function" where the entry is not the module's main.
 # The order is the order of a typical run.
 COMMANDS = {
-    "demo-catalog": ("infra.demo_catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
+    "demo-catalog": ("infra.demo.catalog", "synthesize a demo catalog of tagged tracks (wav/mp3/flac/ogg)"),
     "catalog": (
-        "pipelines.datasets",
+        "pipelines.catalog_datasets",
         "write a Parquet catalog of MagnaTagATune or MTG-Jamendo with its official split",
     ),
     "featurize": ("pipelines.featurize", "Beam: catalog -> waveform and log-mel TFRecord shards + tf.Transform stats"),
-    "pretrained": ("infra.pretrained_cmd", "list or fetch the pretrained musicnn models (MTT, MSD)"),
+    "pretrained": ("infra.pretrained", "list or fetch the pretrained musicnn models (MTT, MSD)"),
     "train": ("trainer.task", "train the waveform or spectrogram model on featurized shards"),
     "compare": (
-        "infra.compare_jobs",
+        "infra.cloud.compare",
         "the front-end comparison: both front-ends x training-set fractions (here, or --backend vertex; --collect)",
     ),
     "tag": ("pipelines.tag", "Beam: tag a catalog with a model, write Parquet"),
-    "query": ("pipelines.query", "DuckDB queries over tag Parquet output"),
-    "explore": ("infra.explore", "a local web app over tag runs: browse by tag, play tracks, summary"),
-    "similar": ("pipelines.similar", "tracks most similar to a track (or an audio file) by embedding cosine"),
-    "index": ("pipelines.index", "build an approximate nearest-neighbour index (faiss IVF) for similar"),
-    "probe": ("pipelines.probe", "train / apply linear probes: new tags from a few labels"),
-    "calibrate": ("pipelines.calibrate", "a threshold per tag at a target precision, from labels"),
-    "evaluate": ("pipelines.evaluate", "macro and per-tag ROC-AUC / PR-AUC of a tag run against labels"),
-    "diff": ("pipelines.drift", "what changed between two tag runs: report.md + PNG"),
-    "submit-training": ("infra.vertex", "submit a trainer job to Vertex AI (or --dry-run the spec)"),
-    "demo": ("infra.demo", "the whole chain on a synthesized catalog (what `make demo` runs)"),
+    "query": ("tagruns.query", "DuckDB queries over tag Parquet output"),
+    "explore": ("infra.explore.server", "a local web app over tag runs: browse by tag, play tracks, summary"),
+    "similar": ("tagruns.similar", "tracks most similar to a track (or an audio file) by embedding cosine"),
+    "index": ("tagruns.similar:index_main", "build an approximate nearest-neighbour index (faiss IVF) for similar"),
+    "probe": ("tagruns.probe", "train / apply linear probes: new tags from a few labels"),
+    "calibrate": ("tagruns.calibrate", "a threshold per tag at a target precision, from labels"),
+    "evaluate": ("tagruns.evaluate", "macro and per-tag ROC-AUC / PR-AUC of a tag run against labels"),
+    "diff": ("tagruns.diff", "what changed between two tag runs: report.md + PNG"),
+    "submit-training": ("infra.cloud.vertex", "submit a trainer job to Vertex AI (or --dry-run the spec)"),
+    "demo": ("infra.demo.chain", "the whole chain on a synthesized catalog (what `make demo` runs)"),
 }
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import beam_util
 
         beam_util.skip_unused_imports()
-    from model.errors import run_command
+    from runtime.errors import run_command
 
     return run_command(
         argv[0],

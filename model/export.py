@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from model import dsp
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 
 INFO_FILE = "tagscale_model.json"
 TAGS_FILE = "tags.txt"

@@ -1,5 +1,5 @@
 """Pretrained musicnn models (MTT, MSD) as tagscale serving models (the command that lists and
-fetches them, ``tagscale pretrained list|fetch``, is :mod:`infra.pretrained_cmd`).
+fetches them, ``tagscale pretrained list|fetch``, is :mod:`infra.pretrained`).
 
 ``fetch`` downloads the ``musicnn==0.1.0`` wheel with pip (it is never installed: it pins
 TF 1-era numpy), unpacks it into the cache, reads the ``MTT_musicnn`` and ``MSD_musicnn``
@@ -34,8 +34,8 @@ import sys
 import zipfile
 
 from model import export
-from model.errors import TagscaleError
 from model.musicnn_checkpoint import CheckpointMappingError, load_musicnn_weights
+from runtime.errors import TagscaleError
 
 WHEEL_REQUIREMENT = "musicnn==0.1.0"
 WHEEL_FILE = "musicnn-0.1.0-py3-none-any.whl"

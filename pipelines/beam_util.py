@@ -55,7 +55,7 @@ def decode_threads(beam_args: list[str]) -> int:
     busy. 1 on any other runner, whose workers already run one SDK process per core."""
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from model.machine import share_of_cores
+    from runtime.machine import share_of_cores
 
     if not is_local(beam_args):
         return 1

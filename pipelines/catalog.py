@@ -1,7 +1,7 @@
 """Catalog manifests: CSV / JSONL / Parquet rows of (track_id, uri, tags[, split]).
 
 An optional ``split`` column (train / valid / test; empty: none) puts a track in that split
-when featurizing, as the datasets' official splits need (see :mod:`pipelines.datasets`).
+when featurizing, as the datasets' official splits need (see :mod:`pipelines.catalog_datasets`).
 
 A catalog that cannot be read at all (missing, unknown format, wrong header) raises
 :class:`CatalogError` before any pipeline starts. A single bad row inside a good catalog
@@ -18,9 +18,9 @@ import unicodedata
 
 import apache_beam as beam
 
-from model.errors import TagscaleError
 from model.features import SPLITS  # what a catalog's split column may say
 from pipelines import dead_letter
+from runtime.errors import TagscaleError
 
 FIELDS = ("track_id", "uri", "tags", "split")
 REQUIRED = ("track_id", "uri")
@@ -324,3 +324,9 @@ class ReadCatalog(beam.PTransform):
         )
         bad = (rows[dead_letter.TAG], unique[dead_letter.TAG]) | "CatalogDeadLetters" >> beam.Flatten()
         return {"tracks": unique.tracks, dead_letter.TAG: bad}
+
+
+def audio_uris(path: str):
+    """``(row number, uri)`` of a catalog's rows, read lazily (the output check peeks at the first)."""
+    for number, record in iter_rows(path):
+        yield number, str(record.get("uri") or "") if isinstance(record, dict) else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow
 
-from pipelines import fileio
+from pipelines.storage import fileio
 
 TAG = "dead_letter"
 FOLDER = "dead_letter"
@@ -49,7 +49,7 @@ def _track_id(row: dict) -> str:
 def write_manifest(output_dir: str, *, run_id: str) -> dict:
     """List the files :class:`WriteDeadLetter` wrote under ``output_dir`` (checked complete) in
     ``dead_letter/_manifest.json``; the run's driver calls this when the pipeline has finished."""
-    from pipelines import parquet_shards  # not at the top: the writer's modules import this one
+    from pipelines import parquet_shards
 
     folder = fileio.join(output_dir, FOLDER)
     return parquet_shards.write_manifest(folder, MANIFEST, parquet_shards.written_files(folder, PREFIX), run_id=run_id)
@@ -61,7 +61,7 @@ def dead_letter_files(output_dir: str) -> list[str]:
 
     Raises
     ------
-    model.errors.TagscaleError
+    runtime.errors.TagscaleError
         Naming the manifest, when it is malformed or lists anything but plain file names.
     """
     from pipelines import parquet_shards

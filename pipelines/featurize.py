@@ -30,8 +30,9 @@ import sys
 import apache_beam as beam
 
 from model import dsp, features
-from pipelines import beam_util, buckets, dead_letter, fileio, outputs, shards, spill, stages
-from pipelines.catalog import ReadCatalog, Track
+from pipelines import beam_util, buckets, dead_letter, shards, spill, stages
+from pipelines.catalog import ReadCatalog, Track, audio_uris
+from pipelines.storage import fileio, outputs
 
 LOG = logging.getLogger("tagscale.featurize")
 
@@ -269,7 +270,9 @@ def run(argv: list[str] | None = None) -> dict:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, config)
         return {}  # DataflowRunner --dry_run=True: the job was built and translated, nothing ran
-    outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))
+    outputs.check_output(
+        config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
+    )
     with outputs.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
@@ -296,6 +299,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     beam_util.skip_unused_imports()
-    from model.errors import run_command
+    from runtime.errors import run_command
 
     sys.exit(run_command("featurize", main))

@@ -17,7 +17,7 @@ import numpy as np
 from apache_beam.transforms import window
 
 from model import dsp, export
-from model.machine import set_tf_threads, share_of_cores, usable_cores
+from runtime.machine import set_tf_threads, share_of_cores, usable_cores
 
 # Batches handed to the pool and not yet emitted; bounds memory (a batch of 16 patches is 3 MB).
 MAX_IN_FLIGHT = 4

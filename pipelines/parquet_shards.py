@@ -17,8 +17,9 @@ import re
 
 import apache_beam as beam
 
-from model.errors import TagscaleError
-from pipelines import fileio, shards
+from pipelines import shards
+from pipelines.storage import fileio
+from runtime.errors import TagscaleError
 
 CODEC = "none"  # the files as Beam's WriteToParquet wrote them before, so readers see no change
 ROW_GROUP_BYTES = 4 * 2**20  # estimated encoded bytes per row group: bounds a writer's memory

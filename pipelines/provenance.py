@@ -14,8 +14,9 @@ import re
 
 import apache_beam as beam
 
-from model.errors import TagscaleError
-from pipelines import dead_letter, fileio, tag_output
+from pipelines import dead_letter, tag_output
+from pipelines.storage import fileio
+from runtime.errors import TagscaleError
 
 METADATA_KEY = "tagscale.provenance"
 SETUP_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow
 
 from model import dsp
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 
 MANIFEST_KEY = "segments"
 VOCABULARY_KEY = "tagscale.tags"

@@ -18,7 +18,8 @@ import apache_beam as beam
 import numpy as np
 
 from model import features
-from pipelines import buckets, fileio, spill
+from pipelines import buckets, spill
+from pipelines.storage import fileio
 
 KINDS = ("mel", "waveform")
 DEFAULT_TARGET_BYTES = 256 * 2**20

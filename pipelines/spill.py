@@ -19,7 +19,7 @@ import hashlib
 import numpy as np
 
 from model import dsp, features
-from pipelines import fileio
+from pipelines.storage import fileio
 
 WAVEFORM_BYTES = dsp.PATCH_SAMPLES * 2  # int16 per patch
 LOG_MEL_BYTES = dsp.PATCH_FRAMES * dsp.N_MELS * 4  # float32 per patch

@@ -12,9 +12,10 @@ import numpy as np
 from apache_beam.transforms import window
 
 from model import dsp
-from pipelines import audio, dead_letter
+from pipelines import dead_letter
 from pipelines.buckets import unit_hash  # noqa: F401  (re-exported: callers have found it here)
 from pipelines.catalog import Track
+from pipelines.decode import audio
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, nothing to learn or tag
 DECODE_ATTEMPTS = 3

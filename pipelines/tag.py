@@ -29,20 +29,9 @@ import apache_beam as beam
 import pyarrow
 
 from model import export
-from pipelines import (
-    beam_util,
-    dead_letter,
-    fileio,
-    inference,
-    outputs,
-    provenance,
-    segments,
-    shards,
-    stages,
-    tag_output,
-    tag_progress,
-)
-from pipelines.catalog import ReadCatalog
+from pipelines import beam_util, dead_letter, inference, provenance, segments, shards, stages, tag_output, tag_progress
+from pipelines.catalog import ReadCatalog, audio_uris
+from pipelines.storage import fileio, outputs
 from pipelines.tag_rows import PatchKey, per_track, track_patches, track_row  # noqa: F401 (the tag job's API)
 
 LOG = logging.getLogger("tagscale.tag")
@@ -306,7 +295,9 @@ def run(argv: list[str] | None = None) -> dict:
     previous output as it was.
     """
     config, beam_args = parse_args(argv)
-    outputs.check_output(config.output, catalog=config.catalog, entries=tuple(OUTPUT_ENTRIES))  # checks the catalog too
+    outputs.check_output(
+        config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
+    )  # checks the catalog too
     tags, info = export.read_model_info(config.model)
     if config.require_commercial:  # refused before any work
         provenance.require_commercial(config.model, info)
@@ -382,6 +373,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     beam_util.skip_unused_imports()
-    from model.errors import run_command
+    from runtime.errors import run_command
 
     sys.exit(run_command("tag", main))

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from model.errors import TagscaleError
-from pipelines import fileio, parquet_shards, segments, shards
+from pipelines import parquet_shards, segments, shards
+from pipelines.storage import fileio
+from runtime.errors import TagscaleError
 
 MANIFEST = "manifest.json"
 
@@ -23,7 +24,7 @@ def manifest_files(tags_dir: str) -> list[str] | None:
 
     Raises
     ------
-    model.errors.TagscaleError
+    runtime.errors.TagscaleError
         Naming the manifest, when it is malformed or lists anything but plain file names of
         ``tags_dir``.
     """

@@ -22,7 +22,7 @@ def make_demo_features(tmp_path_factory) -> pathlib.Path:
     features = root / "features"
     if (features / "metadata.json").exists():
         return features
-    from infra import demo_catalog
+    from infra.demo import catalog as demo_catalog
     from pipelines import featurize
 
     catalog = demo_catalog.make_demo_catalog(
@@ -51,7 +51,7 @@ def make_small_features(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.getbasetemp() / "small_demo"
     if (root / "features" / "metadata.json").exists():
         return root / "features"
-    from infra import demo_catalog
+    from infra.demo import catalog as demo_catalog
     from pipelines import featurize
 
     catalog = demo_catalog.make_demo_catalog(str(root / "catalog"), n_tracks=48, seed=0, duration_s=3.5)

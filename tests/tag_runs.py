@@ -53,7 +53,7 @@ def make_tagged_demo(root: pathlib.Path, cache: str) -> dict:
     """
     import csv
 
-    from infra.demo_catalog import make_demo_catalog
+    from infra.demo.catalog import make_demo_catalog
 
     catalog = make_demo_catalog(str(root / "catalog"), n_tracks=TAGGED_DEMO_TRACKS, seed=0, duration_s=3.5)
     with open(catalog) as handle:

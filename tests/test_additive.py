@@ -1,11 +1,11 @@
-"""Tests for infra/additive.py: fast additive synthesis against the plain sum of sines it replaces."""
+"""Tests for infra/demo/additive.py: fast additive synthesis against the plain sum of sines it replaces."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from infra.additive import SYNTH_RATE, fade, partial_tone
+from infra.demo.additive import SYNTH_RATE, fade, partial_tone
 
 
 def reference_tone(
@@ -122,8 +122,8 @@ def test_fade_ramps_in_and_out_linearly():
 
 
 def test_vocal_harmonics_match_per_harmonic_interpolation_across_chunks():
-    """infra.synth's voice: gains linear between frames, over more frames than one chunk (1,024)."""
-    from infra.synth import _harmonics_at_frame_gains
+    """infra.demo.synth's voice: gains linear between frames, over more frames than one chunk (1,024)."""
+    from infra.demo.synth import _harmonics_at_frame_gains
 
     rng = np.random.default_rng(2)
     hop, n_samples = 160, 1_100 * 160 + 37

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from model import dsp
-from pipelines import audio
+from pipelines.decode import audio
 
 
 @pytest.mark.parametrize("name", ["a.wav", "a.flac", "a.ogg", "a.mp3"])
@@ -240,7 +240,7 @@ def silent_flac(path, seconds, *, rate=192_000, channels=8):
 # ru_maxrss across fork and exec, so a child of a big test process would report that instead.
 PEAK_RSS_SCRIPT = """
 import sys
-from pipelines import audio
+from pipelines.decode import audio
 samples = audio.decode_with_soundfile(sys.argv[1], max_duration_s=600.0)
 with open("/proc/self/status") as status:
     peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))

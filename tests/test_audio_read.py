@@ -1,12 +1,14 @@
-"""pipelines.audio_read, what the decoders and the decode helper process share: one definition of
-each error and check (re-exported by pipelines.audio), and a helper that never loads the module
+"""pipelines.decode.read, what the decoders and the decode helper process share: one definition of
+each error and check (re-exported by pipelines.decode.audio), and a helper that never loads the module
 that starts it."""
 
 import os
 import subprocess
 import sys
 
-from pipelines import audio, audio_read, decode_worker
+from pipelines.decode import audio
+from pipelines.decode import helper as decode_worker
+from pipelines.decode import read as audio_read
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +22,7 @@ def test_audio_and_the_helper_raise_the_same_errors():
 # The helper's own loop, fed one request for a missing file: what it loads to answer it.
 SERVE_ONE = """
 import io, json, struct, sys
-from pipelines import decode_worker
+from pipelines.decode import helper as decode_worker
 request = json.dumps({"uri": "/nonexistent/a.wav", "max_duration_s": 1.0}).encode()
 sys.stdin = io.TextIOWrapper(io.BytesIO(struct.pack("<I", len(request)) + request))
 sys.stdout = io.TextIOWrapper(io.BytesIO())
@@ -43,4 +45,4 @@ def test_the_helper_process_loads_neither_the_decoders_nor_beam():
     assert out.returncode == 0, out.stderr
     answer, modules = out.stderr.strip().splitlines()[-2:]
     assert answer == f"{decode_worker.FAILED} file not found: /nonexistent/a.wav"
-    assert modules.split() == ["pipelines", "pipelines.audio_read", "pipelines.decode_worker"]
+    assert sorted(modules.split()) == ["pipelines", "pipelines.decode", "pipelines.decode.helper", "pipelines.decode.read"]

@@ -63,7 +63,7 @@ def test_a_read_only_output_is_one_line(tmp_path):
 def test_calibrate_meets_target_precision_and_lists_thin_tags(tagged_demo, tmp_path, capsys):
     from tag_runs import NOT_IN_MUSICNN, TAGGED_DEMO_TRACKS, write_labels
 
-    from pipelines import calibrate, query, tagdata
+    from tagruns import calibrate, query, tagdata
 
     truth = dict(tagged_demo["truth"])
     for track_id in sorted(truth)[3:]:  # leave only 3 'drums' positives ... fewer than 5
@@ -133,7 +133,7 @@ def test_calibrate_meets_target_precision_and_lists_thin_tags(tagged_demo, tmp_p
 
 
 def test_threshold_at_precision_on_known_scores():
-    from pipelines import calibrate
+    from tagruns import calibrate
 
     y = np.array([1, 1, 0, 1, 0, 0, 1, 0])
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
@@ -150,7 +150,7 @@ def test_threshold_at_precision_on_known_scores():
 
 def test_decided_view_quotes_any_tag_name(tmp_path):
     """The decided view: a thresholds file applied in query, one boolean column per tag."""
-    from pipelines import query
+    from tagruns import query
 
     run = small_run(
         tmp_path, [{"no vocals": 0.9, 'it"s': 0.2}, {"no vocals": 0.3, 'it"s': 0.7}], [[1.0, 0.0], [0.0, 1.0]]
@@ -163,8 +163,8 @@ def test_decided_view_quotes_any_tag_name(tmp_path):
 
 
 def test_bad_labels_and_thresholds_files_are_clear_errors(tmp_path, capsys):
-    from model.errors import TagscaleError
-    from pipelines import calibrate
+    from runtime.errors import TagscaleError
+    from tagruns import calibrate
 
     run = small_run(tmp_path / "run", [{"a": 0.9}, {"a": 0.1}, {"a": 0.5}], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     (tmp_path / "labels.csv").write_text("id,label\nt0,a\n")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infra.demo import COMPARE_FLAGS
+from infra.demo.chain import COMPARE_FLAGS
 from trainer import compare
 
 # The demo's own comparison settings (small networks, 8 epochs) on two of its fractions; argparse keeps
@@ -91,7 +91,7 @@ def test_seeds_report_a_spread_and_steps_budget_equal_updates(demo_features, tmp
     assert report["settings"]["seeds"] == 2 and report["settings"]["budget"] == "steps"
     assert "seeds 3-4 per arm" in (out / "report.md").read_text()
     # --collect over the same folder (no plan: every runs/ folder) merges each arm's seeds alike
-    from infra import compare_jobs
+    from infra.cloud import compare as compare_jobs
 
     collected, unfinished = compare_jobs.collect(str(out))
     assert unfinished == [] and [

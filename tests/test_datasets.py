@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from infra.cli import main as cli
-from pipelines import catalog, datasets
-from pipelines.datasets import DatasetError
+from pipelines import catalog
+from pipelines import catalog_datasets as datasets
+from pipelines.catalog_datasets import DatasetError
 
 # annotations_final.csv: tab-separated, every field quoted, clip_id first and mp3_path last.
 MTT_TAGS = ["guitar", "classical", "slow", "techno", "no voice"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra import demo
+from infra.demo import chain as demo
 
 
 def test_clock_scales_the_steps_left_by_the_speed_so_far(monkeypatch):

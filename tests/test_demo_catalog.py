@@ -1,4 +1,4 @@
-"""Tests for infra/demo_catalog.py: the synthesized demo catalog and its audible tags.
+"""Tests for infra/demo/catalog.py: the synthesized demo catalog and its audible tags.
 
 The tag tests measure decoded audio with plain numpy (no model): each tag must move a simple
 signal statistic in the direction its description promises, compared as group means over
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from infra import demo_catalog
+from infra.demo import catalog as demo_catalog
 from model import dsp
-from model.errors import TagscaleError
-from pipelines.audio import decode_audio
+from pipelines.decode.audio import decode_audio
+from runtime.errors import TagscaleError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRACKS = 36
@@ -247,7 +247,7 @@ def test_cli_prints_a_one_line_error_for_too_short_tracks(tmp_path):
 
 LONGEST_OGG_SCRIPT = """
 import sys
-from infra import demo_catalog
+from infra.demo import catalog as demo_catalog
 plan = demo_catalog.TrackPlan(index=0, tags=("flute", "slow"), extension="ogg", sample_rate=48000, channels=2)
 path = demo_catalog.write_track(plan, audio_dir=sys.argv[1], duration_s=demo_catalog.MAX_DURATION_S, seed=0)
 with open("/proc/self/status") as status:

@@ -11,7 +11,9 @@ import pytest
 from tag_runs import TAGGED_DEMO_TRACKS, small_run
 
 from infra.cli import main as cli
-from pipelines import drift, query, tag, tagdata
+from pipelines import tag
+from tagruns import diff as drift
+from tagruns import query, tagdata
 
 
 @pytest.fixture

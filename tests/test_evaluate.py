@@ -10,8 +10,10 @@ from made import SMALL_MODEL_TAGS as TAGS
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from infra.cli import main as cli
-from model.errors import TagscaleError
-from pipelines import datasets, evaluate, tag, tag_output
+from pipelines import catalog_datasets as datasets
+from pipelines import tag, tag_output
+from runtime.errors import TagscaleError
+from tagruns import evaluate
 
 N_TRACKS = 14
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from explore_run import TAGS, write_run, write_thresholds
 
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OPENED: list[str] = []  # files opened by Python code while RECORDING is set (see the audit hook)
@@ -43,8 +43,8 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(runs):
-    from infra.explore import ExplorerServer
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
 
     explorer = Explorer.open([str(runs["root"] / "run-mtt"), str(runs["root"] / "run-spec")], runs["thresholds"])
     httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True)
@@ -98,8 +98,8 @@ def test_the_command_lines_default_server_listens_on_loopback_only(runs):
     machine's other address (the app has no login)."""
     import socket
 
-    from infra.explore import ExplorerServer, build_parser
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer, build_parser
 
     args = build_parser().parse_args(["--tags", str(runs["root"] / "run-mtt"), "--port", "0"])
     explorer = Explorer.open(args.tags)
@@ -325,16 +325,16 @@ def test_static_assets_ship_in_the_package_and_load_nothing_from_outside(server)
     (sdist,) = pathlib.Path(server.explorer.runs[0].local_dir, "..", "dist").glob("tagscale-*.tar.gz")
     names = tarfile.open(sdist).getnames()
     for asset in ("index.html", "app.js", "style.css"):
-        assert any(name.endswith(f"infra/explore_static/{asset}") for name in names), asset
+        assert any(name.endswith(f"infra/explore/static/{asset}") for name in names), asset
     setup_text = (REPO / "setup.py").read_text()
-    assert "explore_static/*" in setup_text  # package_data: installed wheels carry the assets too
+    assert '"infra.explore": ["static/*"]' in setup_text  # package_data: installed wheels carry the assets too
 
 
 def test_gcs_run_with_gcs_audio_is_proxied(tmp_path):
     from gcs_emulator import running_emulator
 
-    from infra.explore import ExplorerServer
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
 
     local = tmp_path / "run"
     made = write_run(local, tracks=6, audio_root="gs://explore-test/audio")
@@ -404,7 +404,7 @@ def test_command_line_serves_on_loopback_and_reports_bad_input(runs, tmp_path):
 
 
 def test_ranks_order_by_score_then_row_with_missing_last():
-    from infra.explore_data import ranks
+    from infra.explore.data import ranks
 
     rng = np.random.default_rng(3)
     values = rng.choice(np.array([0.1, 0.5, 0.9, np.nan, 0.0, -0.0, 1.0, 0.25], dtype=np.float32), 5000)
@@ -417,7 +417,7 @@ def test_ranks_order_by_score_then_row_with_missing_last():
 
 def test_a_run_with_no_tagged_track_still_shows_its_dead_letters(tmp_path):
     """Every track failed: the tag files are empty, the summary still counts the failures."""
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
     from pipelines import tag
 
     write_run(tmp_path / "run", tracks=4)

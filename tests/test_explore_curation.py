@@ -14,14 +14,14 @@ from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (
 from explore_run import write_run, write_thresholds
 
 from infra.cli import main as cli
-from pipelines import labels, tagdata
+from tagruns import labels, tagdata
 
 THRESHOLDS = {"piano": 0.6, "drums": 0.3}  # the other tags are taken as present above 0.5
 
 
 def serve(root: pathlib.Path, labels_dir: str | None, runs=("run",)):
-    from infra.explore import ExplorerServer
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
 
     explorer = Explorer.open([str(root / run) for run in runs], str(root / "thresholds.json"))
     httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True, labels=labels_dir)

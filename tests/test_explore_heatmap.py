@@ -33,8 +33,8 @@ def add_segments(run_dir, seconds: float) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from infra.explore import ExplorerServer
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
 
     root = tmp_path_factory.mktemp("explore_heatmap")
     write_run(root / "run", tracks=4, seconds=SECONDS)

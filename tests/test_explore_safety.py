@@ -28,8 +28,8 @@ HOSTILE_IDS = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from infra.explore import ExplorerServer
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
     from pipelines import tag
 
     root = tmp_path_factory.mktemp("explore_safety") / "it's a run"  # a quote in every path DuckDB could see
@@ -89,7 +89,7 @@ def test_the_loopback_names_with_the_port_are_served(server, name):
 
 
 def test_listening_on_every_address_serves_ip_addresses_and_named_hosts_only(server):
-    from infra.explore import ExplorerServer
+    from infra.explore.server import ExplorerServer
 
     wide = ExplorerServer(server.explorer, "0.0.0.0", 0, quiet=True, allowed_hosts=["music-box.lan"])
     wide.start()

@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from model import dsp, features
-from pipelines import audio, featurize, shards, spill, stages
+from pipelines import featurize, shards, spill, stages
 from pipelines.catalog import Track
+from pipelines.decode import audio
 
 FORMATS = [".wav", ".flac", ".ogg", ".mp3"]
 

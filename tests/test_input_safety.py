@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipelines import audio, catalog, decode_worker
+from pipelines import catalog
+from pipelines.decode import audio
+from pipelines.decode import helper as decode_worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +78,7 @@ def test_a_libsndfile_decode_past_its_timeout_is_killed(tmp_path):
 
 HELPER_CPU_SCRIPT = """
 import os, resource, sys
-from pipelines import audio, decode_worker
+from pipelines.decode import audio, helper as decode_worker
 for _ in range(6):
     audio.decode_audio(sys.argv[1], decoder="soundfile")
 pid = decode_worker._local.worker.process.pid

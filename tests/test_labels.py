@@ -11,8 +11,8 @@ import pytest
 from tag_runs import labelled_run, small_run
 
 from infra.cli import main as cli
-from model.errors import TagscaleError
-from pipelines import labels
+from runtime.errors import TagscaleError
+from tagruns import labels
 
 MODEL = {"name": "m", "version": "1"}
 

@@ -1,4 +1,4 @@
-"""model.machine: the one core count (CPU affinity, not the machine's total) and the one TF thread
+"""runtime.machine: the one core count (CPU affinity, not the machine's total) and the one TF thread
 split, and the stages that size their threads by them (comparison lanes, the explorer's ranking)."""
 
 import json
@@ -18,11 +18,11 @@ pytestmark = pytest.mark.skipif(
 PINNED = """
 import concurrent.futures, json, os, pathlib, sys
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-from model import machine
+from runtime import machine
 from trainer import lanes
 sys.path.insert(0, "tests")
 from explore_run import write_run
-from infra import explore_data
+from infra.explore import data as explore_data
 
 pools = []
 real = concurrent.futures.ThreadPoolExecutor
@@ -66,7 +66,7 @@ def test_one_core_of_affinity_is_one_core_everywhere(tmp_path):
 
 
 def test_usable_cores_is_the_affinity_here():
-    from model import machine
+    from runtime import machine
 
     assert machine.usable_cores() == len(os.sched_getaffinity(0))
     assert machine.share_of_cores(1) == machine.usable_cores()

@@ -184,7 +184,7 @@ def test_two_workers_resume_after_a_kill_only_the_chief_writes_and_the_export_ta
     assert (summary["tagged"], summary["failed"]) == (4, 0)
     import pyarrow.parquet as pq
 
-    from pipelines import query
+    from tagruns import query
 
     rows = pq.read_table(query.tag_files(str(tmp_path / "tags"))).to_pylist()
     assert sorted(row["track_id"] for row in rows) == [f"demo-0000{i}" for i in range(4)]

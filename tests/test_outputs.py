@@ -10,10 +10,16 @@ import time
 
 import pytest
 
-from model.errors import TagscaleError
-from pipelines import locks, outputs
+from pipelines.catalog import audio_uris
+from pipelines.storage import locks, outputs
+from runtime.errors import TagscaleError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _audio(catalog):
+    """The catalog's audio, as featurize and tag give it to the output check."""
+    return audio_uris(str(catalog))
 
 
 @pytest.fixture
@@ -28,7 +34,7 @@ def catalog(tmp_path):
 
 def test_refuses_a_root_the_audio_and_the_catalog(catalog, tmp_path):
     def check(output):
-        return outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+        return outputs.check_output(str(output), catalog=str(catalog), catalog_audio=_audio(catalog), entries=("tags",))
 
     with pytest.raises(outputs.OutputError, match="is a filesystem root"):
         check("/")
@@ -48,12 +54,12 @@ def test_refuses_to_replace_or_delete_what_tagscale_did_not_make(catalog, tmp_pa
     (output / "tags").mkdir(parents=True)
     (output / "tags" / "precious.parquet").write_bytes(b"mine")
     with pytest.raises(outputs.OutputError, match="was not made by tagscale"):
-        outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+        outputs.check_output(str(output), catalog=str(catalog), catalog_audio=_audio(catalog), entries=("tags",))
     with pytest.raises(outputs.OutputError, match="refusing to delete it"):
         outputs.delete_owned(str(output / "tags"))
     assert (output / "tags" / "precious.parquet").read_bytes() == b"mine"
     outputs.mark(str(output / "tags"))
-    outputs.check_output(str(output), catalog=str(catalog), entries=("tags",))
+    outputs.check_output(str(output), catalog=str(catalog), catalog_audio=_audio(catalog), entries=("tags",))
     outputs.delete_owned(str(output / "tags"))
     assert not (output / "tags").exists()
 
@@ -112,7 +118,7 @@ def test_recover_deletes_the_staging_of_a_run_that_died(tmp_path):
 
 HOLD = """
 import sys, time
-from pipelines import locks
+from pipelines.storage import locks
 with locks.OutputLock(sys.argv[1], "tag"):
     print("held", flush=True)
     time.sleep(600)
@@ -160,7 +166,7 @@ def test_a_remote_lock_is_stale_when_its_pid_is_gone_here_or_it_is_old():
 def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_not_list():
     from gcs_emulator import running_emulator
 
-    from pipelines import fileio
+    from pipelines.storage import fileio
 
     with running_emulator("publish") as client:
 
@@ -205,9 +211,9 @@ def run(name: str, argv: list[str]) -> int:
     from the whole test process before a Beam job, so the command's own main is called)."""
     import importlib
 
-    from model.errors import run_command
+    from runtime.errors import run_command
 
-    module = {"tag": "pipelines.tag", "featurize": "pipelines.featurize", "catalog": "pipelines.datasets"}[name]
+    module = {"tag": "pipelines.tag", "featurize": "pipelines.featurize", "catalog": "pipelines.catalog_datasets"}[name]
     return run_command(name, importlib.import_module(module).main, argv)
 
 
@@ -262,7 +268,12 @@ def test_the_home_directory_is_refused_even_when_empty(catalog, tmp_path, monkey
 
 def test_a_folder_is_written_only_when_new_empty_or_tagscales(catalog, tmp_path):
     def check(output):
-        return outputs.check_output(str(output), catalog=str(catalog), entries=("tags", "summary.json"))
+        return outputs.check_output(
+            str(output),
+            catalog=str(catalog),
+            catalog_audio=_audio(catalog),
+            entries=("tags", "summary.json"),
+        )
 
     output = tmp_path / "out"
     assert check(output) == str(output)  # new

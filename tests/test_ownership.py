@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pipelines import ownership
+from pipelines.storage import ownership
 
 
 def test_a_marked_folder_is_owned_and_only_that_one_is_deleted(tmp_path):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from benchmarks.musicnn_reference import MusicnnGraph, musicnn_log_mel_patches
-from infra import pretrained_cmd
+from infra import pretrained as pretrained_cmd
 from model import dsp, export, musicnn_checkpoint, pretrained
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MIN_TOP1_SECONDS = 3.0  # musicnn cannot tag a track shorter than one 187-frame patch
@@ -52,7 +52,7 @@ def serving_models(cache_dir):
 
 def tagscale_scores(path, model: export.ServingModel) -> np.ndarray:
     """The project's path: decode -> waveform patches -> serving model -> mean over patches."""
-    from pipelines.audio import decode_audio
+    from pipelines.decode.audio import decode_audio
 
     patches = dsp.patch_waveform(decode_audio(str(path)).samples)
     return model.predict(patches)["scores"].mean(axis=0)
@@ -208,7 +208,7 @@ def test_fast_serving_graph_equals_musicnn_graph_on_music(name, reference_graphs
     """The served graph is model.fast_frontend's form (max before ReLU/BN, blocked banded GEMMs);
     on real music it gives musicnn's own float32 scores to 2.4e-7 (mtt) and 6.6e-7 (msd), measured,
     well inside 1e-4."""
-    from pipelines.audio import decode_audio
+    from pipelines.decode.audio import decode_audio
 
     model = serving_models[name]
     assert model.info["serving_graph"] == export.FAST_GRAPH
@@ -265,7 +265,7 @@ def test_same_audio_tagscale_path_vs_musicnn_way(real_clips, reference_graphs, s
 
 
 def test_hungarian_dance_gets_plausible_tags(cache_dir, real_clips):
-    from pipelines.audio import decode_audio
+    from pipelines.decode.audio import decode_audio
 
     model = export.load_serving_model(pretrained.resolve_model("musicnn-mtt", cache_dir))
     clip = next(path for path in real_clips if "Hungarian" in path.name)

@@ -7,7 +7,8 @@ import pytest
 from tag_runs import small_run
 
 from infra.cli import main as cli
-from pipelines import outputs, tagdata
+from pipelines.storage import outputs
+from tagruns import tagdata
 
 
 @pytest.fixture
@@ -89,7 +90,8 @@ def test_probes_learn_tags_musicnn_lacks(tagged_demo, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
     from tag_runs import NOT_IN_MUSICNN, TAGGED_DEMO_TRACKS, write_labels
 
-    from pipelines import query, similar, tag
+    from pipelines import tag
+    from tagruns import query, similar
 
     truth = tagged_demo["truth"]
     ids = sorted(truth)
@@ -150,8 +152,8 @@ def test_probes_learn_tags_musicnn_lacks(tagged_demo, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_probe_refuses_a_run_of_another_model(tagged_demo, tmp_path):
-    from model.errors import TagscaleError
-    from pipelines import probe
+    from runtime.errors import TagscaleError
+    from tagruns import probe
 
     table = tagdata.load(tagged_demo["tags"])
     document = probe.train(table, {t: tagged_demo["truth"][t] for t in sorted(tagged_demo["truth"])[:40]}, name="p")

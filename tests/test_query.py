@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from infra.cli import main as cli
-from model.errors import TagscaleError
-from pipelines import query, tag
+from pipelines import tag
+from runtime.errors import TagscaleError
+from tagruns import query
 
 
 @pytest.fixture

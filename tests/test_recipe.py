@@ -15,7 +15,7 @@ import tensorflow as tf
 from featurized import TINY
 
 from model import dsp
-from model.errors import run_command
+from runtime.errors import run_command
 from trainer import callbacks, crops, inputs, multiworker, schedule, task
 
 # Validation losses on which the two rules part: improvements at epochs 3 and 6 reset plateau's
@@ -117,7 +117,7 @@ def test_lr_schedule_flag_default_help_and_settings(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def long_tracks(tmp_path_factory) -> pathlib.Path:
     """Features of 20 synthetic tracks of 10 s (3 patches each)."""
-    from infra import demo_catalog
+    from infra.demo import catalog as demo_catalog
     from pipelines import featurize
 
     root = tmp_path_factory.mktemp("recipe")

@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import audio, dead_letter, featurize, query, stages, tag
+from pipelines import dead_letter, featurize, stages, tag
+from pipelines.decode import audio
+from tagruns import query
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NASTY_NAME = "a; rm -rf victim $(touch pwned) `touch pwned2`.flac"

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow
 from explore_run import write_run
 
-from infra import explore_data
-from pipelines import tagdata
+from infra.explore import data as explore_data
+from tagruns import tagdata
 
 
 def test_the_cli_readers_and_the_explorer_read_the_same_scores(tmp_path):

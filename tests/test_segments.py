@@ -12,8 +12,9 @@ from made import SMALL_MODEL_TAGS as TAGS
 from made import synth_tone
 
 from model import dsp
-from model.errors import TagscaleError, run_command
-from pipelines import provenance, query, segments, shards, tag, tag_output
+from pipelines import provenance, segments, shards, tag, tag_output
+from runtime.errors import TagscaleError, run_command
+from tagruns import query
 
 SECONDS = {"short": 2.0, "mid": 7.0, "long": 10.5, "other": 4.0}
 
@@ -226,8 +227,8 @@ def get(server, path):
 def test_segments_api_gives_a_tracks_segments_or_404(segmented, tmp_path):
     from explore_run import write_run
 
-    from infra.explore import ExplorerServer
-    from infra.explore_query import Explorer
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
 
     write_run(tmp_path / "plain", tracks=4)
     explorer = Explorer.open([str(segmented["output"]), str(tmp_path / "plain")])

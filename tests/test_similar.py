@@ -13,8 +13,10 @@ import pytest
 from tag_runs import TAGGED_DEMO_TRACKS, run_tag, small_run
 
 from infra.cli import main as cli
-from model.errors import TagscaleError
-from pipelines import calibrate, drift, query, similar, tag, tag_output, tagdata
+from pipelines import tag, tag_output
+from runtime.errors import TagscaleError
+from tagruns import calibrate, query, similar, tagdata
+from tagruns import diff as drift
 
 
 def numpy_neighbours(embeddings: np.ndarray, row: int, k: int):

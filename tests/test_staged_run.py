@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pipelines import locks, outputs
+from pipelines.storage import locks, outputs
 
 
 def leftovers(output):

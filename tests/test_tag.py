@@ -9,8 +9,10 @@ import pytest
 from made import SMALL_MODEL_TAGS as TAGS
 
 from model import dsp, export, pretrained
-from pipelines import audio, query, tag
+from pipelines import tag
 from pipelines.catalog import Track
+from pipelines.decode import audio
+from tagruns import query
 
 
 def test_track_patches_keys_every_patch_with_its_track():
@@ -230,7 +232,7 @@ def test_a_run_records_its_provenance_in_the_manifest_every_file_and_query_stats
 def test_require_commercial_refuses_a_model_of_unknown_terms_before_any_work(
     tag_catalog, small_model, tmp_path, capsys
 ):
-    from model.errors import run_command
+    from runtime.errors import run_command
 
     argv = ["--catalog", str(tag_catalog / "catalog.csv"), "--model", small_model, "--output", str(tmp_path / "out")]
     assert run_command("tag", tag.main, [*argv, "--require-commercial"]) == 2
@@ -281,7 +283,7 @@ def test_musicnn_mtt_tags_the_string_orchestra_clip(pretrained_cache, real_clips
 
 
 def test_missing_model_is_one_clear_error(tag_catalog, tmp_path):
-    from model.errors import TagscaleError
+    from runtime.errors import TagscaleError
 
     (tmp_path / "half").mkdir()
     with pytest.raises(TagscaleError, match="missing saved_model.pb"):

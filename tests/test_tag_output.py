@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from model.errors import TagscaleError
-from pipelines import dead_letter, tag, tag_output, tagdata
+from pipelines import dead_letter, tag, tag_output
+from runtime.errors import TagscaleError
+from tagruns import tagdata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,7 +152,7 @@ def test_plain_file_names_are_read(tmp_path):
 def test_query_on_a_malformed_manifest_prints_one_line_and_exits_2(tmp_path):
     write_run(tmp_path, json.dumps({"files": ["run.parquet']); COPY (SELECT 42) TO 'pwned.csv'; --"]}))
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.query", "--tags", str(tmp_path), "stats"],
+        [sys.executable, "-m", "tagruns.query", "--tags", str(tmp_path), "stats"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": REPO},
         capture_output=True,

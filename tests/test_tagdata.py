@@ -10,7 +10,7 @@ import pytest
 from tag_runs import small_run
 
 from infra.cli import main as cli
-from pipelines import calibrate, query, similar, tagdata
+from tagruns import calibrate, query, similar, tagdata
 
 
 def foreign_run(folder: pathlib.Path, kind: str) -> str:

@@ -1,6 +1,6 @@
 """printable: catalog text shown on a terminal cannot drive it; readable text is left as it is."""
 
-from pipelines.terminal import printable
+from runtime.terminal import printable
 
 
 def test_control_and_format_characters_are_escaped():

@@ -314,7 +314,7 @@ def test_early_stopping_state_survives_a_restart(tmp_path):
 @pytest.mark.slow
 def test_random_patch_epochs_train_on_tracks_of_several_patches(tmp_path):
     """The default recipe (one random crop per track per epoch) on tracks longer than one patch."""
-    from infra import demo_catalog
+    from infra.demo import catalog as demo_catalog
     from pipelines import featurize
     from trainer import recipe
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from featurized import TINY
 
-from infra import cli, compare_jobs
+from infra import cli
+from infra.cloud import compare as compare_jobs
 from trainer import compare
 
 

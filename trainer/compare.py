@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 from trainer import compare_seeds, flags, lanes, task
 
 LOG = logging.getLogger("tagscale.compare")
@@ -386,6 +386,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    from model.errors import run_command
+    from runtime.errors import run_command
 
     sys.exit(run_command("compare", main))

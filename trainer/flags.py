@@ -7,7 +7,7 @@ import argparse
 import os
 
 from model import features, network
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 
 FRONTENDS = features.FRONTENDS
 PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16

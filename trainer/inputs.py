@@ -27,8 +27,8 @@ import tensorflow as tf
 
 from model import dsp
 from model import features as schema  # "features" names the opened directory below
-from model.errors import TagscaleError
-from model.machine import usable_cores
+from runtime.errors import TagscaleError
+from runtime.machine import usable_cores
 
 SPLITS = schema.SPLITS
 SHARD_KIND = schema.SHARD_KIND

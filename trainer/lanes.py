@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import Any, Callable
 
-from model.machine import set_tf_threads, share_of_cores, usable_cores
+from runtime.machine import set_tf_threads, share_of_cores, usable_cores
 
 
 def default_jobs(n_runs: int) -> int:

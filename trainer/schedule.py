@@ -26,7 +26,7 @@ import dataclasses
 import math
 from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 
 SCHEDULES = ("seed", "plateau")
 PLATEAU_MIN_DELTA = 1e-4  # Keras ReduceLROnPlateau's default

@@ -38,7 +38,7 @@ import time
 from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 from model import network
-from model.errors import TagscaleError
+from runtime.errors import TagscaleError
 from trainer.flags import network_overrides, parse_args
 
 LOG = logging.getLogger("tagscale.train")
@@ -385,6 +385,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    from model.errors import run_command
+    from runtime.errors import run_command
 
     sys.exit(run_command("train", main))

@@ -1,0 +1,1 @@
+"""The explorer: a local web app over tag runs (server, queries, labels, static page)."""

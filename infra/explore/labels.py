@@ -1,0 +1,188 @@
+"""The explorer's curation endpoints: the session token, labels, the review queue, agreement.
+
+    GET  /api/session                  -> {"token": ..., "labels": true|false}
+    POST /api/labels                   {"track_id", "tag", "verdict": "yes"|"no"} -> 201 (the decision)
+    GET  /api/labels?track_id=ID       -> {"labels": [latest decision per tag of the track]}
+    GET  /api/review?tag=T&limit=N     -> {"tracks": [not yet labelled for T, closest to T's threshold first]}
+
+The explorer binds loopback, yet any page the curator visits may send requests to it. A write
+is therefore accepted only with the per-process token in a header (a page on another origin
+cannot read ``/api/session``, and a header, unlike a cookie, is never sent on its own), from
+a Host the server answers to, from no Origin or its own, as JSON of bounded size.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow
+import pyarrow.compute as pc
+
+from infra.explore.query import BadRequest, _bounded
+from runtime.errors import TagscaleError
+from tagruns.labels import LabelStore
+
+TOKEN_HEADER = "X-Tagscale-Token"
+MAX_BODY = 4096  # one decision is a few hundred bytes
+DEFAULT_THRESHOLD = 0.5  # a tag without a calibrated threshold is taken as present above 0.5
+GET_ROUTES = ("/api/session", "/api/labels", "/api/review")
+
+
+class Curation:
+    """The labels folder (None without ``--labels``) and the token of this server process."""
+
+    def __init__(self, explorer, labels_dir: str | None = None):
+        self.explorer = explorer
+        if labels_dir:
+            inside = [r.source for r in explorer.runs if _within(os.path.abspath(labels_dir), r.local_dir)]
+            if inside:  # a run is read, never written to
+                raise TagscaleError(f"--labels {labels_dir} is inside the tag run {inside[0]}: use a folder of its own")
+        self.store = LabelStore(labels_dir, create=True) if labels_dir else None
+        self.token = secrets.token_urlsafe(32)
+
+    # ------------------------------------------------------------------ requests
+
+    def get(self, handler, path: str, params: dict) -> None:
+        if path == "/api/session":
+            return handler._json({"token": self.token, "labels": self.store is not None})
+        if path == "/api/review":
+            return handler._json(self.review(params.get("tag", ""), params.get("limit", 20)))
+        if self.store is None:
+            return handler._error(404, "labels are off: start tagscale explore with --labels DIR")
+        handler._json({"labels": self.labels(params.get("track_id", ""))})
+
+    def post(self, handler) -> None:
+        """A write, refused (403, 411, 413 or 415, nothing written) unless every check passes."""
+        refusal = self.refusal(handler)
+        if refusal:
+            return handler._error(*refusal)
+        body = handler.rfile.read(int(handler.headers["Content-Length"]))
+        if urlsplit(handler.path).path != "/api/labels":
+            return handler._error(404, "not found")
+        if self.store is None:
+            return handler._error(404, "labels are off: start tagscale explore with --labels DIR")
+        try:
+            request = json.loads(body)
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
+            record = self.label(request.get("track_id"), request.get("tag"), request.get("verdict"), request.get("run"))
+        except ValueError as error:
+            return handler._error(400, f"bad request body: {error}")
+        except (BadRequest, TagscaleError) as error:
+            return handler._error(400, str(error))
+        handler._send(201, json.dumps(record).encode("utf-8"), "application/json")
+
+    def refusal(self, handler) -> tuple[int, str] | None:
+        """``(status, message)`` when a write must be refused, None when it may go on."""
+        server, headers = handler.server, handler.headers
+        if not server.host_allowed(headers.get("Host")):
+            return 421, "unexpected Host header: open the address tagscale explore printed"
+        origin = headers.get("Origin")
+        if origin is not None and not _same_origin(server, origin):
+            return 403, "a write from another origin is refused"
+        if not hmac.compare_digest(headers.get(TOKEN_HEADER, "").encode(), self.token.encode()):
+            return 403, f"a write needs the {TOKEN_HEADER} header of GET /api/session"
+        if (headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
+            return 415, "a write is JSON: Content-Type: application/json"
+        length = headers.get("Content-Length", "")
+        if not length.isdigit() or headers.get("Transfer-Encoding"):
+            return 411, "a write needs a Content-Length"
+        if int(length) > MAX_BODY:
+            return 413, f"a write is at most {MAX_BODY} bytes"
+        return None
+
+    # ------------------------------------------------------------------ answers
+
+    def label(self, track_id, tag, verdict, run_name=None) -> dict:
+        """Store one decision on a track of the open runs (of run ``run_name``, else the first that has it)."""
+        if not isinstance(track_id, str):
+            raise BadRequest("track_id must be text")
+        found = [(run, row) for run, row in self.explorer._locate(track_id) if run_name in (None, run.name)]
+        if not found:
+            raise BadRequest(f"unknown track {track_id!r}" + (f" in run {run_name!r}" if run_name else ""))
+        run, row = found[0]
+        model = {
+            "name": run.table.column("model_name")[row].as_py(),
+            "version": run.table.column("model_version")[row].as_py(),
+        }
+        return self.store.append(track_id, tag, verdict, run=run.source, model=model)
+
+    def labels(self, track_id: str) -> list[dict]:
+        """The latest decision on each tag of one track, by tag."""
+        latest = self.store.latest()
+        return [latest[key] for key in sorted(latest) if key[0] == track_id]
+
+    def review(self, tag: str, limit) -> dict:
+        """Tracks not yet labelled for ``tag``, closest to its threshold first (the least sure)."""
+        limit = _bounded(limit, 1, 500, "limit")
+        runs = [run for run in self.explorer.runs if tag in run.tags]
+        if not runs:
+            raise BadRequest(f"unknown tag {tag!r}")
+        done = sorted({key[0] for key in self.store.latest() if key[1] == tag}) if self.store else []
+        candidates = []
+        for run in runs:
+            threshold = run.thresholds.get(tag, DEFAULT_THRESHOLD)
+            scores = run.table.column(run.column(tag)).to_numpy(zero_copy_only=False).astype(np.float64)
+            labelled = pc.is_in(run.table.column("track_id"), pyarrow.array(done, pyarrow.string()))
+            rows = np.flatnonzero(~np.isnan(scores) & ~labelled.to_numpy(zero_copy_only=False))
+            distance = np.abs(scores[rows] - threshold)
+            wanted = min(limit * 2, len(rows))  # enough to fill a page after duplicates go
+            # Only the nearest few are sorted (a full sort of a million scores takes 0.1 s); the
+            # ties at the cut come along, so the order stays (distance, row).
+            pick = np.arange(len(rows))
+            if 0 < wanted < len(rows):
+                pick = np.flatnonzero(distance <= np.partition(distance, wanted - 1)[wanted - 1])
+            order = pick[np.lexsort((rows[pick], distance[pick]))][:wanted]
+            candidates += [(float(distance[i]), run.index, int(rows[i]), threshold) for i in order]
+        tracks, seen = [], set()
+        for distance, run_index, row, threshold in sorted(candidates):
+            entry = self.explorer._summary(run_index, row, None, top_tags=False)
+            if entry["track_id"] in seen:  # a track of several runs: its closest score counts
+                continue
+            seen.add(entry["track_id"])
+            score = self.explorer.runs[run_index].table.column(self.explorer.runs[run_index].column(tag))[row]
+            tracks.append({**entry, "score": round(score.as_py(), 6), "threshold": threshold})
+            if len(tracks) == limit:
+                break
+        return {"tag": tag, "tracks": tracks}
+
+    def agreement(self, stats: dict) -> dict:
+        """``stats`` with, per run and tag, ``labels``: ``{"decisions", "agree"}``, the latest
+        decisions on the run's tracks and how many the model agrees with at the tag's threshold."""
+        if self.store is None:
+            return stats
+        latest = list(self.store.latest().values())
+        ids = sorted({record["track_id"] for record in latest})
+        runs = []
+        for run, entry in zip(self.explorer.runs, stats["runs"]):
+            rows = dict(
+                self.explorer._query(f"SELECT track_id, row FROM {run.view} WHERE list_contains(?, track_id)", [ids])
+            )
+            counts = {tag: {"decisions": 0, "agree": 0} for tag in run.tags}
+            for record in latest:
+                if record["track_id"] in rows and record["tag"] in counts:
+                    score = run.table.column(run.column(record["tag"]))[rows[record["track_id"]]].as_py()
+                    if score is None:
+                        continue
+                    threshold = run.thresholds.get(record["tag"], DEFAULT_THRESHOLD)
+                    counts[record["tag"]]["decisions"] += 1
+                    counts[record["tag"]]["agree"] += (score >= threshold) == (record["verdict"] == "yes")
+            tags = [{**tag, "labels": counts[tag["tag"]]} for tag in entry["tags"]]
+            runs.append({**entry, "tags": tags})
+        return {**stats, "runs": runs}
+
+
+def _same_origin(server, origin: str) -> bool:
+    """Whether an Origin header names this server: http, and a host the server answers to."""
+    parts = urlsplit(origin)
+    return parts.scheme == "http" and not parts.path and server.host_allowed(parts.netloc)
+
+
+def _within(path: str, folder: str) -> bool:
+    folder = os.path.abspath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

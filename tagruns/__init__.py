@@ -1,0 +1,1 @@
+"""Readers of tag runs, no Beam pipeline: query, similar, probe, calibrate, evaluate, diff, labels."""
