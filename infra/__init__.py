@@ -1,1 +1,1 @@
-"""The top layer: the tagscale command, the demo and its synthesized catalog, and cloud job submission."""
+"""The top layer: the tagscale command, the explorer, the demo, and cloud job submission."""

@@ -1,1 +1,1 @@
-"""The bottom layer: signal front (dsp), example schema (features), networks, pretrained weights and serving exports."""
+"""The model, above runtime/: signal front (dsp), example schema (features), networks, pretrained weights, exports."""

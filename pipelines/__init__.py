@@ -1,1 +1,1 @@
-"""Beam pipelines over a catalog (featurize, tag) and the readers of their outputs; they build on model/."""
+"""The Beam jobs over a catalog (featurize, tag) and their parts: catalogs, decoding, shards, dead letters, outputs."""
