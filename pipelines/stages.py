@@ -13,7 +13,6 @@ from apache_beam.transforms import window
 
 from model import dsp
 from pipelines import dead_letter
-from pipelines.buckets import unit_hash  # noqa: F401  (re-exported: callers have found it here)
 from pipelines.catalog import Track
 from pipelines.decode import audio
 

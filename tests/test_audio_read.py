@@ -45,4 +45,9 @@ def test_the_helper_process_loads_neither_the_decoders_nor_beam():
     assert out.returncode == 0, out.stderr
     answer, modules = out.stderr.strip().splitlines()[-2:]
     assert answer == f"{decode_worker.FAILED} file not found: /nonexistent/a.wav"
-    assert sorted(modules.split()) == ["pipelines", "pipelines.decode", "pipelines.decode.helper", "pipelines.decode.read"]
+    assert sorted(modules.split()) == [
+        "pipelines",
+        "pipelines.decode",
+        "pipelines.decode.helper",
+        "pipelines.decode.read",
+    ]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import dead_letter, featurize, stages, tag
+from pipelines import buckets, dead_letter, featurize, stages, tag
 from pipelines.decode import audio
 from tagruns import query
 
@@ -238,7 +238,7 @@ def test_transient_decode_faults_are_retried_and_change_nothing(forty_tracks, tm
     decode, failed_once = audio.decode_audio, []
 
     def flaky_decode(uri, **kwargs):
-        if stages.unit_hash(os.path.basename(uri), "fault:") < 0.05 and uri not in failed_once:
+        if buckets.unit_hash(os.path.basename(uri), "fault:") < 0.05 and uri not in failed_once:
             failed_once.append(uri)
             raise audio.TransientError("injected fault")
         return decode(uri, **kwargs)

@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 
+from model.features import FRONTENDS
 from runtime.errors import TagscaleError
 from trainer import compare_seeds, flags, lanes, task
 
@@ -319,9 +320,9 @@ def compare(args) -> dict:
 
     fractions = parse_fractions(args.fractions)
     frontends = [f.strip() for f in args.frontends.split(",") if f.strip()]
-    unknown = sorted(set(frontends) - set(flags.FRONTENDS))
+    unknown = sorted(set(frontends) - set(FRONTENDS))
     if unknown or not frontends:
-        raise TagscaleError(f"--frontends must name some of {', '.join(flags.FRONTENDS)}, got {args.frontends!r}")
+        raise TagscaleError(f"--frontends must name some of {', '.join(FRONTENDS)}, got {args.frontends!r}")
     exporting = args.export or any(name.startswith("spectrogram-") for name in export_names(args))
     features = inputs.open_features(args.features, frontends, need_transform=exporting and "spectrogram" in frontends)
     tf.io.gfile.makedirs(args.output)

@@ -9,7 +9,6 @@ import os
 from model import features, network
 from runtime.errors import TagscaleError
 
-FRONTENDS = features.FRONTENDS
 PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
 INITS = {"variance-scaling": "he_normal", "glorot": "glorot_uniform"}  # --init -> Keras initialiser
 EPOCH_PATCHES = ("random", "grid", "all")
@@ -123,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on the test split (JOB/eval.json) and export a serving model (JOB/export/). Resumes after a kill.",
     )
     parser.add_argument("--features", required=True, help="featurize output directory (local or gs://)")
-    parser.add_argument("--frontend", required=True, choices=FRONTENDS)
+    parser.add_argument("--frontend", required=True, choices=features.FRONTENDS)
     parser.add_argument(
         "--job-dir",
         default=os.environ.get("AIP_MODEL_DIR"),

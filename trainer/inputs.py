@@ -30,7 +30,6 @@ from model import features as schema  # "features" names the opened directory be
 from runtime.errors import TagscaleError
 from runtime.machine import usable_cores
 
-SPLITS = schema.SPLITS
 SHARD_KIND = schema.SHARD_KIND
 INPUT_FEATURE = schema.INPUT_FEATURE
 METADATA_FILE = "metadata.json"
@@ -116,7 +115,7 @@ def open_features(
         raise FeaturesDirError(f"{metadata_path} has an empty tag vocabulary: the catalog has no tags to learn")
     for frontend in frontends:
         kind = SHARD_KIND[frontend]
-        for split in SPLITS:
+        for split in schema.SPLITS:
             files = split_shard_paths(features_dir, kind, split, metadata)
             if not files or not all(tf.io.gfile.exists(path) for path in files):
                 raise FeaturesDirError(
@@ -201,8 +200,8 @@ def make_dataset(
         ``inputs``: (batch, 48128) waveform or (batch, 187, 96) log-mel, float32;
         ``labels``: (batch, n_tags) float32 multi-hot.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if split not in schema.SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {schema.SPLITS}")
     if frontend not in SHARD_KIND:
         raise ValueError(f"unknown frontend {frontend!r}; choose one of {sorted(SHARD_KIND)}")
     check_fraction(fraction)

@@ -67,14 +67,15 @@ def arm_name(frontend: str, fraction: float) -> str:
 def arm_jobs(args, trainer_flags: list[str]) -> list[tuple[dict, object, argparse.Namespace]]:
     """``(arm, CustomJob, job args)`` per (front-end, fraction), in the order of a local comparison."""
     from infra.cloud import vertex
+    from model.features import FRONTENDS
     from trainer import compare, flags
 
     if not args.staging.startswith("gs://"):
         raise TagscaleError(f"--staging must be a gs:// path that the jobs can write, got {args.staging}")
     fractions = compare.parse_fractions(args.fractions)
     frontends = [f.strip() for f in args.frontends.split(",") if f.strip()]
-    if not frontends or set(frontends) - set(flags.FRONTENDS):
-        raise TagscaleError(f"--frontends must name some of {', '.join(flags.FRONTENDS)}, got {args.frontends!r}")
+    if not frontends or set(frontends) - set(FRONTENDS):
+        raise TagscaleError(f"--frontends must name some of {', '.join(FRONTENDS)}, got {args.frontends!r}")
     check = flags.build_parser()  # the arms' trainers would reject bad flags: reject them here, before submitting
 
     def bad_flag(message: str):

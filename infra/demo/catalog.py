@@ -38,7 +38,7 @@ import numpy as np
 import threadpoolctl
 
 from infra.demo import synth
-from infra.demo.synth import TrackPlan  # noqa: F401  (re-exported: the plan is dealt here, rendered there)
+from infra.demo.synth import TrackPlan  # the plan is dealt here, rendered there
 from runtime.errors import TagscaleError
 from runtime.machine import usable_cores
 
