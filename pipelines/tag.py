@@ -32,7 +32,7 @@ from model import export
 from pipelines import beam_util, dead_letter, inference, provenance, segments, shards, stages, tag_output, tag_progress
 from pipelines.catalog import ReadCatalog, audio_uris
 from pipelines.storage import fileio, outputs
-from pipelines.tag_rows import PatchKey, per_track, track_patches, track_row  # noqa: F401 (the tag job's API)
+from pipelines.tag_rows import per_track, track_patches
 
 LOG = logging.getLogger("tagscale.tag")
 TAGS_SCHEMA = pyarrow.schema(

@@ -25,7 +25,8 @@ def run_command(
     command owns the whole process) keeps the libraries' C++ log lines off the terminal
     (:func:`runtime.logs.quiet_stderr`); a library caller's stderr is left alone.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not logs.verbose():  # TensorFlow's own log level; --verbose leaves it to TensorFlow
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if quiet if quiet is not None else argv is None:
         logs.quiet_stderr()
     try:

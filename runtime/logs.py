@@ -84,6 +84,7 @@ class _Forwarder:
         os.close(write_fd)
         self.read_fd = read_fd
         # A crash's traceback goes straight to the terminal: the thread may be gone by then.
+        self._fault_handler_was_on = faulthandler.is_enabled()
         self._fault_file = os.fdopen(os.dup(self.terminal), "w")
         faulthandler.enable(file=self._fault_file)
         self.thread = threading.Thread(target=self._run, name="tagscale-stderr", daemon=True)
@@ -106,8 +107,9 @@ class _Forwarder:
             kept = [kept for kept in map(filter_line, lines) if kept is not None]
             if kept:
                 self._write(b"\n".join(kept) + b"\n")
-        if pending and filter_line(pending) is not None:
-            self._write(filter_line(pending))
+        kept = filter_line(pending) if pending else None
+        if kept is not None:
+            self._write(kept)
         os.close(self.read_fd)
 
     def close(self, timeout: float = 2.0) -> None:
@@ -116,7 +118,10 @@ class _Forwarder:
         sys.stderr.flush()
         os.dup2(self.terminal, 2)
         self.thread.join(timeout)
-        faulthandler.enable(file=sys.stderr)
+        if self._fault_handler_was_on:
+            faulthandler.enable(file=sys.stderr)
+        else:
+            faulthandler.disable()
         self._fault_file.close()
 
 
@@ -126,13 +131,11 @@ _FORWARDER: _Forwarder | None = None
 def quiet_stderr() -> None:
     """Filter this process's descriptor 2 (and its children's) through :func:`filter_line`.
 
-    Also sets ``TF_CPP_MIN_LOG_LEVEL=2`` for TensorFlow's own logging. Does nothing when
-    :func:`verbose`, or when already filtering.
+    Does nothing when :func:`verbose`, or when already filtering.
     """
     global _FORWARDER
     if verbose():
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _FORWARDER is None:
         _FORWARDER = _Forwarder()
 

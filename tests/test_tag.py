@@ -9,7 +9,7 @@ import pytest
 from made import SMALL_MODEL_TAGS as TAGS
 
 from model import dsp, export, pretrained
-from pipelines import tag
+from pipelines import tag, tag_rows
 from pipelines.catalog import Track
 from pipelines.decode import audio
 from tagruns import query
@@ -17,10 +17,10 @@ from tagruns import query
 
 def test_track_patches_keys_every_patch_with_its_track():
     samples = np.zeros(16000 * 7, np.float32)
-    patches = tag.track_patches(Track("t", "/t.wav"), samples)
+    patches = tag_rows.track_patches(Track("t", "/t.wav"), samples)
     assert [key for key, _ in patches] == [
-        tag.PatchKey(track_id="t", index=0, n_patches=2, uri="/t.wav", duration_s=7.0),
-        tag.PatchKey(track_id="t", index=1, n_patches=2, uri="/t.wav", duration_s=7.0),
+        tag_rows.PatchKey(track_id="t", index=0, n_patches=2, uri="/t.wav", duration_s=7.0),
+        tag_rows.PatchKey(track_id="t", index=1, n_patches=2, uri="/t.wav", duration_s=7.0),
     ]
     assert patches[1][0].index == 1 and patches[1][0].n_patches == 2
     assert patches[1][1].shape == (dsp.PATCH_SAMPLES,)
@@ -29,30 +29,30 @@ def test_track_patches_keys_every_patch_with_its_track():
 def test_track_row_means_patches_and_sorts_scores():
     outputs = [
         (
-            tag.PatchKey("t", 1, 2, "/t.wav", 6.0),
+            tag_rows.PatchKey("t", 1, 2, "/t.wav", 6.0),
             {"scores": np.array([0.3, 0.7, 0.6]), "embedding": np.array([3.0, 5.0])},
         ),
         (
-            tag.PatchKey("t", 0, 2, "/t.wav", 6.0),
+            tag_rows.PatchKey("t", 0, 2, "/t.wav", 6.0),
             {"scores": np.array([0.1, 0.9, 0.5]), "embedding": np.array([1.0, 3.0])},
         ),
     ]
-    row = tag.track_row("t", outputs, tags=TAGS, model_name="m", model_version="v1")
+    row = tag_rows.track_row("t", outputs, tags=TAGS, model_name="m", model_version="v1")
     assert [s["tag"] for s in row["scores"]] == ["mid", "high", "low"]
     np.testing.assert_allclose([s["score"] for s in row["scores"]], [0.8, 0.55, 0.2])
     assert row["embedding"] == [2.0, 4.0] and row["n_patches"] == 2 and row["model"] == {"name": "m", "version": "v1"}
     with pytest.raises(ValueError, match="2 patches"):
-        tag.track_row("t", outputs[:1], tags=TAGS, model_name="m", model_version="v1")
+        tag_rows.track_row("t", outputs[:1], tags=TAGS, model_name="m", model_version="v1")
 
 
 def test_per_track_gives_the_row_then_with_segments_one_row_per_patch_in_time_order():
     outputs = [
-        (tag.PatchKey("t", 1, 2, "/t.wav", 5.0), {"scores": np.array([0.3, 0.7, 0.6]), "embedding": np.zeros(2)}),
-        (tag.PatchKey("t", 0, 2, "/t.wav", 5.0), {"scores": np.array([0.1, 0.9, 0.5]), "embedding": np.zeros(2)}),
+        (tag_rows.PatchKey("t", 1, 2, "/t.wav", 5.0), {"scores": np.array([0.3, 0.7, 0.6]), "embedding": np.zeros(2)}),
+        (tag_rows.PatchKey("t", 0, 2, "/t.wav", 5.0), {"scores": np.array([0.1, 0.9, 0.5]), "embedding": np.zeros(2)}),
     ]
-    plain = list(tag.per_track(("t", outputs), tags=TAGS, model_name="m", model_version="v", with_segments=False))
+    plain = list(tag_rows.per_track(("t", outputs), tags=TAGS, model_name="m", model_version="v", with_segments=False))
     assert len(plain) == 1 and plain[0]["n_patches"] == 2
-    row, *timed = tag.per_track(("t", outputs), tags=TAGS, model_name="m", model_version="v", with_segments=True)
+    row, *timed = tag_rows.per_track(("t", outputs), tags=TAGS, model_name="m", model_version="v", with_segments=True)
     assert row == plain[0] and {out.tag for out in timed} == {"segments"}
     assert [(out.value["start_s"], out.value["end_s"]) for out in timed] == [(0.0, 2.992), (2.992, 5.0)]
     assert [[item["tag"] for item in out.value["scores"]] for out in timed] == [TAGS, TAGS]

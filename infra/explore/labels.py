@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import secrets
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ import pyarrow
 import pyarrow.compute as pc
 
 from infra.explore.query import BadRequest, _bounded
+from pipelines.storage import outputs
 from runtime.errors import TagscaleError
 from tagruns.labels import LabelStore
 
@@ -39,7 +39,7 @@ class Curation:
     def __init__(self, explorer, labels_dir: str | None = None):
         self.explorer = explorer
         if labels_dir:
-            inside = [r.source for r in explorer.runs if _within(os.path.abspath(labels_dir), r.local_dir)]
+            inside = [r.source for r in explorer.runs if outputs.within(labels_dir, r.local_dir)]
             if inside:  # a run is read, never written to
                 raise TagscaleError(f"--labels {labels_dir} is inside the tag run {inside[0]}: use a folder of its own")
         self.store = LabelStore(labels_dir, create=True) if labels_dir else None
@@ -79,9 +79,8 @@ class Curation:
 
     def refusal(self, handler) -> tuple[int, str] | None:
         """``(status, message)`` when a write must be refused, None when it may go on."""
+        # The Host header was checked for every request, this one too, before it was routed here.
         server, headers = handler.server, handler.headers
-        if not server.host_allowed(headers.get("Host")):
-            return 421, "unexpected Host header: open the address tagscale explore printed"
         origin = headers.get("Origin")
         if origin is not None and not _same_origin(server, origin):
             return 403, "a write from another origin is refused"
@@ -181,8 +180,3 @@ def _same_origin(server, origin: str) -> bool:
     """Whether an Origin header names this server: http, and a host the server answers to."""
     parts = urlsplit(origin)
     return parts.scheme == "http" and not parts.path and server.host_allowed(parts.netloc)
-
-
-def _within(path: str, folder: str) -> bool:
-    folder = os.path.abspath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

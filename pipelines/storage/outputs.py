@@ -1,6 +1,6 @@
 """Safe outputs: a run stages everything it writes and publishes it only when it has finished.
 
-    DIR = outputs.check_output(DIR, catalog=CATALOG, entries=ENTRIES)
+    DIR = outputs.check_output(DIR, catalog=CATALOG, catalog_audio=audio_uris(CATALOG), entries=ENTRIES)
     with outputs.staged_run(DIR, "tag", entries=ENTRIES, commit="tags/manifest.json") as staging:
         ... the pipeline writes under staging.path(...) (DIR/.tagscale-staging-RUN_ID/) ...
 
@@ -86,7 +86,8 @@ def _is_root(output: str) -> bool:
     return os.path.dirname(real) == real
 
 
-def _within(path: str, directory: str) -> bool:
+def within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or lies inside it (local paths resolved, links followed)."""
     if is_remote(path) != is_remote(directory):
         return False
     if is_remote(path):
@@ -159,7 +160,7 @@ def check_output(
     if catalog is not None:
         _check_catalog(output, catalog, catalog_audio)
     for source in inputs:
-        if _within(source, output):
+        if within(source, output):
             raise OutputError(f"{flag} {output} is or contains the input {source}; choose another directory")
     for entry in entries:
         path = fileio.join(output, entry)
@@ -176,12 +177,12 @@ def check_output(
 
 
 def _check_catalog(output: str, catalog: str, catalog_audio) -> None:
-    if _within(catalog, output):
+    if within(catalog, output):
         raise OutputError(f"--output {output} contains the catalog {catalog}; choose another directory")
     for number, uri in catalog_audio:
         if number > AUDIO_CHECK_ROWS:
             break
-        if uri and _within(uri, output):
+        if uri and within(uri, output):
             raise OutputError(
                 f"--output {output} contains the catalog's audio ({uri}, row {number}); choose another directory"
             )
