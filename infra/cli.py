@@ -29,7 +29,10 @@ COMMANDS = {
     ),
     "tag": ("pipelines.tag", "Beam: tag a catalog with a model, write Parquet"),
     "query": ("tagruns.query", "DuckDB queries over tag Parquet output"),
-    "explore": ("infra.explore.server", "a local web app over tag runs: browse by tag, play tracks, summary"),
+    "explore": (
+        "infra.explore.server",
+        "a local web app over tag runs: browse by tag, play tracks, tags in time, summary; --labels: curate",
+    ),
     "similar": ("tagruns.similar", "tracks most similar to a track (or an audio file) by embedding cosine"),
     "index": ("tagruns.similar:index_main", "build an approximate nearest-neighbour index (faiss IVF) for similar"),
     "probe": ("tagruns.probe", "train / apply linear probes: new tags from a few labels"),
