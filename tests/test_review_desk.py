@@ -26,7 +26,7 @@ def serve(root, labels_dir, runs=("run",), *, probe=None):
     from infra.explore.server import ExplorerServer
 
     explorer = Explorer.open([str(root / run) for run in runs], str(root / "thresholds.json"))
-    httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True, labels=labels_dir, **({"probe": probe} if probe else {}))
+    httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True, labels=labels_dir, probe=probe)
     httpd.start()
     return httpd
 
@@ -52,11 +52,7 @@ def press(driver, key: str, then: str) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
     ActionChains(driver).send_keys(key).perform()
-    wait(
-        driver,
-        lambda d: shown(d) == then,
-        f"after {key!r} the desk does not show {then} but {shown(driver)}: {driver.find_element('id', 'review-status').text}",
-    )
+    wait(driver, lambda d: shown(d) == then, f"after {key!r} the desk does not show {then}")
 
 
 # Each key's time to the next question, in the page: from the keydown event's timestamp to the

@@ -120,11 +120,12 @@ window.curate = (() => {
   }
 
   // A learning curve as a small inline SVG: ROC-AUC (blue) and PR-AUC (orange) against the
-  // number of labels, the y axis from 0.5 to 1 (a dashed line at 0.5, chance for ROC-AUC).
+  // number of labels (x from 0), the y axis from 0 to 1 with a dashed line at 0.5 (chance for
+  // ROC-AUC). Each point's title gives its numbers.
   function learningCurve(points) {
     const width = 220, height = 64, pad = 4, most = Math.max(...points.map((p) => p.labels));
     const x = (labels) => pad + (labels / most) * (width - 2 * pad);
-    const y = (auc) => pad + (1 - Math.max(0, Math.min(1, (auc - 0.5) / 0.5))) * (height - 2 * pad);
+    const y = (auc) => pad + (1 - Math.max(0, Math.min(1, auc))) * (height - 2 * pad);
     const svg = svgNode("svg", { class: "curve", width, height, viewBox: `0 0 ${width} ${height}` });
     svg.append(svgNode("line", { x1: pad, x2: width - pad, y1: y(0.5), y2: y(0.5), class: "chance" }));
     for (const [key, name] of [["roc_auc", "ROC-AUC"], ["pr_auc", "PR-AUC"]]) {
@@ -158,7 +159,7 @@ window.curate = (() => {
     const head = ["tag", "decisions", session.labels ? "" : null, session.probe ? "cv ROC-AUC / PR-AUC" : null,
       session.probe ? el("span", {}, "learning curve: ", el("span", { class: "roc_auc" }, "ROC-AUC"), " ", el("span", { class: "pr_auc" }, "PR-AUC"), " by labels") : null];
     return el("section", { id: "label-summary" },
-      el("h2", {}, session.probe ? `Labels and probe ${report.probe}` : "Labels"),
+      el("h2", {}, session.probe ? `Labels, and the learning curves of probe “${report.probe}”` : "Labels"),
       el("table", { class: "label-summary" }, el("tr", {}, head.filter((h) => h !== null).map((h) => el("th", {}, h))), rows));
   }
 
