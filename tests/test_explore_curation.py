@@ -297,6 +297,10 @@ def test_in_a_browser_without_labels_there_are_no_buttons(browser, tmp_path):  #
         assert browser.find_elements("css selector", "#labels, #review, button.label-no, td.verdict") == []
         open_view(browser, server, "#/summary")
         assert browser.find_elements("css selector", "td.agreement, #label-summary") == []
+        open_view(browser, server, "#/?tag=piano")
+        assert browser.find_elements("id", "review-link") == []
+        open_view(browser, server, "#/review?tag=piano")  # the desk stores decisions: it says what it needs
+        assert "--labels DIR" in browser.find_element("id", "error").text
         no_console_errors(browser)
     finally:
         server.stop()

@@ -6,6 +6,7 @@ Summary read. Chromium, chromedriver and the helpers as test_explore_browser."""
 import json
 import os
 import statistics
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
@@ -55,6 +56,15 @@ def press(driver, key: str, then: str) -> None:
     wait(driver, lambda d: shown(d) == then, f"after {key!r} the desk does not show {then}")
 
 
+PLAYER = "document.getElementById('review-player')"
+
+
+def best_start(rows) -> float:
+    """The start of the segment where piano scores highest (the first of equals)."""
+    scores = [next(s["score"] for s in row["scores"] if s["tag"] == "piano") for row in rows]
+    return rows[scores.index(max(scores))]["start_s"]
+
+
 # Each key's time to the next question, in the page: from the keydown event's timestamp to the
 # first frame drawn after the question's element changed. Installed before the page's own scripts
 # (so its keydown listener runs first, and the change it sees is the one that key made).
@@ -84,8 +94,7 @@ def test_the_desk_by_keyboard_then_probe_train_apply_and_explore_both(browser, d
     columns = browser.find_elements("css selector", "#heatmap .heat-col")
     assert len(columns) == 3 and all(len(c.find_elements("css selector", "div")) == 1 for c in columns)
     # The player is cued at the segment where piano scores highest.
-    segments = desk_site["segments"][order[0]]
-    best = max(segments, key=lambda row: row["scores"][[s["tag"] for s in row["scores"]].index("piano")]["score"])
+    best = {"start_s": best_start(desk_site["segments"][order[0]])}
     wait(
         browser,
         lambda d: (
@@ -126,6 +135,10 @@ def test_the_desk_by_keyboard_then_probe_train_apply_and_explore_both(browser, d
     assert browser.find_element("id", "review-agreement").text == (
         f"agreement so far: {agree} of 20 ({round(100 * agree / 20)}%)"
     )
+    # The page fetched its queue twice: 20 questions at first, more once fewer than 10 waited.
+    pages = [parse_qs(urlsplit(path).query) for _, path, _ in server.requests if path.startswith("/api/review?")]
+    limits = [int(query["limit"][0]) for query in pages]
+    assert limits[0] == TRACKS and limits[1] == 20 and len(limits) == 3 and limits[2] > 20, limits
     review = call(server, "/api/review?tag=piano&limit=1")[1]
     assert (review["decided"], review["agree"], review["left"]) == (20, agree, TRACKS - 20)
 
@@ -149,6 +162,18 @@ def test_the_desk_by_keyboard_then_probe_train_apply_and_explore_both(browser, d
     browser.refresh()
     wait(browser, lambda d: shown(d) == skipped, "after a reload the skipped track is not asked again")
     assert browser.find_element("id", "review-counter").text == f"20 decided, {TRACKS - 20} left"
+    # Space plays it from piano's best segment; p pauses.
+    start = best_start(desk_site["segments"][skipped])
+    wait(browser, lambda d: d.execute_script(f"return {PLAYER}.readyState >= 1"), "the player did not load")
+    ActionChains(browser).send_keys(" ").perform()
+    wait(
+        browser,
+        lambda d: d.execute_script(f"return !{PLAYER}.paused && {PLAYER}.currentTime > {start}"),
+        "space did not play from the best segment",
+    )
+    ActionChains(browser).send_keys("p").perform()
+    wait(browser, lambda d: d.execute_script(f"return {PLAYER}.paused"), "p did not pause")
+    assert start < browser.execute_script(f"return {PLAYER}.currentTime") < start + 2.992
     no_console_errors(browser)
 
     # probe train on the desk's labels: report.json beside the probe.
