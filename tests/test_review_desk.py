@@ -299,6 +299,34 @@ def test_the_review_queue_counts_what_is_left_decided_and_agreeing(desk_site):
     assert call(server, "/api/session")[1]["probe"] is False
 
 
+def test_a_track_in_two_runs_is_one_question_left(tmp_path):
+    scores = write_run(tmp_path / "run", tracks=TRACKS)["scores"]
+    write_run(tmp_path / "run2", tracks=12, seed=1)  # trk-000 .. trk-011 again, scored by another run
+    write_thresholds(tmp_path / "thresholds.json", {"piano": THRESHOLD})
+    server = serve(tmp_path, str(tmp_path / "labels"), runs=("run", "run2"))
+    try:
+        assert call(server, "/api/review?tag=piano&limit=1")[1]["left"] == TRACKS
+        post(server, "trk-005", "piano", "no")  # in both runs
+        post(server, "trk-030", "piano", "no")  # in one
+        after = call(server, "/api/review?tag=piano&limit=500")[1]
+        assert after["left"] == TRACKS - 2 == len(after["tracks"]) and after["decided"] == 2
+        for track_id in [t["track_id"] for t in after["tracks"]]:
+            post(server, track_id, "piano", "yes")
+        # Agreement from the first run that scores a track (run, which holds every one).
+        verdicts = {t: "no" if t in ("trk-005", "trk-030") else "yes" for t in scores}
+        agree = sum((scores[t]["piano"] >= THRESHOLD) == (v == "yes") for t, v in verdicts.items())
+        assert call(server, "/api/review?tag=piano&limit=1")[1] == {
+            "tag": "piano",
+            "tracks": [],
+            "left": 0,
+            "decided": TRACKS,
+            "agree": agree,
+        }
+    finally:
+        server.stop()
+        server.explorer.close()
+
+
 def test_explore_probe_needs_a_probe_with_its_report(tmp_path, capsys):
     write_run(tmp_path / "run", tracks=4)
     (tmp_path / "empty").mkdir()

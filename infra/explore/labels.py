@@ -147,14 +147,15 @@ class Curation:
         runs = [run for run in self.explorer.runs if tag in run.tags]
         if not runs:
             raise BadRequest(f"unknown tag {tag!r}")
-        done = sorted({key[0] for key in self.store.latest() if key[1] == tag}) if self.store else []
+        latest = self.store.latest() if self.store else {}
+        done = sorted({key[0] for key in latest if key[1] == tag})
         candidates, unlabelled = [], []
         for run in runs:
             threshold = run.thresholds.get(tag, DEFAULT_THRESHOLD)
             scores = run.table.column(run.column(tag)).to_numpy(zero_copy_only=False).astype(np.float64)
             labelled = pc.is_in(run.table.column("track_id"), pyarrow.array(done, pyarrow.string()))
             rows = np.flatnonzero(~np.isnan(scores) & ~labelled.to_numpy(zero_copy_only=False))
-            unlabelled.append(run.table.column("track_id").take(pyarrow.array(rows)))
+            unlabelled.append((run, rows))
             distance = np.abs(scores[rows] - threshold)
             wanted = min(limit * 2, len(rows))  # enough to fill a page after duplicates go
             # Only the nearest few are sorted (a full sort of a million scores takes 0.1 s); the
@@ -175,14 +176,17 @@ class Curation:
             tracks.append({**entry, "score": round(score.as_py(), 6), "threshold": threshold, "segments": segments})
             if len(tracks) == limit:
                 break
-        # A track in several runs is one question: counted once.
-        left = len(unlabelled[0]) if len(runs) == 1 else pc.count_distinct(pyarrow.chunked_array(unlabelled)).as_py()
-        return {"tag": tag, "tracks": tracks, "left": left, **self._decided(tag, runs, done)}
+        if len(runs) == 1:
+            left = len(unlabelled[0][1])
+        else:  # a track in several runs is one question: counted once
+            ids = [run.table.column("track_id").take(pyarrow.array(rows)) for run, rows in unlabelled]
+            chunks = pyarrow.chunked_array([chunk for part in ids for chunk in part.chunks], type=ids[0].type)
+            left = pc.count_distinct(chunks).as_py()
+        return {"tag": tag, "tracks": tracks, "left": left, **self._decided(tag, runs, done, latest)}
 
-    def _decided(self, tag: str, runs: list, done: list[str]) -> dict:
+    def _decided(self, tag: str, runs: list, done: list[str], latest: dict) -> dict:
         """``{"decided", "agree"}`` of :meth:`review`: the latest decisions on ``tag`` of tracks the
         runs score, and how many the model agrees with."""
-        latest = self.store.latest() if self.store else {}
         decided = agree = 0
         pending = set(done)
         for run in runs:
