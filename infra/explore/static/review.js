@@ -216,7 +216,8 @@ window.review = (() => {
     if (!question) return;
     const audio = question.audio;
     if (!audio.paused) return audio.pause();
-    if (!question.started) audio.currentTime = best(question);
+    // Cued at the best segment once its metadata loaded (or where a click on the heatmap put it).
+    if (audio.readyState < 1) audio.currentTime = best(question);
     question.started = true;
     audio.play().catch((error) => say(`cannot play: ${error.message}`, "error"));
   }
