@@ -8,7 +8,8 @@
 tracks without it; or a labels folder of ``tagscale explore --labels``, read by
 :func:`tagruns.labels.read_labels`) and reports cross-validated ROC-AUC and PR-AUC per tag. PROBE is a folder
 with ``probe.json``: the weights as plain numbers (no pickle: any reader can apply them, and
-loading one runs no code), the source model and the metrics. ``apply`` scores every track of
+loading one runs no code), the source model and the metrics, and ``report.json``: per labelled
+tag, cross-validated scores and a learning curve (:mod:`tagruns.probe_report`). ``apply`` scores every track of
 DIR and writes ``DIR2/tags/*.parquet`` in the tag schema, with the probe's tags, model name =
 the probe's name and the track's embedding, so ``query``, ``similar``, ``calibrate`` and
 ``diff`` work on it. Neither decodes audio.
@@ -28,7 +29,7 @@ from pipelines import tag_output
 from pipelines.storage import fileio, outputs
 from runtime.errors import TagscaleError
 from tagruns import labels as label_store
-from tagruns import tagdata
+from tagruns import probe_report, tagdata
 
 PROBE_FILE = "probe.json"
 
@@ -191,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="action", required=True)
     train_parser = commands.add_parser(
-        "train", help="fit one logistic regression per labelled tag; report cross-validated ROC-AUC and PR-AUC"
+        "train",
+        help="fit one logistic regression per labelled tag; report cross-validated ROC-AUC and PR-AUC "
+        "and a learning curve per tag (PROBE/report.json)",
     )
     train_parser.add_argument("--tags", required=True, help="a tag output folder (local or gs://)")
     train_parser.add_argument(
@@ -233,15 +236,18 @@ def main(argv: list[str] | None = None) -> int:
         # PROBE is checked like every output before the training; it gets the marker once trained.
         folder = outputs.check_output(args.output, entries=(PROBE_FILE,), inputs=(args.tags, args.labels))
         name = args.name or os.path.basename(os.path.normpath(folder)) or "probe"
-        probe = train(
-            table, label_store.read_labels(args.labels), name=name, min_positives=args.min_positives, c=args.c
-        )
+        labels = label_store.read_labels(args.labels)
+        probe = train(table, labels, name=name, min_positives=args.min_positives, c=args.c)
         outputs.mark(folder)
         fileio.write_text(fileio.join(folder, PROBE_FILE), json.dumps(probe) + "\n")
+        # Beside the probe: per tag, whether more labels would still help (tagruns.probe_report).
+        report = probe_report.report(table, labels, c=args.c)
+        report_path = probe_report.write_report(folder, report)
         print(format_metrics(probe))
+        print(probe_report.format_curves(report))
         print(
             f"probe {probe['name']} ({len(probe['tags'])} tags, {probe['labelled_tracks']} labelled tracks) "
-            f"-> {fileio.join(folder, PROBE_FILE)}"
+            f"-> {fileio.join(folder, PROBE_FILE)}; learning curves -> {report_path}"
         )
         return 0
     probe = read_probe(args.probe)

@@ -97,3 +97,25 @@ def write_thresholds(path: pathlib.Path, thresholds: dict[str, float], model=("m
     }
     path.write_text(json.dumps(document))
     return path
+
+
+def add_segments(run_dir, seconds: float) -> dict:
+    """Write ``run_dir``'s segments table (one file) and a manifest listing both tables, as
+    ``tag --segments`` does; each tag's score rises with the patch index at its own pace.
+    Returns each track's segment rows."""
+    from model import dsp
+    from pipelines import segments, tag_output
+
+    track_ids = sorted(
+        row for path in tag_output.tag_files(str(run_dir)) for row in pq.read_table(path)["track_id"].to_pylist()
+    )
+    rows = []
+    for i, track_id in enumerate(track_ids):
+        n = dsp.n_patches(int(seconds * dsp.SAMPLE_RATE))
+        patches = [(k, [((k + 1) * (j + 1 + i)) % 10 / 10 for j in range(len(TAGS))]) for k in range(n)]
+        rows += segments.segment_rows(track_id, patches, tags=TAGS, duration_s=seconds)
+    name = "segments-run-1-00000-of-00001.parquet"
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=segments.schema_for(TAGS)), run_dir / "tags" / name)
+    files = sorted(path.name for path in (run_dir / "tags").glob("run-*.parquet"))
+    tag_output.write_manifest(str(run_dir / "tags"), files, run_id="1", segment_names=[name])
+    return {track_id: [row for row in rows if row["track_id"] == track_id] for track_id in track_ids}

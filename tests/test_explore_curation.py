@@ -238,19 +238,20 @@ def test_the_curators_loop_label_probe_apply_explore_both_diff(site, capsys):
 
 
 def labels_on_page(driver) -> dict:
+    """The verdict each tag shows on its row (a run's score row, or a row of its own)."""
     return {
         row.get_attribute("data-tag"): row.find_element("css selector", "td.verdict").text
-        for row in driver.find_elements("css selector", "#labels tr.label-row")
+        for row in driver.find_elements("css selector", "tr.label-row")
     }
 
 
-def test_in_a_browser_reject_add_reload_and_walk_the_review_queue(browser, site, tmp_path):  # noqa: F811
+def test_in_a_browser_reject_add_reload_and_open_the_review_desk(browser, site, tmp_path):  # noqa: F811
     from selenium.webdriver.support.ui import Select
 
     server, before = site["server"], run_bytes(site["root"])
     open_view(browser, server, "#/track/trk-003")
     assert labels_on_page(browser)["piano"] == "—"
-    browser.find_element("css selector", '#labels tr.label-row[data-tag="piano"] button.label-no').click()
+    browser.find_element("css selector", 'tr.label-row[data-tag="piano"] button.label-no').click()
     wait(browser, lambda d: labels_on_page(d).get("piano") == "no", "the rejection did not show")
     open_view(browser, server, "#/track/trk-004")
     browser.find_element("id", "label-new").send_keys("bass")
@@ -264,24 +265,25 @@ def test_in_a_browser_reject_add_reload_and_walk_the_review_queue(browser, site,
     assert [(r["tag"], r["verdict"]) for r in call(server, "/api/labels?track_id=trk-004")[1]["labels"]] == [
         ("bass", "yes")
     ]
-    # The review queue of piano: trk-003 is labelled now, the rest closest to 0.6 first.
+    # The review desk of piano: trk-003 is labelled now, the rest closest to 0.6 first.
     Select(browser.find_element("id", "review-tag")).select_by_value("piano")
     expected = [t["track_id"] for t in call(server, "/api/review?tag=piano&limit=10")[1]["tracks"]]
     scores = site["scores"]
     assert (
         expected == sorted((t for t in scores if t != "trk-003"), key=lambda t: (abs(scores[t]["piano"] - 0.6), t))[:10]
     )
-
-    def queue(driver):
-        return [a.text for a in driver.find_elements("css selector", "#review-queue a.track-link")]
-
-    wait(browser, lambda d: queue(d) == expected, "the review queue is not in threshold order")
-    browser.find_elements("css selector", "#review-queue a.track-link")[0].click()
-    wait(browser, lambda d: d.execute_script("return document.body.dataset.ready") == f"#/track/{expected[0]}", "")
-    wait(browser, lambda d: queue(d) == expected, "the queue's tag was not kept while walking it")
+    browser.find_element("id", "review-link").click()
+    wait(browser, lambda d: d.execute_script("return document.body.dataset.ready") == "#/review?tag=piano", "")
+    assert browser.find_element("id", "review-question").get_attribute("data-review-track") == expected[0]
     open_view(browser, server, "#/summary")
     cells = [c.text for c in browser.find_elements("css selector", "table.tag-stats td.agreement")]
     assert "1 of 1" in cells  # trk-003's piano score is below 0.6: the model agrees with the "no"
+    decisions = {
+        r.get_attribute("data-tag"): r.find_element("css selector", "td.decisions").text
+        for r in browser.find_elements("css selector", "#label-summary tr[data-tag]")
+    }
+    assert decisions == {"bass": "1 (1 yes, 0 no)", "piano": "1 (0 yes, 1 no)"}
+    assert browser.find_elements("css selector", "svg.curve") == []  # no --probe, no learning curves
     assert run_bytes(site["root"]) == before
     no_console_errors(browser)
 
@@ -292,9 +294,13 @@ def test_in_a_browser_without_labels_there_are_no_buttons(browser, tmp_path):  #
     server = serve(tmp_path, None)
     try:
         open_view(browser, server, "#/track/trk-001")
-        assert browser.find_elements("css selector", "#labels, #review, button.label-no") == []
+        assert browser.find_elements("css selector", "#labels, #review, button.label-no, td.verdict") == []
         open_view(browser, server, "#/summary")
-        assert browser.find_elements("css selector", "td.agreement") == []
+        assert browser.find_elements("css selector", "td.agreement, #label-summary") == []
+        open_view(browser, server, "#/?tag=piano")
+        assert browser.find_elements("id", "review-link") == []
+        open_view(browser, server, "#/review?tag=piano")  # the desk stores decisions: it says what it needs
+        assert "--labels DIR" in browser.find_element("id", "error").text
         no_console_errors(browser)
     finally:
         server.stop()

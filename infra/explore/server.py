@@ -1,7 +1,7 @@
 """explore: a local web app over one or more tag runs (Browse, Track, Summary).
 
     tagscale explore --tags DIR [--tags DIR2 ...] [--thresholds FILE] [--port 8765] [--host 127.0.0.1]
-        [--allow-host NAME] [--labels DIR]
+        [--allow-host NAME] [--labels DIR] [--probe DIR]
 
 The standard library's ThreadingHTTPServer serves a JSON API (docs/explorer.md) and
 three static files from ``infra/explore/static`` (one HTML page, one vanilla JS file, one
@@ -40,6 +40,7 @@ STATIC = {
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
     "/static/heatmap.js": ("heatmap.js", "text/javascript; charset=utf-8"),
     "/static/curate.js": ("curate.js", "text/javascript; charset=utf-8"),
+    "/static/review.js": ("review.js", "text/javascript; charset=utf-8"),
 }
 # Sent with every response. The page loads only its own script, stylesheet, API and audio (no
 # inline script or style: the app sets styles through the DOM), and no other site may frame it
@@ -248,8 +249,9 @@ class ExplorerServer(ThreadingHTTPServer):
         quiet: bool = False,
         allowed_hosts: list[str] | tuple[str, ...] = (),
         labels: str | None = None,
+        probe: str | None = None,
     ):
-        self.explorer, self.quiet, self.curation = explorer, quiet, Curation(explorer, labels)
+        self.explorer, self.quiet, self.curation = explorer, quiet, Curation(explorer, labels, probe)
         self.requests: collections.deque = collections.deque(maxlen=2000)
         super().__init__((host, port), Handler)
         self._any_address = host in ("", "0.0.0.0", "::")
@@ -322,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a local folder for the curator's yes/no decisions (created; the runs are not edited)",
     )
+    parser.add_argument(
+        "--probe",
+        metavar="DIR",
+        help="a PROBE folder of `tagscale probe train`: the Summary plots its learning curve per tag (report.json)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
 
@@ -332,11 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     explorer = Explorer.open(args.tags, args.thresholds)
     try:
         server = ExplorerServer(
-            explorer, args.host, args.port, quiet=args.quiet, allowed_hosts=args.allow_host, labels=args.labels
+            explorer,
+            args.host,
+            args.port,
+            quiet=args.quiet,
+            allowed_hosts=args.allow_host,
+            labels=args.labels,
+            probe=args.probe,
         )
     except (OSError, TagscaleError) as error:
         explorer.close()
-        if isinstance(error, TagscaleError):  # the labels folder
+        if isinstance(error, TagscaleError):  # the labels folder or the probe
             raise
         raise TagscaleError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from error
     tracks = sum(run.table.num_rows for run in explorer.runs)

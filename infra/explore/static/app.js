@@ -1,4 +1,5 @@
-// tagscale explorer: three views (Browse, Track, Summary) over the JSON API, routed by the URL hash.
+// tagscale explorer: three views (Browse, Track, Summary) over the JSON API, routed by the URL hash;
+// the review desk (#/review?tag=T) is review.js's.
 // Plain DOM calls, no framework and no build step; text from the catalog is only ever set as text.
 "use strict";
 
@@ -38,7 +39,7 @@ function trackLink(id) {
 
 function show(...nodes) {
   app.replaceChildren(...nodes.flat());
-  document.getElementById("nav-browse").classList.toggle("active", !location.hash.startsWith("#/summary"));
+  document.getElementById("nav-browse").classList.toggle("active", !/^#\/(summary|review)/.test(location.hash));
   document.getElementById("nav-summary").classList.toggle("active", location.hash.startsWith("#/summary"));
 }
 
@@ -106,6 +107,7 @@ async function browse() {
         el("a", { id: "export", href: "/api/tracks.csv?" + filterQuery(state) }, "Export CSV")),
       el("table", { id: "results" }, el("thead", {}, el("tr", {}, ["track", "score", "", "top tags", "run", "uri"].map((h) => el("th", {}, h)))), el("tbody", {}, rows)),
       pager)));
+  if (window.curate) await window.curate.browse(state.tag); // curate.js: a link to the tag's review desk
 }
 
 // ---------------------------------------------------------------- Track
@@ -115,8 +117,8 @@ async function track(id) {
   const audio = el("audio", { id: "player", controls: "", preload: "auto", src: "/api/tracks/" + encodeURIComponent(id) + "/audio" });
   const runs = info.runs.map((run) => el("div", { class: "run" },
     el("h2", {}, `${run.run}: ${run.model.name} ${run.model.version}`),
-    el("table", { class: "scores" }, run.scores.map((score) => el("tr", {},
-      el("td", {}, score.tag), el("td", {}, score.score.toFixed(3)), el("td", { style: "width:60%" }, bar(score.score, score.threshold)))))));
+    el("table", { class: "scores", "data-run": run.run }, run.scores.map((score) => el("tr", { class: "score-row", "data-tag": score.tag },
+      el("td", { class: "tag-name" }, score.tag), el("td", {}, score.score.toFixed(3)), el("td", { class: "bar-cell" }, bar(score.score, score.threshold)))))));
   const similar = el("div", { id: "similar" }, el("p", { class: "muted" }, "finding similar tracks…"));
   show(el("h1", { id: "title" }, info.track_id),
     el("div", { class: "track" },
@@ -176,7 +178,7 @@ async function summary() {
       run.dead_letters.map((entry) => el("tr", {}, el("td", {}, entry.stage), el("td", {}, entry.reason), el("td", {}, entry.count))))
       : el("p", { class: "muted" }, "none")));
   show(el("h1", { id: "title" }, `Summary: ${stats.tracks} tracks, ${stats.dead_letters} dead letters`), sections);
-  if (window.curate) window.curate.summary(stats); // curate.js: decisions agreeing with the model
+  if (window.curate) await window.curate.summary(stats); // curate.js: decisions, agreement, learning curves
 }
 
 // ---------------------------------------------------------------- routing
@@ -185,6 +187,7 @@ async function route() {
   const hash = location.hash || "#/";
   try {
     if (hash.startsWith("#/track/")) await track(decodeURIComponent(hash.slice("#/track/".length)));
+    else if (hash.startsWith("#/review")) await window.review.open(new URLSearchParams(hash.split("?")[1] || "").get("tag") || "");
     else if (hash.startsWith("#/summary")) await summary();
     else await browse();
   } catch (error) {

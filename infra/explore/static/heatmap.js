@@ -22,17 +22,23 @@ function heatmapColour(score) {
 
 // Returns the heatmap's element at once and fills it when the segments arrive. Its time axis is
 // the track's duration (durationS), so the playhead lines up with the player's; the audio past
-// the last full patch, which no segment covers, stays blank.
-function heatmap(trackId, audio, durationS) {
+// the last full patch, which no segment covers, stays blank. Options: `tags`, the rows to draw
+// (else the strongest); `data`, the segments already fetched (drawn at once) or their promise.
+function heatmap(trackId, audio, durationS, options = {}) {
   const box = heatmapNode("div", { margin: "0.75rem 0" }, { id: "heatmap", class: "heatmap" });
+  if (options.data && !options.data.then) {
+    drawHeatmap(box, options.data, audio, durationS, options.tags);
+    return box;
+  }
   box.append(heatmapNode("p", {}, { class: "muted" }));
   box.firstChild.textContent = "loading segments…";
-  fetch("/api/tracks/" + encodeURIComponent(trackId) + "/segments")
+  const data = options.data || fetch("/api/tracks/" + encodeURIComponent(trackId) + "/segments")
     .then(async (response) => {
       const body = await response.json();
       if (!response.ok) throw new Error(body.error || response.statusText);
-      drawHeatmap(box, body, audio, durationS);
-    })
+      return body;
+    });
+  data.then((body) => drawHeatmap(box, body, audio, durationS, options.tags))
     .catch((error) => {
       box.replaceChildren(heatmapNode("p", {}, { class: "error" }));
       box.firstChild.textContent = error.message;
@@ -41,11 +47,11 @@ function heatmap(trackId, audio, durationS) {
   return box;
 }
 
-function drawHeatmap(box, data, audio, durationS) {
+function drawHeatmap(box, data, audio, durationS, only) {
   const segments = data.segments;
   const strongest = data.tags.map((tag, k) => ({ tag, k, top: Math.max(...segments.map((s) => s.scores[k])) }));
   strongest.sort((a, b) => b.top - a.top || a.k - b.k);
-  const rows = strongest.slice(0, HEATMAP_ROWS);
+  const rows = only ? strongest.filter((row) => only.includes(row.tag)) : strongest.slice(0, HEATMAP_ROWS);
   const covered = segments.length ? segments[segments.length - 1].end_s : 0;
   const total = Math.max(covered, durationS || 0);
 
