@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import json
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.transforms import window
 
 from model import dsp
-from pipelines import dead_letter
+from pipelines import dead_letter, ordered_pool
 from pipelines.catalog import Track
 from pipelines.decode import audio
 
@@ -94,7 +92,7 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
         raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
 
 
-class _DecodeFn(beam.DoFn):
+class _DecodeFn(ordered_pool.OrderedPoolFn):
     """Decode with retries: a :class:`audio.TransientError` (an I/O hiccup, a flaky object
     store) is retried, with Beam's exponential backoff, up to ``DECODE_ATTEMPTS`` attempts in
     all; a :class:`audio.DecodeError` is final.
@@ -105,19 +103,14 @@ class _DecodeFn(beam.DoFn):
     """
 
     def __init__(self, options: DecodeOptions, concurrency: int = 1):
+        # Wait only when every thread has work queued.
+        super().__init__(max_in_flight=2 * concurrency)
         self._options = options
         self._concurrency = concurrency
 
     def setup(self):
-        self._pool = None
         if self._concurrency > 1:
-            import concurrent.futures
-
-            self._pool = concurrent.futures.ThreadPoolExecutor(self._concurrency, thread_name_prefix="decode")
-
-    def teardown(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self.start_pool(self._concurrency, "decode")
 
     def _decode(self, track: Track):
         """``(samples or the DecodeError, attempts)``: runs on the pool, so no metrics here."""
@@ -150,7 +143,7 @@ class _DecodeFn(beam.DoFn):
         except audio.DecodeError as error:
             return error, len(attempts)
 
-    def _outputs(self, track: Track, result):
+    def outputs(self, track: Track, result):
         samples, attempts = result
         if attempts > 1:
             beam.metrics.Metrics.counter("decode", "retries").inc(attempts - 1)
@@ -161,27 +154,8 @@ class _DecodeFn(beam.DoFn):
         beam.metrics.Metrics.counter("decode", "decoded").inc()
         return [(track, samples)]
 
-    def start_bundle(self):
-        self._pending = collections.deque()
-
     def process(self, track: Track):
-        if self._pool is None:
-            yield from self._outputs(track, self._decode(track))
-            return
-        self._pending.append((track, self._pool.submit(self._decode, track)))
-        # Hand on what is decoded, in order; wait only when every thread has work queued.
-        while self._pending and (self._pending[0][1].done() or len(self._pending) > 2 * self._concurrency):
-            track, future = self._pending.popleft()
-            yield from self._outputs(track, future.result())
-
-    def finish_bundle(self):
-        while self._pending:
-            track, future = self._pending.popleft()
-            for output in self._outputs(track, future.result()):
-                if isinstance(output, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(output.tag, window.GlobalWindows.windowed_value(output.value))
-                else:
-                    yield window.GlobalWindows.windowed_value(output)
+        yield from self.submit(track, self._decode, track)
 
 
 class DecodeTracks(beam.PTransform):
