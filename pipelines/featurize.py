@@ -7,7 +7,7 @@ Stages, each a plain function wrapped by a small PTransform:
     ReadCatalog -> DecodeTracks -> Spill (patches + log-mel to OUTPUT/tmp/spill, a TrackRef out)
       -> Analyze (tf.Transform over the training tracks read back) -> OUTPUT/transform_fn
       -> ShardCounts -> WriteShards (group refs by shard, stream tracks through the transform)
-    every failure -> WriteDeadLetter;  counts -> metadata.json
+    every failure -> WriteDeadLetter;  counts (Beam counters) -> metadata.json
 
 Only TrackRefs and counts cross a stage boundary (Beam's local runner holds those in memory),
 so memory does not grow with the catalog: see :mod:`pipelines.spill` and :mod:`pipelines.shards`.
@@ -154,7 +154,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
             ("tracks_ok", 1),
             (f"{ref.split}_tracks", 1),
             (f"{ref.split}_examples", ref.n_patches),
-            ("audio_seconds", ref.seconds),
+            ("audio_samples", round(ref.seconds * dsp.SAMPLE_RATE)),  # counters are integers
         ]
 
     stats = (
@@ -166,14 +166,13 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
         | "CountCatalogSplits" >> beam.FlatMap(lambda track: [("catalog_split_tracks", 1)] if track.split else []),
         counts | "CountShards" >> beam.FlatMap(lambda n: [(f"{split}_shards", n[split]) for split in n]),
     ) | "AllStats" >> beam.Flatten()
-    _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
+    _ = stats | "CountStats" >> stages.CountStats()
 
 
-def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dict:
-    """Combine the pipeline's counts with the vocabulary into ``metadata.json`` in ``directory``
-    (the run's staging directory; ``config.output`` by default)."""
+def write_metadata(config: FeaturizeConfig, stats: dict, directory: str | None = None) -> dict:
+    """Combine the pipeline's counts (:func:`stages.read_stats`) with the vocabulary into
+    ``metadata.json`` in ``directory`` (the run's staging directory; ``config.output`` by default)."""
     directory = directory or config.output
-    stats = json.loads(fileio.read_text(fileio.join(directory, "tmp", "stats.json")))
     vocabulary_path = fileio.join(directory, "transform_fn", "assets", features.TAG_VOCABULARY)
     tags = [line for line in fileio.read_text(vocabulary_path).splitlines() if line]
     metadata = {
@@ -189,7 +188,7 @@ def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dic
             if stats.get("catalog_split_tracks")
             else "hash of track_id"
         ),
-        "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
+        "audio_seconds": round(stats.get("audio_samples", 0) / dsp.SAMPLE_RATE, 3),
         # Exactly this run's shards: readers open these, never a glob (an earlier run with
         # another shard count may have left other files beside them).
         "files": shards.shard_files({name: int(stats.get(f"{name}_shards", 1)) for name in features.SPLITS}),
@@ -277,7 +276,7 @@ def run(argv: list[str] | None = None) -> dict:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
         dead_letter.write_manifest(staging.dir, run_id=staging.run_id)
-        metadata = write_metadata(config, staging.dir)
+        metadata = write_metadata(config, stages.read_stats(pipeline.result), staging.dir)
     return metadata
 
 
