@@ -12,9 +12,10 @@ Stages, each a plain function wrapped by a small PTransform:
 Only TrackRefs and counts cross a stage boundary (Beam's local runner holds those in memory),
 so memory does not grow with the catalog: see :mod:`pipelines.spill` and :mod:`pipelines.shards`.
 
-An *example* is one 187-frame patch of a track (about 3 s): ``waveform`` holds its
-48,128 samples at 16 kHz as int16 PCM and ``log_mel`` its (187, 96) log-mel, normalised per
-mel band by the training split's mean and standard deviation (see :mod:`model.features`).
+An *example* is one patch of a track (:func:`example_description`; the sizes are
+:mod:`model.dsp`'s constants, about 3 s): ``waveform`` holds its samples as int16 PCM and
+``log_mel`` its (frames, mel bands) log-mel, normalised per mel band by the training split's
+mean and standard deviation (see :mod:`model.features`).
 ``labels`` is the track's multi-hot tag vector over the top-K tag vocabulary.
 """
 
@@ -169,6 +170,15 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     _ = stats | "CountStats" >> stages.CountStats()
 
 
+def example_description() -> str:
+    """What one example holds, in words, from the signal constants (:func:`model.dsp.constants`)."""
+    return (
+        f"one {dsp.PATCH_FRAMES}-frame patch (~{dsp.PATCH_SECONDS:.0f} s): waveform = {dsp.PATCH_SAMPLES} int16 "
+        f"PCM samples at {dsp.SAMPLE_RATE / 1000:g} kHz (bytes, /32768 for float), "
+        f"log_mel = {dsp.PATCH_FRAMES} x {dsp.N_MELS} float32 normalised per band (bytes), labels[top_k] multi-hot"
+    )
+
+
 def write_metadata(config: FeaturizeConfig, stats: dict, directory: str | None = None) -> dict:
     """Combine the pipeline's counts (:func:`stages.read_stats`) with the vocabulary into
     ``metadata.json`` in ``directory`` (the run's staging directory; ``config.output`` by default)."""
@@ -196,9 +206,7 @@ def write_metadata(config: FeaturizeConfig, stats: dict, directory: str | None =
         "top_k": config.top_k,
         "tags": tags,
         "config": dataclasses.asdict(config),
-        "example": "one 187-frame patch (~3 s): waveform = 48128 int16 PCM samples at 16 kHz "
-        "(bytes, /32768 for float), "
-        "log_mel = 187 x 96 float32 normalised per band (bytes), labels[top_k] multi-hot",
+        "example": example_description(),
     }
     fileio.write_text(fileio.join(directory, "metadata.json"), json.dumps(metadata, indent=2))
     fileio.delete_tree(fileio.join(directory, "tmp"))

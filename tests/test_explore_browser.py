@@ -20,8 +20,15 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """The explorer's server, its handler swapped for one that keeps ``(method, path, status)``
+    of every request in ``server.seen`` (the server itself keeps no such record)."""
     from infra.explore.query import Explorer
-    from infra.explore.server import ExplorerServer
+    from infra.explore.server import ExplorerServer, Handler
+
+    class RecordingHandler(Handler):
+        def log_request(self, code="-", size="-"):
+            self.server.seen.append((self.command, self.path, int(code) if str(code).isdigit() else code))
+            super().log_request(code, size)
 
     root = tmp_path_factory.mktemp("explore_browser")
     write_run(root / "run-mtt")
@@ -29,6 +36,7 @@ def server(tmp_path_factory):
     thresholds = write_thresholds(root / "thresholds.json", {"piano": 0.6, "drums": 0.3})
     explorer = Explorer.open([str(root / "run-mtt"), str(root / "run-spec")], str(thresholds))
     httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True)
+    httpd.RequestHandlerClass, httpd.seen = RecordingHandler, []
     httpd.start()
     yield httpd
     httpd.stop()
@@ -104,7 +112,7 @@ def test_track_page_shows_scores_similar_tracks_and_loads_the_audio(browser, ser
     )
     assert state["error"] is None and state["duration"] == pytest.approx(1.5, abs=0.01)
     audio_path = f"/api/tracks/{track_id}/audio"
-    assert ("GET", audio_path, 206) in server.requests, [r for r in server.requests if r[1] == audio_path]
+    assert ("GET", audio_path, 206) in server.seen, [r for r in server.seen if r[1] == audio_path]
     browser.save_screenshot(str(tmp_path / "track.png"))
     no_console_errors(browser)
 
