@@ -87,7 +87,6 @@ def test_shard_assignment_and_sizing_are_stable():
     assert shards.shard_count(101, target_bytes=per_example * 10, top_k=50) == 11
 
 
-@pytest.mark.slow
 def test_decode_tracks_transform_with_test_pipeline(tmp_path):
     import soundfile
     from apache_beam.testing.test_pipeline import TestPipeline

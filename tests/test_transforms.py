@@ -18,8 +18,8 @@ from model import dsp, export
 from pipelines import dead_letter, stages, tag, tag_output
 from pipelines.catalog import Track
 
-# Every test here runs a Beam pipeline (TestPipeline on the local runner).
-pytestmark = pytest.mark.slow
+# Every test here runs a Beam stage on a handful of elements (TestPipeline on the local runner):
+# about a second each on a shared 2-core CPU, so in the fast loop (pytest.ini: slow is by time).
 
 MODEL = {"name": "m", "version": "v1"}
 
