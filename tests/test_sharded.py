@@ -61,14 +61,18 @@ def test_parquet_sink_files_are_the_writers_bytes_for_each_shards_rows(tmp_path)
     by_shard = {shards.shard_of(row["track_id"], num_shards): [row] for row in rows}
     with TestPipeline() as pipeline:
         metadata = pipeline | "Metadata" >> beam.Create([{"origin": "test"}])
-        _ = pipeline | beam.Create(rows) | parquet_shards.WriteParquetShards(
-            str(tmp_path / "beam"),
-            "part",
-            dead_letter.SCHEMA,
-            key=lambda row: row["track_id"],
-            row_bytes=dead_letter.record_bytes,
-            num_shards=num_shards,
-            metadata=metadata,
+        _ = (
+            pipeline
+            | beam.Create(rows)
+            | parquet_shards.WriteParquetShards(
+                str(tmp_path / "beam"),
+                "part",
+                dead_letter.SCHEMA,
+                key=lambda row: row["track_id"],
+                row_bytes=dead_letter.record_bytes,
+                num_shards=num_shards,
+                metadata=metadata,
+            )
         )
     (tmp_path / "direct").mkdir()
     writer = parquet_shards.ParquetShards(
