@@ -51,8 +51,9 @@ test-numerics: $(STAMP)
 	  ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest -q $(NUMERICS_TESTS); \
 	else echo "test-numerics: no AVX-512 on this CPU; its oneDNN path is already AVX2 (make test)"; fi
 
-# The edit-test loop: no Beam run, no training, no browser (markers in pytest.ini); under 2 minutes
-# on 2 cores. `make test` runs everything.
+# The edit-test loop: every test under about 3 s (markers in pytest.ini), the Beam stages on tiny
+# inputs (TestPipeline) included, no whole pipeline run, no training, no browser; about 2 minutes on
+# 2 cores. It ends with the count of Beam pipelines it ran. `make test` runs everything.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m 'not slow and not browser' --durations=15
 

@@ -47,6 +47,25 @@ COMMANDS = {
 # The Beam jobs: their processes start without scikit-learn and matplotlib (see
 # pipelines.beam_util.skip_unused_imports), about 2 CPU s less per run.
 BEAM_JOBS = ("featurize", "tag")
+# Commands with a --verbose of their own (Keras' verbosity, a number): after them, --verbose is theirs.
+OWN_VERBOSE = ("train", "compare")
+
+
+def take_verbose(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without tagscale's ``--verbose``, and whether it was there: before the command,
+    or anywhere after it up to a ``--`` (what follows ``--`` is another program's), except after
+    a command in :data:`OWN_VERBOSE`."""
+    rest, verbose, command = [], False, None
+    for i, token in enumerate(argv):
+        if token == "--":
+            return rest + argv[i:], verbose
+        if token == "--verbose" and command not in OWN_VERBOSE:
+            verbose = True
+            continue
+        if command is None and not token.startswith("-"):
+            command = token
+        rest.append(token)
+    return rest, verbose
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="show every log line of TensorFlow, Beam and the decoders (also: TAGSCALE_LOG=debug)",
+        help="show every log line of TensorFlow, Beam and the decoders (also: TAGSCALE_LOG=debug); "
+        "also after the command, except after train and compare, whose --verbose is Keras'",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
@@ -70,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     and keeps library log lines off the terminal unless ``--verbose``; a caller passing ``argv``
     keeps its stderr as it is."""
     whole_process = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--verbose"]:
-        argv = argv[1:]
+    argv, verbose = take_verbose(list(sys.argv[1:] if argv is None else argv))
+    if verbose:
         os.environ["TAGSCALE_LOG"] = "debug"  # children (decode helpers, Beam workers) too
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:

@@ -7,14 +7,15 @@ Stages, each a plain function wrapped by a small PTransform:
     ReadCatalog -> DecodeTracks -> Spill (patches + log-mel to OUTPUT/tmp/spill, a TrackRef out)
       -> Analyze (tf.Transform over the training tracks read back) -> OUTPUT/transform_fn
       -> ShardCounts -> WriteShards (group refs by shard, stream tracks through the transform)
-    every failure -> WriteDeadLetter;  counts -> metadata.json
+    every failure -> WriteDeadLetter;  counts (Beam counters) -> metadata.json
 
 Only TrackRefs and counts cross a stage boundary (Beam's local runner holds those in memory),
 so memory does not grow with the catalog: see :mod:`pipelines.spill` and :mod:`pipelines.shards`.
 
-An *example* is one 187-frame patch of a track (about 3 s): ``waveform`` holds its
-48,128 samples at 16 kHz as int16 PCM and ``log_mel`` its (187, 96) log-mel, normalised per
-mel band by the training split's mean and standard deviation (see :mod:`model.features`).
+An *example* is one patch of a track (:func:`example_description`; the sizes are
+:mod:`model.dsp`'s constants, about 3 s): ``waveform`` holds its samples as int16 PCM and
+``log_mel`` its (frames, mel bands) log-mel, normalised per mel band by the training split's
+mean and standard deviation (see :mod:`model.features`).
 ``labels`` is the track's multi-hot tag vector over the top-K tag vocabulary.
 """
 
@@ -154,7 +155,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
             ("tracks_ok", 1),
             (f"{ref.split}_tracks", 1),
             (f"{ref.split}_examples", ref.n_patches),
-            ("audio_seconds", ref.seconds),
+            ("audio_samples", round(ref.seconds * dsp.SAMPLE_RATE)),  # counters are integers
         ]
 
     stats = (
@@ -166,14 +167,22 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
         | "CountCatalogSplits" >> beam.FlatMap(lambda track: [("catalog_split_tracks", 1)] if track.split else []),
         counts | "CountShards" >> beam.FlatMap(lambda n: [(f"{split}_shards", n[split]) for split in n]),
     ) | "AllStats" >> beam.Flatten()
-    _ = stats | "CountStats" >> stages.CountStats(fileio.join(output, "tmp", "stats.json"))
+    _ = stats | "CountStats" >> stages.CountStats()
 
 
-def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dict:
-    """Combine the pipeline's counts with the vocabulary into ``metadata.json`` in ``directory``
-    (the run's staging directory; ``config.output`` by default)."""
+def example_description() -> str:
+    """What one example holds, in words, from the signal constants (:func:`model.dsp.constants`)."""
+    return (
+        f"one {dsp.PATCH_FRAMES}-frame patch (~{dsp.PATCH_SECONDS:.0f} s): waveform = {dsp.PATCH_SAMPLES} int16 "
+        f"PCM samples at {dsp.SAMPLE_RATE / 1000:g} kHz (bytes, /32768 for float), "
+        f"log_mel = {dsp.PATCH_FRAMES} x {dsp.N_MELS} float32 normalised per band (bytes), labels[top_k] multi-hot"
+    )
+
+
+def write_metadata(config: FeaturizeConfig, stats: dict, directory: str | None = None) -> dict:
+    """Combine the pipeline's counts (:func:`stages.read_stats`) with the vocabulary into
+    ``metadata.json`` in ``directory`` (the run's staging directory; ``config.output`` by default)."""
     directory = directory or config.output
-    stats = json.loads(fileio.read_text(fileio.join(directory, "tmp", "stats.json")))
     vocabulary_path = fileio.join(directory, "transform_fn", "assets", features.TAG_VOCABULARY)
     tags = [line for line in fileio.read_text(vocabulary_path).splitlines() if line]
     metadata = {
@@ -189,7 +198,7 @@ def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dic
             if stats.get("catalog_split_tracks")
             else "hash of track_id"
         ),
-        "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
+        "audio_seconds": round(stats.get("audio_samples", 0) / dsp.SAMPLE_RATE, 3),
         # Exactly this run's shards: readers open these, never a glob (an earlier run with
         # another shard count may have left other files beside them).
         "files": shards.shard_files({name: int(stats.get(f"{name}_shards", 1)) for name in features.SPLITS}),
@@ -197,9 +206,7 @@ def write_metadata(config: FeaturizeConfig, directory: str | None = None) -> dic
         "top_k": config.top_k,
         "tags": tags,
         "config": dataclasses.asdict(config),
-        "example": "one 187-frame patch (~3 s): waveform = 48128 int16 PCM samples at 16 kHz "
-        "(bytes, /32768 for float), "
-        "log_mel = 187 x 96 float32 normalised per band (bytes), labels[top_k] multi-hot",
+        "example": example_description(),
     }
     fileio.write_text(fileio.join(directory, "metadata.json"), json.dumps(metadata, indent=2))
     fileio.delete_tree(fileio.join(directory, "tmp"))
@@ -277,7 +284,7 @@ def run(argv: list[str] | None = None) -> dict:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
         dead_letter.write_manifest(staging.dir, run_id=staging.run_id)
-        metadata = write_metadata(config, staging.dir)
+        metadata = write_metadata(config, stages.read_stats(pipeline.result), staging.dir)
     return metadata
 
 

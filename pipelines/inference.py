@@ -9,14 +9,11 @@ release the GIL, so decoding, the model and a second model call run at the same 
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
-
 import apache_beam as beam
 import numpy as np
-from apache_beam.transforms import window
 
 from model import dsp, export
+from pipelines import ordered_pool
 from runtime.machine import set_tf_threads, share_of_cores, usable_cores
 
 # Batches handed to the pool and not yet emitted; bounds memory (a batch of 16 patches is 3 MB).
@@ -80,10 +77,11 @@ def predict_batch(model: export.ServingModel, keys: list, patches: list, batch_s
     ]
 
 
-class _InferenceFn(beam.DoFn):
+class _InferenceFn(ordered_pool.OrderedPoolFn):
     """(key, patch) -> (key, {"scores", "embedding"}), model calls on a thread pool."""
 
     def __init__(self, model_dir: str, batch_size: int, precision: str, workers: int | None):
+        super().__init__(max_in_flight=MAX_IN_FLIGHT)
         self._model_dir = model_dir
         self._batch_size = batch_size
         self._precision = precision
@@ -95,42 +93,35 @@ class _InferenceFn(beam.DoFn):
         workers = self._workers or default_workers()
         configure_threads(workers)
         self._model = load_model(self._model_dir, self._precision)
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "tagscale-inference")
+        self.start_pool(workers, "tagscale-inference")
 
     def start_bundle(self):
+        super().start_bundle()
         self._keys, self._inputs = [], []
-        self._pending = collections.deque()
 
-    def _submit(self):
-        future = self._pool.submit(predict_batch, self._model, self._keys, self._inputs, self._batch_size)
-        self._pending.append(future)
+    def outputs(self, unused_context, result):
+        return result
+
+    def _batch(self):
+        """The held-back patches as one model call's arguments; counted as a batch."""
+        keys, inputs = self._keys, self._inputs
+        self._keys, self._inputs = [], []
         self._batches.inc()
-        self._patches.inc(len(self._keys))
-        self._keys, self._inputs = [], []
-
-    def _ready(self, *, drain: bool = False):
-        """Results of finished batches, oldest first; waits while too many are in flight."""
-        while self._pending and (drain or len(self._pending) > MAX_IN_FLIGHT or self._pending[0].done()):
-            yield from self._pending.popleft().result()
+        self._patches.inc(len(keys))
+        return predict_batch, self._model, keys, inputs, self._batch_size
 
     def process(self, element):
         key, patch = element
         self._keys.append(key)
         self._inputs.append(patch)
         if len(self._keys) == self._batch_size:
-            self._submit()
-        yield from self._ready()
+            yield from self.submit(None, *self._batch())
+        else:
+            yield from self.ready()
 
-    def finish_bundle(self):
+    def flush(self):
         if self._keys:
-            self._submit()
-        for result in self._ready(drain=True):
-            yield window.GlobalWindows.windowed_value(result)
-
-    def teardown(self):
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
+            self.enqueue(None, *self._batch())
 
 
 class RunInference(beam.PTransform):

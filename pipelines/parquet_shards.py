@@ -17,7 +17,7 @@ import re
 
 import apache_beam as beam
 
-from pipelines import shards
+from pipelines import sharded, shards
 from pipelines.storage import fileio
 from runtime.errors import TagscaleError
 
@@ -137,30 +137,29 @@ def write_file(path: str, schema, rows, *, row_bytes) -> int:
     return count
 
 
-def _key_by_shard(row, num_shards: int, key):
-    return shards.shard_of(key(row), num_shards), row
+class ParquetShards(sharded.ShardWriter):
+    """Shard ``shard`` of ``counts`` (an int) -> ``{directory}/{prefix}-SSSSS-of-NNNNN.parquet``,
+    with the optional side input ``metadata`` as its Parquet key-value metadata."""
 
+    def __init__(self, directory: str, prefix: str, schema, key, row_bytes):
+        self._directory, self._prefix, self._schema = directory, prefix, schema
+        self._key, self._row_bytes = key, row_bytes
 
-def _every_shard(num_shards: int):
-    return [(shard, None) for shard in range(num_shards)]
+    def shard_key(self, row, num_shards: int) -> int:
+        return shards.shard_of(self._key(row), num_shards)
 
+    def every_shard(self, num_shards: int):
+        return range(num_shards)
 
-class _WriteShardFn(beam.DoFn):
-    """``(shard, rows)`` -> the shard's file written, its path out."""
-
-    def __init__(self, directory: str, prefix: str, schema, row_bytes):
-        self._directory, self._prefix, self._schema, self._row_bytes = directory, prefix, schema, row_bytes
-
-    def process(self, keyed, num_shards, metadata=None):
-        shard, rows = keyed
+    def write(self, shard, rows, num_shards, metadata=None):
         path = fileio.join(self._directory, shard_file(self._prefix, shard, num_shards))
         schema = self._schema.with_metadata({**(self._schema.metadata or {}), **metadata}) if metadata else self._schema
-        count = write_file(path, schema, (row for row in rows if row is not None), row_bytes=self._row_bytes)
+        count = write_file(path, schema, rows, row_bytes=self._row_bytes)
         beam.metrics.Metrics.counter("parquet", "rows_written").inc(count)
-        yield path
+        return [path]
 
 
-class WriteParquetShards(beam.PTransform):
+class WriteParquetShards(sharded.WriteSharded):
     """Rows -> ``{directory}/{prefix}-SSSSS-of-NNNNN.parquet``, one worker per file; paths out.
 
     Parameters
@@ -192,15 +191,13 @@ class WriteParquetShards(beam.PTransform):
         target_bytes: int = shards.DEFAULT_TARGET_BYTES,
         metadata=None,
     ):
-        super().__init__()
         if (num_shards is not None and num_shards < 1) or target_bytes < 1:
             raise ValueError(f"need num_shards >= 1 and target_bytes >= 1, got {num_shards}, {target_bytes}")
-        self._directory, self._prefix, self._schema = directory, prefix, schema
-        self._key, self._row_bytes = key, row_bytes
-        self._num_shards, self._target_bytes = num_shards, target_bytes
-        self._metadata = metadata
+        side = () if metadata is None else (beam.pvalue.AsSingleton(metadata),)
+        super().__init__(ParquetShards(directory, prefix, schema, key, row_bytes), side_inputs=side)
+        self._row_bytes, self._num_shards, self._target_bytes = row_bytes, num_shards, target_bytes
 
-    def expand(self, rows):
+    def shard_counts(self, rows):
         if self._num_shards:
             count = rows.pipeline | "NumShards" >> beam.Create([self._num_shards])
         else:
@@ -211,16 +208,4 @@ class WriteParquetShards(beam.PTransform):
                 | "TotalBytes" >> beam.CombineGlobally(sum)
                 | "NumShards" >> beam.Map(shards.files_for, target_bytes=self._target_bytes)
             )
-        num_shards = beam.pvalue.AsSingleton(count)
-        keyed = rows | "KeyByShard" >> beam.Map(_key_by_shard, num_shards, self._key)
-        every_shard = count | "EveryShard" >> beam.FlatMap(_every_shard)
-        side = () if self._metadata is None else (beam.pvalue.AsSingleton(self._metadata),)
-        return (
-            (keyed, every_shard)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard"
-            >> beam.ParDo(
-                _WriteShardFn(self._directory, self._prefix, self._schema, self._row_bytes), num_shards, *side
-            )
-        )
+        return count

@@ -18,7 +18,7 @@ import apache_beam as beam
 import numpy as np
 
 from model import features
-from pipelines import buckets, spill
+from pipelines import buckets, sharded, spill
 from pipelines.storage import fileio
 
 KINDS = ("mel", "waveform")
@@ -110,27 +110,34 @@ class Transformer:
         return out["log_mel"].numpy(), out["labels"].numpy()
 
 
-class _WriteShardFn(beam.DoFn):
-    """``((split, shard), refs)`` -> the shard's mel and waveform files, tracks sorted by id."""
+class TFRecordShards(sharded.ShardWriter):
+    """Shard ``(split, shard)`` of a split's ``counts[split]`` -> its mel and waveform files,
+    tracks sorted by id; ``counts`` is ``{split: num_shards}``."""
 
     def __init__(self, output: str, transform_dir: str):
         self._output = output
         self._transform_dir = transform_dir
         self._transformer = None
 
-    def process(self, keyed, counts, *unused_ready):
+    def shard_key(self, ref, counts):
+        return ref.split, shard_of(ref.track_id, counts[ref.split])
+
+    def every_shard(self, counts):
+        return [(split, shard) for split in sorted(counts) for shard in range(counts[split])]
+
+    def write(self, key, refs, counts, *unused_ready):
         import tensorflow as tf
 
-        (split, shard), refs = keyed
+        split, shard = key
         if self._transformer is None:  # after the side inputs: the transform is written by now
             self._transformer = Transformer(self._transform_dir)
-        refs = sorted(ref for ref in refs if ref is not None)
+        refs = sorted(refs)
         paths = [fileio.join(self._output, shard_name(kind, split, shard, counts[split])) for kind in KINDS]
         with tf.io.TFRecordWriter(paths[0]) as mel_writer, tf.io.TFRecordWriter(paths[1]) as wave_writer:
             for batch in _batches(refs):
                 self._write_batch(batch, mel_writer, wave_writer)
         beam.metrics.Metrics.counter("featurize", "shards_written").inc()
-        yield from paths
+        return paths
 
     def _write_batch(self, refs, mel_writer, wave_writer):
         tracks = [spill.read_track(ref) for ref in refs]
@@ -182,7 +189,7 @@ class ShardCounts(beam.PTransform):
         )
 
 
-class WriteShards(beam.PTransform):
+class WriteShards(sharded.WriteSharded):
     """TrackRefs of every split -> shard files (paths out), each shard written even when empty.
 
     Parameters
@@ -197,25 +204,13 @@ class WriteShards(beam.PTransform):
     """
 
     def __init__(self, output: str, transform_dir: str, counts, ready=None):
-        super().__init__()
-        self._output, self._transform_dir, self._counts, self._ready = output, transform_dir, counts, ready
+        side = [beam.pvalue.AsList(ready)] if ready is not None else []
+        super().__init__(TFRecordShards(output, transform_dir), counts, side)
+        self._output = output
 
     def expand(self, refs):
         import tensorflow as tf
 
         for kind in KINDS:
             tf.io.gfile.makedirs(fileio.join(self._output, kind))
-        counts = beam.pvalue.AsSingleton(self._counts)
-        keyed = refs | "KeyByShard" >> beam.Map(
-            lambda ref, n: ((ref.split, shard_of(ref.track_id, n[ref.split])), ref), counts
-        )
-        every_shard = self._counts | "EveryShard" >> beam.FlatMap(
-            lambda n: [((split, shard), None) for split in sorted(n) for shard in range(n[split])]
-        )
-        side = [beam.pvalue.AsList(self._ready)] if self._ready is not None else []
-        return (
-            (keyed, every_shard)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShardFn(self._output, self._transform_dir), counts, *side)
-        )
+        return super().expand(refs)

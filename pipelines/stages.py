@@ -1,18 +1,15 @@
-"""Pipeline stages shared by featurize and tag: decoding with its checks, and run statistics."""
+"""Pipeline stages shared by featurize and tag: decoding with its checks, and run statistics (Beam counters)."""
 
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
-import json
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.transforms import window
 
 from model import dsp
-from pipelines import dead_letter
+from pipelines import dead_letter, ordered_pool
 from pipelines.catalog import Track
 from pipelines.decode import audio
 
@@ -94,7 +91,7 @@ def check_audio(samples: np.ndarray, *, min_duration_s: float) -> None:
         raise audio.DecodeError("silent: peak amplitude below -80 dBFS")
 
 
-class _DecodeFn(beam.DoFn):
+class _DecodeFn(ordered_pool.OrderedPoolFn):
     """Decode with retries: a :class:`audio.TransientError` (an I/O hiccup, a flaky object
     store) is retried, with Beam's exponential backoff, up to ``DECODE_ATTEMPTS`` attempts in
     all; a :class:`audio.DecodeError` is final.
@@ -105,19 +102,14 @@ class _DecodeFn(beam.DoFn):
     """
 
     def __init__(self, options: DecodeOptions, concurrency: int = 1):
+        # Wait only when every thread has work queued.
+        super().__init__(max_in_flight=2 * concurrency)
         self._options = options
         self._concurrency = concurrency
 
     def setup(self):
-        self._pool = None
         if self._concurrency > 1:
-            import concurrent.futures
-
-            self._pool = concurrent.futures.ThreadPoolExecutor(self._concurrency, thread_name_prefix="decode")
-
-    def teardown(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self.start_pool(self._concurrency, "decode")
 
     def _decode(self, track: Track):
         """``(samples or the DecodeError, attempts)``: runs on the pool, so no metrics here."""
@@ -150,7 +142,7 @@ class _DecodeFn(beam.DoFn):
         except audio.DecodeError as error:
             return error, len(attempts)
 
-    def _outputs(self, track: Track, result):
+    def outputs(self, track: Track, result):
         samples, attempts = result
         if attempts > 1:
             beam.metrics.Metrics.counter("decode", "retries").inc(attempts - 1)
@@ -161,27 +153,8 @@ class _DecodeFn(beam.DoFn):
         beam.metrics.Metrics.counter("decode", "decoded").inc()
         return [(track, samples)]
 
-    def start_bundle(self):
-        self._pending = collections.deque()
-
     def process(self, track: Track):
-        if self._pool is None:
-            yield from self._outputs(track, self._decode(track))
-            return
-        self._pending.append((track, self._pool.submit(self._decode, track)))
-        # Hand on what is decoded, in order; wait only when every thread has work queued.
-        while self._pending and (self._pending[0][1].done() or len(self._pending) > 2 * self._concurrency):
-            track, future = self._pending.popleft()
-            yield from self._outputs(track, future.result())
-
-    def finish_bundle(self):
-        while self._pending:
-            track, future = self._pending.popleft()
-            for output in self._outputs(track, future.result()):
-                if isinstance(output, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(output.tag, window.GlobalWindows.windowed_value(output.value))
-                else:
-                    yield window.GlobalWindows.windowed_value(output)
+        yield from self.submit(track, self._decode, track)
 
 
 class DecodeTracks(beam.PTransform):
@@ -200,18 +173,33 @@ class DecodeTracks(beam.PTransform):
         return tracks | "Decode" >> beam.ParDo(decode).with_outputs(dead_letter.TAG, main="decoded")
 
 
-class CountStats(beam.PTransform):
-    """Sum (name, number) pairs from every stage into one JSON file the driver reads back."""
+STATS = "tagscale_stats"  # the Beam metrics namespace of a run's statistics
 
-    def __init__(self, path: str):
-        super().__init__()
-        self._path = path
+
+def _count(pair) -> tuple:
+    name, number = pair
+    if not isinstance(number, int):  # Beam counters are 64-bit integers
+        raise TypeError(f"statistic {name!r} must be counted in integers, got {number!r}")
+    beam.metrics.Metrics.counter(STATS, name).inc(number)
+    return ()
+
+
+class CountStats(beam.PTransform):
+    """(name, integer) pairs from every stage -> Beam counters of namespace :data:`STATS`: the
+    runner sums them across workers (DirectRunner and Dataflow alike) and the driver reads the
+    totals from the finished run (:func:`read_stats`). Nothing is written, nothing shuffled."""
 
     def expand(self, pairs):
-        return (
-            pairs
-            | "SumByName" >> beam.CombinePerKey(sum)
-            | "ToDict" >> beam.combiners.ToDict()
-            | "ToJson" >> beam.Map(lambda stats: json.dumps(stats, sort_keys=True))
-            | "Write" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
-        )
+        return pairs | "Count" >> beam.FlatMap(_count)
+
+
+def read_stats(result) -> dict[str, int]:
+    """The totals :class:`CountStats` counted in a finished run (its ``PipelineResult``): the
+    committed values (work of retried bundles counted once) where the runner gives them."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    totals: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(STATS))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value)
+    return totals

@@ -4,7 +4,7 @@
 
     ReadCatalog -> SkipAlreadyTagged (--incremental) -> DecodeTracks -> CutPatches
       -> RunInference (batched across tracks, overlapped with decoding) -> MeanPerTrack -> WriteTags
-    every failure -> WriteDeadLetter;  counts -> summary.json
+    every failure -> WriteDeadLetter;  counts (Beam counters) -> summary.json
 
 With ``--segments`` the run also writes each patch's scores to a segments table
 (:mod:`pipelines.segments`), in the same folder and manifest.
@@ -203,9 +203,9 @@ def build_pipeline(
         failures | "CountFailed" >> beam.Map(lambda _: ("failed", 1)),
         todo.skipped | "CountSkipped" >> beam.Map(lambda _: ("skipped", 1)),
         rows | "CountTagged" >> beam.Map(lambda row: ("tagged", 1)),
-        rows | "CountSeconds" >> beam.Map(lambda row: ("audio_seconds", row["duration_s"])),
+        rows | "CountSeconds" >> beam.Map(lambda row: ("audio_ms", round(row["duration_s"] * 1000))),
     ) | "AllStats" >> beam.Flatten()
-    _ = stats | "CountStats" >> stages.CountStats(fileio.join(config.output, "tmp", f"stats-{run_id}.json"))
+    _ = stats | "CountStats" >> stages.CountStats()
 
 
 # ----------------------------------------------------------------------------- command
@@ -333,7 +333,7 @@ def run_staged(
             existing=existing,
             run_id=run_id,
         )
-    stats = json.loads(fileio.read_text(staging.path("tmp", f"stats-{run_id}.json")))
+    stats = stages.read_stats(pipeline.result)
     origin = provenance.run_provenance(config.catalog, config.model, info, int(stats.get("tracks_in", 0)))
     names = kept + tag_output.run_files(staging.path("tags"), run_id)
     segment_names = (
@@ -348,7 +348,7 @@ def run_staged(
         "tagged": int(stats.get("tagged", 0)),
         "skipped": int(stats.get("skipped", 0)),
         "failed": int(stats.get("failed", 0)),
-        "audio_seconds": round(float(stats.get("audio_seconds", 0.0)), 3),
+        "audio_seconds": round(stats.get("audio_ms", 0) / 1000, 3),
         "wall_seconds": round(time.monotonic() - start, 2),
         "model": {"name": info.get("name"), "version": info["version"], "path": config.model},
         "incremental": config.incremental,

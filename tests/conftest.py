@@ -11,6 +11,8 @@ from __future__ import annotations
 import gc
 import os
 import pathlib
+import sys
+import threading
 
 import pytest
 from made import small_model_dir, synth_tone
@@ -27,6 +29,42 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
+
+
+BEAM_RUNS: dict[str, int] = {}  # test id -> Beam pipelines it ran in this process
+
+
+def _count_beam_runs() -> None:
+    """Wrap ``Pipeline.run`` once Beam is imported, to count the pipelines each test runs here
+    (a TestPipeline stage or a whole job; not those of a subprocess). Beam is not imported for it."""
+    module = sys.modules.get("apache_beam.pipeline")
+    if module is None or hasattr(module.Pipeline.run, "counted_by_conftest"):
+        return
+    run, depth = module.Pipeline.run, threading.local()
+
+    def counted(self, *args, **kwargs):
+        depth.n = getattr(depth, "n", 0) + 1  # run() may call run() on a copy of the pipeline: count once
+        try:
+            if depth.n == 1:
+                test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
+                BEAM_RUNS[test] = BEAM_RUNS.get(test, 0) + 1
+            return run(self, *args, **kwargs)
+        finally:
+            depth.n -= 1
+
+    counted.counted_by_conftest = True
+    module.Pipeline.run = counted
+
+
+def pytest_runtest_setup(item):
+    _count_beam_runs()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if BEAM_RUNS:
+        terminalreporter.write_line(
+            f"Beam pipelines run in this process: {sum(BEAM_RUNS.values())}, by {len(BEAM_RUNS)} tests"
+        )
 
 
 def pytest_unconfigure(config):

@@ -80,7 +80,6 @@ def test_missing_catalog(tmp_path):
         catalog.check_catalog(str(tmp_path / "nope.csv"))
 
 
-@pytest.mark.slow
 def test_read_catalog_transform_routes_bad_and_duplicate_rows(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text(

@@ -12,7 +12,7 @@ import sys
 import urllib.request
 
 import pytest
-from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
+from chromium import browser, no_console_errors, open_view, record_requests, wait  # noqa: F401 (browser: a fixture)
 from explore_run import write_run, write_thresholds
 
 pytestmark = pytest.mark.browser
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """The explorer's server over two runs, recording every request in ``server.seen``."""
     from infra.explore.query import Explorer
     from infra.explore.server import ExplorerServer
 
@@ -29,6 +30,7 @@ def server(tmp_path_factory):
     thresholds = write_thresholds(root / "thresholds.json", {"piano": 0.6, "drums": 0.3})
     explorer = Explorer.open([str(root / "run-mtt"), str(root / "run-spec")], str(thresholds))
     httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True)
+    record_requests(httpd)
     httpd.start()
     yield httpd
     httpd.stop()
@@ -104,7 +106,7 @@ def test_track_page_shows_scores_similar_tracks_and_loads_the_audio(browser, ser
     )
     assert state["error"] is None and state["duration"] == pytest.approx(1.5, abs=0.01)
     audio_path = f"/api/tracks/{track_id}/audio"
-    assert ("GET", audio_path, 206) in server.requests, [r for r in server.requests if r[1] == audio_path]
+    assert ("GET", audio_path, 206) in server.seen, [r for r in server.seen if r[1] == audio_path]
     browser.save_screenshot(str(tmp_path / "track.png"))
     no_console_errors(browser)
 

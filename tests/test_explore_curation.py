@@ -3,7 +3,6 @@ curator's loop (label -> probe train -> probe apply -> explore both runs -> diff
 same in headless Chromium."""
 
 import hashlib
-import http.client
 import json
 import os
 import pathlib
@@ -11,6 +10,7 @@ import pathlib
 import numpy as np
 import pytest
 from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
+from explore_http import call, post, write_headers
 from explore_run import write_run, write_thresholds
 
 from infra.cli import main as cli
@@ -38,43 +38,6 @@ def site(tmp_path):
     yield {"server": httpd, "root": tmp_path, "scores": truth["scores"], "labels": str(tmp_path / "labels")}
     httpd.stop()
     httpd.explorer.close()
-
-
-def call(server, path, body=None, *, headers=None, host=None, method=None):
-    """``(status, parsed JSON body)`` of one request; ``host`` replaces the Host header."""
-    port = server.server_address[1]
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        connection.putrequest(method or ("GET" if data is None else "POST"), path, skip_host=True)
-        connection.putheader("Host", host or f"127.0.0.1:{port}")
-        for key, value in (headers or {}).items():
-            connection.putheader(key, value)
-        if data is not None:
-            connection.putheader("Content-Length", str(len(data)))
-        connection.endheaders(data)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"null")
-    finally:
-        connection.close()
-
-
-def token(server) -> str:
-    status, session = call(server, "/api/session")
-    assert status == 200 and session["labels"] is True
-    return session["token"]
-
-
-def write_headers(server, **extra) -> dict:
-    return {"Content-Type": "application/json", "X-Tagscale-Token": token(server), **extra}
-
-
-def post(server, track_id, tag, verdict):
-    status, body = call(
-        server, "/api/labels", {"track_id": track_id, "tag": tag, "verdict": verdict}, headers=write_headers(server)
-    )
-    assert status == 201, body
-    return body
 
 
 def run_bytes(root: pathlib.Path) -> dict:

@@ -64,6 +64,18 @@ def test_int16_waveform_snr_and_clipping():
     assert list(features.waveform_pcm(np.array([1.5, -1.5, 1.0]))) == [32767, -32768, 32767]
 
 
+def test_the_example_described_in_metadata_follows_the_signal_constants(monkeypatch):
+    assert featurize.example_description() == (  # what metadata.json has always said, for musicnn's front-end
+        "one 187-frame patch (~3 s): waveform = 48128 int16 PCM samples at 16 kHz (bytes, /32768 for float), "
+        "log_mel = 187 x 96 float32 normalised per band (bytes), labels[top_k] multi-hot"
+    )
+    for name, value in (("PATCH_FRAMES", 128), ("PATCH_SAMPLES", 33024), ("N_MELS", 128), ("SAMPLE_RATE", 22050)):
+        monkeypatch.setattr(dsp, name, value)
+    text = featurize.example_description()
+    assert text.startswith("one 128-frame patch") and "33024 int16 PCM samples at 22.05 kHz" in text
+    assert "log_mel = 128 x 128 float32" in text
+
+
 def test_shard_assignment_and_sizing_are_stable():
     ids = [f"track-{i}" for i in range(4000)]
     counts = collections.Counter(shards.shard_of(i, 4) for i in ids)
@@ -75,7 +87,6 @@ def test_shard_assignment_and_sizing_are_stable():
     assert shards.shard_count(101, target_bytes=per_example * 10, top_k=50) == 11
 
 
-@pytest.mark.slow
 def test_decode_tracks_transform_with_test_pipeline(tmp_path):
     import soundfile
     from apache_beam.testing.test_pipeline import TestPipeline

@@ -84,3 +84,45 @@ def test_a_library_caller_keeps_its_stderr():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.stdout.strip().splitlines()[-1] == "True", result.stderr[-2000:]
+
+
+SEEN = []
+
+
+def record_args(argv):
+    """A stand-in subcommand: what it was given and whether logs were turned up."""
+    SEEN.append((argv, os.environ.get("TAGSCALE_LOG")))
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "given", "log"),
+    [
+        (["--verbose", "probe-args", "a"], ["a"], "debug"),
+        (["probe-args", "--verbose", "a"], ["a"], "debug"),
+        (["probe-args", "a", "--verbose"], ["a"], "debug"),
+        (["probe-args", "a"], ["a"], ""),
+        (["probe-args", "a", "--", "--verbose"], ["a", "--", "--verbose"], ""),  # another program's flag
+    ],
+)
+def test_verbose_turns_logs_up_before_or_after_the_command(monkeypatch, argv, given, log):
+    from infra import cli
+
+    monkeypatch.setenv("TAGSCALE_LOG", "")
+    monkeypatch.setitem(cli.COMMANDS, "probe-args", (f"{__name__}:record_args", "records its arguments"))
+    SEEN.clear()
+    assert cli.main(argv) == 0
+    assert SEEN == [(given, log)]
+
+
+def test_after_train_and_compare_verbose_is_their_own_keras_verbosity():
+    from infra import cli
+
+    assert cli.take_verbose(["train", "--verbose", "2"]) == (["train", "--verbose", "2"], False)
+    assert cli.take_verbose(["--verbose", "compare", "--verbose", "1"]) == (["compare", "--verbose", "1"], True)
+    from trainer import compare, flags
+
+    assert sorted(cli.OWN_VERBOSE) == ["compare", "train"]  # each has one (or the exception would hide ours):
+    assert all(
+        "--verbose" in parser._option_string_actions for parser in (flags.build_parser(), compare.build_parser())
+    )

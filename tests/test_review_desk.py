@@ -9,9 +9,9 @@ import statistics
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
+from chromium import browser, no_console_errors, open_view, record_requests, wait  # noqa: F401 (browser: a fixture)
+from explore_http import call, post
 from explore_run import add_segments, write_run, write_thresholds
-from test_explore_curation import call, post
 
 from infra.cli import main as cli
 from tagruns import labels
@@ -28,6 +28,7 @@ def serve(root, labels_dir, runs=("run",), *, probe=None):
 
     explorer = Explorer.open([str(root / run) for run in runs], str(root / "thresholds.json"))
     httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True, labels=labels_dir, probe=probe)
+    record_requests(httpd)
     httpd.start()
     return httpd
 
@@ -136,7 +137,7 @@ def test_the_desk_by_keyboard_then_probe_train_apply_and_explore_both(browser, d
         f"agreement so far: {agree} of 20 ({round(100 * agree / 20)}%)"
     )
     # The page fetched its queue twice: 20 questions at first, more once fewer than 10 waited.
-    pages = [parse_qs(urlsplit(path).query) for _, path, _ in server.requests if path.startswith("/api/review?")]
+    pages = [parse_qs(urlsplit(path).query) for _, path, _ in server.seen if path.startswith("/api/review?")]
     limits = [int(query["limit"][0]) for query in pages]
     assert limits[0] == TRACKS and limits[1] == 20 and len(limits) == 3 and limits[2] > 20, limits
     review = call(server, "/api/review?tag=piano&limit=1")[1]

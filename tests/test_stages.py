@@ -53,7 +53,6 @@ def test_concurrent_decoding_equals_one_at_a_time_in_input_order(tracks, concurr
     assert all(np.frombuffer(value, np.float32).size > 16000 for key, value in one if key not in ("gone", "text"))
 
 
-@pytest.mark.slow
 def test_decode_tracks_in_a_pipeline_routes_every_track(tracks):
     with TestPipeline() as pipeline:
         out = pipeline | beam.Create(tracks) | stages.DecodeTracks(stages.DecodeOptions(), 3)

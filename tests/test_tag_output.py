@@ -63,7 +63,6 @@ def test_target_bytes_split_tag_rows_into_files_of_about_that_size(tmp_path):
     assert by_id["track-000007"] == rows[7]
 
 
-@pytest.mark.slow
 def test_num_shards_forces_the_count_and_empty_shards_are_files_too(tmp_path):
     rows = tag_rows(2)
     names = write_tags(rows, tmp_path, num_shards=4)
@@ -72,7 +71,6 @@ def test_num_shards_forces_the_count_and_empty_shards_are_files_too(tmp_path):
     assert sum(counts) == 2 and counts.count(0) >= 2  # shards without rows are written, empty
 
 
-@pytest.mark.slow
 def test_a_missing_shard_is_not_a_finished_write(tmp_path):
     write_tags(tag_rows(3), tmp_path, num_shards=2)
     os.remove(tmp_path / "run-r1-00001-of-00002.parquet")
@@ -80,7 +78,6 @@ def test_a_missing_shard_is_not_a_finished_write(tmp_path):
         tag_output.run_files(str(tmp_path), "r1")
 
 
-@pytest.mark.slow
 def test_dead_letters_are_sharded_by_bytes_and_listed_in_their_manifest(tmp_path):
     records = [
         dead_letter.record(track_id=f"t{i}", uri=f"/audio/t{i}.mp3", stage="decode", error=f"bad file {i}")
@@ -101,7 +98,6 @@ def test_dead_letters_are_sharded_by_bytes_and_listed_in_their_manifest(tmp_path
     assert dead_letter.dead_letter_files(str(tmp_path)) == files
 
 
-@pytest.mark.slow
 def test_no_dead_letters_is_one_empty_file(tmp_path):
     with TestPipeline() as pipeline:
         _ = pipeline | beam.Create([]).with_output_types(dict) | dead_letter.WriteDeadLetter(str(tmp_path))

@@ -5,8 +5,6 @@ featurize's transforms (DecodeTracks, WriteShards) are tested the same way in te
 
 from __future__ import annotations
 
-import json
-
 import apache_beam as beam
 import numpy as np
 import pyarrow
@@ -20,8 +18,8 @@ from model import dsp, export
 from pipelines import dead_letter, stages, tag, tag_output
 from pipelines.catalog import Track
 
-# Every test here runs a Beam pipeline (TestPipeline on the local runner).
-pytestmark = pytest.mark.slow
+# Every test here runs a Beam stage on a handful of elements (TestPipeline on the local runner):
+# about a second each on a shared 2-core CPU, so in the fast loop (pytest.ini: slow is by time).
 
 MODEL = {"name": "m", "version": "v1"}
 
@@ -108,11 +106,16 @@ def test_write_dead_letter_keeps_every_record(tmp_path):
     assert sorted(pq.read_table(path).to_pylist(), key=lambda r: r["track_id"]) == records
 
 
-def test_count_stats_sums_pairs_into_one_json_file(tmp_path):
-    path = tmp_path / "stats.json"
+def test_count_stats_sums_pairs_into_the_runs_metrics_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with TestPipeline() as pipeline:
-        pairs = pipeline | beam.Create(
-            [("tracks_in", 1), ("tracks_in", 1), ("audio_seconds", 2.5), ("audio_seconds", 0.5)]
-        )
-        _ = pairs | stages.CountStats(str(path))
-    assert json.loads(path.read_text()) == {"audio_seconds": 3.0, "tracks_in": 2}
+        pairs = pipeline | beam.Create([("tracks_in", 1), ("tracks_in", 1), ("audio_ms", 2500), ("audio_ms", 500)])
+        _ = pairs | stages.CountStats()
+    assert stages.read_stats(pipeline.result) == {"audio_ms": 3000, "tracks_in": 2}
+    assert not list(tmp_path.iterdir())
+
+
+def test_count_stats_refuses_a_number_a_counter_would_truncate():
+    with pytest.raises(Exception, match="statistic 'audio_seconds' must be counted in integers"):
+        with TestPipeline() as pipeline:
+            _ = pipeline | beam.Create([("audio_seconds", 2.5)]) | stages.CountStats()

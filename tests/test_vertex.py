@@ -143,3 +143,22 @@ def test_compare_on_vertex_dry_run_prints_one_job_per_arm():
         assert result.returncode == 2 and message in result.stderr, result.stderr
         errors = [line for line in result.stderr.splitlines() if line.startswith("tagscale compare")]
         assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+
+
+def test_the_job_flags_are_declared_once_for_submit_training_and_compare():
+    """Both commands take the Vertex AI job flags from one declaration: same names, defaults, types, help."""
+    import argparse
+
+    from infra.cloud import compare, vertex
+
+    shared = argparse.ArgumentParser(add_help=False)
+    vertex.add_job_arguments(shared)
+    assert {"project", "region", "image", "machine_type", "accelerator", "workers", "staging_bucket"} <= {
+        action.dest for action in shared._actions
+    }
+    for parser in (vertex.build_parser(), compare.build_parser()):
+        actions = {action.dest: action for action in parser._actions}
+        for want in shared._actions:
+            got = actions[want.dest]
+            fields = ("option_strings", "default", "type", "required", "help")
+            assert [getattr(got, f) for f in fields] == [getattr(want, f) for f in fields], (parser.prog, want.dest)

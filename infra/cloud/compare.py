@@ -28,6 +28,8 @@ PLAN_FILE = "compare_jobs.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from infra.cloud import vertex
+
     parser = argparse.ArgumentParser(
         prog="tagscale compare --backend vertex",
         allow_abbrev=False,  # a prefix of a trainer flag must reach the trainer, not match one of these
@@ -35,9 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Other flags (--epochs, --preset, size overrides...) go to every arm's trainer.",
     )
     parser.add_argument("--backend", choices=("local", "vertex"), default="local")
-    parser.add_argument("--project", required=True)
-    parser.add_argument("--region", default="us-central1")
-    parser.add_argument("--image", required=True, help="the trainer image (Dockerfile target `trainer`)")
+    vertex.add_job_arguments(parser)
     parser.add_argument("--staging", required=True, help="gs:// directory; arm jobs write STAGING/runs/NAME/")
     parser.add_argument("--features", required=True, help="featurize output directory (gs://)")
     parser.add_argument("--fractions", default="0.1,0.3,1.0", help="training-set fractions (0.1,0.3,1.0)")
@@ -50,12 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs per arm, with seeds --seed, --seed+1, ... (the later ones in runs/NAME-sSEED/); "
         "--collect reports each arm's mean and min-max (1)",
     )
-    parser.add_argument("--machine-type", default="n1-standard-8")
-    parser.add_argument("--accelerator", default="NVIDIA_TESLA_T4")
-    parser.add_argument("--accelerator-count", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1, help="machines per arm (1); see submit-training")
-    parser.add_argument("--service-account", default=None)
-    parser.add_argument("--staging-bucket", default=None, help="gs:// bucket for Vertex staging (STAGING's)")
     parser.add_argument("--dry-run", action="store_true", help="print the job specs as one JSON list; no credentials")
     return parser
 

@@ -81,17 +81,11 @@ def job_spec_json(job) -> dict:
     return json.loads(CustomJob.to_json(job, use_integers_for_enums=False, including_default_value_fields=False))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tagscale submit-training",
-        description="Submit trainer.task as a Vertex AI custom job. Arguments after -- go to the trainer.",
-    )
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Vertex AI job flags: declared here once for ``submit-training`` and ``compare --backend vertex``."""
     parser.add_argument("--project", required=True)
     parser.add_argument("--region", default="us-central1")
     parser.add_argument("--image", required=True, help="the trainer image (Dockerfile target `trainer`)")
-    parser.add_argument(
-        "--job-dir", required=True, help="gs:// directory for checkpoints, TensorBoard logs, eval.json and export/"
-    )
     parser.add_argument("--machine-type", default="n1-standard-8")
     parser.add_argument("--accelerator", default="NVIDIA_TESLA_T4")
     parser.add_argument(
@@ -101,14 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="machines (1): more adds a worker pool of N-1 replicas beside the chief; "
+        help="machines per job (1): more adds a worker pool of N-1 replicas beside the chief; "
         "the trainer uses MultiWorkerMirroredStrategy",
     )
-    parser.add_argument("--display-name", default="tagscale-train")
     parser.add_argument("--service-account", default=None)
     parser.add_argument(
-        "--staging-bucket", default=None, help="gs:// bucket for Vertex staging (default: the job-dir's bucket)"
+        "--staging-bucket", default=None, help="gs:// bucket for Vertex staging (default: the job dir's bucket)"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagscale submit-training",
+        description="Submit trainer.task as a Vertex AI custom job. Arguments after -- go to the trainer.",
+    )
+    add_job_arguments(parser)
+    parser.add_argument(
+        "--job-dir", required=True, help="gs:// directory for checkpoints, TensorBoard logs, eval.json and export/"
+    )
+    parser.add_argument("--display-name", default="tagscale-train")
     parser.add_argument("--dry-run", action="store_true", help="print the job spec as JSON; no credentials needed")
     parser.add_argument("trainer_args", nargs=argparse.REMAINDER, help="-- then the trainer's flags")
     return parser

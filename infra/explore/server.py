@@ -4,7 +4,7 @@
         [--allow-host NAME] [--labels DIR] [--probe DIR]
 
 The standard library's ThreadingHTTPServer serves a JSON API (docs/explorer.md) and
-three static files from ``infra/explore/static`` (one HTML page, one vanilla JS file, one
+six static files from ``infra/explore/static`` (one HTML page, four vanilla JS files, one
 stylesheet: no build step, no CDN, so it works offline). Queries run in DuckDB
 (:mod:`infra.explore.query`); the curator's labels and their guarded writes are in
 :mod:`infra.explore.labels`.
@@ -13,7 +13,6 @@ stylesheet: no build step, no CDN, so it works offline). Queries run in DuckDB
 from __future__ import annotations
 
 import argparse
-import collections
 import csv
 import io
 import ipaddress
@@ -82,10 +81,6 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 (the base class names it so)
         if not self.server.quiet:  # a request line is anyone's text: escaped, it cannot drive the terminal
             sys.stderr.write(f"{self.address_string()} - {printable(format % args)}\n")
-
-    def log_request(self, code="-", size="-"):
-        self.server.requests.append((self.command, self.path, int(code) if str(code).isdigit() else code))
-        super().log_request(code, size)
 
     def end_headers(self):
         for key, value in SECURITY_HEADERS.items():
@@ -252,7 +247,6 @@ class ExplorerServer(ThreadingHTTPServer):
         probe: str | None = None,
     ):
         self.explorer, self.quiet, self.curation = explorer, quiet, Curation(explorer, labels, probe)
-        self.requests: collections.deque = collections.deque(maxlen=2000)
         super().__init__((host, port), Handler)
         self._any_address = host in ("", "0.0.0.0", "::")
         port = self.server_address[1]
