@@ -46,16 +46,19 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_setup_py_builds_an_sdist_for_dataflow_workers(tmp_path):
-    """Beam's --setup_file runs `python setup.py sdist` to stage the project; it must include every package."""
+    """Beam's --setup_file runs `python setup.py sdist` to stage the project; it must hold every
+    file of the packages. Built from a copy: an egg-info folder left by an earlier build lists
+    files (SOURCES.txt) that the sdist would take even where setup.py no longer names them."""
+    source = source_copy(tmp_path)
     subprocess.run(
-        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)],
-        cwd=REPO,
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")],
+        cwd=source,
         check=True,
         capture_output=True,
     )
     import tarfile
 
-    (sdist,) = tmp_path.glob("tagscale-*.tar.gz")
+    (sdist,) = (tmp_path / "dist").glob("tagscale-*.tar.gz")
     names = {name.split("/", 1)[1] for name in tarfile.open(sdist).getnames() if "/" in name}
     missing = sorted(set(package_files()) - names)
     assert not missing, f"the sdist lacks {missing}"
@@ -74,14 +77,20 @@ def package_files() -> list[str]:
     )
 
 
-def build_wheel(tmp_path) -> pathlib.Path:
-    """The wheel `pip wheel --no-deps .` builds, from a copy of the sources (no build/ folder of
-    an earlier build can add files the sources would not)."""
+def source_copy(tmp_path) -> pathlib.Path:
+    """setup.py and the packages copied to ``tmp_path/source``: no build/ or egg-info folder of an
+    earlier build can add files that the sources alone would not."""
     source = tmp_path / "source"
     source.mkdir()
     shutil.copy(REPO / "setup.py", source)
     for name in sorted({path.split("/", 1)[0] for path in package_files()}):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return source
+
+
+def build_wheel(tmp_path) -> pathlib.Path:
+    """The wheel `pip wheel --no-deps .` builds, from :func:`source_copy`."""
+    source = source_copy(tmp_path)
     dist = tmp_path / "dist"
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
     subprocess.run([*command, str(source), "-w", str(dist)], check=True, capture_output=True)
