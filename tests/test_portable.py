@@ -22,7 +22,13 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
-SCORE_BOUND = EMBEDDING_BOUND = STATISTICS_BOUND = 1.0  # measuring
+# Largest portable-vs-direct difference allowed, in tag's scores and embeddings and featurize's
+# band statistics. Measured: 0 for all three, on the default oneDNN path, with
+# TF_ENABLE_ONEDNN_OPTS=0 and with ONEDNN_MAX_CPU_ISA=AVX2. Both runs are fresh processes on the
+# same machine, so TensorFlow gets the same thread pools, and every model call has the same fixed
+# batch shape. (A DirectRunner run inside a process where TensorFlow already runs keeps that
+# process's pools, and its scores on the TF_ENABLE_ONEDNN_OPTS=0 path then differed.)
+SCORE_BOUND = EMBEDDING_BOUND = STATISTICS_BOUND = 0.0
 
 
 # ------------------------------------------------------------------ paths handed to workers
@@ -240,10 +246,10 @@ def tag_rows(output: pathlib.Path) -> dict:
 
 @pytest.mark.slow
 def test_featurize_and_tag_through_a_job_service_and_worker_pool(portable, launch):
-    """featurize's shards equal the DirectRunner's byte for byte and its statistics exactly; tag's
-    scores and embeddings equal exactly (measured: 0 difference, on the default oneDNN path, with
-    TF_ENABLE_ONEDNN_OPTS=0 and with ONEDNN_MAX_CPU_ISA=AVX2: both runners batch the same
-    patches into fixed-shape model calls)."""
+    """Through the job service and the pool, from another directory with relative paths:
+    featurize's shards, dead letters, vocabulary and schema equal the DirectRunner's byte for
+    byte and its band statistics within STATISTICS_BOUND; tag's rows equal, scores and
+    embeddings within SCORE_BOUND and EMBEDDING_BOUND."""
     featurize_flags = ["--catalog", "catalog.csv", "--top-k", "4", "--valid-fraction", "0.3", "--test-fraction", "0.3"]
     tag_flags = ["--catalog", "catalog.csv", "--model", "model", "--batch-size", "4"]
     pool_log = portable["pool_log"]
