@@ -22,6 +22,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 600  # one featurize or tag run of 8 tracks: about 30 s on a loaded 2-core machine
 # Largest portable-vs-direct difference allowed, in tag's scores and embeddings and featurize's
 # band statistics. Measured: 0 for all three, on the default oneDNN path, with
 # TF_ENABLE_ONEDNN_OPTS=0 and with ONEDNN_MAX_CPU_ISA=AVX2. Both runs are fresh processes on the
@@ -89,10 +90,16 @@ def test_decode_helper_imports_from_the_tree_it_was_started_from(monkeypatch):
 # ------------------------------------------------------------------ the portable contract
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now (each held until all are chosen)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("localhost", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def worker_env() -> dict:
@@ -158,7 +165,7 @@ def portable(request, tmp_path_factory):
     """A job service and an SDK worker pool, both running in a directory of their own; yields the
     Beam flags that send a job to them and the pool's log."""
     where = tmp_path_factory.mktemp("services")
-    job_port, pool_port = free_port(), free_port()
+    job_port, pool_port = free_ports(2)
     start_service(
         request,
         ["apache_beam.runners.portability.local_job_service_main", "--port", str(job_port)],
@@ -208,7 +215,12 @@ def launched(command: list[str], cwd: pathlib.Path) -> float:
     """``tagscale COMMAND`` run as a user would, from ``cwd``; its wall time in seconds."""
     start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *command], cwd=cwd, env=worker_env(), capture_output=True, text=True
+        [sys.executable, "-m", "infra.cli", *command],
+        cwd=cwd,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     seconds = time.monotonic() - start
