@@ -42,7 +42,8 @@ test: lint browser
 # developers' machines do not). `make test` runs them on the default path.
 NUMERICS_TESTS := tests/test_fast_layers.py tests/test_dsp.py tests/test_network.py tests/test_pretrained.py \
 	tests/test_inference.py tests/test_transforms.py tests/test_multiworker.py::test_the_steps_take_any_replica_batch_including_an_empty_one \
-	tests/test_tag.py::test_multi_processing_workers_give_the_default_runs_outputs
+	tests/test_tag.py::test_multi_processing_workers_give_the_default_runs_outputs \
+	tests/test_portable.py::test_featurize_and_tag_through_a_job_service_and_worker_pool
 
 test-numerics: $(STAMP)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -q $(NUMERICS_TESTS)

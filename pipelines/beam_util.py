@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import apache_beam as beam
@@ -43,6 +44,14 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
 
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
+
+
+def worker_path(path: str) -> str:
+    """``path`` as a Beam job hands it to its workers: a local path made absolute against this
+    process's working directory, a URL (``gs://``, ``file://``) as it is. The workers of a
+    portable or remote runner run in directories of their own, where a relative path names
+    another file, or none."""
+    return path if not path or "://" in path else os.path.abspath(path)
 
 
 def is_local(beam_args: list[str]) -> bool:

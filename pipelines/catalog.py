@@ -256,13 +256,22 @@ def read_catalog(path: str) -> list[Track]:
     return tracks
 
 
-def parse_rows(path: str):
-    """Beam body of :class:`ReadCatalog`: ``(track_id, (row, Track))`` or a dead-letter record."""
+def resolve_uri(uri: str, base: str) -> str:
+    """A relative local path ``uri`` made absolute against the directory ``base``; an absolute
+    path or a URL (``gs://``, ``file://``) as it is."""
+    return uri if "://" in uri or os.path.isabs(uri) else os.path.abspath(os.path.join(base, uri))
+
+
+def parse_rows(path: str, base: str | None = None):
+    """Beam body of :class:`ReadCatalog`: ``(track_id, (row, Track))`` or a dead-letter record.
+    With ``base``, a track's relative local uri is made absolute against it."""
     for number, record in iter_rows(path):
         try:
             if isinstance(record, BadRow):
                 raise record
             track = to_track(record)
+            if base is not None:
+                track = dataclasses.replace(track, uri=resolve_uri(track.uri, base))
         except BadRow as error:
             beam.metrics.Metrics.counter("catalog", "bad_rows").inc()
             raw = record if isinstance(record, dict) else {}
@@ -308,14 +317,17 @@ class ReadCatalog(beam.PTransform):
 
     def __init__(self, path: str):
         super().__init__()
-        self._path = path
         check_catalog(path)
+        # A relative path (the catalog's, a row's uri) names a file from the directory the
+        # command runs in, wherever the workers run: made absolute here and as rows are read.
+        self._base = os.getcwd()
+        self._path = resolve_uri(path, self._base)
 
     def expand(self, pbegin):
         rows = (
             pbegin
             | "CatalogPath" >> beam.Create([self._path])
-            | "ParseRows" >> beam.FlatMap(parse_rows).with_outputs(dead_letter.TAG, main="rows")
+            | "ParseRows" >> beam.FlatMap(parse_rows, self._base).with_outputs(dead_letter.TAG, main="rows")
         )
         unique = (
             rows.rows

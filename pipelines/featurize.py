@@ -247,7 +247,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     try:
         config = FeaturizeConfig(
             catalog=args.catalog,
-            output=outputs.normalize(args.output),
+            output=beam_util.worker_path(outputs.normalize(args.output)),
             top_k=args.top_k,
             valid_fraction=args.valid_fraction,
             test_fraction=args.test_fraction,

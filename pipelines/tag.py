@@ -268,8 +268,8 @@ def parse_args(argv):
         parser.error(str(error))
     config = TagConfig(
         catalog=args.catalog,
-        model=pretrained.resolve_model(args.model, args.cache_dir),
-        output=outputs.normalize(args.output),
+        model=beam_util.worker_path(pretrained.resolve_model(args.model, args.cache_dir)),
+        output=beam_util.worker_path(outputs.normalize(args.output)),
         incremental=args.incremental,
         batch_size=args.batch_size,
         max_patches_per_track=args.max_patches_per_track,

@@ -120,7 +120,8 @@ class Worker:
     """One helper process; :meth:`decode` runs ``pipelines.decode.read.decode_with_soundfile`` in it."""
 
     def __init__(self):
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # The folder that holds the ``pipelines`` package this module came from (three levels up).
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.environ = dict(os.environ)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(
