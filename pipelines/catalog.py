@@ -14,12 +14,11 @@ import csv
 import dataclasses
 import json
 import os
-import unicodedata
 
 import apache_beam as beam
 
 from model.features import SPLITS  # what a catalog's split column may say
-from pipelines import dead_letter
+from pipelines import dead_letter, names
 from runtime.errors import TagscaleError
 
 FIELDS = ("track_id", "uri", "tags", "split")
@@ -74,7 +73,8 @@ def utf8_text(field: str, value) -> str:
 
 
 def split_tags(value) -> tuple[str, ...]:
-    """Tags from a ';'-separated string or a list; blanks dropped, order and case kept."""
+    """Tags from a ';'-separated string or a list; blanks dropped, order and case kept, each
+    checked and spelled (NFC) by :func:`pipelines.names.tag_name`."""
     if value is None:
         return ()
     if isinstance(value, (bytes, bytearray)):
@@ -83,27 +83,48 @@ def split_tags(value) -> tuple[str, ...]:
         value = value.split(";")
     elif not isinstance(value, (list, tuple)):
         raise BadRow(f"tags must be a ';'-separated string or a list, got {type(value).__name__}")
-    tags = [utf8_text("tag", tag).strip() for tag in value]
-    for tag in tags:
+    wrong = [type(tag).__name__ for tag in value if not isinstance(tag, (str, bytes, bytearray))]
+    if wrong:
+        raise BadRow(f"tags must be a list of text, got a {wrong[0]} in it")
+    try:
         # The tag vocabulary is a file of one tag per line: a newline would split a tag in two,
         # and other control characters would reach terminals and reports as they are.
-        if any(unicodedata.category(char) == "Cc" for char in tag):
-            raise BadRow(f"tag {tag!r} contains a control character (newline, tab, NUL, ...)")
+        tags = [names.tag_name(utf8_text("tag", tag)) for tag in value]
+    except names.BadName as error:
+        raise BadRow(str(error)) from None
     return tuple(dict.fromkeys(tag for tag in tags if tag))
 
 
+def _field(record: dict, field: str, types: tuple) -> object:
+    """``record[field]`` when it is of one of ``types`` (or missing); a :class:`BadRow` naming the
+    field when a JSONL or Parquet row gives it another type (an object, a list, a number...)."""
+    value = record.get(field)
+    if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+        kind = "text or a whole number" if int in types else "text"
+        raise BadRow(f"{field} must be {kind}, got {type(value).__name__}")
+    return value
+
+
 def to_track(record: dict) -> Track:
-    """Validate one parsed row; :class:`BadRow` when track_id or uri is missing or empty, or
-    when the track_id or a tag is not valid UTF-8 (the uri may be any file name)."""
-    values = {}
+    """Validate one parsed row; :class:`BadRow` when track_id or uri is missing, empty or of the
+    wrong type, when the track_id is longer than :data:`pipelines.names.MAX_ID_CHARS`, when
+    the uri holds a NUL (no file can be named so), or when the track_id or a tag is not valid
+    UTF-8 (the uri may be any file name)."""
+    # A track_id may be a number (a Parquet int column of clip ids); a uri only text.
+    raw = {"track_id": _field(record, "track_id", (str, bytes, int)), "uri": _field(record, "uri", (str, bytes))}
     for field in REQUIRED:
-        value = record.get(field)
+        value = raw[field]
         if value is None or not str(value).strip():
             raise BadRow(f"missing {field}")
-        values[field] = str(value).strip()
-    track_id = utf8_text("track_id", record["track_id"]).strip()
-    uri = os.fsdecode(record["uri"]).strip() if isinstance(record["uri"], bytes) else values["uri"]
-    split = str(record.get("split") or "").strip() or None
+    track_id = utf8_text("track_id", raw["track_id"]).strip()
+    try:
+        names.track_id(track_id)
+    except names.BadName as error:
+        raise BadRow(str(error)) from None
+    uri = (os.fsdecode(raw["uri"]) if isinstance(raw["uri"], bytes) else raw["uri"]).strip()
+    if "\0" in uri:
+        raise BadRow("uri contains a NUL byte, which no file name can hold")
+    split = str(_field(record, "split", (str,)) or "").strip() or None
     if split is not None and split not in SPLITS:
         raise BadRow(f"split must be one of {', '.join(SPLITS)} or empty, got {split!r}")
     return Track(track_id, uri, split_tags(record.get("tags")), split)
@@ -266,17 +287,25 @@ def parse_rows(path: str):
         except BadRow as error:
             beam.metrics.Metrics.counter("catalog", "bad_rows").inc()
             raw = record if isinstance(record, dict) else {}
+            track_id, uri = (raw.get(field) for field in ("track_id", "uri"))
             yield beam.pvalue.TaggedOutput(
                 dead_letter.TAG,
-                dead_letter.record(
-                    track_id=str(raw.get("track_id") or ""),
-                    uri=str(raw.get("uri") or ""),
+                dead_letter.record(  # a field of the wrong type is named in the error, not shown
+                    track_id=_shown(track_id)[: names.MAX_ID_CHARS],
+                    uri=_shown(uri),
                     stage="catalog",
                     error=f"row {number}: {error}",
                 ),
             )
             continue
         yield track.track_id, (number, track)
+
+
+def _shown(value) -> str:
+    """A raw catalog field as a dead-letter row shows it: text as it is, anything else empty."""
+    if isinstance(value, (bytes, bytearray)):
+        return os.fsdecode(bytes(value))
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
 
 
 def first_of_duplicates(keyed):
@@ -327,6 +356,11 @@ class ReadCatalog(beam.PTransform):
 
 
 def audio_uris(path: str):
-    """``(row number, uri)`` of a catalog's rows, read lazily (the output check peeks at the first)."""
+    """``(row number, uri)`` of a catalog's usable rows, read lazily (the output check peeks at
+    the first); a row that would be a dead letter (a NUL in its uri...) is left out."""
     for number, record in iter_rows(path):
-        yield number, str(record.get("uri") or "") if isinstance(record, dict) else ""
+        if isinstance(record, dict):
+            try:
+                yield number, to_track(record).uri
+            except BadRow:
+                continue
