@@ -67,9 +67,16 @@ def utf8_text(field: str, value) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        shown = text.encode("utf-8", "surrogateescape")
+        # surrogateescape restores a catalog's own bytes; a lone surrogate of other origin
+        # (JSON's "\ud800") has none and shows escaped.
+        shown = text.encode("utf-8", "surrogateescape" if _escaped_bytes(text) else "backslashreplace")
         raise BadRow(f"{field} is not valid UTF-8 (byte {error.start}): {shown!r}") from error
     return text
+
+
+def _escaped_bytes(text: str) -> bool:
+    """Whether every surrogate in ``text`` is a byte kept by ``surrogateescape`` (U+DC80-U+DCFF)."""
+    return all(0xDC80 <= ord(char) <= 0xDCFF for char in text if 0xD800 <= ord(char) <= 0xDFFF)
 
 
 def split_tags(value) -> tuple[str, ...]:

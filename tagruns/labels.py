@@ -60,6 +60,8 @@ def check_decision(track_id, tag, verdict) -> tuple[str, str, str]:
     """``(track_id, tag, verdict)`` checked; :class:`TagscaleError` naming what is wrong."""
     if not isinstance(track_id, str) or not track_id or len(track_id) > MAX_TRACK_ID_CHARS:
         raise TagscaleError(f"track_id must be text of 1 to {MAX_TRACK_ID_CHARS} characters")
+    if not track_id.isascii() and any(0xD800 <= ord(char) <= 0xDFFF for char in track_id):
+        raise TagscaleError("track_id holds a lone surrogate (not Unicode text)")
     if verdict not in VERDICTS:
         raise TagscaleError(f"verdict must be 'yes' or 'no', got {verdict!r}")
     return track_id, check_tag(tag), verdict
