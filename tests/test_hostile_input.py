@@ -320,3 +320,103 @@ def test_the_threshold_flag_is_checked_too(tmp_path, capsys, value):
         f"got {float(value)!r}"
     )
     assert calibrate.parse_threshold(1, "a", "x") == 1.0 and calibrate.parse_threshold(0.0, "a", "x") == 0.0
+
+
+# ------------------------------------------------------------------------------ the explorer
+
+
+@pytest.fixture
+def explorer_site(tmp_path):
+    """A served run holding two ids of the longest length a catalog lets in, with labels on."""
+    from explore_run import write_run
+
+    from infra.explore.query import Explorer
+    from infra.explore.server import ExplorerServer
+    from pipelines import tag
+
+    write_run(tmp_path / "run", tracks=4)
+    longest = ["\u00e9" * names.MAX_ID_CHARS, "\U0001f3b5" * names.MAX_ID_CHARS]
+    rows = pq.read_table(next((tmp_path / "run" / "tags").iterdir())).to_pylist()[:2]
+    for row, track_id in zip(rows, longest):
+        row["track_id"] = track_id
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "run" / "tags" / "long.parquet")
+    explorer = Explorer.open([str(tmp_path / "run")], None)
+    server = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True, labels=str(tmp_path / "labels"))
+    server.start()
+    yield server, longest
+    server.stop()
+    explorer.close()
+
+
+def _request(server, method, target, headers, body=None):
+    """``(status, parsed body)`` of one raw request: the request line and headers exactly as given."""
+    import socket
+
+    lines = [f"{method} {target} HTTP/1.1", *(f"{key}: {value}" for key, value in headers)]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + (body or b"")
+    with socket.create_connection(server.server_address[:2], timeout=30) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload or b"null")
+
+
+def _token(server) -> str:
+    host = f"127.0.0.1:{server.server_address[1]}"
+    return _request(server, "GET", "/api/session", [("Host", host), ("Connection", "close")])[1]["token"]
+
+
+def _write_headers(server, token, *extra):
+    host = f"127.0.0.1:{server.server_address[1]}"
+    return [("Host", host), ("Content-Type", "application/json"), ("X-Tagscale-Token", token), *extra]
+
+
+def test_the_explorer_opens_and_labels_ids_of_the_longest_length(explorer_site):
+    from urllib.parse import quote
+
+    server, longest = explorer_site
+    host = [("Host", f"127.0.0.1:{server.server_address[1]}"), ("Connection", "close")]
+    token = _token(server)
+    for track_id in longest:
+        status, body = _request(server, "GET", "/api/tracks/" + quote(track_id, safe=""), host)
+        assert status == 200 and body["track_id"] == track_id
+        # a browser's JSON.stringify sends the text as UTF-8 (an escaping client: below)
+        text = json.dumps({"track_id": track_id, "tag": "piano", "verdict": "yes"}, ensure_ascii=False)
+        status, body = _request(server, "POST", "/api/labels", _write_headers(server, token), text.encode())
+        assert status == 201 and body["track_id"] == track_id
+    escaped = json.dumps({"track_id": longest[0], "tag": "piano", "verdict": "no"}).encode()
+    assert _request(server, "POST", "/api/labels", _write_headers(server, token), escaped)[0] == 201
+
+
+def test_the_explorer_answers_bad_requests_with_400_not_500(explorer_site):
+    server, longest = explorer_site
+    port = server.server_address[1]
+    host = ("Host", f"127.0.0.1:{port}")
+    token = _token(server)
+    cases = {
+        "lone surrogate": (b'{"track_id": "\\ud800", "tag": "piano", "verdict": "yes"}', []),
+        "deep JSON": (b"[" * 1900 + b"]" * 1900, []),
+        "deep JSON inside": (b'{"track_id": ' + b"[" * 1900 + b"]" * 1900 + b"}", []),
+        "two Origins": (
+            json.dumps({"track_id": longest[0], "tag": "piano", "verdict": "yes"}).encode(),
+            [("Origin", f"http://127.0.0.1:{port}"), ("Origin", "http://evil.example")],
+        ),
+    }
+    for name, (body, extra) in cases.items():
+        status, answer = _request(server, "POST", "/api/labels", _write_headers(server, token, *extra), body)
+        assert status == 400, (name, answer)
+    for target, headers in (
+        ("/api/tracks", [host, ("Host", "evil.example")]),
+        ("/api/tracks", [host, ("Origin", f"http://127.0.0.1:{port}"), ("Origin", "http://evil.example")]),
+        ("http://evil.example/api/tracks", [host]),
+        (f"http://127.0.0.1:{port}/api/tracks", [host]),
+    ):
+        status, answer = _request(server, "GET", target, [*headers, ("Connection", "close")])
+        assert status == 400, (target, headers, answer)
+    assert server.curation.store.decisions() == []  # nothing refused was written
+    assert [entry for entry in server.requests if entry[2] == 500] == []
+    assert _request(server, "GET", "/api/tracks", [host, ("Connection", "close")])[0] == 200
