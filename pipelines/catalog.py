@@ -362,6 +362,18 @@ class ReadCatalog(beam.PTransform):
         return {"tracks": unique.tracks, dead_letter.TAG: bad}
 
 
+def check_reachable(path: str, output: str, rows: int = 1000) -> None:
+    """Before a run: one line (:class:`pipelines.storage.reach.Unreachable`) when the catalog,
+    the output or the audio of the first ``rows`` rows is on gs:// and gs:// cannot be reached
+    (a gs:// uri further down meets the same answer in its worker, as a dead letter)."""
+    import itertools
+
+    from pipelines.storage import reach
+
+    reach.check(path, output)
+    reach.check(*(uri for _, uri in itertools.takewhile(lambda row: row[0] <= rows, audio_uris(path))))
+
+
 def audio_uris(path: str):
     """``(row number, uri)`` of a catalog's usable rows, read lazily (the output check peeks at
     the first); a row that would be a dead letter (a NUL in its uri...) is left out."""

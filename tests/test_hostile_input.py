@@ -420,3 +420,69 @@ def test_the_explorer_answers_bad_requests_with_400_not_500(explorer_site):
     assert server.curation.store.decisions() == []  # nothing refused was written
     assert [entry for entry in server.requests if entry[2] == 500] == []
     assert _request(server, "GET", "/api/tracks", [host, ("Connection", "close")])[0] == 200
+
+
+# --------------------------------------------------------------------------------- gs://
+
+
+def _featurize_offline(tmp_path, uris, **env):
+    """``tagscale featurize`` in a child process with no Google credentials anywhere it looks
+    (no key file, an empty gcloud config); ``env`` adds to that. Returns (result, seconds)."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = tmp_path / "catalog.csv"
+    path.write_text("track_id,uri\n" + "".join(f"t{i},{uri}\n" for i, uri in enumerate(uris)))
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "STORAGE_EMULATOR", "CLOUDSDK_"))}
+    clean.update(HOME=str(home), CLOUDSDK_CONFIG=str(home / "gcloud"), PYTHONPATH=repo, **env)
+    argv = [sys.executable, "-m", "infra.cli", "featurize", "--catalog", str(path), "--output", str(tmp_path / "out")]
+    start = time.monotonic()
+    # Before the fix this ran for minutes (credential retries, then request retries): 90 s is a hang.
+    result = subprocess.run(argv, cwd=repo, env=clean, capture_output=True, text=True, timeout=90)
+    return result, time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_gs_audio_without_credentials_is_one_line_within_a_minute(tmp_path):
+    result, seconds = _featurize_offline(tmp_path, ["gs://tagscale-private/a.wav", "gs://tagscale-private/b.wav"])
+    assert result.returncode == 2 and seconds < 60
+    assert result.stderr.strip() == (
+        "tagscale featurize: error: gs:// cannot be reached (gs://tagscale-private/a.wav): no Google credentials "
+        "(set GOOGLE_APPLICATION_CREDENTIALS to a key file or run `gcloud auth application-default login`)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_gs_audio_with_no_route_to_the_endpoint_is_one_line_within_a_minute(tmp_path):
+    from gcs_emulator import free_port
+
+    port = free_port()  # nothing listens there: the endpoint cannot be reached
+    result, seconds = _featurize_offline(
+        tmp_path, ["/local/a.wav", "gs://tagscale-private/b.wav"], STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}"
+    )
+    assert result.returncode == 2 and seconds < 60
+    assert result.stderr.strip() == (
+        "tagscale featurize: error: gs:// cannot be reached (gs://tagscale-private/b.wav): "
+        f"no network: cannot connect to 127.0.0.1:{port} (Connection refused)"
+    )
+
+
+def test_a_gs_uri_a_worker_meets_unreachable_is_a_dead_letter_at_once(tmp_path, monkeypatch):
+    """A gs:// uri past the rows the driver peeks at: the worker asks once, and every such uri
+    is then a decode dead letter without Beam's minutes of retries."""
+    from gcs_emulator import free_port
+
+    from pipelines.decode import audio
+    from pipelines.storage import reach
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(reach, "_answer", [])
+    for name in ("a", "b", "c"):
+        start = time.monotonic()
+        with pytest.raises(audio.DecodeError, match=r"^gs:// cannot be reached: no network: cannot connect to "):
+            audio.decode_audio(f"gs://tagscale-private/{name}.wav")
+        assert time.monotonic() - start < 15
