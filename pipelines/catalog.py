@@ -285,8 +285,13 @@ def read_catalog(path: str) -> list[Track]:
 
 
 def parse_rows(path: str):
-    """Beam body of :class:`ReadCatalog`: ``(track_id, (row, Track))`` or a dead-letter record."""
+    """Beam body of :class:`ReadCatalog`: ``(track_id, (row, Track))`` or a dead-letter record.
+    Rows read are shown on stderr every few seconds (a large catalog takes minutes)."""
+    from pipelines.tag_progress import Ticker
+
+    ticker = Ticker("catalog")
     for number, record in iter_rows(path):
+        ticker.add("rows read")
         try:
             if isinstance(record, BadRow):
                 raise record
@@ -304,8 +309,10 @@ def parse_rows(path: str):
                     error=f"row {number}: {error}",
                 ),
             )
+            ticker.add("bad rows")
             continue
         yield track.track_id, (number, track)
+    ticker.finish()
 
 
 def _shown(value) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from apache_beam.transforms import window
 
 from model import dsp
-from pipelines import dead_letter
+from pipelines import dead_letter, tag_progress
 from pipelines.catalog import Track
 from pipelines.decode import audio
 
@@ -110,6 +110,7 @@ class _DecodeFn(beam.DoFn):
 
     def setup(self):
         self._pool = None
+        self._ticker = tag_progress.Ticker("decode")  # tracks that fail never reach the model's progress
         if self._concurrency > 1:
             import concurrent.futures
 
@@ -118,6 +119,7 @@ class _DecodeFn(beam.DoFn):
     def teardown(self):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._ticker.finish()
 
     def _decode(self, track: Track):
         """``(samples or the DecodeError, attempts)``: runs on the pool, so no metrics here."""
@@ -152,6 +154,7 @@ class _DecodeFn(beam.DoFn):
 
     def _outputs(self, track: Track, result):
         samples, attempts = result
+        self._ticker.add("failed" if isinstance(samples, audio.DecodeError) else "decoded")
         if attempts > 1:
             beam.metrics.Metrics.counter("decode", "retries").inc(attempts - 1)
         if isinstance(samples, audio.DecodeError):
