@@ -47,21 +47,23 @@ class Progress(beam.DoFn):
 
 
 class Ticker:
-    """A progress line on stderr while counts grow, the first after a second and then at most
-    every ``every_s`` seconds, for the stages before the model (reading the catalog, decoding),
-    so a run whose tracks all fail still shows it is moving: ``tagscale: catalog: 120000 rows
-    read, 3 bad rows (40000/s)``."""
+    """A progress line on stderr at most every ``every_s`` seconds while counts grow, for the
+    stages before the model (reading the catalog, decoding), so a run whose tracks all fail
+    still shows it is moving: ``tagscale: catalog: 120000 rows read, 3 bad rows (40000/s)``.
+    The clock starts with the first count, so a stage over in less than ``every_s`` says nothing."""
 
-    def __init__(self, stage: str, every_s: float = 5.0, first_s: float = 1.0):
+    def __init__(self, stage: str, every_s: float = 5.0):
         self._stage, self._every_s = stage, every_s
-        self._start = time.monotonic()
-        self._last = self._start - every_s + first_s
+        self._start = self._last = None
         self._printed = False
         self.counts: dict[str, int] = {}
 
     def add(self, name: str, amount: int = 1) -> None:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = self._last = now
         self.counts[name] = self.counts.get(name, 0) + amount
-        if time.monotonic() - self._last >= self._every_s:
+        if now - self._last >= self._every_s:
             self._report()
 
     def _report(self) -> None:
