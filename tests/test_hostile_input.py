@@ -480,7 +480,7 @@ def test_a_gs_uri_a_worker_meets_unreachable_is_a_dead_letter_at_once(tmp_path, 
     from pipelines.storage import reach
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setattr(reach, "_answer", [])
+    monkeypatch.setattr(reach, "_answers", {})
     for name in ("a", "b", "c"):
         start = time.monotonic()
         with pytest.raises(audio.DecodeError, match=r"^gs:// cannot be reached: no network: cannot connect to "):

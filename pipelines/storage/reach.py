@@ -20,7 +20,7 @@ from runtime.errors import TagscaleError
 ENDPOINT = ("storage.googleapis.com", 443)
 CONNECT_TIMEOUT_S = 10.0
 _lock = threading.Lock()
-_answer: list = []  # [problem or None] once asked
+_answers: dict = {}  # endpoint asked (None: Google's) -> the problem found, or None
 
 
 class Unreachable(TagscaleError):
@@ -75,11 +75,12 @@ def _network_problem() -> str | None:
 
 def problem() -> str | None:
     """Why gs:// cannot be reached from this process (no credentials, no network), or None;
-    asked once per process (a few seconds at most), then remembered."""
+    asked once per process and endpoint (a few seconds at most), then remembered."""
+    endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or None
     with _lock:
-        if not _answer:
-            _answer.append(_credentials_problem() or _network_problem())
-        return _answer[0]
+        if endpoint not in _answers:
+            _answers[endpoint] = _credentials_problem() or _network_problem()
+        return _answers[endpoint]
 
 
 def check(*locations: str) -> None:
