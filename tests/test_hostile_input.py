@@ -163,10 +163,7 @@ def test_a_fifo_in_decisions_is_named_as_not_a_decision_instead_of_hanging(tmp_p
     fifo = os.path.join(folder, "99999999999999999999-1-planted.json")
     os.mkfifo(fifo)
 
-    def unblock():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-
-    result, seconds = _read_in_a_thread(str(tmp_path / "labels"), unblock)
+    result, seconds = _read_in_a_thread(str(tmp_path / "labels"), lambda: _unblock(fifo))
     assert result == {"error": f"{fifo} is not a decision: not a regular file"}
     assert seconds < 5
 
@@ -420,6 +417,29 @@ def test_the_explorer_answers_bad_requests_with_400_not_500(explorer_site):
     assert server.curation.store.decisions() == []  # nothing refused was written
     assert [entry for entry in server.requests if entry[2] == 500] == []
     assert _request(server, "GET", "/api/tracks", [host, ("Connection", "close")])[0] == 200
+
+
+def test_a_fifo_in_the_explorers_labels_folder_is_a_400_not_a_hung_request(explorer_site):
+    server, _ = explorer_site
+    host = [("Host", f"127.0.0.1:{server.server_address[1]}"), ("Connection", "close")]
+    fifo = os.path.join(server.curation.store.path, "99999999999999999999-1-planted.json")
+    os.mkfifo(fifo)
+    try:
+        for target in ("/api/labels?track_id=x", "/api/stats", "/api/review?tag=piano"):
+            start = time.monotonic()
+            status, body = _request(server, "GET", target, host)
+            assert (status, body) == (400, {"error": f"{fifo} is not a decision: not a regular file"}), target
+            assert time.monotonic() - start < 5
+    finally:
+        _unblock(fifo)
+
+
+def _unblock(fifo: str) -> None:
+    """Give a reader stuck opening ``fifo`` (the code before the fix) a writer, so it ends."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # ENXIO: nobody has it open for reading
+        pass
 
 
 # --------------------------------------------------------------------------------- gs://
