@@ -28,8 +28,9 @@ DECISIONS = "decisions"
 VERDICTS = ("yes", "no")
 MAX_TAG_CHARS = 100  # a tag is a short name; the bound keeps one request from filling the disk
 MAX_TRACK_ID_CHARS = names.MAX_ID_CHARS  # the catalog's own limit: a longer id is in no run
-# A decision is a few hundred bytes; its longest (an id and a tag of astral characters, each
-# JSON-escaped to 12 bytes) stays under 8 KiB. A file over this is not one, whatever it is.
+# A decision is a few hundred bytes; the longest id and tag, of astral characters JSON-escaped
+# to 12 bytes each, take 7.2 KiB, which leaves room for the run's path. A file over this is not
+# a decision, whatever it is.
 MAX_DECISION_BYTES = 16384
 
 
