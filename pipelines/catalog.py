@@ -14,12 +14,11 @@ import csv
 import dataclasses
 import json
 import os
-import unicodedata
 
 import apache_beam as beam
 
 from model.features import SPLITS  # what a catalog's split column may say
-from pipelines import dead_letter
+from pipelines import dead_letter, names
 from runtime.errors import TagscaleError
 
 FIELDS = ("track_id", "uri", "tags", "split")
@@ -68,13 +67,21 @@ def utf8_text(field: str, value) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
-        shown = text.encode("utf-8", "surrogateescape")
+        # surrogateescape restores a catalog's own bytes; a lone surrogate of other origin
+        # (JSON's "\ud800") has none and shows escaped.
+        shown = text.encode("utf-8", "surrogateescape" if _escaped_bytes(text) else "backslashreplace")
         raise BadRow(f"{field} is not valid UTF-8 (byte {error.start}): {shown!r}") from error
     return text
 
 
+def _escaped_bytes(text: str) -> bool:
+    """Whether every surrogate in ``text`` is a byte kept by ``surrogateescape`` (U+DC80-U+DCFF)."""
+    return all(0xDC80 <= ord(char) <= 0xDCFF for char in text if 0xD800 <= ord(char) <= 0xDFFF)
+
+
 def split_tags(value) -> tuple[str, ...]:
-    """Tags from a ';'-separated string or a list; blanks dropped, order and case kept."""
+    """Tags from a ';'-separated string or a list; blanks dropped, order and case kept, each
+    checked and spelled (NFC) by :func:`pipelines.names.tag_name`."""
     if value is None:
         return ()
     if isinstance(value, (bytes, bytearray)):
@@ -83,27 +90,48 @@ def split_tags(value) -> tuple[str, ...]:
         value = value.split(";")
     elif not isinstance(value, (list, tuple)):
         raise BadRow(f"tags must be a ';'-separated string or a list, got {type(value).__name__}")
-    tags = [utf8_text("tag", tag).strip() for tag in value]
-    for tag in tags:
+    wrong = [type(tag).__name__ for tag in value if not isinstance(tag, (str, bytes, bytearray))]
+    if wrong:
+        raise BadRow(f"tags must be a list of text, got a {wrong[0]} in it")
+    try:
         # The tag vocabulary is a file of one tag per line: a newline would split a tag in two,
         # and other control characters would reach terminals and reports as they are.
-        if any(unicodedata.category(char) == "Cc" for char in tag):
-            raise BadRow(f"tag {tag!r} contains a control character (newline, tab, NUL, ...)")
+        tags = [names.tag_name(utf8_text("tag", tag)) for tag in value]
+    except names.BadName as error:
+        raise BadRow(str(error)) from None
     return tuple(dict.fromkeys(tag for tag in tags if tag))
 
 
+def _field(record: dict, field: str, types: tuple) -> object:
+    """``record[field]`` when it is of one of ``types`` (or missing); a :class:`BadRow` naming the
+    field when a JSONL or Parquet row gives it another type (an object, a list, a number...)."""
+    value = record.get(field)
+    if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+        kind = "text or a whole number" if int in types else "text"
+        raise BadRow(f"{field} must be {kind}, got {type(value).__name__}")
+    return value
+
+
 def to_track(record: dict) -> Track:
-    """Validate one parsed row; :class:`BadRow` when track_id or uri is missing or empty, or
-    when the track_id or a tag is not valid UTF-8 (the uri may be any file name)."""
-    values = {}
+    """Validate one parsed row; :class:`BadRow` when track_id or uri is missing, empty or of the
+    wrong type, when the track_id is longer than :data:`pipelines.names.MAX_ID_CHARS`, when
+    the uri holds a NUL (no file can be named so), or when the track_id or a tag is not valid
+    UTF-8 (the uri may be any file name)."""
+    # A track_id may be a number (a Parquet int column of clip ids); a uri only text.
+    raw = {"track_id": _field(record, "track_id", (str, bytes, int)), "uri": _field(record, "uri", (str, bytes))}
     for field in REQUIRED:
-        value = record.get(field)
+        value = raw[field]
         if value is None or not str(value).strip():
             raise BadRow(f"missing {field}")
-        values[field] = str(value).strip()
-    track_id = utf8_text("track_id", record["track_id"]).strip()
-    uri = os.fsdecode(record["uri"]).strip() if isinstance(record["uri"], bytes) else values["uri"]
-    split = str(record.get("split") or "").strip() or None
+    track_id = utf8_text("track_id", raw["track_id"]).strip()
+    try:
+        names.track_id(track_id)
+    except names.BadName as error:
+        raise BadRow(str(error)) from None
+    uri = (os.fsdecode(raw["uri"]) if isinstance(raw["uri"], bytes) else raw["uri"]).strip()
+    if "\0" in uri:
+        raise BadRow("uri contains a NUL byte, which no file name can hold")
+    split = str(_field(record, "split", (str,)) or "").strip() or None
     if split is not None and split not in SPLITS:
         raise BadRow(f"split must be one of {', '.join(SPLITS)} or empty, got {split!r}")
     return Track(track_id, uri, split_tags(record.get("tags")), split)
@@ -264,8 +292,13 @@ def resolve_uri(uri: str, base: str) -> str:
 
 def parse_rows(path: str, base: str | None = None):
     """Beam body of :class:`ReadCatalog`: ``(track_id, (row, Track))`` or a dead-letter record.
-    With ``base``, a track's relative local uri is made absolute against it."""
+    With ``base``, a track's relative local uri is made absolute against it. Rows read are shown
+    on stderr every few seconds (a large catalog takes minutes)."""
+    from pipelines.tag_progress import Ticker
+
+    ticker = Ticker("catalog")
     for number, record in iter_rows(path):
+        ticker.add("rows read")
         try:
             if isinstance(record, BadRow):
                 raise record
@@ -275,17 +308,27 @@ def parse_rows(path: str, base: str | None = None):
         except BadRow as error:
             beam.metrics.Metrics.counter("catalog", "bad_rows").inc()
             raw = record if isinstance(record, dict) else {}
+            track_id, uri = (raw.get(field) for field in ("track_id", "uri"))
             yield beam.pvalue.TaggedOutput(
                 dead_letter.TAG,
-                dead_letter.record(
-                    track_id=str(raw.get("track_id") or ""),
-                    uri=str(raw.get("uri") or ""),
+                dead_letter.record(  # a field of the wrong type is named in the error, not shown
+                    track_id=_shown(track_id)[: names.MAX_ID_CHARS],
+                    uri=_shown(uri),
                     stage="catalog",
                     error=f"row {number}: {error}",
                 ),
             )
+            ticker.add("bad rows")
             continue
         yield track.track_id, (number, track)
+    ticker.finish()
+
+
+def _shown(value) -> str:
+    """A raw catalog field as a dead-letter row shows it: text as it is, anything else empty."""
+    if isinstance(value, (bytes, bytearray)):
+        return os.fsdecode(bytes(value))
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
 
 
 def first_of_duplicates(keyed):
@@ -336,9 +379,3 @@ class ReadCatalog(beam.PTransform):
         )
         bad = (rows[dead_letter.TAG], unique[dead_letter.TAG]) | "CatalogDeadLetters" >> beam.Flatten()
         return {"tracks": unique.tracks, dead_letter.TAG: bad}
-
-
-def audio_uris(path: str):
-    """``(row number, uri)`` of a catalog's rows, read lazily (the output check peeks at the first)."""
-    for number, record in iter_rows(path):
-        yield number, str(record.get("uri") or "") if isinstance(record, dict) else ""

@@ -32,7 +32,8 @@ import apache_beam as beam
 
 from model import dsp, features
 from pipelines import beam_util, buckets, dead_letter, shards, spill, stages
-from pipelines.catalog import ReadCatalog, Track, audio_uris
+from pipelines.catalog import ReadCatalog, Track
+from pipelines.catalog_checks import audio_uris, check_reachable
 from pipelines.storage import fileio, outputs
 
 LOG = logging.getLogger("tagscale.featurize")
@@ -277,6 +278,7 @@ def run(argv: list[str] | None = None) -> dict:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, config)
         return {}  # DataflowRunner --dry_run=True: the job was built and translated, nothing ran
+    check_reachable(config.catalog, config.output)
     outputs.check_output(
         config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
     )

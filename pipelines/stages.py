@@ -9,7 +9,7 @@ import apache_beam as beam
 import numpy as np
 
 from model import dsp
-from pipelines import dead_letter, ordered_pool
+from pipelines import dead_letter, ordered_pool, tag_progress
 from pipelines.catalog import Track
 from pipelines.decode import audio
 
@@ -108,8 +108,13 @@ class _DecodeFn(ordered_pool.OrderedPoolFn):
         self._concurrency = concurrency
 
     def setup(self):
+        self._ticker = tag_progress.Ticker("decode")  # tracks that fail never reach the model's progress
         if self._concurrency > 1:
             self.start_pool(self._concurrency, "decode")
+
+    def teardown(self):
+        super().teardown()
+        self._ticker.finish()
 
     def _decode(self, track: Track):
         """``(samples or the DecodeError, attempts)``: runs on the pool, so no metrics here."""
@@ -144,6 +149,7 @@ class _DecodeFn(ordered_pool.OrderedPoolFn):
 
     def outputs(self, track: Track, result):
         samples, attempts = result
+        self._ticker.add("failed" if isinstance(samples, audio.DecodeError) else "decoded")
         if attempts > 1:
             beam.metrics.Metrics.counter("decode", "retries").inc(attempts - 1)
         if isinstance(samples, audio.DecodeError):

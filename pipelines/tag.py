@@ -30,7 +30,8 @@ import pyarrow
 
 from model import export
 from pipelines import beam_util, dead_letter, inference, provenance, segments, shards, stages, tag_output, tag_progress
-from pipelines.catalog import ReadCatalog, audio_uris
+from pipelines.catalog import ReadCatalog
+from pipelines.catalog_checks import audio_uris, check_reachable
 from pipelines.storage import fileio, outputs
 from pipelines.tag_rows import per_track, track_patches
 
@@ -295,6 +296,7 @@ def run(argv: list[str] | None = None) -> dict:
     previous output as it was.
     """
     config, beam_args = parse_args(argv)
+    check_reachable(config.catalog, config.output)
     outputs.check_output(
         config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
     )  # checks the catalog too

@@ -44,3 +44,35 @@ class Progress(beam.DoFn):
     def teardown(self):
         if self._done > self._reported:
             self._report()
+
+
+class Ticker:
+    """A progress line on stderr at most every ``every_s`` seconds while counts grow, for the
+    stages before the model (reading the catalog, decoding), so a run whose tracks all fail
+    still shows it is moving: ``tagscale: catalog: 120000 rows read, 3 bad rows (40000/s)``.
+    The clock starts with the first count, so a stage over in less than ``every_s`` says nothing."""
+
+    def __init__(self, stage: str, every_s: float = 5.0):
+        self._stage, self._every_s = stage, every_s
+        self._start = self._last = None
+        self._printed = False
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = self._last = now
+        self.counts[name] = self.counts.get(name, 0) + amount
+        if now - self._last >= self._every_s:
+            self._report()
+
+    def _report(self) -> None:
+        rate = sum(self.counts.values()) / max(time.monotonic() - self._start, 1e-9)
+        shown = ", ".join(f"{count} {name}" for name, count in self.counts.items())
+        print(f"tagscale: {self._stage}: {shown} ({rate:.0f}/s)", file=sys.stderr, flush=True)
+        self._printed, self._last = True, time.monotonic()
+
+    def finish(self) -> None:
+        """The last counts, when a line was printed before (a short stage stays silent)."""
+        if self._printed:
+            self._report()

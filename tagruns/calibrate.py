@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import numpy as np
@@ -101,7 +102,8 @@ def load_thresholds(path: str) -> dict[str, float]:
     Raises
     ------
     TagscaleError
-        When the file is missing or is not a THRESHOLDS document.
+        When the file is missing or is not a THRESHOLDS document, or a threshold is not a
+        number from 0 to 1 (:func:`parse_threshold`).
     """
     try:
         document = json.loads(fileio.read_text(path))
@@ -112,7 +114,22 @@ def load_thresholds(path: str) -> dict[str, float]:
         isinstance(entry, dict) and "threshold" in entry for entry in tags.values()
     ):
         raise TagscaleError(f"{path} is not a thresholds file of `tagscale calibrate` (no tags -> threshold)")
-    return {tag: float(entry["threshold"]) for tag, entry in tags.items()}
+    return {tag: parse_threshold(entry["threshold"], tag, path) for tag, entry in tags.items()}
+
+
+def parse_threshold(value, tag: str, source: str) -> float:
+    """``value`` as a threshold: a finite number from 0 to 1 (JSON's NaN, Infinity, 1e999999,
+    null or text are not). Every threshold read (a THRESHOLDS file, ``--threshold``) comes here.
+
+    Raises
+    ------
+    TagscaleError
+        Naming ``source`` (the file or flag) and the tag.
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not 0 <= value <= 1:
+        raise TagscaleError(f"{source}: the threshold of tag {tag!r} must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def format_report(result: dict) -> str:

@@ -122,6 +122,12 @@ def read_probe(path: str) -> dict:
         raise TagscaleError(f"cannot read probe {file}: {str(error).splitlines()[0]}") from error
     if not isinstance(probe, dict) or not {"name", "version", "source_model", "tags"} <= set(probe):
         raise TagscaleError(f"{file} is not a probe written by `tagscale probe train`")
+    for tag in probe["tags"] if isinstance(probe["tags"], dict) else ():
+        try:  # a hand-edited probe's tags are held to the rules of the labels they came from
+            if label_store.check_tag(tag) != tag:
+                raise TagscaleError(f"tag {tag!r} is not spelled as labels store it (NFC, no blanks around)")
+        except TagscaleError as error:
+            raise TagscaleError(f"{file}: {error}") from None
     return probe
 
 

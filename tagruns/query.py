@@ -278,11 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import duckdb
 
+    from tagruns.calibrate import load_thresholds, parse_threshold
+
     args = build_parser().parse_args(argv)
     thresholds = None
+    if getattr(args, "threshold", None) is not None:
+        args.threshold = parse_threshold(args.threshold, args.tag, "--threshold")
     if getattr(args, "thresholds", None):
-        from tagruns.calibrate import load_thresholds
-
         thresholds = load_thresholds(args.thresholds)
     connection = connect(
         args.tags,

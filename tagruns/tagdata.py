@@ -8,7 +8,6 @@ last file, the newest run.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 
@@ -187,32 +186,6 @@ def normalized(embeddings: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (all-zero rows stay zero), so a dot product is the cosine."""
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     return (embeddings / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
-def read_labels(path: str) -> dict[str, set[str]]:
-    """``labels.csv`` (``track_id,tag``, one row per positive) -> track_id -> its tags.
-
-    The labelled tracks are the keys; a tag's negatives are the labelled tracks without it.
-    """
-    from pipelines.storage import fileio
-
-    try:
-        text = fileio.read_text(path)
-    except Exception as error:  # a missing file reads as an IOError of the file system
-        raise TagscaleError(f"cannot read labels {path}: {str(error).splitlines()[0]}") from error
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or [cell.strip() for cell in rows[0][:2]] != ["track_id", "tag"]:
-        raise TagscaleError(f"{path}: expected a header track_id,tag")
-    labels: dict[str, set[str]] = {}
-    for number, row in enumerate(rows[1:], start=2):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) != 2 or not row[0].strip() or not row[1].strip():
-            raise TagscaleError(f"{path}, line {number}: expected track_id,tag, got {','.join(row)!r}")
-        labels.setdefault(row[0].strip(), set()).add(row[1].strip())
-    if not labels:
-        raise TagscaleError(f"{path} has no labels")
-    return labels
 
 
 def label_matrix(table: TagTable, labels: dict[str, set[str]], tags: list[str]) -> tuple[np.ndarray, np.ndarray]:

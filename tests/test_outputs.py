@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipelines.catalog import audio_uris
+from pipelines.catalog_checks import audio_uris
 from pipelines.storage import locks, outputs
 from runtime.errors import TagscaleError
 

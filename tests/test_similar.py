@@ -17,6 +17,7 @@ from pipelines import tag, tag_output
 from runtime.errors import TagscaleError
 from tagruns import calibrate, query, similar, tagdata
 from tagruns import diff as drift
+from tagruns import labels as label_store
 
 
 def numpy_neighbours(embeddings: np.ndarray, row: int, k: int):
@@ -176,7 +177,7 @@ def test_on_the_real_clips(real_clips, pretrained_cache, tmp_path, capsys):
                     f"{names[pathlib.Path(row['path']).name]},{'vocals' if label == 'vocals:yes' else value}\n"
                 )
     document = calibrate.calibrate(
-        table, tagdata.read_labels(str(labels)), target=0.8, min_positives=2, min_negatives=2
+        table, label_store.read_labels(str(labels)), target=0.8, min_positives=2, min_negatives=2
     )
     assert "classical" in document["tags"] and "techno" in document["insufficient_labels"]
     y = np.array(

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from infra.explore.query import BadRequest, _bounded
 from pipelines.storage import outputs
 from runtime.errors import TagscaleError
-from tagruns.labels import LabelStore
+from tagruns.labels import LabelStore, check_decision
 
 TOKEN_HEADER = "X-Tagscale-Token"
 MAX_BODY = 4096  # one decision is a few hundred bytes
@@ -84,6 +84,8 @@ class Curation:
             if not isinstance(request, dict):
                 raise ValueError("expected a JSON object")
             record = self.label(request.get("track_id"), request.get("tag"), request.get("verdict"), request.get("run"))
+        except RecursionError:  # JSON nested deeper than Python's stack
+            return handler._error(400, "bad request body: JSON nested too deep")
         except ValueError as error:
             return handler._error(400, f"bad request body: {error}")
         except (BadRequest, TagscaleError) as error:
@@ -112,8 +114,7 @@ class Curation:
 
     def label(self, track_id, tag, verdict, run_name=None) -> dict:
         """Store one decision on a track of the open runs (of run ``run_name``, else the first that has it)."""
-        if not isinstance(track_id, str):
-            raise BadRequest("track_id must be text")
+        track_id, tag, verdict = check_decision(track_id, tag, verdict)  # before the id goes into a query
         found = [(run, row) for run, row in self.explorer._locate(track_id) if run_name in (None, run.name)]
         if not found:
             raise BadRequest(f"unknown track {track_id!r}" + (f" in run {run_name!r}" if run_name else ""))

@@ -89,6 +89,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, *, head: bool) -> None:
         self.head = head
+        if self.path.startswith("//") or not self.path.startswith("/") or self._repeated("Host", "Origin"):
+            # An absolute URI in the request line names a host beside Host, and of two Host or
+            # Origin headers a proxy may read the other one than the checks below: refused.
+            return self._error(400, "a request gives a path, one Host header and at most one Origin header")
         if not self.server.host_allowed(self.headers.get("Host")):
             # A page on another site whose name was re-pointed at this address (DNS rebinding)
             # sends its own name here: it gets nothing.
@@ -131,6 +135,9 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as error:  # a bug or an unreadable file: say so, keep serving
             self.log_error("%s failed: %s", self.path, traceback.format_exc())
             self._error(500, f"{type(error).__name__}: {error}")
+
+    def _repeated(self, *names: str) -> bool:
+        return any(len(self.headers.get_all(name) or ()) > 1 for name in names)
 
     def _track(self, track_id: str, action: str | None, params: dict) -> None:
         explorer = self.server.explorer

@@ -58,6 +58,10 @@ def file_size(uri: str) -> int:
         return os.path.getsize(path)
     from apache_beam.io.filesystems import FileSystems
 
+    from pipelines.storage import reach
+
+    if uri.startswith("gs://") and reach.problem():  # asked once per process: no minutes of retries per uri
+        raise DecodeError(f"gs:// cannot be reached: {reach.problem()}")
     try:
         found = FileSystems.match([uri])[0].metadata_list
     except (ConnectionError, TimeoutError) as error:
