@@ -73,16 +73,3 @@ def open_view(driver, server, hash_):
 def no_console_errors(driver):
     errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors
-
-
-def record_requests(httpd) -> None:
-    """Swap an explorer server's handler for one that keeps ``(method, path, status)`` of every request
-    in ``httpd.seen`` (the server itself keeps no such record). Call before ``httpd.start()``."""
-    from infra.explore.server import Handler
-
-    class RecordingHandler(Handler):
-        def log_request(self, code="-", size="-"):
-            self.server.seen.append((self.command, self.path, int(code) if str(code).isdigit() else code))
-            super().log_request(code, size)
-
-    httpd.RequestHandlerClass, httpd.seen = RecordingHandler, []

@@ -39,3 +39,16 @@ def post(server, track_id, tag, verdict):
     )
     assert status == 201, body
     return body
+
+
+def record_requests(httpd) -> None:
+    """Swap an explorer server's handler for one that keeps ``(method, path, status)`` of every request
+    in ``httpd.seen`` (the server itself keeps no such record). Call before ``httpd.start()``."""
+    from infra.explore.server import Handler
+
+    class RecordingHandler(Handler):
+        def log_request(self, code="-", size="-"):
+            self.server.seen.append((self.command, self.path, int(code) if str(code).isdigit() else code))
+            super().log_request(code, size)
+
+    httpd.RequestHandlerClass, httpd.seen = RecordingHandler, []

@@ -12,7 +12,8 @@ import sys
 import urllib.request
 
 import pytest
-from chromium import browser, no_console_errors, open_view, record_requests, wait  # noqa: F401 (browser: a fixture)
+from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
+from explore_http import record_requests
 from explore_run import write_run, write_thresholds
 
 pytestmark = pytest.mark.browser

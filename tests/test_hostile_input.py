@@ -325,6 +325,7 @@ def test_the_threshold_flag_is_checked_too(tmp_path, capsys, value):
 @pytest.fixture
 def explorer_site(tmp_path):
     """A served run holding two ids of the longest length a catalog lets in, with labels on."""
+    from explore_http import record_requests
     from explore_run import write_run
 
     from infra.explore.query import Explorer
@@ -339,6 +340,7 @@ def explorer_site(tmp_path):
     pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "run" / "tags" / "long.parquet")
     explorer = Explorer.open([str(tmp_path / "run")], None)
     server = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True, labels=str(tmp_path / "labels"))
+    record_requests(server)
     server.start()
     yield server, longest
     server.stop()
@@ -415,7 +417,7 @@ def test_the_explorer_answers_bad_requests_with_400_not_500(explorer_site):
         status, answer = _request(server, "GET", target, [*headers, ("Connection", "close")])
         assert status == 400, (target, headers, answer)
     assert server.curation.store.decisions() == []  # nothing refused was written
-    assert [entry for entry in server.requests if entry[2] == 500] == []
+    assert [entry for entry in server.seen if entry[2] == 500] == []
     assert _request(server, "GET", "/api/tracks", [host, ("Connection", "close")])[0] == 200
 
 

@@ -9,8 +9,8 @@ import statistics
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from chromium import browser, no_console_errors, open_view, record_requests, wait  # noqa: F401 (browser: a fixture)
-from explore_http import call, post
+from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (browser: a fixture)
+from explore_http import call, post, record_requests
 from explore_run import add_segments, write_run, write_thresholds
 
 from infra.cli import main as cli
