@@ -16,10 +16,11 @@ from featurized import TINY
 
 from model import dsp
 from runtime.errors import run_command
-from trainer import callbacks, crops, inputs, multiworker, schedule, task
+from trainer import callbacks, crops, inputs, multiworker, musicnn_logs, schedule, task
 
 # Validation losses on which the two rules part: improvements at epochs 3 and 6 reset plateau's
-# counter but not the seed's, which keeps counting the non-improving epochs 2, 4, 5, 7, ...
+# counter but not the cumulative rule's, which keeps counting the non-improving epochs 2, 4, 5,
+# 7, ... and halves at the validation after the one that brought its count to the patience.
 LOSSES = [1.0, 1.1, 0.9, 1.2, 1.3, 0.8, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9]
 
 
@@ -30,19 +31,36 @@ def rule(name: str, patience: int = 3) -> schedule.Rule:
 # --------------------------------------------------------------------------- learning rate
 
 
-def test_seed_and_plateau_rules_halve_at_their_own_epochs():
-    assert schedule.halving_epochs(LOSSES, rule("seed")) == [5, 9, 12]
+def test_cumulative_and_plateau_rules_halve_at_their_own_epochs():
+    assert schedule.halving_epochs(LOSSES, rule("cumulative")) == [6, 10]
     assert schedule.halving_epochs(LOSSES, rule("plateau")) == [9, 12]
     # plateau needs a drop of more than 1e-4 to reset its counter; the seed's best model takes any drop
     creeping = [1.0, 0.99995, 0.99994, 0.99993, 0.99992]
     assert schedule.halving_epochs(creeping, rule("plateau", patience=2)) == [3, 5]
-    assert schedule.halving_epochs(creeping, rule("seed", patience=2)) == []
+    assert schedule.halving_epochs(creeping, rule("cumulative", patience=2)) == []
     state = schedule.State()
     for epoch, loss in enumerate(creeping):
         schedule.advance(state, epoch, loss, rule("plateau", patience=2))
     assert (state.best, state.best_epoch) == (0.99992, 4)
     # a NaN validation loss is no improvement for either rule
-    assert schedule.halving_epochs([1.0, math.nan, math.nan], rule("seed", patience=2)) == [3]
+    assert schedule.halving_epochs([1.0, math.nan, math.nan, math.nan], rule("cumulative", patience=2)) == [4]
+    assert schedule.Rule(schedule="seed").schedule == "cumulative"  # the old name
+
+
+@pytest.mark.slow  # downloads the musicnn wheel with pip (once per session)
+@pytest.mark.parametrize("name", ["MTT_musicnn", "MTT_vgg", "MSD_vgg"])
+def test_the_cumulative_rule_replays_musicnns_own_logs_to_the_epoch(musicnn_cache, name):
+    """The wheel's logs of musicnn's runs: their validation losses through ``advance`` with
+    patience 75 and factor 0.5 halve the learning rate after exactly the epochs where the log's
+    own learning-rate column changes (MTT_musicnn: 94, 175, 259, 340, 416, 491, 566).
+    MSD_musicnn's log is a resumed run that departs after epoch ~690: docs/training.md shows it."""
+    log = musicnn_logs.read_log(musicnn_logs.log_path(name, musicnn_cache))
+    changes = musicnn_logs.lr_change_epochs(log)
+    assert len(changes) >= 7 and len(log["epoch"]) >= 600
+    halvings = schedule.halving_epochs(log["val_cost"], schedule.Rule(schedule="cumulative", patience=75, factor=0.5))
+    assert halvings == changes
+    if name == "MTT_musicnn":
+        assert changes == [94, 175, 259, 340, 416, 491, 566]
 
 
 def keras_path_lrs(state_dir, name: str, kill_after: int | None = None) -> list[float]:
@@ -89,7 +107,7 @@ def loop_path_lrs(name: str, checkpoint_dir, kill_after: int | None = None) -> l
     return rates
 
 
-@pytest.mark.parametrize("name,halvings", [("seed", [5, 9, 12]), ("plateau", [9, 12])])
+@pytest.mark.parametrize("name,halvings", [("cumulative", [6, 10]), ("plateau", [9, 12])])
 def test_both_training_paths_take_the_rule_across_a_restart(tmp_path, name, halvings):
     expected = [0.5 ** sum(h <= epoch + 1 for h in halvings) for epoch in range(len(LOSSES))]
     assert keras_path_lrs(tmp_path / "a", name) == expected
@@ -101,13 +119,20 @@ def test_both_training_paths_take_the_rule_across_a_restart(tmp_path, name, halv
 def test_lr_schedule_flag_default_help_and_settings(tmp_path, capsys):
     base = ["--features", "f", "--frontend", "waveform", "--job-dir", str(tmp_path)]
     args = task.parse_args(base)
-    assert args.lr_schedule == "seed" and args.epoch_patches == "random"
-    assert task.run_settings(args, {})["lr_schedule"] == "seed"
+    assert args.lr_schedule == "cumulative" and args.epoch_patches == "random" and args.preset == "pons2018"
+    assert task.run_settings(args, {})["lr_schedule"] == "cumulative"
     assert task.parse_args([*base, "--lr-schedule", "plateau", "--epoch-patches", "grid"]).lr_schedule == "plateau"
+    assert capsys.readouterr().err == ""
+    # the old spellings still work, each with one line on stderr
+    old = task.parse_args([*base, "--lr-schedule", "seed", "--preset", "seed"])
+    assert (old.lr_schedule, old.preset) == ("cumulative", "pons2018")
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 2 and all("deprecated" in line for line in notes)
     with pytest.raises(SystemExit):
         task.parse_args([*base, "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--lr-schedule {seed,plateau}" in text and "ReduceLROnPlateau" in text
+    assert "--lr-schedule {cumulative,plateau}" in text and "ReduceLROnPlateau" in text
+    assert "--preset {musicnn,pons2018}" in text
     assert "--epoch-patches {random,grid,all}" in text
 
 
