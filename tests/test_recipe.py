@@ -15,6 +15,7 @@ import tensorflow as tf
 from featurized import TINY
 
 from model import dsp
+from model import features as features_schema
 from runtime.errors import run_command
 from trainer import callbacks, crops, inputs, multiworker, musicnn_logs, schedule, task
 
@@ -171,12 +172,27 @@ def track_signals(features, frontend: str) -> dict:
     return {track: np.stack([p[i] for i in sorted(p)]) for track, p in patches.items()}
 
 
-def epoch_crops(features, frontend: str, counts: dict, epoch: int) -> dict:
+def track_tails(features, kind: str) -> dict:
+    """``{track_id: the tail's frames (r, 96) or samples (r * 256,)}`` of the training split, as stored."""
+    spec = {"track_id": tf.io.FixedLenFeature([], tf.string), **features_schema.tail_feature_spec(kind)}
+    name = features_schema.TAIL_FEATURE[kind]
+    tails = {}
+    for path in inputs.split_shard_paths(features.path, kind, "train", features.metadata):
+        for record in tf.data.TFRecordDataset(path):
+            parsed = tf.io.parse_single_example(record, spec)
+            raw = parsed[name].numpy()
+            if raw:  # the last patch of a track
+                signal = np.frombuffer(raw, "<f4").reshape(-1, dsp.N_MELS) if kind == "mel" else None
+                if kind == "waveform":
+                    signal = np.frombuffer(raw, "<i2").astype(np.float32) / features_schema.WAVEFORM_SCALE
+                tails[parsed["track_id"].numpy()] = signal
+    return tails
+
+
+def epoch_crops(features, frontend: str, frames: dict, epoch: int) -> dict:
     variable = tf.Variable(epoch, dtype=tf.int64)
-    data = inputs.make_dataset(features, "train", frontend, batch_size=16, with_ids=True, training=True, seed=1)
-    kind = inputs.SHARD_KIND[frontend]
-    cropped = crops.random_crops(data, counts, variable, kind=kind, seed=0, batch_size=4, with_offsets=True)
-    assert cropped.cardinality().numpy() == -(-len(counts) // 4)
+    cropped = crops.crop_dataset(features, frontend, frames, variable, seed=0, batch_size=4, with_offsets=True)
+    assert cropped.cardinality().numpy() == -(-len(frames) // 4)
     out = {}
     for batch in cropped:
         for track, offset, signal in zip(batch["track_id"].numpy(), batch["offset"].numpy(), batch["inputs"]):
@@ -186,55 +202,47 @@ def epoch_crops(features, frontend: str, counts: dict, epoch: int) -> dict:
 
 
 @pytest.mark.slow
-def test_random_crops_take_any_offset_every_epoch_with_mel_and_waveform_aligned(long_tracks):
+def test_featurize_keeps_the_tail_and_crops_reach_the_last_frame_with_mel_and_waveform_aligned(long_tracks):
     features = inputs.open_features(str(long_tracks))
-    counts = inputs.track_patches(features, "train")
-    assert len(counts) >= 4 and set(counts.values()) == {3}
+    frames = crops.track_frames(features, "train")
+    # 10 s at 16 kHz: 1 + 160000 // 256 = 626 frames, 3 whole patches (561) and a tail of 65
+    assert len(frames) >= 4 and set(frames.values()) == {626}
     mels, waves = track_signals(features, "spectrogram"), track_signals(features, "waveform")
+    mel_tails, wave_tails = track_tails(features, "mel"), track_tails(features, "waveform")
+    assert {len(t) for t in mel_tails.values()} == {65} and {len(t) for t in wave_tails.values()} == {65 * 256}
+    whole_mel = {track: np.concatenate([mels[track].reshape(-1, dsp.N_MELS), mel_tails[track]]) for track in frames}
+    whole_wave = {  # the padded track's samples: every patch's new samples, the last patch, the tail
+        track: np.concatenate([waves[track][:-1, : dsp.PATCH_HOP_SAMPLES].ravel(), waves[track][-1], wave_tails[track]])
+        for track in frames
+    }
+    # the tail is the track's end: the last 187 stored frames are an affine map per band (the
+    # standardisation) of the log-mel of the last 48,128 stored samples, as for any patch
+    track = sorted(frames)[0]
+    computed = dsp.log_mel_patches(tf.constant(waves[track])).numpy()
+    scale = mels[track][0].std(axis=0) / computed[0].std(axis=0)
+    shift = mels[track][0].mean(axis=0) - computed[0].mean(axis=0) * scale
+    last = dsp.log_mel_patches(whole_wave[track][None, -dsp.PATCH_SAMPLES :]).numpy()[0] * scale + shift
+    error = np.abs(last - whole_mel[track][-dsp.PATCH_FRAMES :]).max()
+    assert error < 1e-5, error  # float32 rounding
+    one_off = dsp.log_mel_patches(whole_wave[track][None, -dsp.PATCH_SAMPLES - 256 : -256]).numpy()[0]
+    assert np.abs(one_off * scale + shift - whole_mel[track][-dsp.PATCH_FRAMES :]).max() > 1.0  # a frame off is far
+
     offsets = {}
-    for epoch in range(4):
+    for epoch in range(3):
         mel_crops, wave_crops = (
-            epoch_crops(features, "spectrogram", counts, epoch),
-            epoch_crops(features, "waveform", counts, epoch),
+            epoch_crops(features, "spectrogram", frames, epoch),
+            epoch_crops(features, "waveform", frames, epoch),
         )
-        assert set(mel_crops) == set(wave_crops) == set(counts)
+        assert set(mel_crops) == set(wave_crops) == set(frames)
         for track, (offset, mel) in mel_crops.items():
-            assert wave_crops[track][0] == offset and 0 <= offset <= 2 * dsp.PATCH_FRAMES  # one draw, both kinds
+            assert wave_crops[track][0] == offset and 0 <= offset <= 626 - 187  # one draw, both kinds
             offsets[(epoch, track)] = offset
-            # the mel crop is frames f .. f+186 of the track's patches end to end
-            frames = mels[track].reshape(-1, dsp.N_MELS)
-            np.testing.assert_array_equal(mel, frames[offset : offset + dsp.PATCH_FRAMES])
-            # the waveform crop is the padded track's samples from f * 256, rebuilt from its patches
-            patches = waves[track]
-            track_samples = np.concatenate([patches[:-1, : dsp.PATCH_HOP_SAMPLES].ravel(), patches[-1]])
+            np.testing.assert_array_equal(mel, whole_mel[track][offset : offset + dsp.PATCH_FRAMES])
             start = offset * dsp.HOP_LENGTH
-            np.testing.assert_array_equal(wave_crops[track][1], track_samples[start : start + dsp.PATCH_SAMPLES])
-    per_track = {track: {offsets[(e, track)] for e in range(4)} for track in counts}
-    assert sum(len(values) > 1 for values in per_track.values()) >= len(counts) - 1  # crops change between epochs
-    assert sum(offset % dsp.PATCH_FRAMES != 0 for offset in offsets.values()) >= len(offsets) // 2
-
-
-@pytest.mark.slow
-def test_a_crop_s_log_mel_is_the_log_mel_of_its_waveform(long_tracks):
-    """Crop the same offset from both kinds: the stored (normalised) log-mel crop is an affine map
-    per band of the log-mel computed from the waveform crop, the map the patches themselves obey."""
-    features = inputs.open_features(str(long_tracks))
-    mels, waves = track_signals(features, "spectrogram"), track_signals(features, "waveform")
-    track = sorted(mels)[0]
-    computed = dsp.log_mel_patches(tf.constant(waves[track])).numpy()  # (3, 187, 96) from the stored PCM
-    stored = mels[track]
-    scale = stored[0].std(axis=0) / computed[0].std(axis=0)  # the per-band normalisation, from patch 0
-    shift = stored[0].mean(axis=0) - computed[0].mean(axis=0) * scale
-    for offset in (93, 187 + 50):
-        wave_crop = crops.crop("waveform", tf.constant(waves[track]), tf.constant(offset, tf.int64))
-        mel_crop = crops.crop("mel", tf.constant(stored), tf.constant(offset, tf.int64)).numpy()
-        from_wave = dsp.log_mel_patches(wave_crop[None]).numpy()[0] * scale + shift
-        error = np.abs(from_wave - mel_crop).max()
-        assert error < 1e-5, error  # float32 rounding: 1.2e-6 measured
-        shifted = dsp.log_mel_patches(
-            crops.crop("waveform", tf.constant(waves[track]), tf.constant(offset + 1, tf.int64))[None]
-        ).numpy()[0]
-        assert np.abs(shifted * scale + shift - mel_crop).max() > 1.0  # one frame off is far off (5.9 measured)
+            np.testing.assert_array_equal(wave_crops[track][1], whole_wave[track][start : start + dsp.PATCH_SAMPLES])
+    per_track = {track: {offsets[(e, track)] for e in range(3)} for track in frames}
+    assert sum(len(values) > 1 for values in per_track.values()) >= len(frames) - 1  # crops change between epochs
+    assert any(offset > 2 * dsp.PATCH_FRAMES for offset in offsets.values())  # some reach into the tail
 
 
 @pytest.mark.slow

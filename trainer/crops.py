@@ -39,10 +39,10 @@ WAVE_FRAME_BYTES = dsp.HOP_LENGTH * 2  # one hop of int16 PCM
 TAIL_BYTES_PER_FRAME = {"mel": MEL_FRAME_BYTES, "waveform": WAVE_FRAME_BYTES}
 
 
-def track_frames(features: inputs.Features, split: str, *, fraction: float = 1.0) -> dict[bytes, int]:
+def track_frames(features: inputs.Features, split: str, *, fraction: float = 1.0, subset: int = 0) -> dict[bytes, int]:
     """``{track_id: frames the shards hold for it}`` (``n * 187`` plus its tail) of the tracks of a
-    split kept by ``fraction``: one pass over the mel shards (else the waveform shards), reading
-    the track ids and the tails."""
+    split kept by ``fraction`` and ``subset`` (:func:`trainer.inputs.keep_track`): one pass over
+    the mel shards (else the waveform shards), reading the track ids and the tails."""
     inputs.check_fraction(fraction)
     kind = "mel" if inputs.split_shard_paths(features.path, "mel", split, features.metadata) else "waveform"
     files = inputs.split_shard_paths(features.path, kind, split, features.metadata)
@@ -55,7 +55,7 @@ def track_frames(features: inputs.Features, split: str, *, fraction: float = 1.0
 
     frames: dict[bytes, int] = {}
     for tracks, tails in tf.data.TFRecordDataset(files).batch(1024).map(ids_and_tails):
-        kept = inputs.keep_track(tracks, fraction).numpy() if fraction < 1.0 else [True] * len(tracks)
+        kept = inputs.keep_track(tracks, fraction, subset).numpy() if fraction < 1.0 else [True] * len(tracks)
         for track, extra, keep in zip(tracks.numpy(), tails.numpy(), kept):
             if keep:
                 frames[track] = frames.get(track, 0) + dsp.PATCH_FRAMES + int(extra)
@@ -122,7 +122,7 @@ def following(kind: str, second):
     return tf.strings.substr(second, overlap, 2 * dsp.PATCH_SAMPLES - overlap)
 
 
-def _selector(table, epoch, *, seed: int, mode: str, fraction: float):
+def _selector(table, epoch, *, seed: int, mode: str, fraction: float, subset: int):
     """A batch of serialized records -> the records the crops need, in order, with their crop's
     offset, patch count and whether a second record follows."""
     frames = dsp.PATCH_FRAMES
@@ -145,7 +145,7 @@ def _selector(table, epoch, *, seed: int, mode: str, fraction: float):
         pair = tf.logical_and(offset % frames > 0, k < n - 1)
         needed = tf.logical_or(tf.equal(index, k), tf.logical_and(pair, tf.equal(index, k + 1)))
         if fraction < 1.0:
-            needed = tf.logical_and(needed, inputs.keep_track(track, fraction))
+            needed = tf.logical_and(needed, inputs.keep_track(track, fraction, subset))
         return {
             "record": tf.boolean_mask(records, needed),
             "offset": tf.boolean_mask(offset, needed),
@@ -211,6 +211,7 @@ def crop_dataset(
     batch_size: int,
     mode: str = "random",
     fraction: float = 1.0,
+    subset: int = 0,
     shuffle_buffer: int = 512,
     with_offsets: bool = False,
 ) -> tf.data.Dataset:
@@ -221,7 +222,7 @@ def crop_dataset(
     features : inputs.Features
     frontend : {"waveform", "spectrogram"}
     frames : dict
-        ``{track_id: frames}`` of the tracks to crop (:func:`track_frames`, same ``fraction``).
+        ``{track_id: frames}`` of the tracks to crop (:func:`track_frames`, same ``fraction`` and ``subset``).
     epoch : tf.Variable
         The current epoch (read on every pass), e.g. :class:`trainer.recipe.EpochCounter`'s.
     mode : {"random", "grid"}
@@ -242,7 +243,7 @@ def crop_dataset(
     if not files:
         raise inputs.FeaturesDirError(f"{features.path}: missing {kind}/train-*.tfrecord")
     table = frames_table(frames)
-    select = _selector(table, epoch, seed=seed, mode=mode, fraction=fraction)
+    select = _selector(table, epoch, seed=seed, mode=mode, fraction=fraction, subset=subset)
     cut = _cutter(features, kind, with_offsets=with_offsets)
     empty = {
         "record": tf.zeros([0], tf.string),

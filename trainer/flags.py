@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fraction", type=float, default=1.0, help="train on this fraction of the training tracks (1.0)"
     )
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=0,
+        help="which hashed subset of the training tracks --fraction takes: 0 hashes the track ids, any other "
+        "number hashes them with it and draws another subset of the same size (0)",
+    )
     add_training_flags(parser)
     parser.add_argument("--no-export", dest="export", action="store_false", help="skip the serving-model export")
     parser.add_argument(

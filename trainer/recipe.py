@@ -63,6 +63,11 @@ class EpochCounter(keras.callbacks.Callback):
         self.epoch.assign(epoch)
 
 
+def subset_of(args) -> int:
+    """The run's ``--subset`` (0 for callers that predate it)."""
+    return getattr(args, "subset", 0)
+
+
 def epoch_examples(epoch_patches: str, train_counts: dict) -> int:
     """Training examples in one epoch: every patch under ``all``, else one per track."""
     return train_counts["examples"] if epoch_patches == "all" else train_counts["tracks"]
@@ -79,6 +84,7 @@ def training_data(args, features, frontend: str, train_counts: dict):
         batch_size=args.batch_size,
         training=True,
         fraction=args.fraction,
+        subset=subset_of(args),
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
     )
@@ -88,7 +94,7 @@ def training_data(args, features, frontend: str, train_counts: dict):
     ):
         data = inputs.make_dataset(features, "train", frontend, n_examples=train_counts["examples"], **common)
         return data, train_counts["examples"], []
-    frames = crops.track_frames(features, "train", fraction=args.fraction)
+    frames = crops.track_frames(features, "train", fraction=args.fraction, subset=subset_of(args))
     counter = EpochCounter()
     data = crops.crop_dataset(
         features,
@@ -99,6 +105,7 @@ def training_data(args, features, frontend: str, train_counts: dict):
         batch_size=args.batch_size,
         mode=args.epoch_patches,
         fraction=args.fraction,
+        subset=subset_of(args),
         shuffle_buffer=args.shuffle_buffer,
     )
     return data, len(frames), [counter]

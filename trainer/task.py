@@ -74,6 +74,7 @@ def run_settings(args, overrides: dict) -> dict:
         "validation_freq": args.validation_freq,
         "seed": args.seed,
         "fraction": args.fraction,
+        "subset": getattr(args, "subset", 0),
         "shuffle_buffer": args.shuffle_buffer,
         "batch_norm_momentum": args.batch_norm_momentum,
         "overrides": overrides,
@@ -228,7 +229,7 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
                 f"{features.path}: the {split} split has no examples; "
                 f"featurize more tracks or a larger --{split}-fraction"
             )
-    train_counts = inputs.count_split(features, "train", fraction=args.fraction)
+    train_counts = inputs.count_split(features, "train", fraction=args.fraction, subset=getattr(args, "subset", 0))
     if train_counts["examples"] == 0:
         raise TagscaleError(f"--fraction {args.fraction} keeps no training tracks of {features.path}")
     overrides = network_overrides(args, frontend)

@@ -144,7 +144,7 @@ def collect(root: str) -> tuple[dict, list[str]]:
     """Write the report of the finished arms under ``root``; ``(report, names of unfinished arms)``."""
     import tensorflow as tf
 
-    from trainer import callbacks, compare, compare_seeds
+    from trainer import callbacks, compare, compare_report, compare_seeds
 
     root = root.rstrip("/")
     rows, unfinished, settings, first = [], [], {}, None
@@ -174,17 +174,18 @@ def collect(root: str) -> tuple[dict, list[str]]:
         "fractions": sorted({row["fraction"] for row in rows}),
         "frontends": frontends,
         "settings": {
-            **{k: v for k, v in settings[frontends[0]].items() if k not in ("fraction", "overrides")},
+            **{k: v for k, v in settings[frontends[0]].items() if k not in ("fraction", "subset", "overrides")},
             "overrides": {frontend: settings[frontend]["overrides"] for frontend in frontends},
         },
         "runs": rows,
+        "paired": compare_report.paired(rows),
         "unfinished": unfinished,
     }
     with tf.io.gfile.GFile(join(root, "report.json"), "w") as handle:
         json.dump(report, handle, indent=2)
-    report["plots"] = compare.plot(report, root)
+    report["plots"] = compare_report.plot(report, root)
     with tf.io.gfile.GFile(join(root, "report.md"), "w") as handle:
-        handle.write(compare.markdown(report) + unfinished_note(unfinished))
+        handle.write(compare_report.markdown(report) + unfinished_note(unfinished))
     return report, unfinished
 
 
