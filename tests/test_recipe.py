@@ -64,6 +64,34 @@ def test_the_cumulative_rule_replays_musicnns_own_logs_to_the_epoch(musicnn_cach
         assert changes == [94, 175, 259, 340, 416, 491, 566]
 
 
+@pytest.mark.slow  # downloads the musicnn wheel with pip (once per session)
+def test_a_runs_curves_are_drawn_over_musicnns_own_log(musicnn_cache, tmp_path, capsys):
+    """The overlay PNG of the reproduction: a short synthetic history over the wheel's real MTT log,
+    through the function and through the command that the reproduction runs."""
+    from trainer import callbacks as callbacks_lib
+
+    log = musicnn_logs.read_log(musicnn_logs.log_path("MTT_musicnn", musicnn_cache))
+    assert log["epoch"][:2] == [1, 2] and log["learning_rate"][0] == 0.001 and math.isnan(log["train_cost"][0])
+    assert 117 < musicnn_logs.median_epoch_seconds(log) < 119  # the seed's ~118 s per epoch on its GPU
+    history = {"epoch": [0, 1, 2, 3], "val_loss": [0.30, 0.20, 0.18, 0.19], "learning_rate": [1e-3, 1e-3, 5e-4, 5e-4]}
+    path = musicnn_logs.plot_against_log(history, log, str(tmp_path / "overlay.png"))
+    data = pathlib.Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    job = tmp_path / "job"
+    job.mkdir()
+    history_log = callbacks_lib.HistoryLog(str(job / "history.json"))
+    for epoch, (loss, rate) in enumerate(zip(history["val_loss"], history["learning_rate"])):
+        history_log.on_epoch_begin(epoch)
+        history_log.on_epoch_end(epoch, {"loss": loss + 0.01, "val_loss": loss, "learning_rate": rate})
+    argv = [str(job), "--cache-dir", musicnn_cache]
+    assert run_command("musicnn_logs", musicnn_logs.main, argv) == 0
+    assert (job / musicnn_logs.OVERLAY_PNG).read_bytes()[:4] == b"\x89PNG"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_command("musicnn_logs", musicnn_logs.main, [str(empty), "--cache-dir", musicnn_cache]) == 2
+    assert "has no epochs" in capsys.readouterr().err
+
+
 def keras_path_lrs(state_dir, name: str, kill_after: int | None = None) -> list[float]:
     """The learning rate after each epoch under the Keras path's callback; with ``kill_after``, a
     second callback (a restarted process) takes over after that epoch with the same optimizer."""

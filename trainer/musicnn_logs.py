@@ -118,3 +118,40 @@ def plot_against_log(history: dict, log: dict, path: str, *, label: str = "tagsc
     with tf.io.gfile.GFile(path, "wb") as handle:
         handle.write(buffer.getvalue())
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trainer.musicnn_logs JOB_DIR [--log MTT_musicnn] [--cache-dir DIR]``: write
+    ``JOB_DIR/curves_vs_musicnn.png``, the run's history.json over the musicnn log."""
+    import argparse
+
+    from trainer import callbacks
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.musicnn_logs",
+        description="Draw a training run's validation loss and learning rate over musicnn's own training log.",
+    )
+    parser.add_argument("job_dir", help="a `tagscale train` job directory (its history.json)")
+    parser.add_argument("--log", choices=LOGS, default="MTT_musicnn", help="the musicnn log to draw (MTT_musicnn)")
+    parser.add_argument("--cache-dir", default=None, help="tagscale's cache (default: as `tagscale pretrained`)")
+    args = parser.parse_args(argv)
+    job_dir = args.job_dir.rstrip("/")
+    history = callbacks.read_history(f"{job_dir}/history.json")
+    if not history["epoch"]:
+        from runtime.errors import TagscaleError
+
+        raise TagscaleError(f"{job_dir}/history.json has no epochs: train first")
+    log = read_log(log_path(args.log, args.cache_dir))
+    path = plot_against_log(
+        history, log, f"{job_dir}/{OVERLAY_PNG}", label=f"tagscale {job_dir.rsplit('/', 1)[-1]}", log_label=args.log
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from runtime.errors import run_command
+
+    sys.exit(run_command("musicnn_logs", main))
