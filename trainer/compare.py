@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         "largest fraction in --epochs epochs (smaller fractions run more epochs) (epochs)",
     )
     flags.add_training_flags(parser)
+    # Both front-ends alike: the waveform has no per-band standardisation to match the log-mel's, so
+    # the comparison reads the log-mel as computed too (the seed's input), unless --standardise.
+    parser.set_defaults(standardise=False)
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity per run (0)")
     return parser
 

@@ -116,6 +116,13 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         "standardised per mel band with the training split's statistics (what featurize stores; the trainer undoes it, "
         "and the export then feeds the raw log-mel too)",
     )
+    recipe.add_argument(
+        "--standardise",
+        dest="standardise",
+        action="store_true",
+        help="spectrogram front-end: train on the log-mel standardised per mel band (the default of `train`; "
+        "`compare` trains both front-ends on their signal as computed unless given this)",
+    )
     recipe.add_argument("--seed", type=int, default=0, help="random seed of weights init, dropout and shuffling (0)")
     recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")
     sizes = parser.add_argument_group("size overrides (default: the preset's; small values for CPU demos)")

@@ -88,10 +88,11 @@ def arm_jobs(args, trainer_flags: list[str]) -> list[tuple[dict, object, argpars
         raise TagscaleError(f"--seeds must be at least 1, got {args.seeds}")
     jobs = []
     runs = [(f, e, recipe.seed + k) for f in fractions for e in frontends for k in range(args.seeds)]
-    for fraction, frontend, seed in runs:  # one job per arm and seed
+    for fraction, frontend, seed in runs:  # one job per arm and seed; seed number k its subset k
         name = arm_name(frontend, fraction) + (f"-s{seed}" if seed != recipe.seed else "")
         job_dir = join(args.staging.rstrip("/"), "runs", name)
         trainer_args = ["--features", args.features, "--frontend", frontend, "--fraction", f"{fraction:g}"]
+        trainer_args += ["--subset", str(seed - recipe.seed), "--no-standardise"]  # as a local comparison
         trainer_args += [*trainer_flags, *([] if args.export else ["--no-export"])]
         trainer_args += ["--seed", str(seed)] if seed != recipe.seed else []  # argparse keeps the last
         job_args = argparse.Namespace(
