@@ -251,7 +251,7 @@ def test_featurize_keeps_the_tail_and_crops_reach_the_last_frame_with_mel_and_wa
     shift = mels[track][0].mean(axis=0) - computed[0].mean(axis=0) * scale
     last = dsp.log_mel_patches(whole_wave[track][None, -dsp.PATCH_SAMPLES :]).numpy()[0] * scale + shift
     error = np.abs(last - whole_mel[track][-dsp.PATCH_FRAMES :]).max()
-    assert error < 1e-5, error  # float32 rounding
+    assert error < 1e-5, error  # float32 rounding: 1.4e-6 measured (default, TF_ENABLE_ONEDNN_OPTS=0, AVX2)
     one_off = dsp.log_mel_patches(whole_wave[track][None, -dsp.PATCH_SAMPLES - 256 : -256]).numpy()[0]
     assert np.abs(one_off * scale + shift - whole_mel[track][-dsp.PATCH_FRAMES :]).max() > 1.0  # a frame off is far
 
