@@ -24,8 +24,8 @@ import sys
 
 import numpy as np
 
-from pipelines import tag_output
 from pipelines.storage import fileio, outputs
+from runfolder import layout, manifest
 from runtime.errors import TagscaleError
 from tagruns import labels as label_store
 from tagruns import tagdata
@@ -133,7 +133,7 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
     import pyarrow
     import pyarrow.parquet as pq
 
-    from pipelines.tag import TAGS_SCHEMA
+    from runfolder.schema import TAGS_SCHEMA
 
     output = outputs.check_output(output, entries=("tags",), inputs=inputs)
     if table.model["version"] != probe["source_model"]["version"]:
@@ -161,7 +161,7 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
     name = f"probe-{run_id}.parquet"
     # As a full tag run: one run per output, written aside and published with its manifest last,
     # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
-    commit = f"tags/{tag_output.MANIFEST}"
+    commit = f"tags/{layout.MANIFEST}"
     with outputs.staged_run(output, "probe apply", entries=["tags"], commit=commit, run_id=run_id) as staging:
         if "://" not in output:
             os.makedirs(staging.path("tags"), exist_ok=True)
@@ -169,7 +169,7 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
 
         with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
             pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
-        tag_output.write_manifest(staging.path("tags"), [name], run_id=run_id)
+        manifest.write_tags_manifest(staging.path("tags"), [name], run_id=run_id)
     path = fileio.join(output, "tags", name)
     return path
 

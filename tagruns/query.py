@@ -7,7 +7,7 @@
     tagscale query --tags DIR when TRACK_ID TAG [--threshold X | --thresholds THRESHOLDS]
 
 Every query runs over a view named ``tags`` (one row per track, the schema of
-:data:`pipelines.tag.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
+:data:`runfolder.schema.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
 track_id, uri, model, tag, score). With ``--thresholds`` (a file of ``tagscale calibrate``)
 there is also a view ``decided``: one row per track, one boolean column per calibrated tag
 (score at or above the tag's threshold). A run tagged with ``--segments`` also has a view
@@ -23,8 +23,8 @@ import json
 import os
 import sys
 
-from pipelines import provenance, segments, tag_output
 from pipelines.storage import fileio
+from runfolder import layout, manifest, provenance, segments
 from runtime.errors import TagscaleError
 from runtime.terminal import printable
 
@@ -45,7 +45,7 @@ def tag_files(tags_dir: str) -> list[str]:
     reader of tag output goes through this one function, so none sees a file of an unfinished
     or replaced run.
     """
-    return tag_output.tag_files(tags_dir)
+    return manifest.tag_files(tags_dir)
 
 
 def decided_view(thresholds: dict[str, float]) -> str:
@@ -86,10 +86,10 @@ def connect(
     if not files:
         raise TagscaleError(
             f"no tag output in {tags_dir}: "
-            f"expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
+            f"expected {fileio.join(tags_dir, 'tags', layout.MANIFEST)} (run `tagscale tag` first)"
         )
     data = _arrow(files)
-    found = tag_output.segment_files(tags_dir) if segments_view else None
+    found = manifest.segment_files(tags_dir) if segments_view else None
     segment_data = None if found is None else _arrow(found)
     config = {} if allow_files else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(config=config)

@@ -1,7 +1,7 @@
 """Tag output as arrays: what similar, probe, calibrate and diff compute on.
 
 Reads only the tag Parquet files (``DIR/tags/*.parquet``, local or gs://, listed by
-:func:`pipelines.tag_output.tag_files`), never audio. One row per track: a track tagged by several
+:func:`pipelines.manifest.tag_files`), never audio. One row per track: a track tagged by several
 runs in the same folder (``--incremental`` with a new model version) keeps its row from the
 last file, the newest run.
 """
@@ -59,7 +59,7 @@ class TagTable:
 def _read_file(path: str) -> pyarrow.Table:
     """One tag Parquet file; :class:`TagscaleError` naming it when it is missing, not Parquet or
     not in the tag schema (a column missing or of another type)."""
-    from pipelines.tag import TAGS_SCHEMA
+    from runfolder.schema import TAGS_SCHEMA
 
     try:
         if "://" not in path:
@@ -139,7 +139,7 @@ def load(tags_dir: str) -> TagTable:
 
 
 def _load(tags_dir: str) -> TagTable:
-    from pipelines.tag_output import tag_files
+    from runfolder.manifest import tag_files
 
     files = tag_files(tags_dir)
     if not files:

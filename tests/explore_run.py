@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow
 import pyarrow.parquet as pq
 
+from runfolder.schema import TAGS_SCHEMA
+
 TAGS = ["piano", "drums", "guitar", "vocal", "calm"]
 
 
@@ -28,7 +30,7 @@ def write_run(
     ``audio_root`` replaces the audio directory in the URIs (e.g. a gs:// prefix the caller fills)."""
     import soundfile
 
-    from pipelines import dead_letter, tag
+    from pipelines import dead_letter
 
     rng = np.random.default_rng(seed)
     audio_dir = root / "audio"
@@ -62,7 +64,7 @@ def write_run(
     half = len(rows) // 2
     for part, chunk in enumerate((rows[:half], rows[half:])):
         pq.write_table(
-            pyarrow.Table.from_pylist(chunk, schema=tag.TAGS_SCHEMA),
+            pyarrow.Table.from_pylist(chunk, schema=TAGS_SCHEMA),
             root / "tags" / f"run-1-{part:05d}-of-00002.parquet",
         )
     failures = [

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from explore_run import TAGS, write_run, write_thresholds
 
+from runfolder.schema import TAGS_SCHEMA
 from runtime.errors import TagscaleError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -418,11 +419,10 @@ def test_ranks_order_by_score_then_row_with_missing_last():
 def test_a_run_with_no_tagged_track_still_shows_its_dead_letters(tmp_path):
     """Every track failed: the tag files are empty, the summary still counts the failures."""
     from infra.explore.query import Explorer
-    from pipelines import tag
 
     write_run(tmp_path / "run", tracks=4)
     for path in (tmp_path / "run" / "tags").glob("*.parquet"):
-        pq.write_table(tag.TAGS_SCHEMA.empty_table(), path)
+        pq.write_table(TAGS_SCHEMA.empty_table(), path)
     explorer = Explorer.open([str(tmp_path / "run")])
     try:
         assert explorer.tracks("piano" if "piano" in explorer.runs[0].tags else None) == {"tracks": [], "total": 0}

@@ -8,7 +8,7 @@ from chromium import browser, no_console_errors, open_view, wait  # noqa: F401 (
 from explore_run import TAGS, write_run
 
 from model import dsp
-from pipelines import segments, tag_output
+from runfolder import manifest, segments
 
 SECONDS = 10.0  # three patches: 0-2.992, 2.992-5.984, 5.984-8.976 s (the last second is in none)
 
@@ -17,7 +17,7 @@ def add_segments(run_dir, seconds: float) -> dict:
     """Write ``run_dir``'s segments table (one file) and a manifest listing both tables, as
     ``tag --segments`` does; each tag's score rises with the patch index at its own pace."""
     track_ids = sorted(
-        row for path in tag_output.tag_files(str(run_dir)) for row in pq.read_table(path)["track_id"].to_pylist()
+        row for path in manifest.tag_files(str(run_dir)) for row in pq.read_table(path)["track_id"].to_pylist()
     )
     rows = []
     for i, track_id in enumerate(track_ids):
@@ -27,7 +27,7 @@ def add_segments(run_dir, seconds: float) -> dict:
     name = "segments-run-1-00000-of-00001.parquet"
     pq.write_table(pyarrow.Table.from_pylist(rows, schema=segments.schema_for(TAGS)), run_dir / "tags" / name)
     files = sorted(path.name for path in (run_dir / "tags").glob("run-*.parquet"))
-    tag_output.write_manifest(str(run_dir / "tags"), files, run_id="1", segment_names=[name])
+    manifest.write_tags_manifest(str(run_dir / "tags"), files, run_id="1", segment_names=[name])
     return {track_id: [row for row in rows if row["track_id"] == track_id] for track_id in track_ids}
 
 

@@ -12,6 +12,8 @@ from model import dsp, export, pretrained
 from pipelines import tag, tag_rows
 from pipelines.catalog import Track
 from pipelines.decode import audio
+from runfolder import manifest
+from runfolder.schema import TAGS_SCHEMA
 from tagruns import query
 
 
@@ -88,7 +90,7 @@ def run_tag(catalog, model, output, *extra):
 
 
 def read_tags(output):
-    return pq.read_table(query.tag_files(str(output))).to_pandas().sort_values("track_id").reset_index(drop=True)
+    return pq.read_table(manifest.tag_files(str(output))).to_pandas().sort_values("track_id").reset_index(drop=True)
 
 
 @pytest.mark.slow
@@ -98,8 +100,8 @@ def test_tags_every_track_once_with_the_models_own_scores(tag_catalog, small_mod
     assert summary["tracks_in"] == 13
     assert (summary["tagged"], summary["skipped"], summary["failed"]) == (10, 0, 3)
     assert json.loads((output / "summary.json").read_text())["tagged"] == 10
-    table = pq.read_table(query.tag_files(str(output)))
-    assert table.schema.equals(tag.TAGS_SCHEMA)
+    table = pq.read_table(manifest.tag_files(str(output)))
+    assert table.schema.equals(TAGS_SCHEMA)
     rows = read_tags(output)
     assert list(rows.track_id) == sorted(f"t{i}" for i in range(10))
     model = export.load_serving_model(small_model)
@@ -151,8 +153,6 @@ def test_num_shards_3_writes_three_listed_files_read_by_query_and_incremental_on
     import subprocess
     import sys
 
-    from pipelines import dead_letter
-
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": repo}
     output, catalog = tmp_path / "out", tmp_path / "catalog.csv"
@@ -186,7 +186,7 @@ def test_num_shards_3_writes_three_listed_files_read_by_query_and_incremental_on
     connection = query.connect(str(output))
     assert connection.execute("select count(*), count(DISTINCT track_id) from tags").fetchall() == [(10, 10)]
     assert sorted(read_tags(output).track_id) == sorted(f"t{i}" for i in range(10))
-    failed = pq.read_table(dead_letter.dead_letter_files(str(output))).column("track_id").to_pylist()
+    failed = pq.read_table(manifest.dead_letter_files(str(output))).column("track_id").to_pylist()
     assert sorted(failed) == ["gone", "t3", "text"]
 
 

@@ -19,11 +19,11 @@ import pyarrow
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import dead_letter, segments, tag_output
 from pipelines.storage import fileio
+from runfolder import layout, manifest, segments
 from runtime.errors import TagscaleError
 from runtime.machine import usable_cores
-from tagruns import query, tagdata
+from tagruns import tagdata
 
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
@@ -62,9 +62,9 @@ def mirror(source: str, local_dir: str) -> str:
     """Copy a gs:// run's tag and dead-letter Parquet to ``local_dir`` (same layout); return it."""
     from apache_beam.io.filesystems import FileSystems
 
-    wanted = [(path, "tags") for path in query.tag_files(source)]
-    wanted += [(path, "tags") for path in tag_output.segment_files(source) or []]
-    wanted += [(path, "dead_letter") for path in dead_letter.dead_letter_files(source)]
+    wanted = [(path, "tags") for path in manifest.tag_files(source)]
+    wanted += [(path, "tags") for path in manifest.segment_files(source) or []]
+    wanted += [(path, "dead_letter") for path in manifest.dead_letter_files(source)]
     for path, folder in wanted:
         os.makedirs(os.path.join(local_dir, folder), exist_ok=True)
         with (
@@ -72,13 +72,13 @@ def mirror(source: str, local_dir: str) -> str:
             open(os.path.join(local_dir, folder, path.rsplit("/", 1)[-1]), "wb") as dst,
         ):
             shutil.copyfileobj(src, dst, 1 << 20)
-    listed = tag_output.tag_files(source)
-    if listed and tag_output.manifest_files(listed[0].rsplit("/", 1)[0]) is not None:
+    listed = manifest.tag_files(source)
+    if listed and manifest.manifest_files(listed[0].rsplit("/", 1)[0]) is not None:
         # The manifest too: it says which copied files are the segments table.
-        manifest = fileio.join(listed[0].rsplit("/", 1)[0], tag_output.MANIFEST)
+        manifest_path = fileio.join(listed[0].rsplit("/", 1)[0], layout.MANIFEST)
         os.makedirs(os.path.join(local_dir, "tags"), exist_ok=True)
-        with open(os.path.join(local_dir, "tags", tag_output.MANIFEST), "w") as handle:
-            handle.write(fileio.read_text(manifest))
+        with open(os.path.join(local_dir, "tags", layout.MANIFEST), "w") as handle:
+            handle.write(fileio.read_text(manifest_path))
     return local_dir
 
 
@@ -107,7 +107,7 @@ def ranks(values: np.ndarray) -> np.ndarray:
 
 def read_run(index: int, source: str, local_dir: str) -> Run:
     """Read a run's tag Parquet into a :class:`Run` (one Arrow column per tag)."""
-    files = query.tag_files(local_dir)
+    files = manifest.tag_files(local_dir)
     if not files:
         raise TagscaleError(
             f"no tag output in {source}: expected {fileio.join(source, 'tags', '*.parquet')} (run `tagscale tag` first)"
@@ -119,7 +119,7 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
             parquet_files.append(pq.ParquetFile(path, read_dictionary=[_tag_column_path(first)]))
             parquet_files[-1].schema_arrow.empty_table().select(META_COLUMNS)
         except (StopIteration, KeyError, pyarrow.ArrowException, OSError) as error:
-            raise TagscaleError(f"{path} is not tag output (schema pipelines.tag.TAGS_SCHEMA): {error}") from error
+            raise TagscaleError(f"{path} is not tag output (schema runfolder.schema.TAGS_SCHEMA): {error}") from error
     matrix = tagdata.ScoreMatrix(sum(f.metadata.num_rows for f in parquet_files))
     # A run where every track failed still has its (empty) files: it shows its dead letters.
     metadata, row = [parquet_files[0].schema_arrow.empty_table().select(META_COLUMNS)], 0
@@ -156,7 +156,7 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
             columns[f"r{k}"] = rank
     name = os.path.basename(source.rstrip("/")) or source
     table = pyarrow.table(columns)
-    return Run(index, name, source, local_dir, list(matrix.tags), table, {}, tag_output.segment_files(local_dir))
+    return Run(index, name, source, local_dir, list(matrix.tags), table, {}, manifest.segment_files(local_dir))
 
 
 def track_segments(run: Run, track_id: str) -> dict | None:
@@ -209,7 +209,7 @@ def dead_letters(connection, run: Run) -> list[dict]:
     """The run's dead-letter records counted by stage and reason.
 
     pyarrow reads the files and DuckDB counts the registered table: no path goes into SQL."""
-    files = dead_letter.dead_letter_files(run.local_dir)  # a gs:// run's mirror has no manifest: its files
+    files = manifest.dead_letter_files(run.local_dir)  # a gs:// run's mirror has no manifest: its files
     if not files:
         return []
     try:
