@@ -33,7 +33,8 @@ from pipelines import beam_util, dead_letter, inference, shards, stages, tag_out
 from pipelines.catalog import ReadCatalog, audio_uris
 from pipelines.storage import fileio, outputs
 from pipelines.tag_rows import per_track, track_patches
-from runfolder import layout, manifest, provenance, segments
+from runfolder import layout, manifest, provenance, reader, segments
+from runtime.errors import TagscaleError
 
 LOG = logging.getLogger("tagscale.tag")
 
@@ -287,9 +288,32 @@ def run(argv: list[str] | None = None) -> dict:
     tags, info = export.read_model_info(config.model)
     if config.require_commercial:  # refused before any work
         provenance.require_commercial(config.model, info)
+    if config.incremental:  # refused before anything is written
+        require_same_model(config.output, {"name": info.get("name", "model"), "version": info["version"]})
     with outputs.staged_run(config.output, "tag", entries=layout.ENTRIES, commit=layout.COMMIT) as staging:
         summary = run_staged(config, beam_args, staging, tags=tags, info=info)
     return summary
+
+
+def require_same_model(output: str, model: dict) -> None:
+    """One model per run folder: refuse an ``--incremental`` run of ``model`` into ``output``
+    when the rows there are another model's (or another version's).
+
+    Raises
+    ------
+    TagscaleError
+        Naming both models; a new model version is a new run (``tagscale diff`` compares two).
+    """
+    live = fileio.join(output, layout.TAGS)
+    if not manifest.tag_files(live):
+        return
+    there = reader.TagRun(live).model  # refuses a folder that already holds two models
+    if there is not None and (there["name"], there["version"]) != (model["name"], model["version"]):
+        raise TagscaleError(
+            f"--incremental: {output} holds rows of {there['name']} version {there['version']}, not "
+            f"{model['name']} version {model['version']}: one model per run folder; tag into a new --output "
+            "(tagscale diff compares two runs)"
+        )
 
 
 def run_staged(

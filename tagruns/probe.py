@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from pipelines.storage import fileio, outputs
-from runfolder import layout, manifest
+from runfolder import layout, manifest, schema, writer
 from runtime.errors import TagscaleError
 from tagruns import labels as label_store
 from tagruns import tagdata
@@ -130,12 +130,7 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
     ``output`` must pass the same check as tag's (:func:`pipelines.storage.outputs.check_output`; it
     must not be or contain ``inputs``), as the publish replaces ``output/tags/``.
     """
-    import pyarrow
-    import pyarrow.parquet as pq
-
-    from runfolder.schema import TAGS_SCHEMA
-
-    output = outputs.check_output(output, entries=("tags",), inputs=inputs)
+    output = outputs.check_output(output, entries=(layout.TAGS,), inputs=inputs)
     if table.model["version"] != probe["source_model"]["version"]:
         raise TagscaleError(
             f"the probe was trained on embeddings of {probe['source_model']['name']} "
@@ -143,35 +138,30 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
             f"this run is {table.model['name']} version {table.model['version']}"
         )
     tags, scores = probe_scores(probe, table.embeddings)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    model = {"name": probe["name"], "version": probe["version"]}
-    rows = [
-        {
-            "track_id": track_id,
-            "uri": table.uris[i],
-            "model": model,
-            "duration_s": float(table.durations[i]),
-            "n_patches": int(table.n_patches[i]),
-            "scores": [{"tag": tags[j], "score": float(scores[i, j])} for j in order[i]],
-            "embedding": table.embeddings[i],
-        }
+    rows = (
+        schema.tag_row(
+            track_id=track_id,
+            uri=table.uris[i],
+            model_name=probe["name"],
+            model_version=probe["version"],
+            duration_s=table.durations[i],
+            n_patches=table.n_patches[i],
+            tags=tags,
+            scores=scores[i],
+            embedding=table.embeddings[i],
+        )
         for i, track_id in enumerate(table.track_ids)
-    ]
+    )
     run_id = outputs.new_run_id(probe["version"])
     name = f"probe-{run_id}.parquet"
     # As a full tag run: one run per output, written aside and published with its manifest last,
     # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
-    commit = f"tags/{layout.MANIFEST}"
-    with outputs.staged_run(output, "probe apply", entries=["tags"], commit=commit, run_id=run_id) as staging:
-        if "://" not in output:
-            os.makedirs(staging.path("tags"), exist_ok=True)
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
-            pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
-        manifest.write_tags_manifest(staging.path("tags"), [name], run_id=run_id)
-    path = fileio.join(output, "tags", name)
-    return path
+    with outputs.staged_run(
+        output, "probe apply", entries=[layout.TAGS], commit=layout.COMMIT, run_id=run_id
+    ) as staging:
+        writer.write_file(staging.path(layout.TAGS, name), rows)
+        manifest.write_tags_manifest(staging.path(layout.TAGS), [name], run_id=run_id)
+    return fileio.join(output, layout.TAGS, name)
 
 
 def format_metrics(probe: dict) -> str:

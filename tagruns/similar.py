@@ -60,13 +60,11 @@ def shared_tags(query_scores: np.ndarray, scores: np.ndarray, tags: list[str]) -
 
 def _fingerprint(tags_dir: str) -> list[list]:
     """Names and sizes of the tag files: an index is current only while they are unchanged."""
-    from apache_beam.io.filesystems import FileSystems
+    from pipelines.storage import filesystem
+    from runfolder import manifest
 
-    from tagruns.query import tag_files
-
-    files = tag_files(tags_dir)
-    sizes = [FileSystems.match([path])[0].metadata_list[0].size_in_bytes for path in files]
-    return [[path.rsplit("/", 1)[-1], int(size)] for path, size in zip(files, sizes)]
+    files = manifest.tag_files(tags_dir)
+    return [[path.rsplit("/", 1)[-1], filesystem.size(path)] for path in files]
 
 
 def default_lists(n: int) -> int:

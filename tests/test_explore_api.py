@@ -318,12 +318,12 @@ def test_static_assets_ship_in_the_package_and_load_nothing_from_outside(server)
         external += re.findall(r"(?:src|href|url)\s*[=(]\s*[\"']?//", text)  # protocol-relative
         assert external == [], external
     subprocess.run(
-        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(server.explorer.runs[0].local_dir) + "/../dist"],
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(server.explorer.runs[0].source) + "/../dist"],
         cwd=REPO,
         check=True,
         capture_output=True,
     )
-    (sdist,) = pathlib.Path(server.explorer.runs[0].local_dir, "..", "dist").glob("tagscale-*.tar.gz")
+    (sdist,) = pathlib.Path(server.explorer.runs[0].source, "..", "dist").glob("tagscale-*.tar.gz")
     names = tarfile.open(sdist).getnames()
     for asset in ("index.html", "app.js", "style.css"):
         assert any(name.endswith(f"infra/explore/static/{asset}") for name in names), asset
@@ -400,7 +400,7 @@ def test_command_line_serves_on_loopback_and_reports_bad_input(runs, tmp_path):
     )
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"tagscale explore: error: no tag output in {tmp_path / 'missing'}: "
-        f"expected {tmp_path / 'missing'}/tags/*.parquet (run `tagscale tag` first)"
+        f"expected {tmp_path / 'missing'}/tags/manifest.json (run `tagscale tag` first)"
     ]
 
 

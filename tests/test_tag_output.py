@@ -91,10 +91,10 @@ def test_dead_letters_are_sharded_by_bytes_and_listed_in_their_manifest(tmp_path
     estimate = sum(dead_letter.record_bytes(record) for record in records)
     with TestPipeline() as pipeline:
         _ = pipeline | beam.Create(records) | dead_letter.WriteDeadLetter(str(tmp_path), target_bytes=estimate // 3 + 1)
-    manifest = dead_letter.write_manifest(str(tmp_path), run_id="r1")
-    assert manifest["files"] == [f"part-{i:05d}-of-00003.parquet" for i in range(3)]
+    written = dead_letter.write_manifest(str(tmp_path), run_id="r1")
+    assert written["files"] == [f"part-{i:05d}-of-00003.parquet" for i in range(3)]
     files = manifest.dead_letter_files(str(tmp_path))
-    assert [path.rsplit("/", 1)[-1] for path in files] == manifest["files"]
+    assert [path.rsplit("/", 1)[-1] for path in files] == written["files"]
     read = pq.read_table(files).to_pylist()
     assert sorted(read, key=lambda record: int(record["track_id"][1:])) == records
     # Reading the folder as a dataset, as users' scripts do, skips the manifest.

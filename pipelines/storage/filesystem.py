@@ -70,6 +70,12 @@ def is_file(location: str) -> bool:
     return fs.get_file_info(path).type == pyarrow.fs.FileType.File
 
 
+def size(location: str) -> int:
+    """The size in bytes of the file at ``location``."""
+    fs, path = resolve(location)
+    return int(fs.get_file_info(path).size)
+
+
 def read_bytes(location: str, limit: int | None = None) -> bytes:
     """The bytes of the file at ``location`` (at most ``limit`` of them)."""
     fs, path = resolve(location)
