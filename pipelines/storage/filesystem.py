@@ -1,28 +1,97 @@
-"""One filesystem layer for local paths and gs://: pyarrow.fs, chosen once per path.
+"""One filesystem layer for local paths and gs://: a pyarrow filesystem, chosen once per path.
 
 :func:`resolve` turns a location into a ``(pyarrow.fs.FileSystem, path)`` pair: a local path
-(or ``file://`` URL) to pyarrow's LocalFileSystem, ``gs://bucket/key`` to its GcsFileSystem.
-Readers hand that pair to ``pyarrow.dataset`` and ``pyarrow.parquet``, which read a file's
-footer and then only the column chunks a scan needs, by ranged reads: a gs:// run is scanned as
-it is queried, never copied or read whole. DuckDB queries the same datasets (registered Arrow),
-so it needs no extension of its own for gs://.
+(or ``file://`` URL) to pyarrow's LocalFileSystem, ``gs://bucket/key`` to a pyarrow filesystem
+whose reads go through Beam's GCS client (:class:`BeamGcsHandler`). Readers hand the pair to
+``pyarrow.dataset`` and ``pyarrow.parquet``, which read a file's footer and then only the
+column chunks a scan needs, by ranged reads: a gs:// run is scanned as it is queried, never
+copied or read whole. DuckDB queries the same datasets (registered Arrow), so it needs no
+extension of its own for gs://.
 
-Why pyarrow.fs and not Beam's FileSystems: pyarrow.dataset and DuckDB scan a
-``pyarrow.fs.FileSystem`` directly (Beam's would need a wrapper handler in Python, every ranged
-read through it), and its GcsFileSystem talks to a GCS emulator as it does to GCS (the endpoint
-from ``STORAGE_EMULATOR_HOST``, as google-cloud-storage does). Beam's FileSystems remain what a
-Beam job's workers write with (:mod:`pipelines.storage.fileio`).
+Why Beam's GCS client under pyarrow's interface, and not pyarrow's own GcsFileSystem: the
+jobs already write gs:// through Beam (one client, one set of credentials and retries), and
+pyarrow's GcsFileSystem (google-cloud-cpp) stalled against the GCS emulator the tests run
+(gcp-storage-emulator, single-threaded): after the first object read, later reads never
+reached it and timed out. Beam's client (google-cloud-storage) works with the emulator and with
+GCS alike. The price is Python in the read path, a chunk of :data:`READ_CHUNK` bytes per read.
 """
 
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 
+import pyarrow
 import pyarrow.fs
 
 REMOTE_SCHEMES = ("gs",)
+READ_CHUNK = 2**20  # bytes a gs:// read fetches at least: a Parquet footer or page costs one request
+
+
+class BeamGcsHandler(pyarrow.fs.FileSystemHandler):
+    """gs:// objects as a read-only pyarrow filesystem, through Beam's GCS client (paths are
+    ``bucket/key``). Writes go through Beam's FileSystems (:mod:`pipelines.storage.fileio`)."""
+
+    def __init__(self):
+        self._client = None
+
+    def _gcs(self):
+        if self._client is None:
+            from apache_beam.io.gcp import gcsio
+
+            self._client = gcsio.GcsIO()
+        return self._client
+
+    def get_type_name(self) -> str:
+        return "beam-gcs"
+
+    def equals(self, other) -> bool:
+        return isinstance(other, BeamGcsHandler)
+
+    def normalize_path(self, path: str) -> str:
+        return path.rstrip("/")
+
+    def get_file_info(self, paths):
+        from google.api_core.exceptions import NotFound
+
+        infos = []
+        for path in paths:
+            try:
+                infos.append(pyarrow.fs.FileInfo(path, pyarrow.fs.FileType.File, size=self._gcs().size(f"gs://{path}")))
+            except NotFound:
+                under = next(iter(self._gcs().list_files(f"gs://{path.rstrip('/')}/")), None)
+                kind = pyarrow.fs.FileType.Directory if under else pyarrow.fs.FileType.NotFound
+                infos.append(pyarrow.fs.FileInfo(path, kind))
+        return infos
+
+    def get_file_info_selector(self, selector):
+        base = selector.base_dir.rstrip("/") + "/"
+        found = []
+        for url, size in self._gcs().list_files(f"gs://{base}"):
+            path = url[len("gs://") :]
+            if selector.recursive or "/" not in path[len(base) :]:
+                found.append(pyarrow.fs.FileInfo(path, pyarrow.fs.FileType.File, size=size))
+        if not found and not selector.allow_not_found:
+            raise FileNotFoundError(f"gs://{base}")
+        return found
+
+    def open_input_file(self, path: str):
+        from google.api_core.exceptions import NotFound
+
+        try:
+            reader = self._gcs().open(f"gs://{path}", "rb", read_buffer_size=READ_CHUNK)
+        except NotFound as error:
+            raise FileNotFoundError(f"gs://{path}: no such object") from error
+        return pyarrow.PythonFile(reader, mode="r")
+
+    def open_input_stream(self, path: str):
+        return self.open_input_file(path)
+
+    def _read_only(self, *args, **kwargs):
+        raise NotImplementedError("tagscale writes gs:// through Beam's FileSystems, not this reader")
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = _read_only
+    delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
 def is_remote(path: str) -> bool:
@@ -32,14 +101,8 @@ def is_remote(path: str) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _gcs(endpoint: str | None) -> pyarrow.fs.FileSystem:
-    # A bounded retry: an unreachable endpoint fails in a minute rather than pyarrow's 15.
-    retry = datetime.timedelta(seconds=60)
-    if endpoint:  # an emulator (tests): plain HTTP, no credentials
-        scheme, _, host = endpoint.rpartition("://")
-        return pyarrow.fs.GcsFileSystem(
-            anonymous=True, endpoint_override=host, scheme=scheme or "http", retry_time_limit=retry
-        )
-    return pyarrow.fs.GcsFileSystem(retry_time_limit=retry)
+    # One client per endpoint: google-cloud-storage reads STORAGE_EMULATOR_HOST when it is made.
+    return pyarrow.fs.PyFileSystem(BeamGcsHandler())
 
 
 def resolve(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
