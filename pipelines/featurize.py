@@ -32,7 +32,7 @@ import apache_beam as beam
 from model import dsp, features
 from pipelines import beam_util, buckets, dead_letter, shards, spill, stages
 from pipelines.catalog import ReadCatalog, Track, audio_uris
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, publish
 
 LOG = logging.getLogger("tagscale.featurize")
 
@@ -273,7 +273,7 @@ def run(argv: list[str] | None = None) -> dict:
     outputs.check_output(
         config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
     )
-    with outputs.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
+    with publish.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
         dead_letter.write_manifest(staging.dir, run_id=staging.run_id)

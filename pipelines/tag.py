@@ -31,7 +31,7 @@ import apache_beam as beam
 from model import export
 from pipelines import beam_util, dead_letter, inference, shards, stages, tag_output, tag_progress
 from pipelines.catalog import ReadCatalog, audio_uris
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, publish
 from pipelines.tag_rows import per_track, track_patches
 from runfolder import layout, manifest, provenance, reader, segments
 from runtime.errors import TagscaleError
@@ -290,7 +290,7 @@ def run(argv: list[str] | None = None) -> dict:
         provenance.require_commercial(config.model, info)
     if config.incremental:  # refused before anything is written
         require_same_model(config.output, {"name": info.get("name", "model"), "version": info["version"]})
-    with outputs.staged_run(config.output, "tag", entries=layout.ENTRIES, commit=layout.COMMIT) as staging:
+    with publish.staged_run(config.output, "tag", entries=layout.ENTRIES, commit=layout.COMMIT) as staging:
         summary = run_staged(config, beam_args, staging, tags=tags, info=info)
     return summary
 
@@ -317,7 +317,7 @@ def require_same_model(output: str, model: dict) -> None:
 
 
 def run_staged(
-    config: TagConfig, beam_args: list[str], staging: outputs.Staging, *, tags: list[str], info: dict
+    config: TagConfig, beam_args: list[str], staging: publish.Staging, *, tags: list[str], info: dict
 ) -> dict:
     """The pipeline into ``staging``, then the manifest and the summary (the caller publishes)."""
     run_id = staging.run_id

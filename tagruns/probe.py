@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, ownership, publish
 from runfolder import layout, manifest, schema, writer
 from runtime.errors import TagscaleError
 from tagruns import labels as label_store
@@ -152,11 +152,11 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
         )
         for i, track_id in enumerate(table.track_ids)
     )
-    run_id = outputs.new_run_id(probe["version"])
+    run_id = publish.new_run_id(probe["version"])
     name = f"probe-{run_id}.parquet"
     # As a full tag run: one run per output, written aside and published with its manifest last,
     # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
-    with outputs.staged_run(
+    with publish.staged_run(
         output, "probe apply", entries=[layout.TAGS], commit=layout.COMMIT, run_id=run_id
     ) as staging:
         writer.write_file(staging.path(layout.TAGS, name), rows)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         probe = train(
             table, label_store.read_labels(args.labels), name=name, min_positives=args.min_positives, c=args.c
         )
-        outputs.mark(folder)
+        ownership.mark(folder)
         fileio.write_text(fileio.join(folder, PROBE_FILE), json.dumps(probe) + "\n")
         print(format_metrics(probe))
         print(

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, ownership
 from runtime.errors import TagscaleError
 from runtime.terminal import printable
 from tagruns import tagdata
@@ -127,7 +127,7 @@ def write_index(tags_dir: str, *, nlist: int | None = None, nprobe: int = 16) ->
     }
     from apache_beam.io.filesystems import FileSystems
 
-    outputs.mark(folder)
+    ownership.mark(folder)
     with FileSystems.create(fileio.join(folder, INDEX_FILE), compression_type="uncompressed") as handle:
         handle.write(faiss.serialize_index(index).tobytes())
     fileio.write_text(fileio.join(folder, INDEX_INFO), json.dumps(info, indent=2) + "\n")
