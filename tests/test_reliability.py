@@ -307,7 +307,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
             str(output),
         ]
     )
-    manifest = (output / "tags" / "manifest.json").read_bytes()
+    listed = (output / "tags" / "manifest.json").read_bytes()
     before = tag_rows_as_bits(output)
     assert len(before) == 25
 
@@ -349,7 +349,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
     finally:
         process.send_signal(os_signal.SIGKILL)
         process.wait(timeout=60)
-    assert (output / "tags" / "manifest.json").read_bytes() == manifest
+    assert (output / "tags" / "manifest.json").read_bytes() == listed
     assert tag_rows_as_bits(output) == before  # the old output, intact and readable
 
     result = subprocess.run(
@@ -418,7 +418,7 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
             str(output),
         ]
     )
-    before, manifest = tag_rows_as_bits(output), (output / "tags" / "manifest.json").read_bytes()
+    before, listed = tag_rows_as_bits(output), (output / "tags" / "manifest.json").read_bytes()
     if small_filesystem is not None:
         fill(small_filesystem, 12 * 1024)
     else:
@@ -433,7 +433,7 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
     with pytest.raises(Exception, match="No space left on device") as failure:
         tag.run(["--catalog", str(forty_tracks), "--model", model, "--output", str(output)])
     assert "while running 'WriteTags/" in str(failure.value)  # the Parquet sink hit the full disk
-    assert (output / "tags" / "manifest.json").read_bytes() == manifest
+    assert (output / "tags" / "manifest.json").read_bytes() == listed
     assert tag_rows_as_bits(output) == before and len(before) == 5
     assert sorted(name for name in os.listdir(output) if name.startswith(".tagscale")) == [
         ".tagscale-owned",

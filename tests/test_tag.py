@@ -212,10 +212,10 @@ def test_a_run_records_its_provenance_in_the_manifest_every_file_and_query_stats
         "catalog": {"path": str(catalog), "rows": 6},
         "tagscale_version": importlib.metadata.version("tagscale"),
     }
-    manifest = json.loads((output / "tags" / "manifest.json").read_text())
-    assert {"files", "run_id", "written_by"} < set(manifest) and manifest["provenance"] == expected
-    assert len(manifest["files"]) == 2
-    for name in manifest["files"]:
+    written = json.loads((output / "tags" / "manifest.json").read_text())
+    assert {"files", "run_id", "written_by"} < set(written) and written["provenance"] == expected
+    assert len(written["files"]) == 2
+    for name in written["files"]:
         assert json.loads(pq.read_schema(output / "tags" / name).metadata[b"tagscale.provenance"]) == expected
 
     assert query.main(["--tags", str(output), "--json", "stats"]) == 0
