@@ -33,6 +33,7 @@ from model import dsp, features
 from pipelines import beam_util, buckets, dead_letter, shards, spill, stages
 from pipelines.catalog import ReadCatalog, Track, audio_uris
 from pipelines.storage import fileio, outputs, publish
+from runfolder import layout
 
 LOG = logging.getLogger("tagscale.featurize")
 
@@ -255,7 +256,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     return config, beam_args
 
 
-OUTPUT_ENTRIES = ["dead_letter", "mel", "waveform", "transform_fn", "transformed_metadata", "metadata.json"]
+OUTPUT_ENTRIES = [layout.DEAD_LETTER, "mel", "waveform", "transform_fn", "transformed_metadata", "metadata.json"]
 
 
 def run(argv: list[str] | None = None) -> dict:
