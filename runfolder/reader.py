@@ -81,7 +81,9 @@ class TagRun:
                 "run folder; tag each model into a folder of its own"
             )
         self.model = None if not models else dict(zip(("name", "version"), next(iter(models))))
-        return _newest_rows(ids)
+        keep = _newest_rows(ids)
+        self._ids = ids if keep is not None else None  # kept only to build the view of rule 4
+        return keep
 
     @property
     def has_duplicates(self) -> bool:
@@ -142,9 +144,53 @@ class TagRun:
         return BoundedDataset(list(plain.get_fragments()), TAGS_SCHEMA, plain.format, self._fs)
 
     def register(self, connection, name: str = "tags") -> None:
-        """Register the run with a DuckDB ``connection`` as ``name``: the lazily scanned dataset,
-        or, when a track has two rows, the run's table with rule 4 applied."""
-        connection.register(name, self.dataset() if self._keep is None else self.table())
+        """Make ``name`` the run in a DuckDB ``connection``, scanned lazily, rule 4 applied.
+
+        Without a track of two rows: the dataset itself. With some: a view over one dataset per
+        file, each less the ids that have a newer row elsewhere (a small table per file), so the
+        scan stays lazy; only a file holding one track twice makes it the run's table in memory.
+        """
+        if self._keep is None:
+            connection.register(name, self.dataset())
+            return
+        dropped = self._dropped_ids()
+        if dropped is None:
+            connection.register(name, self.table())
+            return
+        parts = []
+        for index, ids in enumerate(dropped):
+            part = f"{name}_file{index}"
+            connection.register(part, self._file_dataset(index))
+            if ids is None:
+                parts.append(f"SELECT * FROM {part}")
+            else:
+                connection.register(f"{part}_older", pyarrow.table({"track_id": ids}))
+                parts.append(f"SELECT * FROM {part} WHERE track_id NOT IN (SELECT track_id FROM {part}_older)")
+        connection.execute(f"CREATE VIEW {name} AS " + " UNION ALL ".join(parts))
+
+    def _file_dataset(self, index: int) -> pyarrow.dataset.Dataset:
+        plain = pyarrow.dataset.dataset([self._paths[index]], filesystem=self._fs, format="parquet", schema=TAGS_SCHEMA)
+        return BoundedDataset(list(plain.get_fragments()), TAGS_SCHEMA, plain.format, self._fs)
+
+    def _dropped_ids(self) -> list | None:
+        """Per file, the ids rule 4 drops from it (None: none); None when a file holds one
+        track twice (then the ids alone cannot say which of its rows to drop)."""
+        found, batches = [], []
+        for chunk in self._ids:
+            if chunk is not None:
+                batches.append(chunk)
+                continue
+            ids = pyarrow.chunked_array(batches, pyarrow.string())
+            keep = self._keep[len(found)]
+            batches = []
+            if keep.all():
+                found.append(None)
+                continue
+            older = ids.filter(pyarrow.array(~keep))
+            if pc.any(pc.is_in(older, value_set=ids.filter(pyarrow.array(keep)).combine_chunks())).as_py():
+                return None
+            found.append(older.combine_chunks())
+        return found
 
     def segment_dataset(self) -> pyarrow.dataset.Dataset | None:
         """The segments table's files as a lazily scanned dataset; None when the run has none."""

@@ -174,3 +174,21 @@ def test_the_run_folder_places_a_track_where_the_shard_writer_does():
     for n in (1, 2, 3, 7, 64):
         for track_id in ["t0", "café", "\udcff-bytes", *(f"track-{i}" for i in range(200))]:
             assert layout.shard_of(track_id, n) == shards.shard_of(track_id, n)
+
+
+def test_a_track_twice_in_one_file_keeps_its_last_row_in_every_reader(tmp_path, capsys):
+    from tagruns import tagdata
+
+    twice = rows(["t0", "t1"]) + rows(["t0"], seed=5)
+    run = write_run(tmp_path / "run", {"run-1-00000-of-00001.parquet": twice}, ["run-1-00000-of-00001.parquet"])
+    newest = {s["tag"]: s["score"] for s in twice[-1]["scores"]}
+    assert cli(["query", "--tags", run, "--json", "sql", "SELECT count(*) AS n FROM tags"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 2}]
+    assert cli(["query", "--tags", run, "--json", "track", "t0"]) == 0
+    assert {e["tag"]: e["score"] for e in json.loads(capsys.readouterr().out)} == {
+        tag: round(score, 4) for tag, score in newest.items()
+    }
+    table = tagdata.load(run)
+    assert table.track_ids == ["t1", "t0"]
+    assert table.scores[1].tolist() == [float(np.float32(newest[tag])) for tag in table.tags]
+    assert explore_tracks(run) == 2
