@@ -77,6 +77,8 @@ def connect(
     config = {} if allow_files else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(config=config)
     try:
+        # No progress bar: DuckDB draws it on stdout, into the table or JSON a long query prints.
+        connection.execute("SET enable_progress_bar = false")
         run.register(connection, "tags")
         connection.execute(TAG_SCORES_VIEW)
         if segment_data is not None:
