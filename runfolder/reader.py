@@ -54,6 +54,7 @@ class TagRun:
                 "(run `tagscale tag` first)"
             )
         self.segment_files = manifest.segment_files(run_dir)
+        self.model: dict | None = None  # {"name", "version"} of the run's rows; None when it has none
         self._fs, self._paths = _resolve(self.files)
         self._keep = self._check()
 
@@ -85,18 +86,13 @@ class TagRun:
         self._ids = ids if keep is not None else None  # kept only to build the view of rule 4
         return keep
 
-    @property
-    def has_duplicates(self) -> bool:
-        """Whether a track has rows in two places (rule 4 drops all but its newest)."""
-        return self._keep is not None
-
     # ------------------------------------------------------------------ reading
 
-    def _parquet_files(self, read_dictionary=None) -> list[pq.ParquetFile]:
+    def _parquet_files(self) -> list[pq.ParquetFile]:
         found = []
         for path, inner in zip(self.files, self._paths):
             try:
-                found.append(pq.ParquetFile(inner, filesystem=self._fs, read_dictionary=read_dictionary))
+                found.append(pq.ParquetFile(inner, filesystem=self._fs))
             except (OSError, pyarrow.ArrowException) as error:
                 raise TagscaleError(f"cannot read tag file {path}: {_first_line(error)}") from error
         return found
