@@ -37,7 +37,8 @@ from model import dsp, features
 from pipelines import beam_util, buckets, dead_letter, shards, spill, stages
 from pipelines.catalog import ReadCatalog, Track
 from pipelines.catalog_checks import audio_uris, check_reachable
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, publish
+from runfolder import layout
 
 LOG = logging.getLogger("tagscale.featurize")
 
@@ -269,7 +270,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     return config, beam_args
 
 
-OUTPUT_ENTRIES = ["dead_letter", "mel", "waveform", "transform_fn", "transformed_metadata", "metadata.json"]
+OUTPUT_ENTRIES = [layout.DEAD_LETTER, "mel", "waveform", "transform_fn", "transformed_metadata", "metadata.json"]
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -288,7 +289,7 @@ def run(argv: list[str] | None = None) -> dict:
     outputs.check_output(
         config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
     )
-    with outputs.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
+    with publish.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
         dead_letter.write_manifest(staging.dir, run_id=staging.run_id)

@@ -18,15 +18,18 @@ LAYERS = {
     "runtime": set(),
     "model": {"runtime"},
     "pipelines.storage": {"runtime", "model"},
+    "runfolder": {"runtime", "model", "pipelines.storage"},
     "pipelines.decode": {"runtime", "model", "pipelines.storage"},
-    "pipelines": {"runtime", "model", "pipelines.storage", "pipelines.decode"},
+    "pipelines": {"runtime", "model", "pipelines.storage", "runfolder", "pipelines.decode"},
     "trainer": {"runtime", "model"},
-    "tagruns": {"runtime", "model", "pipelines", "pipelines.storage", "pipelines.decode"},
+    "tagruns": {"runtime", "model", "pipelines", "pipelines.storage", "runfolder", "pipelines.decode"},
     "infra.cloud": {"runtime", "model", "pipelines.storage", "trainer"},
-    "infra.demo": {"runtime", "model", "pipelines", "pipelines.storage", "pipelines.decode", "trainer", "tagruns"},
-    "infra.explore": {"runtime", "model", "pipelines", "pipelines.storage", "tagruns"},
+    "infra.demo": {
+        "runtime", "model", "pipelines", "pipelines.storage", "runfolder", "pipelines.decode", "trainer", "tagruns",
+    },
+    "infra.explore": {"runtime", "model", "pipelines", "pipelines.storage", "runfolder", "tagruns"},
     "infra": {
-        "runtime", "model", "pipelines", "pipelines.storage", "pipelines.decode", "trainer", "tagruns",
+        "runtime", "model", "pipelines", "pipelines.storage", "runfolder", "pipelines.decode", "trainer", "tagruns",
         "infra.cloud", "infra.demo", "infra.explore",
     },
 }  # fmt: skip
@@ -156,6 +159,26 @@ def test_the_trainer_does_not_import_beam():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_the_tag_schema_imports_no_beam():
+    """Readers take the track table's schema without loading Beam (or TensorFlow)."""
+    code = (
+        "import sys, runfolder.schema, runfolder.layout\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'apache_beam', 'tensorflow', 'pipelines'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_no_reader_imports_a_beam_job_module():
+    """Commands that read runs go through runfolder, never through the Beam jobs that write them
+    (the demo chain runs the jobs: it is their caller, not a reader)."""
+    jobs = {"pipelines.tag", "pipelines.featurize"}
+    for module, targets in graph().items():
+        if module.split(".")[0] in ("tagruns", "infra") and module != "infra.demo.chain":
+            assert not targets & jobs, f"{module} imports {sorted(targets & jobs)}"
 
 
 def test_the_packages_read_nothing_outside_the_repository():
