@@ -19,17 +19,13 @@ import apache_beam as beam
 import numpy as np
 
 from model import dsp, features
-from pipelines import buckets, sharded, spill
+from pipelines import sharded, spill
 from pipelines.storage import fileio
+from runfolder import layout
 
 KINDS = ("mel", "waveform")
 DEFAULT_TARGET_BYTES = 256 * 2**20
 TRANSFORM_BATCH_PATCHES = 64  # patches per call of the transform graph: amortises the call, bounds memory
-
-
-def shard_of(track_id: str, num_shards: int) -> int:
-    """The shard of a track: a stable hash, so all its patches share a shard in every run."""
-    return int(buckets.unit_hash(track_id, "shard:") * num_shards)
 
 
 def example_bytes(top_k: int) -> int:
@@ -124,7 +120,7 @@ class TFRecordShards(sharded.ShardWriter):
         self._transformer = None
 
     def shard_key(self, ref, counts):
-        return ref.split, shard_of(ref.track_id, counts[ref.split])
+        return ref.split, layout.shard_of(ref.track_id, counts[ref.split])
 
     def every_shard(self, counts):
         return [(split, shard) for split in sorted(counts) for shard in range(counts[split])]

@@ -15,6 +15,7 @@ from model import dsp, features
 from pipelines import featurize, shards, spill, stages
 from pipelines.catalog import Track
 from pipelines.decode import audio
+from runfolder import layout
 
 FORMATS = [".wav", ".flac", ".ogg", ".mp3"]
 
@@ -78,9 +79,9 @@ def test_the_example_described_in_metadata_follows_the_signal_constants(monkeypa
 
 def test_shard_assignment_and_sizing_are_stable():
     ids = [f"track-{i}" for i in range(4000)]
-    counts = collections.Counter(shards.shard_of(i, 4) for i in ids)
+    counts = collections.Counter(layout.shard_of(i, 4) for i in ids)
     assert sorted(counts) == [0, 1, 2, 3] and min(counts.values()) > 900
-    assert [shards.shard_of(i, 4) for i in ids[:50]] == [shards.shard_of(i, 4) for i in ids[:50]]
+    assert [layout.shard_of(i, 4) for i in ids[:50]] == [layout.shard_of(i, 4) for i in ids[:50]]
     per_example = shards.example_bytes(50)
     assert shards.shard_count(0, target_bytes=10**6, top_k=50) == 1
     assert shards.shard_count(100, target_bytes=per_example * 10, top_k=50) == 10

@@ -165,17 +165,6 @@ def test_incremental_with_another_model_is_refused_and_writes_nothing(small_mode
     assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before
 
 
-def test_the_run_folder_places_a_track_where_the_shard_writer_does():
-    """Readers find a track's segment rows by runfolder.layout.shard_of; the Beam sink shards by
-    pipelines.shards.shard_of: the two must agree on every track and shard count."""
-    from pipelines import shards
-    from runfolder import layout
-
-    for n in (1, 2, 3, 7, 64):
-        for track_id in ["t0", "café", "\udcff-bytes", *(f"track-{i}" for i in range(200))]:
-            assert layout.shard_of(track_id, n) == shards.shard_of(track_id, n)
-
-
 def test_a_track_twice_in_one_file_keeps_its_last_row_in_every_reader(tmp_path, capsys):
     from tagruns import tagdata
 

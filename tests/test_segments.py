@@ -12,8 +12,8 @@ from made import SMALL_MODEL_TAGS as TAGS
 from made import synth_tone
 
 from model import dsp
-from pipelines import shards, tag
-from runfolder import manifest, provenance, segments
+from pipelines import tag
+from runfolder import layout, manifest, provenance, segments
 from runtime.errors import TagscaleError, run_command
 from tagruns import query
 
@@ -96,7 +96,7 @@ def test_segment_files_are_sharded_by_track_and_listed_in_the_manifest_with_prov
         file = pq.ParquetFile(output / "tags" / name)
         shard, count = int(name[-22:-17]), int(name[-13:-8])
         ids = set(file.read().column("track_id").to_pylist())
-        assert all(shards.shard_of(track_id, count) == shard for track_id in ids)
+        assert all(layout.shard_of(track_id, count) == shard for track_id in ids)
         metadata = file.schema_arrow.metadata
         assert json.loads(metadata[b"tagscale.tags"]) == TAGS
         origin = json.loads(metadata[provenance.METADATA_KEY.encode()])
