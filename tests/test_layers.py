@@ -151,25 +151,22 @@ def test_modules_stay_under_400_lines():
         assert len(path.read_text().splitlines()) <= MAX_LINES, f"{name} is over {MAX_LINES} lines"
 
 
-def test_the_trainer_does_not_import_beam():
-    code = (
-        "import sys, trainer.task, trainer.inputs, trainer.compare, trainer.exporting\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('apache_beam', 'pipelines', 'tagruns')))"
-    )
+def loaded_by(imports: str, tops: tuple[str, ...]) -> list[str]:
+    """The modules of the top-level packages ``tops`` that a fresh interpreter has loaded after ``imports``."""
+    code = f"import sys, {imports}\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {tops!r}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]"
+    return ast.literal_eval(result.stdout.strip())
+
+
+def test_the_trainer_does_not_import_beam():
+    imports = "trainer.task, trainer.inputs, trainer.compare, trainer.exporting"
+    assert loaded_by(imports, ("apache_beam", "pipelines", "tagruns")) == []
 
 
 def test_the_tag_schema_imports_no_beam():
     """Readers take the track table's schema without loading Beam (or TensorFlow)."""
-    code = (
-        "import sys, runfolder.schema, runfolder.layout\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'apache_beam', 'tensorflow', 'pipelines'}))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]"
+    assert loaded_by("runfolder.schema, runfolder.layout", ("apache_beam", "tensorflow", "pipelines")) == []
 
 
 def test_no_reader_imports_a_beam_job_module():
