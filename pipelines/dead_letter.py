@@ -49,9 +49,10 @@ def _track_id(row: dict) -> str:
 def write_manifest(output_dir: str, *, run_id: str) -> dict:
     """List the files :class:`WriteDeadLetter` wrote under ``output_dir`` (checked complete) in
     ``dead_letter/_manifest.json``; the run's driver calls this when the pipeline has finished."""
-    from pipelines import parquet_shards
+    from pipelines import parquet_shards, spilled_shards
 
     folder = fileio.join(output_dir, FOLDER)
+    spilled_shards.remove_spill(folder)
     return parquet_shards.write_manifest(folder, MANIFEST, parquet_shards.written_files(folder, PREFIX), run_id=run_id)
 
 
@@ -83,9 +84,11 @@ class WriteDeadLetter(beam.PTransform):
         self._target_bytes = target_bytes
 
     def expand(self, records):
-        from pipelines import parquet_shards, shards
+        from pipelines import shards, spilled_shards
 
-        return records | "WriteParquet" >> parquet_shards.WriteParquetShards(
+        # Through a spill, not a grouping of the rows: a catalog of missing files has as many
+        # dead letters as rows, and the local runner would hold every one of them in memory.
+        return records | "WriteParquet" >> spilled_shards.WriteSpilledParquetShards(
             self._folder,
             PREFIX,
             SCHEMA,
