@@ -1,7 +1,7 @@
 """Dead-letter records: every track a pipeline could not process, with the stage and the reason.
 
 A run writes them as ``DIR/dead_letter/part-SSSSS-of-NNNNN.parquet``, as many files as their
-volume asks (:mod:`pipelines.parquet_shards`), and lists them in ``DIR/dead_letter/_manifest.json``
+volume asks (:mod:`pipelines.spilled_shards`), and lists them in ``DIR/dead_letter/_manifest.json``
 (the leading underscore keeps pyarrow's reading of the folder as one dataset to the Parquet).
 """
 
@@ -76,7 +76,11 @@ def dead_letter_files(output_dir: str) -> list[str]:
 
 class WriteDeadLetter(beam.PTransform):
     """Write dead-letter rows to ``DIR/dead_letter/part-SSSSS-of-NNNNN.parquet``: files of about
-    ``target_bytes``, each written by its own worker (one empty file when there are none)."""
+    ``target_bytes``, each written by its own worker (one empty file when there are none).
+
+    Applied to a PCollection or to a tuple of them: give the tuple rather than a Flatten of it,
+    which Beam's local runner holds in memory whole (each input is spilled where it is made).
+    """
 
     def __init__(self, output_dir: str, *, target_bytes: int | None = None):
         super().__init__()

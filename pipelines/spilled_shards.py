@@ -97,8 +97,8 @@ class _WriteShardFn(beam.DoFn):
 
 
 class WriteSpilledParquetShards(beam.PTransform):
-    """JSON-able rows -> ``{directory}/{prefix}-SSSSS-of-NNNNN.parquet``, about ``target_bytes``
-    each (at least one file), by way of a spill; the paths written out.
+    """JSON-able rows (a PCollection, or a tuple of them) -> ``{directory}/{prefix}-SSSSS-of-NNNNN.parquet``,
+    about ``target_bytes`` each (at least one file), by way of a spill; the paths written out.
 
     ``key``: row -> the string its shard is hashed from; ``row_bytes``: row -> an estimate of its
     encoded size, as for :class:`pipelines.parquet_shards.WriteParquetShards`.
@@ -112,7 +112,13 @@ class WriteSpilledParquetShards(beam.PTransform):
         self._key, self._row_bytes, self._target_bytes = key, row_bytes, target_bytes
 
     def expand(self, rows):
-        spilled = rows | "Spill" >> beam.ParDo(_SpillFn(self._directory, self._row_bytes))
+        spill = _SpillFn(self._directory, self._row_bytes)
+        if isinstance(rows, beam.pvalue.PCollection):
+            spilled = rows | "Spill" >> beam.ParDo(spill)
+        else:  # several PCollections: each spilled where it is made, only the file names flattened
+            spilled = [part | f"Spill{i}" >> beam.ParDo(spill) for i, part in enumerate(rows)] | (
+                "SpillFiles" >> beam.Flatten()
+            )
         names = spilled | "SpillNames" >> beam.Map(lambda spill: spill[0])
         every_shard = (
             spilled
