@@ -331,6 +331,24 @@ def _shown(value) -> str:
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
 
 
+def read_chunks(path: str, base: str | None = None):
+    """Beam body of :class:`ReadCatalog`: :func:`parse_rows` with repeated track_ids made dead
+    letters and the tracks packed in chunks (:func:`pipelines.catalog_unique.chunks`)."""
+    from pipelines import catalog_unique
+
+    yield from catalog_unique.chunks(parse_rows(path, base))
+
+
+def unchunk(keyed):
+    """``(chunk number, [packed chunk])`` -> its :class:`Track` s, in catalog order."""
+    from pipelines import catalog_unique
+
+    _, blobs = keyed
+    for blob in blobs:
+        for track_id, uri, tags, split in catalog_unique.unpacked(blob):
+            yield Track(track_id, uri, tags, split)
+
+
 class ReadCatalog(beam.PTransform):
     """Read a catalog into :class:`Track` elements; bad and duplicate rows go to the dead letter.
 
@@ -350,13 +368,10 @@ class ReadCatalog(beam.PTransform):
         self._path = resolve_uri(path, self._base)
 
     def expand(self, pbegin):
-        from pipelines import catalog_unique
-
         chunks = (
             pbegin
             | "CatalogPath" >> beam.Create([self._path])
-            | "ParseRows"
-            >> beam.FlatMap(catalog_unique.read_chunks, self._base).with_outputs(dead_letter.TAG, main="chunks")
+            | "ParseRows" >> beam.FlatMap(read_chunks, self._base).with_outputs(dead_letter.TAG, main="chunks")
         )
-        tracks = chunks.chunks | "GroupByChunk" >> beam.GroupByKey() | "Unchunk" >> beam.FlatMap(catalog_unique.unchunk)
+        tracks = chunks.chunks | "GroupByChunk" >> beam.GroupByKey() | "Unchunk" >> beam.FlatMap(unchunk)
         return {"tracks": tracks, dead_letter.TAG: chunks[dead_letter.TAG]}

@@ -6,7 +6,7 @@ row), and becomes a dead letter; the first row is kept. The tracks then cross a 
 decoding spreads over all workers (without it the runner fuses every decode into the reader's
 one worker) -- in chunks of up to :data:`CHUNK_ROWS` tracks, each one compressed pickle: Beam's
 local runner holds every element that crosses a grouping in memory, and a chunk holds about
-70 bytes a row where a grouped :class:`~pipelines.catalog.Track` held about 800.
+70 bytes a row where a grouped ``Track`` held about 800.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import zlib
 import apache_beam as beam
 
 from pipelines import dead_letter
-from pipelines.catalog import Track, parse_rows
 
 CHUNK_ROWS = 64  # tracks per chunk at most; the first rows go one a chunk (see chunk_rows)
 
@@ -77,14 +76,6 @@ def chunks(parsed):
         yield count, _packed(chunk)
 
 
-def read_chunks(path: str, base: str | None = None):
-    """Beam body of the catalog's reading: :func:`chunks` of :func:`~pipelines.catalog.parse_rows`."""
-    yield from chunks(parse_rows(path, base))
-
-
-def unchunk(keyed):
-    """``(chunk number, [pickled tracks])`` -> its :class:`~pipelines.catalog.Track` s, in order."""
-    _, blobs = keyed
-    for blob in blobs:
-        for track_id, uri, tags, split in pickle.loads(zlib.decompress(blob)):
-            yield Track(track_id, uri, tags, split)
+def unpacked(blob: bytes) -> list[tuple]:
+    """A chunk's ``(track_id, uri, tags, split)`` tuples, in catalog order."""
+    return pickle.loads(zlib.decompress(blob))
