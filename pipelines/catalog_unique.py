@@ -5,8 +5,8 @@ caught there, as it is read, against the ids seen so far (the ids alone: about 1
 row), and becomes a dead letter; the first row is kept. The tracks then cross a grouping so that
 decoding spreads over all workers (without it the runner fuses every decode into the reader's
 one worker) -- in chunks of up to :data:`CHUNK_ROWS` tracks, each one compressed pickle: Beam's
-local runner holds every element that crosses a grouping in memory, and a chunk holds about
-70 bytes a row where a grouped ``Track`` held about 800.
+local runner holds every element that crosses a grouping in memory, and a chunk holds 10 to
+70 bytes a row (as well as the paths compress) where a grouped ``Track`` held about 800.
 """
 
 from __future__ import annotations
