@@ -79,21 +79,19 @@ def _spilled_rows(directory: str, names):
 
 
 class _WriteShardFn(beam.DoFn):
-    """``(shard, num_shards)`` -> that shard's file, from the rows of every spill file."""
+    """``(shard, num_shards)`` -> that shard's file, from the rows of every spill file, written by
+    the same shard writer as :class:`~pipelines.parquet_shards.WriteParquetShards`."""
 
     def __init__(self, directory: str, prefix: str, schema, key, row_bytes):
-        self._directory, self._prefix, self._schema = directory, prefix, schema
-        self._key, self._row_bytes = key, row_bytes
+        self._directory = directory
+        self._shards = parquet_shards.ParquetShards(directory, prefix, schema, key, row_bytes)
 
     def process(self, shard_of, names):
         shard, num_shards = shard_of
-        path = fileio.join(self._directory, parquet_shards.shard_file(self._prefix, shard, num_shards))
-        rows = (
-            row for row in _spilled_rows(self._directory, names) if shards.shard_of(self._key(row), num_shards) == shard
+        rows = _spilled_rows(self._directory, names)
+        yield from self._shards.write(
+            shard, (row for row in rows if self._shards.shard_key(row, num_shards) == shard), num_shards
         )
-        count = parquet_shards.write_file(path, self._schema, rows, row_bytes=self._row_bytes)
-        beam.metrics.Metrics.counter("parquet", "rows_written").inc(count)
-        yield path
 
 
 class WriteSpilledParquetShards(beam.PTransform):

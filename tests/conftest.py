@@ -74,13 +74,26 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
-def pretrained_cache(tmp_path_factory) -> str:
+def musicnn_cache(tmp_path_factory) -> str:
+    """The session's tagscale cache folder, where the musicnn wheel is downloaded once."""
+    return str(tmp_path_factory.mktemp("tagscale_cache"))
+
+
+@pytest.fixture(scope="session")
+def musicnn_package(musicnn_cache) -> str:
+    """The musicnn 0.1.0 wheel's ``musicnn/`` package unpacked (pip download; no conversion)."""
+    from model import pretrained
+
+    return pretrained.unpack_wheel(pretrained.download_wheel(musicnn_cache), musicnn_cache)
+
+
+@pytest.fixture(scope="session")
+def pretrained_cache(musicnn_cache) -> str:
     """A cache with both pretrained musicnn models fetched (one pip download per session)."""
     from model import pretrained
 
-    cache = str(tmp_path_factory.mktemp("tagscale_cache"))
-    pretrained.fetch(cache_dir=cache)
-    return cache
+    pretrained.fetch(cache_dir=musicnn_cache)
+    return musicnn_cache
 
 
 @pytest.fixture(scope="session")
