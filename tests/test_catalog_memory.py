@@ -9,7 +9,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import catalog, dead_letter
+from pipelines import catalog
+from runfolder import manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +41,7 @@ def test_tag_peak_memory_does_not_grow_with_a_catalog_of_missing_files(tmp_path,
         assert status == 0, stderr[-3000:].decode(errors="replace")
         peak_mb[rows] = usage.ru_maxrss / 1024
         assert json.loads((output / "summary.json").read_text())["failed"] == rows
-        files = dead_letter.dead_letter_files(str(output))
+        files = manifest.dead_letter_files(str(output))
         assert sum(pq.ParquetFile(path).metadata.num_rows for path in files) == rows
         assert not (output / "dead_letter" / "_spill").exists()
     # Measured on a shared 2-core machine: 882 MB on 30,000 rows, 930 MB on 300,000 (1.05x).
