@@ -331,22 +331,22 @@ def _shown(value) -> str:
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
 
 
-def first_of_duplicates(keyed):
-    """Keep the first row (in catalog order) of each track_id; later rows are dead letters."""
-    track_id, rows = keyed
-    rows = sorted(rows, key=lambda row: row[0])
-    first_row, first = rows[0]
-    yield first
-    for number, duplicate in rows[1:]:
-        yield beam.pvalue.TaggedOutput(
-            dead_letter.TAG,
-            dead_letter.record(
-                track_id=track_id,
-                uri=duplicate.uri,
-                stage="catalog",
-                error=f"duplicate track_id: row {number} repeats row {first_row} (the first row is kept)",
-            ),
-        )
+def read_chunks(path: str, base: str | None = None):
+    """Beam body of :class:`ReadCatalog`: :func:`parse_rows` with repeated track_ids made dead
+    letters and the tracks packed in chunks (:func:`pipelines.catalog_unique.chunks`)."""
+    from pipelines import catalog_unique
+
+    yield from catalog_unique.chunks(parse_rows(path, base))
+
+
+def unchunk(keyed):
+    """``(chunk number, [packed chunk])`` -> its :class:`Track` s, in catalog order."""
+    from pipelines import catalog_unique
+
+    _, blobs = keyed
+    for blob in blobs:
+        for track_id, uri, tags, split in catalog_unique.unpacked(blob):
+            yield Track(track_id, uri, tags, split)
 
 
 class ReadCatalog(beam.PTransform):
@@ -354,8 +354,9 @@ class ReadCatalog(beam.PTransform):
 
     Returns ``{'tracks': ..., 'dead_letter': ...}``. The catalog is checked at construction,
     so a broken catalog fails before any work starts. One worker streams the file (rows are
-    small: millions read in about a minute) and the grouping by track_id that removes
-    duplicates spreads the tracks over all workers.
+    small: millions read in about a minute) and drops repeated track_ids as it reads; a
+    grouping of the tracks in small chunks then spreads them over all workers
+    (:mod:`pipelines.catalog_unique`).
     """
 
     def __init__(self, path: str):
@@ -367,15 +368,10 @@ class ReadCatalog(beam.PTransform):
         self._path = resolve_uri(path, self._base)
 
     def expand(self, pbegin):
-        rows = (
+        chunks = (
             pbegin
             | "CatalogPath" >> beam.Create([self._path])
-            | "ParseRows" >> beam.FlatMap(parse_rows, self._base).with_outputs(dead_letter.TAG, main="rows")
+            | "ParseRows" >> beam.FlatMap(read_chunks, self._base).with_outputs(dead_letter.TAG, main="chunks")
         )
-        unique = (
-            rows.rows
-            | "GroupByTrackId" >> beam.GroupByKey()
-            | "FirstOfDuplicates" >> beam.FlatMap(first_of_duplicates).with_outputs(dead_letter.TAG, main="tracks")
-        )
-        bad = (rows[dead_letter.TAG], unique[dead_letter.TAG]) | "CatalogDeadLetters" >> beam.Flatten()
-        return {"tracks": unique.tracks, dead_letter.TAG: bad}
+        tracks = chunks.chunks | "GroupByChunk" >> beam.GroupByKey() | "Unchunk" >> beam.FlatMap(unchunk)
+        return {"tracks": tracks, dead_letter.TAG: chunks[dead_letter.TAG]}

@@ -1,7 +1,7 @@
 """Dead-letter records: every track a pipeline could not process, with the stage and the reason.
 
 A run writes them as ``DIR/dead_letter/part-SSSSS-of-NNNNN.parquet``, as many files as their
-volume asks (:mod:`pipelines.parquet_shards`), and lists them in ``DIR/dead_letter/_manifest.json``
+volume asks (:mod:`pipelines.spilled_shards`), and lists them in ``DIR/dead_letter/_manifest.json``
 (the leading underscore keeps pyarrow's reading of the folder as one dataset to the Parquet).
 Readers find them with :func:`runfolder.manifest.dead_letter_files`.
 """
@@ -49,16 +49,21 @@ def _track_id(row: dict) -> str:
 def write_manifest(output_dir: str, *, run_id: str) -> dict:
     """List the files :class:`WriteDeadLetter` wrote under ``output_dir`` (checked complete) in
     ``dead_letter/_manifest.json``; the run's driver calls this when the pipeline has finished."""
-    from pipelines import parquet_shards
+    from pipelines import parquet_shards, spilled_shards
 
     folder = fileio.join(output_dir, layout.DEAD_LETTER)
+    spilled_shards.remove_spill(folder)
     names = parquet_shards.written_files(folder, PREFIX)
     return manifest.write_manifest(folder, layout.DEAD_LETTER_MANIFEST, names, run_id=run_id)
 
 
 class WriteDeadLetter(beam.PTransform):
     """Write dead-letter rows to ``DIR/dead_letter/part-SSSSS-of-NNNNN.parquet``: files of about
-    ``target_bytes``, each written by its own worker (one empty file when there are none)."""
+    ``target_bytes``, each written by its own worker (one empty file when there are none).
+
+    Applied to a PCollection or to a tuple of them: give the tuple rather than a Flatten of it,
+    which Beam's local runner holds in memory whole (each input is spilled where it is made).
+    """
 
     def __init__(self, output_dir: str, *, target_bytes: int | None = None):
         super().__init__()
@@ -66,9 +71,11 @@ class WriteDeadLetter(beam.PTransform):
         self._target_bytes = target_bytes
 
     def expand(self, records):
-        from pipelines import parquet_shards, shards
+        from pipelines import shards, spilled_shards
 
-        return records | "WriteParquet" >> parquet_shards.WriteParquetShards(
+        # Through a spill, not a grouping of the rows: a catalog of missing files has as many
+        # dead letters as rows, and the local runner would hold every one of them in memory.
+        return records | "WriteParquet" >> spilled_shards.WriteSpilledParquetShards(
             self._folder,
             PREFIX,
             SCHEMA,

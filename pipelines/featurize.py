@@ -155,7 +155,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     )
     _ = refs | "WriteShards" >> shards.WriteShards(output, output, counts, ready)
 
-    failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
+    failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG])  # no Flatten: it would hold them all
     _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(output, target_bytes=config.target_shard_bytes)
 
     def ref_stats(ref):
@@ -169,7 +169,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: FeaturizeConfig) -> None:
     stats = (
         catalog["tracks"] | "CountUnique" >> beam.Map(lambda _: ("tracks_in", 1)),
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
-        failures | "CountFailed" >> beam.Map(lambda _: ("tracks_failed", 1)),
+        *(part | f"CountFailed{i}" >> beam.Map(lambda _: ("tracks_failed", 1)) for i, part in enumerate(failures)),
         refs | "CountOk" >> beam.FlatMap(ref_stats),
         catalog["tracks"]
         | "CountCatalogSplits" >> beam.FlatMap(lambda track: [("catalog_split_tracks", 1)] if track.split else []),

@@ -184,14 +184,14 @@ def build_pipeline(
             prefix=layout.segments_prefix(run_id),
             size=segments.row_bytes,
         )
-    failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
+    failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG])  # no Flatten: it would hold them all
     _ = failures | "WriteDeadLetter" >> dead_letter.WriteDeadLetter(
         config.output, target_bytes=config.target_shard_bytes
     )
     stats = (
         catalog["tracks"] | "CountTracks" >> beam.Map(lambda _: ("tracks_in", 1)),
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
-        failures | "CountFailed" >> beam.Map(lambda _: ("failed", 1)),
+        *(part | f"CountFailed{i}" >> beam.Map(lambda _: ("failed", 1)) for i, part in enumerate(failures)),
         todo.skipped | "CountSkipped" >> beam.Map(lambda _: ("skipped", 1)),
         rows | "CountTagged" >> beam.Map(lambda row: ("tagged", 1)),
         rows | "CountSeconds" >> beam.Map(lambda row: ("audio_ms", round(row["duration_s"] * 1000))),

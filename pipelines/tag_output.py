@@ -32,10 +32,16 @@ def file_metadata(catalog, base: dict):
     provenance) with the row count of ``catalog`` (a ``ReadCatalog`` result: its tracks and its
     bad rows), counted in the pipeline, where the rows are read anyway; the driver never reads
     the catalog."""
+    # Each input counted where it is made, then the two counts added: a Flatten of the rows
+    # themselves would hold every one of them in memory on the local runner.
+    counts = (
+        catalog["tracks"] | "CountCatalogTracks" >> beam.combiners.Count.Globally(),
+        catalog[dead_letter.TAG] | "CountCatalogBadRows" >> beam.combiners.Count.Globally(),
+    )
     return (
-        (catalog["tracks"], catalog[dead_letter.TAG])
+        counts
         | "AllCatalogRows" >> beam.Flatten()
-        | "CountCatalogRows" >> beam.combiners.Count.Globally()
+        | "CountCatalogRows" >> beam.CombineGlobally(sum)
         | "ProvenanceMetadata" >> beam.Map(provenance.parquet_metadata, base)
     )
 
