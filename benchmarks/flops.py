@@ -26,7 +26,7 @@ def op_flops(op) -> int:
     """FLOPs of one graph operation (0 for those not counted)."""
     kind = op.type
     if kind in MATMULS:
-        a, b = _dims(op.inputs[0]), _dims(op.inputs[1])
+        a = _dims(op.inputs[0])
         swap_a = op.get_attr("transpose_a" if kind == "MatMul" else "adj_x")
         m, k = (a[-1], a[-2]) if swap_a else (a[-2], a[-1])
         n = _dims(op.outputs[0])[-1]

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
+
 from benchmarks.flops import count_flops
 
 
