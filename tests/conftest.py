@@ -60,10 +60,28 @@ def pytest_runtest_setup(item):
     _count_beam_runs()
 
 
+def pytest_sessionfinish(session):
+    # An xdist worker hands its counts to the controller, which prints the summary.
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["beam_runs"] = dict(BEAM_RUNS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist: add a finished worker's Beam counts to this (the controller's) tally."""
+    WORKERS_REPORTED.append(node)
+    for test, runs in getattr(node, "workeroutput", {}).get("beam_runs", {}).items():
+        BEAM_RUNS[test] = BEAM_RUNS.get(test, 0) + runs
+
+
+WORKERS_REPORTED: list = []  # xdist workers whose counts BEAM_RUNS holds
+
+
 def pytest_terminal_summary(terminalreporter):
     if BEAM_RUNS:
+        where = f"{len(WORKERS_REPORTED)} worker processes" if WORKERS_REPORTED else "this process"
         terminalreporter.write_line(
-            f"Beam pipelines run in this process: {sum(BEAM_RUNS.values())}, by {len(BEAM_RUNS)} tests"
+            f"Beam pipelines run in {where}: {sum(BEAM_RUNS.values())}, by {len(BEAM_RUNS)} tests"
         )
 
 
