@@ -8,6 +8,7 @@ explore_run.py, read_only.py, gcs_emulator.py.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import pathlib
@@ -93,12 +94,22 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def pretrained_cache(tmp_path_factory) -> str:
-    """A cache with both pretrained musicnn models fetched (one pip download per session)."""
+    """A cache with both pretrained musicnn models fetched (one pip download per session).
+
+    The tests only read it. Under pytest-xdist the workers of one run share it: the first to
+    need it fetches and converts under a file lock, the others then find it current.
+    """
     from model import pretrained
 
-    cache = str(tmp_path_factory.mktemp("tagscale_cache"))
-    pretrained.fetch(cache_dir=cache)
-    return cache
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        cache = str(tmp_path_factory.mktemp("tagscale_cache"))
+        pretrained.fetch(cache_dir=cache)
+        return cache
+    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    with open(root / "tagscale_cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pretrained.fetch(cache_dir=str(root / "tagscale_cache"))  # a no-op once fetched
+    return str(root / "tagscale_cache")
 
 
 @pytest.fixture(scope="session")
