@@ -65,6 +65,8 @@ def measure(name: str, argv: list[str], output, repeats: int, env: dict) -> dict
 
 def report(results: dict, load: tuple, repeats: int) -> list[str]:
     lines = [
+        "### Fixed cost of a run (`benchmarks/fixed_cost.py`)",
+        "",
         f"CPU: {cpu_info()}; load average at the start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
         "",
         f"One track (a 30-s MP3), process CPU s, median of {repeats} runs. The phases come from "

@@ -169,6 +169,8 @@ def report(m: dict, bf16: dict | None, load: tuple) -> list[str]:
     peak_name, peak = max(m["sgemm"].items(), key=lambda kv: kv[1])
     b = m["batch"]
     lines = [
+        "### Roofline of the musicnn-mtt model (`benchmarks/roofline.py`)",
+        "",
         f"CPU: {cpu_info()}; load average at the start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(time is process CPU on one TF thread, so other processes slow it only through shared "
         "caches and clocks).",
