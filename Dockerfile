@@ -9,6 +9,7 @@ FROM scratch AS source
 COPY setup.py constraints.txt README.md /src/
 COPY runtime/ /src/runtime/
 COPY pipelines/ /src/pipelines/
+COPY runfolder/ /src/runfolder/
 COPY model/ /src/model/
 COPY trainer/ /src/trainer/
 COPY tagruns/ /src/tagruns/

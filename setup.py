@@ -51,7 +51,9 @@ setup(
     version="0.1.0",
     description="Music audio tagging at catalog scale: Beam featurize, Keras front-ends, batch tagging to Parquet",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["runtime*", "pipelines*", "model*", "trainer*", "tagruns*", "infra*"]),
+    packages=find_packages(
+        include=["runtime*", "pipelines*", "runfolder*", "model*", "trainer*", "tagruns*", "infra*"]
+    ),
     # The explorer's page, script and stylesheet are served from the installed package: no CDN, no build step.
     package_data={"infra.explore": ["static/*"]},
     install_requires=RUNTIME,

@@ -36,7 +36,7 @@ def synthetic_run(tracks: int, root) -> str:
     import pyarrow
     import pyarrow.parquet as pq
 
-    from pipelines.tag import TAGS_SCHEMA
+    from runfolder.schema import TAGS_SCHEMA
 
     tags_dir = root / "tags"
     done = root / "done"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Training examples/s of both front-ends (seed preset, full size) on one GPU and on all visible
+# Training examples/s of both front-ends (pons2018 preset, full size) on one GPU and on all visible
 # GPUs (MirroredStrategy), from real shards.
 #
 #   bash benchmarks/gpu_train.sh [WORKDIR]        (default: benchmarks/work/gpu_train)
 #
 # Self-contained and a few minutes on one H100/H200 node: synthesizes a 240-track demo catalog
 # (3.5 s per track), featurizes it (Beam, local), then for each front-end and device set (GPU 0
-# alone, then every visible GPU when there are several) trains the seed preset from the shards
+# alone, then every visible GPU when there are several) trains the pons2018 preset from the shards
 # (mixed_float16 as `tagscale train` uses on GPU; 32 examples per GPU, so the global batch grows
 # with the GPUs as `--batch-size 32xN` would) for one warm-up epoch and three timed epochs.
 # Prints examples/s, writes WORKDIR/gpu_train.json and the table to BENCHMARKS.md (section
@@ -23,8 +23,11 @@
 # instead), scores musicnn's own MTT model on the test split (tagscale evaluate: musicnn reports
 # 0.9067 ROC-AUC / 0.3831 PR-AUC), featurizes (Beam, DirectRunner on the local cores), trains
 # the musicnn preset of the spectrogram front-end with the seed's recipe and scores it the same
-# way (WORKDIR/musicnn/evaluate.json), then runs the front-end comparison at fractions 0.1, 0.3
-# and 1.0.
+# way (WORKDIR/musicnn/evaluate.json), draws its validation loss and learning rate over musicnn's
+# own MTT training log from the wheel (WORKDIR/musicnn/curves_vs_musicnn.png, beside eval.json),
+# writes its median time per epoch by GPU model to BENCHMARKS.md (section gpu_reproduce), then
+# runs the front-end comparison at fractions 0.1, 0.3 and 1.0. docs/training.md has the figures
+# to expect and the tolerance to judge them by.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
@@ -45,6 +48,25 @@ pq.write_table(t.filter(pc.equal(t['split'], 'test')), sys.argv[2])" "$WORK/mtt.
   T evaluate --tags "$WORK/tags-musicnn-mtt" --labels "$WORK/mtt.parquet" --split test
   [ -f "$WORK/features/metadata.json" ] || T featurize --catalog "$WORK/mtt.parquet" --output "$WORK/features" --top-k 50 --num-shards 64
   T train --features "$WORK/features" --frontend spectrogram --preset musicnn --epochs "${EPOCHS:-600}" --job-dir "$WORK/musicnn"
+  PYTHONPATH=. "$PY" -m trainer.musicnn_logs "$WORK/musicnn" --log MTT_musicnn
+  PYTHONPATH=. "$PY" - "$WORK/musicnn" <<'EOF'
+import json, statistics, subprocess, sys
+from benchmarks.common import update_benchmarks_md
+job = sys.argv[1]
+history = json.load(open(f"{job}/history.json"))
+times = [entry["epoch_time_s"] for _, entry in sorted(history.items(), key=lambda kv: int(kv[0]))][1:]
+query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+gpu = subprocess.run(query, capture_output=True, text=True).stdout.strip().splitlines()[0] or "unknown GPU"
+evaluation = json.load(open(f"{job}/eval.json"))
+median = statistics.median(times)
+update_benchmarks_md("gpu_reproduce", "\n".join([
+    "## The musicnn reproduction on MagnaTagATune (`benchmarks/gpu_train.sh reproduce`)", "",
+    "| GPU | preset | epochs | median s per epoch (first left out) | test ROC-AUC | test PR-AUC |",
+    "|---|---|---:|---:|---:|---:|",
+    f"| {gpu} | musicnn | {len(times) + 1} | {median:.1f} | {evaluation['roc_auc']:.4f} | {evaluation['pr_auc']:.4f} |",
+]))
+print(f"{gpu}: median {median:.1f} s per epoch; BENCHMARKS.md (gpu_reproduce) updated")
+EOF
   T tag --catalog "$WORK/mtt-test.parquet" --model "$WORK/musicnn/export" --output "$WORK/tags-musicnn"
   T evaluate --tags "$WORK/tags-musicnn" --labels "$WORK/mtt.parquet" --split test --json > "$WORK/musicnn/evaluate.json"
   T compare --features "$WORK/features" --output "$WORK/compare" --fractions 0.1,0.3,1.0 --epochs "${COMPARE_EPOCHS:-200}"
@@ -64,7 +86,7 @@ if not gpus and not smoke:
     sys.exit(0)
 import keras
 from benchmarks.common import update_benchmarks_md
-from infra import demo_catalog
+from infra.demo import catalog as demo_catalog
 from model import network
 from pipelines import featurize
 from trainer import build, flags, inputs, task
@@ -72,7 +94,7 @@ from trainer import build, flags, inputs, task
 print(f"GPUs: {[g.name for g in gpus]}", flush=True)
 n_tracks, epochs = (24, 1) if smoke else (240, 3)
 # the smoke run's tiny networks: what `tagscale train --frontend-filters 2 --backend-channels 8 --dense-units 16` builds
-tiny = argparse.Namespace(preset="seed", frontend_filters=2, backend_channels=8, dense_units=16, dropout=None,
+tiny = argparse.Namespace(preset="pons2018", frontend_filters=2, backend_channels=8, dense_units=16, dropout=None,
                           batch_norm_momentum=None)
 features_dir = os.path.join(work, "features-smoke" if smoke else "features")
 if not os.path.exists(os.path.join(features_dir, "metadata.json")):
@@ -95,7 +117,7 @@ for frontend in ("waveform", "spectrogram"):
         data = inputs.make_dataset(features, "train", frontend, batch_size=batch, training=True, n_examples=n)
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = network.build_model(frontend, features.n_tags, "seed",
+            model = network.build_model(frontend, features.n_tags, "pons2018",
                                         **(flags.network_overrides(tiny, frontend) if smoke else {}))
             train_model = build.compile_for_training(model, features.n_tags, 1e-3)
         train_model.fit(data, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing
@@ -118,7 +140,7 @@ if not smoke:
     lines = [
         "## Training on one GPU and on all visible GPUs (`benchmarks/gpu_train.sh`)",
         "",
-        f"Devices: {', '.join(results['device'])}; seed preset, mixed_float16, 32 examples per GPU, "
+        f"Devices: {', '.join(results['device'])}; pons2018 preset, mixed_float16, 32 examples per GPU, "
         f"{n} training examples of the demo catalog read from the shards; {epochs} timed epochs after one warm-up.",
         "",
         "| front-end | devices | global batch | params | examples/s | speed-up |",

@@ -33,7 +33,7 @@ HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end")
 
 
 def timed_callbacks(seconds: dict):
-    """An ``instrument`` for train_and_evaluate: wraps every hook of every callback with a timer."""
+    """A wrapper of :func:`trainer.fitting.fit_callbacks`: every hook of every callback timed."""
 
     def wrap(name, hook):
         def timed(*args, **kwargs):
@@ -45,11 +45,15 @@ def timed_callbacks(seconds: dict):
 
         return timed
 
-    def instrument(callbacks):
-        for callback in callbacks:
-            for hook in HOOKS:
-                setattr(callback, hook, wrap(type(callback).__name__, getattr(callback, hook)))
-        callbacks.insert(0, StepTimer(seconds))
+    def instrument(fit_callbacks):
+        def timed_fit_callbacks(*args):
+            callbacks = fit_callbacks(*args)
+            for callback in callbacks:
+                for hook in HOOKS:
+                    setattr(callback, hook, wrap(type(callback).__name__, getattr(callback, hook)))
+            return [StepTimer(seconds), *callbacks]
+
+        return timed_fit_callbacks
 
     return instrument
 
@@ -124,7 +128,14 @@ def profile(features_dir: str, frontend: str, fraction: float, extra: list[str])
     )
     seconds = collections.defaultdict(float)
     start = time.perf_counter()
-    result = task.train_and_evaluate(args, instrument=timed_callbacks(seconds))
+    from trainer import fitting
+
+    untimed = fitting.fit_callbacks
+    fitting.fit_callbacks = timed_callbacks(seconds)(untimed)
+    try:
+        result = task.train_and_evaluate(args)
+    finally:
+        fitting.fit_callbacks = untimed
     total = time.perf_counter() - start
     input_s, input_examples = input_pass(features_dir, frontend, fraction, args.batch_size)
     return {

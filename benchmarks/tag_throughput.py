@@ -138,9 +138,9 @@ def tag_command(catalog, output, cache: str, pinned: bool) -> list[str]:
 def tagscale_scores(output) -> dict:
     import pyarrow.parquet as pq
 
-    from tagruns import query
+    from runfolder import manifest
 
-    rows = pq.read_table(query.tag_files(str(output))).to_pylist()  # the files the run's manifest lists
+    rows = pq.read_table(manifest.tag_files(str(output))).to_pylist()  # the files the run's manifest lists
     return {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in rows}
 
 

@@ -163,6 +163,37 @@ def n_patches(n_samples: int) -> int:
     return max(1, (1 + n_samples // HOP_LENGTH) // PATCH_FRAMES)
 
 
+def tail_frames(n_samples: int, *, max_patches: int | None = None) -> int:
+    """Frames of a track's log-mel after its last whole patch (0 to 186): what a random crop
+    needs beyond the patches to reach the track's last frame.
+
+    The centred STFT has ``1 + n_samples // HOP_LENGTH`` frames; a track shorter than one patch
+    (one zero-padded patch) or cut to ``max_patches`` has none.
+    """
+    count = n_patches(n_samples)
+    if count == 0 or (max_patches is not None and count > max_patches):
+        return 0
+    return max(0, 1 + n_samples // HOP_LENGTH - count * PATCH_FRAMES)
+
+
+def tail_patch(waveform: np.ndarray) -> np.ndarray:
+    """The waveform patch whose 187 frames are the track's last ones (the zero-padded track's
+    samples from ``(T - 187) * HOP_LENGTH``, ``T`` frames in all), as :func:`patch_waveform`
+    cuts the others; its last :func:`tail_frames` frames follow the last whole patch.
+
+    Returns
+    -------
+    np.ndarray, shape (PATCH_SAMPLES,), float32
+    """
+    waveform = np.asarray(waveform, dtype=np.float32)
+    start = (1 + len(waveform) // HOP_LENGTH - PATCH_FRAMES) * HOP_LENGTH
+    if start < 0:
+        raise ValueError(f"a track of {len(waveform)} samples is shorter than one patch: it has no tail")
+    padded = np.zeros(len(waveform) + N_FFT, np.float32)  # the centring: N_FFT // 2 zeros on each side
+    padded[N_FFT // 2 : N_FFT // 2 + len(waveform)] = waveform
+    return padded[start : start + PATCH_SAMPLES].copy()
+
+
 def patch_waveform(waveform: np.ndarray, *, max_patches: int | None = None) -> np.ndarray:
     """Cut a track into the waveform patches that :func:`log_mel_patches` consumes.
 

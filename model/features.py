@@ -16,6 +16,9 @@ TAG_VOCABULARY = "tags"  # tf.Transform vocabulary file name (transform_fn/asset
 FRONTENDS = ("waveform", "spectrogram")
 SHARD_KIND = {"waveform": "waveform", "spectrogram": "mel"}  # front-end -> shard folder
 INPUT_FEATURE = {"waveform": "waveform", "spectrogram": "log_mel"}  # front-end -> feature it reads
+# The frames after a track's last whole patch, on that patch's record only (raw bytes, same
+# encoding as the signal): what random crops need to reach the track's last frame.
+TAIL_FEATURE = {"mel": "log_mel_tail", "waveform": "waveform_tail"}
 WAVEFORM_SCALE = 32768.0  # int16 PCM full scale: stored sample = round(waveform * 32768), clipped
 
 
@@ -50,6 +53,16 @@ def shard_feature_spec(kind: str, top_k: int) -> dict:
         "labels": tf.io.FixedLenFeature([top_k], tf.float32),
         ("log_mel" if kind == "mel" else "waveform"): tf.io.FixedLenFeature([], tf.string),
     }
+
+
+def tail_feature_spec(kind: str) -> dict:
+    """The tail of a track, on the record of its last patch: the log-mel frames after that patch
+    (``r`` x 96 float32, normalised as the patches) or the waveform samples after it (``r`` x 256
+    int16), ``r`` = :func:`model.dsp.tail_frames`; empty on every other record and for tracks
+    without a tail (and in shards written before tails were kept)."""
+    import tensorflow as tf
+
+    return {TAIL_FEATURE[kind]: tf.io.FixedLenFeature([], tf.string, default_value="")}
 
 
 def decode_signal(kind: str, raw_bytes):

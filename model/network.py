@@ -4,10 +4,13 @@ Read top to bottom: the config and its presets, the small blocks, the waveform f
 the spectrogram front-end, the back-end, then :func:`build_model` which joins one front-end
 to the back-end. Two presets:
 
-- ``seed``: the paper's models (Pons et al. 2018, "End-to-end learning for music audio tagging
-  at scale"): n = 16 spectrogram front-end, 512-channel back-end, 500 dense units.
+- ``pons2018`` (once called ``seed``): the paper's models (Pons et al. 2018, "End-to-end
+  learning for music audio tagging at scale", and its code's ``models.py``): n = 16
+  spectrogram front-end, 512-channel back-end whose first conv is unpadded ("valid": 187
+  frames -> 181, the waveform's 21 -> 15), 500 dense units.
 - ``musicnn``: exactly the sizes of the ``MTT_musicnn`` / ``MSD_musicnn`` checkpoints of the
-  ``musicnn`` 0.1.0 wheel, so :mod:`model.pretrained` can load their weights one to one.
+  ``musicnn`` 0.1.0 wheel, so :mod:`model.pretrained` can load their weights one to one;
+  its first back-end conv is padded ("same"), as musicnn's.
 
 Every convolution here is ``conv -> ReLU -> batch norm``, the order of both public TF 1 code
 bases (the weights only work in that order). Inputs are one patch: ``dsp.PATCH_SAMPLES``
@@ -42,7 +45,9 @@ class NetworkConfig:
         filter and max-pools over the bands afterwards (musicnn).
     Back-end
         ``backend_filters`` channels, ``backend_kernel`` frames, ``backend_time_pool`` the
-        max-pool between the residual convs (1: none). ``dense_pooling``: the global pooling
+        max-pool between the residual convs (1: none). ``backend_first_padding``: the first
+        conv's padding in time, ``"valid"`` (the paper's code) or ``"same"`` (musicnn's); the
+        other two are always "same", as their residual additions need. ``dense_pooling``: the global pooling
         also covers the front-end output and every back-end conv output (musicnn's dense
         connections), not only the last one. ``pooled_batch_norm``: batch norm on the pooled
         vector before the first dropout (musicnn).
@@ -65,6 +70,7 @@ class NetworkConfig:
     backend_filters: int = 512
     backend_kernel: int = 7
     backend_time_pool: int = 2
+    backend_first_padding: str = "valid"
     dense_pooling: bool = False
     pooled_batch_norm: bool = False
     dense_units: int = 500
@@ -75,13 +81,15 @@ class NetworkConfig:
     def __post_init__(self):
         if self.temporal_pooling not in ("mean_first", "max_after"):
             raise ValueError(f"temporal_pooling must be 'mean_first' or 'max_after', got {self.temporal_pooling!r}")
+        if self.backend_first_padding not in ("valid", "same"):
+            raise ValueError(f"backend_first_padding must be 'valid' or 'same', got {self.backend_first_padding!r}")
         if self.n_tags < 1:
             raise ValueError(f"n_tags must be positive, got {self.n_tags}")
         if not 0 <= self.batch_norm_momentum < 1:
             raise ValueError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}")
 
 
-def seed_spectrogram_blocks(n: int = 16) -> dict:
+def paper_spectrogram_blocks(n: int = 16) -> dict:
     """The paper's spectrogram front-end for ``n`` filters: 7n timbral + 15n temporal channels."""
     return dict(
         timbral=((7, 0.9, n), (3, 0.9, 2 * n), (1, 0.9, 4 * n), (7, 0.4, n), (3, 0.4, 2 * n), (1, 0.4, 4 * n)),
@@ -89,8 +97,9 @@ def seed_spectrogram_blocks(n: int = 16) -> dict:
     )
 
 
+PAPER_PRESET = "pons2018"
 PRESETS = {
-    "seed": dict(**seed_spectrogram_blocks(16), temporal_pooling="mean_first"),
+    PAPER_PRESET: dict(**paper_spectrogram_blocks(16), temporal_pooling="mean_first", backend_first_padding="valid"),
     # musicnn 0.1.0 build_musicnn(num_filt=1.6, num_filt_midend=64, num_units_backend=200)
     "musicnn": dict(
         input_batch_norm=True,
@@ -99,15 +108,18 @@ PRESETS = {
         temporal_pooling="max_after",
         backend_filters=64,
         backend_time_pool=1,
+        backend_first_padding="same",
         dense_pooling=True,
         pooled_batch_norm=True,
         dense_units=200,
     ),
 }
+PRESET_ALIASES = {"seed": PAPER_PRESET}  # old names that still build their preset
 
 
-def make_config(n_tags: int, preset: str = "seed", **overrides) -> NetworkConfig:
-    """The config of a preset with ``overrides`` (any :class:`NetworkConfig` field) applied."""
+def make_config(n_tags: int, preset: str = PAPER_PRESET, **overrides) -> NetworkConfig:
+    """The config of a preset (or its old name) with ``overrides`` (any :class:`NetworkConfig` field) applied."""
+    preset = PRESET_ALIASES.get(preset, preset)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     fields = {field.name for field in dataclasses.fields(NetworkConfig)}
@@ -201,7 +213,7 @@ def spectrogram_frontend(log_mel, config: NetworkConfig):
     Returns
     -------
     KerasTensor, shape (batch, n_frames, sum of all block filters)
-        seed: 187 x 464 (224 timbral + 240 temporal); musicnn: 187 x 561 (408 + 153).
+        pons2018: 187 x 464 (224 timbral + 240 temporal); musicnn: 187 x 561 (408 + 153).
     """
     x = layers.Reshape((config.n_frames, config.n_mels, 1), name="mel_channel")(log_mel)  # (batch, time, mel, 1)
     if config.input_batch_norm:
@@ -252,11 +264,12 @@ def backend(features, config: NetworkConfig) -> dict:
     """
     f, k = config.backend_filters, config.backend_kernel
 
-    def conv_block(x, i):
-        conv = layers.Conv1D(f, k, padding="same", activation="relu", name=f"backend_{i}_conv")
+    def conv_block(x, i, padding="same"):
+        conv = layers.Conv1D(f, k, padding=padding, activation="relu", name=f"backend_{i}_conv")
         return conv_relu_bn(x, conv, f"backend_{i}", config)  # (batch, time, f)
 
-    x1 = conv_block(features, 0)  # (batch, time, f)
+    # (batch, time - k + 1, f) unpadded ("valid", the paper's), (batch, time, f) "same" (musicnn's)
+    x1 = conv_block(features, 0, config.backend_first_padding)
     x2 = layers.Add(name="backend_1_residual")([conv_block(x1, 1), x1])
     if config.backend_time_pool > 1:
         x2 = layers.MaxPooling1D(config.backend_time_pool, name="backend_time_pool")(x2)  # (batch, time / 2, f)
@@ -298,7 +311,9 @@ def input_shape(frontend: str, config: NetworkConfig) -> tuple[int, ...]:
     return (config.n_samples,) if frontend == "waveform" else (config.n_frames, config.n_mels)
 
 
-def build_model(frontend: str, n_tags: int, preset: str = "seed", *, stages: bool = False, **overrides) -> keras.Model:
+def build_model(
+    frontend: str, n_tags: int, preset: str = PAPER_PRESET, *, stages: bool = False, **overrides
+) -> keras.Model:
     """One front-end joined to the shared back-end.
 
     Parameters
@@ -308,7 +323,8 @@ def build_model(frontend: str, n_tags: int, preset: str = "seed", *, stages: boo
         (batch, n_frames, n_mels) log-mel patches (:func:`model.dsp.log_mel_patches`).
     n_tags : int
         Number of sigmoid outputs.
-    preset : {"seed", "musicnn"}
+    preset : {"pons2018", "musicnn"}
+        Or an old name of :data:`PRESET_ALIASES`.
     stages : bool
         Also output ``frontend`` and ``pooled`` (the intermediate stages), for inspection.
     **overrides
@@ -327,4 +343,4 @@ def build_model(frontend: str, n_tags: int, preset: str = "seed", *, stages: boo
     wanted = {"scores": outputs["scores"], "embedding": outputs["embedding"]}
     if stages:
         wanted.update(frontend=frontend_out, pooled=outputs["pooled"])
-    return keras.Model(inputs, wanted, name=f"{frontend}_{preset}")
+    return keras.Model(inputs, wanted, name=f"{frontend}_{PRESET_ALIASES.get(preset, preset)}")

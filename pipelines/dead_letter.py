@@ -3,6 +3,7 @@
 A run writes them as ``DIR/dead_letter/part-SSSSS-of-NNNNN.parquet``, as many files as their
 volume asks (:mod:`pipelines.parquet_shards`), and lists them in ``DIR/dead_letter/_manifest.json``
 (the leading underscore keeps pyarrow's reading of the folder as one dataset to the Parquet).
+Readers find them with :func:`runfolder.manifest.dead_letter_files`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import apache_beam as beam
 import pyarrow
 
 from pipelines.storage import fileio
+from runfolder import layout, manifest
 
 TAG = "dead_letter"
-FOLDER = "dead_letter"
-MANIFEST = "_manifest.json"
 PREFIX = "part"
 SCHEMA = pyarrow.schema(
     [
@@ -51,26 +51,9 @@ def write_manifest(output_dir: str, *, run_id: str) -> dict:
     ``dead_letter/_manifest.json``; the run's driver calls this when the pipeline has finished."""
     from pipelines import parquet_shards
 
-    folder = fileio.join(output_dir, FOLDER)
-    return parquet_shards.write_manifest(folder, MANIFEST, parquet_shards.written_files(folder, PREFIX), run_id=run_id)
-
-
-def dead_letter_files(output_dir: str) -> list[str]:
-    """Every dead-letter Parquet file of a run's output ``output_dir``, as its manifest lists them
-    (a run written before the manifest existed: its ``dead_letter/*.parquet``).
-
-    Raises
-    ------
-    runtime.errors.TagscaleError
-        Naming the manifest, when it is malformed or lists anything but plain file names.
-    """
-    from pipelines import parquet_shards
-
-    folder = fileio.join(output_dir.rstrip("/"), FOLDER)
-    names = parquet_shards.read_manifest(folder, MANIFEST)
-    if names is None:
-        return fileio.glob(fileio.join(folder, "*.parquet"))
-    return [fileio.join(folder, name) for name in names]
+    folder = fileio.join(output_dir, layout.DEAD_LETTER)
+    names = parquet_shards.written_files(folder, PREFIX)
+    return manifest.write_manifest(folder, layout.DEAD_LETTER_MANIFEST, names, run_id=run_id)
 
 
 class WriteDeadLetter(beam.PTransform):
@@ -79,7 +62,7 @@ class WriteDeadLetter(beam.PTransform):
 
     def __init__(self, output_dir: str, *, target_bytes: int | None = None):
         super().__init__()
-        self._folder = fileio.join(output_dir.rstrip("/"), FOLDER)
+        self._folder = fileio.join(output_dir.rstrip("/"), layout.DEAD_LETTER)
         self._target_bytes = target_bytes
 
     def expand(self, records):

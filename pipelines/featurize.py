@@ -16,7 +16,9 @@ An *example* is one patch of a track (:func:`example_description`; the sizes are
 :mod:`model.dsp`'s constants, about 3 s): ``waveform`` holds its samples as int16 PCM and
 ``log_mel`` its (frames, mel bands) log-mel, normalised per mel band by the training split's
 mean and standard deviation (see :mod:`model.features`).
-``labels`` is the track's multi-hot tag vector over the top-K tag vocabulary.
+``labels`` is the track's multi-hot tag vector over the top-K tag vocabulary. A track's last
+patch also holds the frames after it (``log_mel_tail`` / ``waveform_tail``, up to a patch less
+one frame: :func:`model.features.tail_feature_spec`), so that training crops can reach its last frame.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import logging
 import sys
 
 import apache_beam as beam
+import numpy as np
 
 from model import dsp, features
 from pipelines import beam_util, buckets, dead_letter, shards, spill, stages
 from pipelines.catalog import ReadCatalog, Track
 from pipelines.catalog_checks import audio_uris, check_reachable
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, publish
+from runfolder import layout
 
 LOG = logging.getLogger("tagscale.featurize")
 
@@ -100,8 +104,10 @@ class _SpillFn(beam.DoFn):
     def process(self, item):
         track, samples = item
         patches = dsp.patch_waveform(samples, max_patches=self._max_patches)
+        tail = dsp.tail_frames(len(samples), max_patches=self._max_patches)
+        rows = np.concatenate([patches, dsp.tail_patch(samples)[None]]) if tail else patches
         path = spill.spill_path(self._spill_dir, track.track_id)
-        spill.write_track(path, patches, self._log_mel(patches))
+        spill.write_track(path, rows, self._log_mel(rows))
         yield spill.TrackRef(
             track_id=track.track_id,
             split=self._split(track),
@@ -109,6 +115,7 @@ class _SpillFn(beam.DoFn):
             seconds=len(samples) / dsp.SAMPLE_RATE,
             tags=tuple(track.tags),
             path=path,
+            tail_frames=tail,
         )
 
 
@@ -263,7 +270,7 @@ def parse_args(argv: list[str] | None) -> tuple[FeaturizeConfig, list[str]]:
     return config, beam_args
 
 
-OUTPUT_ENTRIES = ["dead_letter", "mel", "waveform", "transform_fn", "transformed_metadata", "metadata.json"]
+OUTPUT_ENTRIES = [layout.DEAD_LETTER, "mel", "waveform", "transform_fn", "transformed_metadata", "metadata.json"]
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -282,7 +289,7 @@ def run(argv: list[str] | None = None) -> dict:
     outputs.check_output(
         config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
     )
-    with outputs.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
+    with publish.staged_run(config.output, "featurize", entries=OUTPUT_ENTRIES, commit="metadata.json") as staging:
         with beam_util.make_pipeline(beam_args) as pipeline:
             build_pipeline(pipeline, dataclasses.replace(config, output=staging.dir))
         dead_letter.write_manifest(staging.dir, run_id=staging.run_id)

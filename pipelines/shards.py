@@ -12,23 +12,20 @@ audio-sized records cost a third of featurize's time and saves little on spectra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import apache_beam as beam
 import numpy as np
 
-from model import features
-from pipelines import buckets, sharded, spill
+from model import dsp, features
+from pipelines import sharded, spill
 from pipelines.storage import fileio
+from runfolder import layout
 
 KINDS = ("mel", "waveform")
 DEFAULT_TARGET_BYTES = 256 * 2**20
 TRANSFORM_BATCH_PATCHES = 64  # patches per call of the transform graph: amortises the call, bounds memory
-
-
-def shard_of(track_id: str, num_shards: int) -> int:
-    """The shard of a track: a stable hash, so all its patches share a shard in every run."""
-    return int(buckets.unit_hash(track_id, "shard:") * num_shards)
 
 
 def example_bytes(top_k: int) -> int:
@@ -60,20 +57,23 @@ def shard_files(counts: dict) -> dict:
 
 
 def encode_examples(
-    track_id: bytes, patch_index: int, labels: np.ndarray, log_mel: np.ndarray, pcm: np.ndarray
+    track_id: bytes, patch_index: int, labels: np.ndarray, log_mel: np.ndarray, pcm: np.ndarray, tail=None
 ) -> tuple[bytes, bytes]:
     """One patch -> its serialized (mel, waveform) tf.train.Examples, with a deterministic
-    map order so equal examples are equal bytes in every process."""
+    map order so equal examples are equal bytes in every process. ``tail``: ``(log-mel frames,
+    PCM samples)`` after the track's last patch, on that patch only (``features.TAIL_FEATURE``)."""
     from tensorflow.core.example import example_pb2
 
     out = []
-    for name, signal in (("log_mel", log_mel), ("waveform", pcm)):
+    for kind, name, signal in (("mel", "log_mel", log_mel), ("waveform", "waveform", pcm)):
         example = example_pb2.Example()
         feature = example.features.feature
         feature["track_id"].bytes_list.value.append(track_id)
         feature["patch_index"].int64_list.value.append(patch_index)
         feature["labels"].float_list.value.extend(labels.tolist())
         feature[name].bytes_list.value.append(signal.tobytes())
+        if tail is not None:
+            feature[features.TAIL_FEATURE[kind]].bytes_list.value.append(tail[0 if kind == "mel" else 1].tobytes())
         out.append(example.SerializeToString(deterministic=True))
     return out[0], out[1]
 
@@ -120,7 +120,7 @@ class TFRecordShards(sharded.ShardWriter):
         self._transformer = None
 
     def shard_key(self, ref, counts):
-        return ref.split, shard_of(ref.track_id, counts[ref.split])
+        return ref.split, layout.shard_of(ref.track_id, counts[ref.split])
 
     def every_shard(self, counts):
         return [(split, shard) for split in sorted(counts) for shard in range(counts[split])]
@@ -140,16 +140,34 @@ class TFRecordShards(sharded.ShardWriter):
         return paths
 
     def _write_batch(self, refs, mel_writer, wave_writer):
-        tracks = [spill.read_track(ref) for ref in refs]
-        log_mel, labels = self._transformer(refs, [log_mel for _, log_mel in tracks])
+        tracks = [spill.read_track(ref, with_tail=True) for ref in refs]
+        log_mel, labels = self._transformer(refs, [log_mel for _, log_mel, _ in tracks])
+        tails = self._tails(refs, tracks)
         row = 0
-        for ref, (pcm, _) in zip(refs, tracks):
+        for ref, (pcm, _, _) in zip(refs, tracks):
             track_id = ref.track_id.encode("utf-8", "surrogateescape")
             for index in range(ref.n_patches):
-                mel, wave = encode_examples(track_id, index, labels[row], log_mel[row].astype("<f4"), pcm[index])
+                tail = tails.get(ref.track_id) if index == ref.n_patches - 1 else None
+                mel, wave = encode_examples(track_id, index, labels[row], log_mel[row].astype("<f4"), pcm[index], tail)
                 mel_writer.write(mel)
                 wave_writer.write(wave)
                 row += 1
+
+    def _tails(self, refs, tracks) -> dict:
+        """``{track_id: (normalised log-mel frames, PCM samples)}`` after each track's last patch:
+        the last ``tail_frames`` frames of its tail patch, normalised as the patches."""
+        with_tail = [(ref, track[2]) for ref, track in zip(refs, tracks) if track[2] is not None]
+        if not with_tail:
+            return {}
+        one_patch = [dataclasses.replace(ref, n_patches=1) for ref, _ in with_tail]
+        log_mel, _ = self._transformer(one_patch, [tail_mel[None] for _, (_, tail_mel) in with_tail])
+        return {
+            ref.track_id: (
+                log_mel[i, -ref.tail_frames :].astype("<f4"),
+                tail_pcm[-ref.tail_frames * dsp.HOP_LENGTH :],
+            )
+            for i, (ref, (tail_pcm, _)) in enumerate(with_tail)
+        }
 
 
 def _batches(refs: list):

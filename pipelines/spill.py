@@ -7,7 +7,9 @@ hundred bytes; the analyze pass and the shard writers read the track back one at
 
 A spill file holds a track's patches back to back: the int16 PCM waveform patches
 (``n x 48,128`` little-endian int16, as the shards store them) then the log-mel patches
-before normalisation (``n x 187 x 96`` little-endian float32). It lives under
+before normalisation (``n x 187 x 96`` little-endian float32). A track with frames after its
+last whole patch (``TrackRef.tail_frames``) has one more row of each: its tail patch
+(:func:`model.dsp.tail_patch`). It lives under
 ``OUTPUT/tmp/spill/`` (local or gs://, through Beam's FileSystems) and goes with ``tmp/``.
 """
 
@@ -35,6 +37,7 @@ class TrackRef:
     seconds: float
     tags: tuple[str, ...]
     path: str
+    tail_frames: int = 0  # frames after the last whole patch, kept for random crops (a tail patch)
 
 
 def spill_path(spill_dir: str, track_id: str) -> str:
@@ -71,18 +74,22 @@ def write_track(path: str, patches: np.ndarray, log_mel: np.ndarray) -> None:
         handle.write(np.ascontiguousarray(log_mel, "<f4").tobytes())
 
 
-def read_track(ref: TrackRef) -> tuple[np.ndarray, np.ndarray]:
-    """A spilled track: ``(pcm (n, 48128) int16, log_mel (n, 187, 96) float32)``."""
+def read_track(ref: TrackRef, *, with_tail: bool = False):
+    """A spilled track: ``(pcm (n, 48128) int16, log_mel (n, 187, 96) float32)``; with
+    ``with_tail`` also its tail patch ``(pcm (48128,), log_mel (187, 96))``, or None."""
     from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
     with FileSystems.open(ref.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         data = handle.read()
     n = ref.n_patches
-    if len(data) != n * (WAVEFORM_BYTES + LOG_MEL_BYTES):
-        raise IOError(f"spill file {ref.path} has {len(data)} bytes, expected {n} patches")
-    pcm = np.frombuffer(data, "<i2", n * dsp.PATCH_SAMPLES).reshape(n, dsp.PATCH_SAMPLES)
-    log_mel = np.frombuffer(data, "<f4", offset=n * WAVEFORM_BYTES).reshape(n, dsp.PATCH_FRAMES, dsp.N_MELS)
-    return pcm, log_mel
+    rows = n + (1 if ref.tail_frames else 0)
+    if len(data) != rows * (WAVEFORM_BYTES + LOG_MEL_BYTES):
+        raise IOError(f"spill file {ref.path} has {len(data)} bytes, expected {rows} patches")
+    pcm = np.frombuffer(data, "<i2", rows * dsp.PATCH_SAMPLES).reshape(rows, dsp.PATCH_SAMPLES)
+    log_mel = np.frombuffer(data, "<f4", offset=rows * WAVEFORM_BYTES).reshape(rows, dsp.PATCH_FRAMES, dsp.N_MELS)
+    if not with_tail:
+        return pcm[:n], log_mel[:n]
+    return pcm[:n], log_mel[:n], ((pcm[n], log_mel[n]) if ref.tail_frames else None)
 
 
 def raw_record_batch(ref: TrackRef, log_mel: np.ndarray):

@@ -7,10 +7,11 @@
     every failure -> WriteDeadLetter;  counts (Beam counters) -> summary.json
 
 With ``--segments`` the run also writes each patch's scores to a segments table
-(:mod:`pipelines.segments`), in the same folder and manifest.
+(:mod:`runfolder.segments`), in the same folder and manifest.
 
 Output ``DIR/tags/*.parquet`` (as many files as ``--target-shard-bytes`` or ``--num-shards``
-ask, listed in ``DIR/tags/manifest.json``), one row per track (schema :data:`TAGS_SCHEMA`):
+ask, listed in ``DIR/tags/manifest.json``), one row per track (schema
+:data:`runfolder.schema.TAGS_SCHEMA`; the run folder is :mod:`runfolder`'s):
 track_id, uri, model {name, version}, duration_s, n_patches, scores (every tag of the
 model's vocabulary with its score, highest first) and embedding (mean patch embedding).
 A track's score for a tag is the mean of its patches' sigmoid outputs, as musicnn does.
@@ -26,27 +27,17 @@ import sys
 import time
 
 import apache_beam as beam
-import pyarrow
 
 from model import export
-from pipelines import beam_util, dead_letter, inference, provenance, segments, shards, stages, tag_output, tag_progress
+from pipelines import beam_util, dead_letter, inference, shards, stages, tag_output, tag_progress
 from pipelines.catalog import ReadCatalog
 from pipelines.catalog_checks import audio_uris, check_reachable
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, publish
 from pipelines.tag_rows import per_track, track_patches
+from runfolder import layout, manifest, provenance, reader, segments
+from runtime.errors import TagscaleError
 
 LOG = logging.getLogger("tagscale.tag")
-TAGS_SCHEMA = pyarrow.schema(
-    [
-        ("track_id", pyarrow.string()),
-        ("uri", pyarrow.string()),
-        ("model", pyarrow.struct([("name", pyarrow.string()), ("version", pyarrow.string())])),
-        ("duration_s", pyarrow.float64()),
-        ("n_patches", pyarrow.int32()),
-        ("scores", pyarrow.list_(pyarrow.struct([("tag", pyarrow.string()), ("score", pyarrow.float32())]))),
-        ("embedding", pyarrow.list_(pyarrow.float32())),
-    ]
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +54,7 @@ class TagConfig:
     num_shards: int | None = None  # tag Parquet files; None: sized by target_shard_bytes
     target_shard_bytes: int = shards.DEFAULT_TARGET_BYTES
     require_commercial: bool = False  # refuse a model not known to allow commercial use
-    segments: bool = False  # also write each patch's scores (pipelines.segments)
+    segments: bool = False  # also write each patch's scores (runfolder.segments)
 
 
 # ----------------------------------------------------------------------- plain functions
@@ -116,7 +107,7 @@ class TagTracks(beam.PTransform):
     """(track, samples) -> one Parquet-ready row per track, inference batched across tracks.
 
     With ``config.segments``, :attr:`segment_rows` is, once applied, the PCollection of the
-    tracks' per-patch rows (:mod:`pipelines.segments`); None otherwise.
+    tracks' per-patch rows (:mod:`runfolder.segments`); None otherwise.
     """
 
     def __init__(self, config: TagConfig, *, tags: list[str], info: dict, total: int):
@@ -147,10 +138,10 @@ class TagTracks(beam.PTransform):
                 model_name=name,
                 model_version=version,
                 with_segments=self._config.segments,
-            ).with_outputs(segments.MANIFEST_KEY, main="tracks")
+            ).with_outputs(layout.SEGMENTS_KEY, main="tracks")
         )
         if self._config.segments:
-            self.segment_rows = rows[segments.MANIFEST_KEY]
+            self.segment_rows = rows[layout.SEGMENTS_KEY]
         return rows.tracks
 
 
@@ -174,24 +165,23 @@ def build_pipeline(
     tag_tracks = TagTracks(config, tags=tags, info=info, total=total)
     rows = decoded.decoded | "TagTracks" >> tag_tracks
     origin = provenance.run_provenance(config.catalog, config.model, info, None)
-    metadata = provenance.file_metadata(catalog, origin)
+    metadata = tag_output.file_metadata(catalog, origin)
     _ = rows | "WriteTags" >> tag_output.WriteTags(
-        fileio.join(config.output, "tags"),
+        fileio.join(config.output, layout.TAGS),
         run_id,
-        TAGS_SCHEMA,
         num_shards=config.num_shards,
         target_bytes=config.target_shard_bytes,
         metadata=metadata,
     )
     if config.segments:
         _ = tag_tracks.segment_rows | "WriteSegments" >> tag_output.WriteTags(
-            fileio.join(config.output, "tags"),
+            fileio.join(config.output, layout.TAGS),
             run_id,
             segments.schema_for(tags),
             num_shards=config.num_shards,
             target_bytes=config.target_shard_bytes,
             metadata=metadata,
-            prefix=segments.file_prefix(run_id),
+            prefix=layout.segments_prefix(run_id),
             size=segments.row_bytes,
         )
     failures = (catalog[dead_letter.TAG], decoded[dead_letter.TAG]) | "AllDeadLetters" >> beam.Flatten()
@@ -285,9 +275,6 @@ def parse_args(argv):
     return config, beam_args
 
 
-OUTPUT_ENTRIES = ["dead_letter", "summary.json", "tags"]  # what a run publishes into --output
-
-
 def run(argv: list[str] | None = None) -> dict:
     """Run the tag pipeline to completion; return the summary it wrote.
 
@@ -298,32 +285,54 @@ def run(argv: list[str] | None = None) -> dict:
     config, beam_args = parse_args(argv)
     check_reachable(config.catalog, config.output)
     outputs.check_output(
-        config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(OUTPUT_ENTRIES)
+        config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(layout.ENTRIES)
     )  # checks the catalog too
     tags, info = export.read_model_info(config.model)
     if config.require_commercial:  # refused before any work
         provenance.require_commercial(config.model, info)
-    commit = "tags/" + tag_output.MANIFEST
-    with outputs.staged_run(config.output, "tag", entries=OUTPUT_ENTRIES, commit=commit) as staging:
+    if config.incremental:  # refused before anything is written
+        require_same_model(config.output, {"name": info.get("name", "model"), "version": info["version"]})
+    with publish.staged_run(config.output, "tag", entries=layout.ENTRIES, commit=layout.COMMIT) as staging:
         summary = run_staged(config, beam_args, staging, tags=tags, info=info)
     return summary
 
 
+def require_same_model(output: str, model: dict) -> None:
+    """One model per run folder: refuse an ``--incremental`` run of ``model`` into ``output``
+    when the rows there are another model's (or another version's).
+
+    Raises
+    ------
+    TagscaleError
+        Naming both models; a new model version is a new run (``tagscale diff`` compares two).
+    """
+    live = fileio.join(output, layout.TAGS)
+    if not manifest.tag_files(live):
+        return
+    there = reader.TagRun(live).model  # refuses a folder that already holds two models
+    if there is not None and (there["name"], there["version"]) != (model["name"], model["version"]):
+        raise TagscaleError(
+            f"--incremental: {output} holds rows of {there['name']} version {there['version']}, not "
+            f"{model['name']} version {model['version']}: one model per run folder; tag into a new --output "
+            "(tagscale diff compares two runs)"
+        )
+
+
 def run_staged(
-    config: TagConfig, beam_args: list[str], staging: outputs.Staging, *, tags: list[str], info: dict
+    config: TagConfig, beam_args: list[str], staging: publish.Staging, *, tags: list[str], info: dict
 ) -> dict:
     """The pipeline into ``staging``, then the manifest and the summary (the caller publishes)."""
     run_id = staging.run_id
-    live_tags = fileio.join(config.output, "tags")
-    kept = [path.rsplit("/", 1)[-1] for path in tag_output.tag_files(live_tags)] if config.incremental else []
-    kept_segments = tag_output.segment_files(live_tags) if config.incremental else None
-    if tag_output.keep_segments(config.segments, config.incremental, kept, kept_segments) != config.segments:
+    live_tags = fileio.join(config.output, layout.TAGS)
+    kept = [path.rsplit("/", 1)[-1] for path in manifest.tag_files(live_tags)] if config.incremental else []
+    kept_segments = manifest.segment_files(live_tags) if config.incremental else None
+    if manifest.keep_segments(config.segments, config.incremental, kept, kept_segments) != config.segments:
         LOG.warning("this output has a segments table: the incremental run writes segments too")
         config = dataclasses.replace(config, segments=True)
     if not kept:
         kept_segments = None  # nothing kept: the run's own segments, if any, are the table
     kept_segment_names = [path.rsplit("/", 1)[-1] for path in kept_segments or []]
-    staging.carry_over("tags", kept + kept_segment_names)
+    staging.carry_over(layout.TAGS, kept + kept_segment_names)
     existing = [fileio.join(live_tags, name) for name in kept]
     start = time.monotonic()
     with beam_util.make_pipeline(beam_args) as pipeline:
@@ -337,12 +346,14 @@ def run_staged(
         )
     stats = stages.read_stats(pipeline.result)
     origin = provenance.run_provenance(config.catalog, config.model, info, int(stats.get("tracks_in", 0)))
-    names = kept + tag_output.run_files(staging.path("tags"), run_id)
+    names = kept + tag_output.run_files(staging.path(layout.TAGS), run_id)
     segment_names = (
-        kept_segment_names + tag_output.run_segment_files(staging.path("tags"), run_id) if config.segments else None
+        kept_segment_names + tag_output.run_segment_files(staging.path(layout.TAGS), run_id)
+        if config.segments
+        else None
     )
-    tag_output.write_manifest(
-        staging.path("tags"), names, run_id=run_id, provenance=origin, segment_names=segment_names
+    manifest.write_tags_manifest(
+        staging.path(layout.TAGS), names, run_id=run_id, provenance=origin, segment_names=segment_names
     )
     dead_letter.write_manifest(staging.dir, run_id=run_id)
     summary = {
@@ -358,7 +369,7 @@ def run_staged(
         "run_id": run_id,
         "output": config.output,
     }
-    fileio.write_text(staging.path("summary.json"), json.dumps(summary, indent=2))
+    fileio.write_text(staging.path(layout.SUMMARY), json.dumps(summary, indent=2))
     return summary
 
 
@@ -367,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tagged {summary['tagged']} of {summary['tracks_in']} tracks with {summary['model']['name']} "
         f"({summary['skipped']} skipped as already tagged, {summary['failed']} in dead_letter/) "
-        f"in {summary['wall_seconds']:.0f} s -> {fileio.join(summary['output'], 'tags')}/"
+        f"in {summary['wall_seconds']:.0f} s -> {fileio.join(summary['output'], layout.TAGS)}/"
     )
     return 0
 

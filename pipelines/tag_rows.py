@@ -12,8 +12,9 @@ import apache_beam as beam
 import numpy as np
 
 from model import dsp
-from pipelines import dead_letter, segments
+from pipelines import dead_letter
 from pipelines.catalog import Track
+from runfolder import layout, schema, segments
 
 
 class PatchKey(NamedTuple):
@@ -44,18 +45,17 @@ def track_row(track_id: str, patch_outputs, *, tags: list[str], model_name: str,
     n_patches, uri, duration = key.n_patches, key.uri, key.duration_s
     if len(patch_outputs) != n_patches:
         raise ValueError(f"track {track_id}: got {len(patch_outputs)} patch outputs for {n_patches} patches")
-    scores = np.mean([outputs["scores"] for _, outputs in patch_outputs], axis=0)
-    embedding = np.mean([outputs["embedding"] for _, outputs in patch_outputs], axis=0)
-    order = np.argsort(-scores, kind="stable")
-    return {
-        "track_id": track_id,
-        "uri": uri,
-        "model": {"name": model_name, "version": model_version},
-        "duration_s": round(float(duration), 3),
-        "n_patches": int(n_patches),
-        "scores": [{"tag": tags[i], "score": float(scores[i])} for i in order],
-        "embedding": embedding.astype(np.float32).tolist(),
-    }
+    return schema.tag_row(
+        track_id=track_id,
+        uri=uri,
+        model_name=model_name,
+        model_version=model_version,
+        duration_s=duration,
+        n_patches=n_patches,
+        tags=tags,
+        scores=np.mean([outputs["scores"] for _, outputs in patch_outputs], axis=0),
+        embedding=np.mean([outputs["embedding"] for _, outputs in patch_outputs], axis=0),
+    )
 
 
 def per_track(keyed, *, tags: list[str], model_name: str, model_version: str, with_segments: bool):
@@ -68,4 +68,4 @@ def per_track(keyed, *, tags: list[str], model_name: str, model_version: str, wi
     if with_segments:
         patches = [(key.index, outputs["scores"]) for key, outputs in patch_outputs]
         for segment in segments.segment_rows(track_id, patches, tags=tags, duration_s=patch_outputs[0][0].duration_s):
-            yield beam.pvalue.TaggedOutput(segments.MANIFEST_KEY, segment)
+            yield beam.pvalue.TaggedOutput(layout.SEGMENTS_KEY, segment)

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from pipelines.storage import outputs
+from pipelines.storage import outputs, ownership
 from runtime.errors import TagscaleError
 from tagruns import tagdata
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     # The rules of every output (no root, nothing tagscale did not write), checked before the runs are read.
     output = outputs.check_output(args.output, entries=REPORT_FILES, inputs=tuple(args.tags))
     result = compare(tagdata.load(args.tags[0]), tagdata.load(args.tags[1]), tolerance=args.tolerance)
-    outputs.mark(output)
+    ownership.mark(output)
     plot(result, os.path.join(output, "drift.png"))
     with open(os.path.join(output, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(render_report(result, args.tags[0], args.tags[1], "drift.png"))

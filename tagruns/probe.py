@@ -25,8 +25,8 @@ import sys
 
 import numpy as np
 
-from pipelines import tag_output
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, ownership, publish
+from runfolder import layout, manifest, schema, writer
 from runtime.errors import TagscaleError
 from tagruns import labels as label_store
 from tagruns import probe_report, tagdata
@@ -137,12 +137,7 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
     ``output`` must pass the same check as tag's (:func:`pipelines.storage.outputs.check_output`; it
     must not be or contain ``inputs``), as the publish replaces ``output/tags/``.
     """
-    import pyarrow
-    import pyarrow.parquet as pq
-
-    from pipelines.tag import TAGS_SCHEMA
-
-    output = outputs.check_output(output, entries=("tags",), inputs=inputs)
+    output = outputs.check_output(output, entries=(layout.TAGS,), inputs=inputs)
     if table.model["version"] != probe["source_model"]["version"]:
         raise TagscaleError(
             f"the probe was trained on embeddings of {probe['source_model']['name']} "
@@ -150,35 +145,30 @@ def apply(table: tagdata.TagTable, probe: dict, output: str, *, inputs: tuple[st
             f"this run is {table.model['name']} version {table.model['version']}"
         )
     tags, scores = probe_scores(probe, table.embeddings)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    model = {"name": probe["name"], "version": probe["version"]}
-    rows = [
-        {
-            "track_id": track_id,
-            "uri": table.uris[i],
-            "model": model,
-            "duration_s": float(table.durations[i]),
-            "n_patches": int(table.n_patches[i]),
-            "scores": [{"tag": tags[j], "score": float(scores[i, j])} for j in order[i]],
-            "embedding": table.embeddings[i],
-        }
+    rows = (
+        schema.tag_row(
+            track_id=track_id,
+            uri=table.uris[i],
+            model_name=probe["name"],
+            model_version=probe["version"],
+            duration_s=table.durations[i],
+            n_patches=table.n_patches[i],
+            tags=tags,
+            scores=scores[i],
+            embedding=table.embeddings[i],
+        )
         for i, track_id in enumerate(table.track_ids)
-    ]
-    run_id = outputs.new_run_id(probe["version"])
+    )
+    run_id = publish.new_run_id(probe["version"])
     name = f"probe-{run_id}.parquet"
     # As a full tag run: one run per output, written aside and published with its manifest last,
     # so a failed apply leaves the previous tags as they were and nothing foreign is deleted.
-    commit = f"tags/{tag_output.MANIFEST}"
-    with outputs.staged_run(output, "probe apply", entries=["tags"], commit=commit, run_id=run_id) as staging:
-        if "://" not in output:
-            os.makedirs(staging.path("tags"), exist_ok=True)
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(staging.path("tags", name), compression_type="uncompressed") as handle:
-            pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), handle)
-        tag_output.write_manifest(staging.path("tags"), [name], run_id=run_id)
-    path = fileio.join(output, "tags", name)
-    return path
+    with publish.staged_run(
+        output, "probe apply", entries=[layout.TAGS], commit=layout.COMMIT, run_id=run_id
+    ) as staging:
+        writer.write_file(staging.path(layout.TAGS, name), rows)
+        manifest.write_tags_manifest(staging.path(layout.TAGS), [name], run_id=run_id)
+    return fileio.join(output, layout.TAGS, name)
 
 
 def format_metrics(probe: dict) -> str:
@@ -244,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or os.path.basename(os.path.normpath(folder)) or "probe"
         labels = label_store.read_labels(args.labels)
         probe = train(table, labels, name=name, min_positives=args.min_positives, c=args.c)
-        outputs.mark(folder)
+        ownership.mark(folder)
         fileio.write_text(fileio.join(folder, PROBE_FILE), json.dumps(probe) + "\n")
         # Beside the probe: per tag, whether more labels would still help (tagruns.probe_report).
         report = probe_report.report(table, labels, c=args.c)

@@ -7,12 +7,12 @@
     tagscale query --tags DIR when TRACK_ID TAG [--threshold X | --thresholds THRESHOLDS]
 
 Every query runs over a view named ``tags`` (one row per track, the schema of
-:data:`pipelines.tag.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
+:data:`runfolder.schema.TAGS_SCHEMA`) and a view ``tag_scores`` (one row per track and tag:
 track_id, uri, model, tag, score). With ``--thresholds`` (a file of ``tagscale calibrate``)
 there is also a view ``decided``: one row per track, one boolean column per calibrated tag
 (score at or above the tag's threshold). A run tagged with ``--segments`` also has a view
 ``segments``: one row per patch, track_id, start_s, end_s and one score column per tag
-(:mod:`pipelines.segments`). Output is a table, or JSON with ``--json``.
+(:mod:`runfolder.segments`). Output is a table, or JSON with ``--json``.
 DIR may be local or gs://. A statement reads the run and nothing else unless ``--allow-files``.
 """
 
@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from pipelines import provenance, segments, tag_output
-from pipelines.storage import fileio
+from runfolder import provenance, reader, segments
 from runtime.errors import TagscaleError
 from runtime.terminal import printable
 
@@ -34,18 +32,10 @@ CREATE VIEW tag_scores AS
   SELECT track_id, uri, model.name AS model, s.tag AS tag, s.score::DOUBLE AS score
   FROM (SELECT track_id, uri, model, unnest(scores) AS s FROM tags);
 """
+# Above this many scores (tracks x tags), stats estimates its quantiles: 4M exact ones hold 32 MB.
+EXACT_QUANTILE_SCORES = 2**22
 # What a locked connection refuses, said where the refusal is reported.
 LOCKED_HINT = "reading or writing files, ATTACH and extensions need --allow-files"
-
-
-def tag_files(tags_dir: str) -> list[str]:
-    """The Parquet files of a tag output: exactly those its ``tags/manifest.json`` lists.
-
-    ``tags_dir`` is the ``--output`` directory of ``tagscale tag`` (or its ``tags/``). Every
-    reader of tag output goes through this one function, so none sees a file of an unfinished
-    or replaced run.
-    """
-    return tag_output.tag_files(tags_dir)
 
 
 def decided_view(thresholds: dict[str, float]) -> str:
@@ -70,31 +60,26 @@ def connect(
 ):
     """A DuckDB connection with the ``tags`` and ``tag_scores`` views over ``tags_dir``,
     ``decided`` when ``thresholds`` (tag -> threshold) are given, and ``segments`` when the run
-    has a segments table and ``segments_view`` (a gs:// run's table is read into memory).
+    has a segments table and ``segments_view``.
 
-    DuckDB never opens the run's files itself: pyarrow reads them (a local run as a dataset
-    scanned as queries need it, a gs:// run through Beam's filesystems into memory, since
-    DuckDB's own GCS access would need its httpfs extension from the network) and DuckDB
-    queries the registered Arrow data. So no file name is ever written into SQL, and unless
-    ``allow_files`` the connection opens no file at all: no other file, no COPY ... TO (not
-    even over the run's own files), no ATTACH, URL or extension install or load, with the
-    settings locked so that a statement cannot switch them back.
+    DuckDB never opens the run's files itself: the run's one reader
+    (:class:`runfolder.reader.TagRun`, by its rule) registers them as pyarrow datasets, read
+    through pyarrow's filesystems (local or gs://) as queries scan them, so no file name is ever
+    written into SQL and DuckDB needs no extension for gs://. Unless ``allow_files`` the
+    connection opens no file at all: no other file, no COPY ... TO (not even over the run's
+    own files), no ATTACH, URL or extension install or load, with the settings locked so that
+    a statement cannot switch them back.
     """
     import duckdb
 
-    files = tag_files(tags_dir)
-    if not files:
-        raise TagscaleError(
-            f"no tag output in {tags_dir}: "
-            f"expected {fileio.join(tags_dir, 'tags', tag_output.MANIFEST)} (run `tagscale tag` first)"
-        )
-    data = _arrow(files)
-    found = tag_output.segment_files(tags_dir) if segments_view else None
-    segment_data = None if found is None else _arrow(found)
+    run = reader.TagRun(tags_dir)
+    segment_data = run.segment_dataset() if segments_view else None
     config = {} if allow_files else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
     connection = duckdb.connect(config=config)
     try:
-        connection.register("tags", data)
+        # No progress bar: DuckDB draws it on stdout, into the table or JSON a long query prints.
+        connection.execute("SET enable_progress_bar = false")
+        run.register(connection, "tags")
         connection.execute(TAG_SCORES_VIEW)
         if segment_data is not None:
             connection.register("segment_rows", segment_data)
@@ -108,40 +93,6 @@ def connect(
         connection.close()
         raise TagscaleError(f"cannot query the tag output in {tags_dir}: {str(error).splitlines()[0]}") from error
     return connection
-
-
-def _arrow(files: list[str]):
-    return read_tables(files) if any("://" in path for path in files) else open_dataset(files)
-
-
-def open_dataset(files: list[str]):
-    """Local Parquet ``files`` as one pyarrow dataset (read as it is scanned, not up front)."""
-    import pyarrow
-    import pyarrow.dataset
-
-    try:
-        return pyarrow.dataset.dataset([os.path.abspath(path) for path in files], format="parquet")
-    except (OSError, pyarrow.ArrowException) as error:
-        raise TagscaleError(f"cannot read the tag output: {str(error).splitlines()[0]}") from error
-
-
-def read_tables(files: list[str]):
-    """The Parquet ``files`` (any path Beam's filesystems open, gs:// included) as one Arrow table."""
-    import pyarrow
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    tables = []
-    for path in files:
-        try:
-            with FileSystems.open(path, compression_type="uncompressed") as handle:
-                tables.append(pq.read_table(pyarrow.BufferReader(handle.read())))
-        except (OSError, pyarrow.ArrowException) as error:
-            raise TagscaleError(f"cannot read tag file {path}: {str(error).splitlines()[0]}") from error
-    try:
-        return pyarrow.concat_tables(tables, promote_options="default")
-    except pyarrow.ArrowException as error:
-        raise TagscaleError(f"the tag files of one run differ in schema: {error}") from error
 
 
 def top(connection, tag: str, limit: int = 10, threshold: float | None = None):
@@ -171,11 +122,21 @@ def track(connection, track_id: str, limit: int = 10):
 
 
 def stats(connection):
+    """Per tag: tracks above 0.5, tracks, and the scores' min, p10, median, p90 and max.
+
+    The quantiles are exact (``quantile_cont``) while the run has at most
+    :data:`EXACT_QUANTILE_SCORES` scores: an exact quantile holds every score in memory. Above
+    that they are t-digest estimates (``approx_quantile``), so memory stays bounded at any size.
+    """
+    tracks, width = connection.execute("SELECT count(*), max(len(scores)) FROM (FROM tags LIMIT 1)").fetchone()
+    if width:
+        tracks = connection.execute("SELECT count(*) FROM tags").fetchone()[0]
+    quantile = "quantile_cont" if tracks * (width or 0) <= EXACT_QUANTILE_SCORES else "approx_quantile"
     return connection.execute(
-        """
+        f"""
         SELECT tag, count(*) FILTER (WHERE score > 0.5) AS tracks_above_0_5, count(*) AS tracks,
-               round(min(score), 4) AS min, round(quantile_cont(score, 0.1), 4) AS p10,
-               round(quantile_cont(score, 0.5), 4) AS median, round(quantile_cont(score, 0.9), 4) AS p90,
+               round(min(score), 4) AS min, round({quantile}(score, 0.1), 4) AS p10,
+               round({quantile}(score, 0.5), 4) AS median, round({quantile}(score, 0.9), 4) AS p90,
                round(max(score), 4) AS max
         FROM tag_scores GROUP BY tag ORDER BY tracks_above_0_5 DESC, median DESC, tag
         """

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from pipelines.storage import fileio, outputs
+from pipelines.storage import fileio, outputs, ownership
 from runtime.errors import TagscaleError
 from runtime.terminal import printable
 from tagruns import tagdata
@@ -60,13 +60,11 @@ def shared_tags(query_scores: np.ndarray, scores: np.ndarray, tags: list[str]) -
 
 def _fingerprint(tags_dir: str) -> list[list]:
     """Names and sizes of the tag files: an index is current only while they are unchanged."""
-    from apache_beam.io.filesystems import FileSystems
+    from pipelines.storage import filesystem
+    from runfolder import manifest
 
-    from tagruns.query import tag_files
-
-    files = tag_files(tags_dir)
-    sizes = [FileSystems.match([path])[0].metadata_list[0].size_in_bytes for path in files]
-    return [[path.rsplit("/", 1)[-1], int(size)] for path, size in zip(files, sizes)]
+    files = manifest.tag_files(tags_dir)
+    return [[path.rsplit("/", 1)[-1], filesystem.size(path)] for path in files]
 
 
 def default_lists(n: int) -> int:
@@ -129,7 +127,7 @@ def write_index(tags_dir: str, *, nlist: int | None = None, nprobe: int = 16) ->
     }
     from apache_beam.io.filesystems import FileSystems
 
-    outputs.mark(folder)
+    ownership.mark(folder)
     with FileSystems.create(fileio.join(folder, INDEX_FILE), compression_type="uncompressed") as handle:
         handle.write(faiss.serialize_index(index).tobytes())
     fileio.write_text(fileio.join(folder, INDEX_INFO), json.dumps(info, indent=2) + "\n")

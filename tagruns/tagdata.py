@@ -1,7 +1,7 @@
 """Tag output as arrays: what similar, probe, calibrate and diff compute on.
 
 Reads only the tag Parquet files (``DIR/tags/*.parquet``, local or gs://, listed by
-:func:`pipelines.tag_output.tag_files`), never audio. One row per track: a track tagged by several
+:func:`pipelines.manifest.tag_files`), never audio. One row per track: a track tagged by several
 runs in the same folder (``--incremental`` with a new model version) keeps its row from the
 last file, the newest run.
 """
@@ -9,13 +9,12 @@ last file, the newest run.
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 import pyarrow
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from runfolder import reader
 from runtime.errors import TagscaleError
 
 
@@ -53,30 +52,6 @@ class TagTable:
         if track_id not in self._rows:
             raise TagscaleError(f"unknown track {track_id!r}: not in the tag output")
         return self._rows[track_id]
-
-
-def _read_file(path: str) -> pyarrow.Table:
-    """One tag Parquet file; :class:`TagscaleError` naming it when it is missing, not Parquet or
-    not in the tag schema (a column missing or of another type)."""
-    from pipelines.tag import TAGS_SCHEMA
-
-    try:
-        if "://" not in path:
-            table = pq.read_table(path)
-        else:
-            from apache_beam.io.filesystems import FileSystems
-
-            with FileSystems.open(path, compression_type="uncompressed") as handle:
-                table = pq.read_table(io.BytesIO(handle.read()))
-    except (pyarrow.ArrowException, OSError) as error:
-        raise TagscaleError(f"cannot read tag file {path}: {str(error).splitlines()[0]}") from error
-    missing = [name for name in TAGS_SCHEMA.names if name not in table.column_names]
-    if missing:
-        raise TagscaleError(f"{path} is not tag output: no column {', '.join(missing)}")
-    try:  # a cast, not an equality test: writers name list items differently ("item", "element")
-        return table.select(TAGS_SCHEMA.names).cast(TAGS_SCHEMA)
-    except (pyarrow.ArrowException, ValueError) as error:
-        raise TagscaleError(f"{path} is not tag output: {str(error).splitlines()[0]}") from error
 
 
 def _list_matrix(column: pyarrow.ChunkedArray, width: int | None, what: str) -> np.ndarray:
@@ -138,25 +113,11 @@ def load(tags_dir: str) -> TagTable:
 
 
 def _load(tags_dir: str) -> TagTable:
-    from pipelines.tag_output import tag_files
-
-    files = tag_files(tags_dir)
-    if not files:
-        raise TagscaleError(f"no tag output in {tags_dir}: expected DIR/tags/*.parquet (run `tagscale tag` first)")
-    table = pyarrow.concat_tables([_read_file(path) for path in files], promote_options="permissive")
+    run = reader.TagRun(tags_dir)  # the one rule: listed files, one model, one row per track
+    table = run.table()
     ids = table.column("track_id").to_pylist()
-    last = {track_id: index for index, track_id in enumerate(ids)}  # the newest row of each track wins
-    if len(last) < len(ids):
-        table = table.take(pyarrow.array(sorted(last.values())))
-        ids = table.column("track_id").to_pylist()
     if not ids:
         raise TagscaleError(f"the tag output in {tags_dir} has no rows")
-    models = {(m["name"], m["version"]) for m in table.column("model").to_pylist()}
-    if len(models) > 1:
-        # Scores and embeddings of different models live on different scales: never mix them.
-        raise TagscaleError(
-            f"the tag output in {tags_dir} holds rows of {len(models)} models {sorted(models)}: one model per folder"
-        )
     scores = table.column("scores").combine_chunks()
     flat = pc.list_flatten(scores)
     tag_names = flat.field("tag")
@@ -173,7 +134,7 @@ def _load(tags_dir: str) -> TagTable:
     return TagTable(
         track_ids=ids,
         uris=table.column("uri").to_pylist(),
-        model=table.column("model")[0].as_py(),
+        model=run.model,
         tags=vocabulary,
         scores=matrix,
         embeddings=_list_matrix(table.column("embedding"), None, "embeddings"),

@@ -93,23 +93,49 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
-def pretrained_cache(tmp_path_factory) -> str:
-    """A cache with both pretrained musicnn models fetched (one pip download per session).
+def musicnn_cache(tmp_path_factory) -> str:
+    """The session's tagscale cache folder, where the musicnn wheel is downloaded once.
 
     The tests only read it. Under pytest-xdist the workers of one run share it: the first to
-    need it fetches and converts under a file lock, the others then find it current.
+    need a file fetches it under a file lock (:func:`cache_lock`), the others then find it there.
     """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return str(tmp_path_factory.mktemp("tagscale_cache"))
+    shared = tmp_path_factory.getbasetemp().parent / "tagscale_cache"  # this run's, shared by its workers
+    shared.mkdir(exist_ok=True)
+    return str(shared)
+
+
+def cache_lock(cache: str):
+    """An exclusive lock on ``cache`` for the length of a ``with`` block (fetches are no-ops once done)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def locked():
+        with open(os.path.join(cache, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    return locked()
+
+
+@pytest.fixture(scope="session")
+def musicnn_package(musicnn_cache) -> str:
+    """The musicnn 0.1.0 wheel's ``musicnn/`` package unpacked (pip download; no conversion)."""
     from model import pretrained
 
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        cache = str(tmp_path_factory.mktemp("tagscale_cache"))
-        pretrained.fetch(cache_dir=cache)
-        return cache
-    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
-    with open(root / "tagscale_cache.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        pretrained.fetch(cache_dir=str(root / "tagscale_cache"))  # a no-op once fetched
-    return str(root / "tagscale_cache")
+    with cache_lock(musicnn_cache):
+        return pretrained.unpack_wheel(pretrained.download_wheel(musicnn_cache), musicnn_cache)
+
+
+@pytest.fixture(scope="session")
+def pretrained_cache(musicnn_cache) -> str:
+    """A cache with both pretrained musicnn models fetched (one pip download per session)."""
+    from model import pretrained
+
+    with cache_lock(musicnn_cache):
+        pretrained.fetch(cache_dir=musicnn_cache)
+    return musicnn_cache
 
 
 @pytest.fixture(scope="session")

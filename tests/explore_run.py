@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow
 import pyarrow.parquet as pq
 
+from runfolder.schema import TAGS_SCHEMA
+
 TAGS = ["piano", "drums", "guitar", "vocal", "calm"]
 
 
@@ -28,7 +30,7 @@ def write_run(
     ``audio_root`` replaces the audio directory in the URIs (e.g. a gs:// prefix the caller fills)."""
     import soundfile
 
-    from pipelines import dead_letter, tag
+    from pipelines import dead_letter
 
     rng = np.random.default_rng(seed)
     audio_dir = root / "audio"
@@ -62,7 +64,7 @@ def write_run(
     half = len(rows) // 2
     for part, chunk in enumerate((rows[:half], rows[half:])):
         pq.write_table(
-            pyarrow.Table.from_pylist(chunk, schema=tag.TAGS_SCHEMA),
+            pyarrow.Table.from_pylist(chunk, schema=TAGS_SCHEMA),
             root / "tags" / f"run-1-{part:05d}-of-00002.parquet",
         )
     failures = [
@@ -104,10 +106,10 @@ def add_segments(run_dir, seconds: float) -> dict:
     ``tag --segments`` does; each tag's score rises with the patch index at its own pace.
     Returns each track's segment rows."""
     from model import dsp
-    from pipelines import segments, tag_output
+    from runfolder import manifest, segments
 
     track_ids = sorted(
-        row for path in tag_output.tag_files(str(run_dir)) for row in pq.read_table(path)["track_id"].to_pylist()
+        row for path in manifest.tag_files(str(run_dir)) for row in pq.read_table(path)["track_id"].to_pylist()
     )
     rows = []
     for i, track_id in enumerate(track_ids):
@@ -117,5 +119,5 @@ def add_segments(run_dir, seconds: float) -> dict:
     name = "segments-run-1-00000-of-00001.parquet"
     pq.write_table(pyarrow.Table.from_pylist(rows, schema=segments.schema_for(TAGS)), run_dir / "tags" / name)
     files = sorted(path.name for path in (run_dir / "tags").glob("run-*.parquet"))
-    tag_output.write_manifest(str(run_dir / "tags"), files, run_id="1", segment_names=[name])
+    manifest.write_tags_manifest(str(run_dir / "tags"), files, run_id="1", segment_names=[name])
     return {track_id: [row for row in rows if row["track_id"] == track_id] for track_id in track_ids}

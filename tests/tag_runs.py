@@ -7,11 +7,12 @@ import pathlib
 import pyarrow
 import pyarrow.parquet as pq
 
+from runfolder.schema import TAGS_SCHEMA
+
 
 def small_run(folder: pathlib.Path, scores: list[dict], embeddings: list[list[float]]) -> str:
     """Write ``folder/tags/run-1.parquet``: track ``t{i}`` has ``scores[i]`` ({tag: score}) and
     ``embeddings[i]``, model m/v, 3 s, one patch. Returns the run folder."""
-    from pipelines import tag
 
     rows = [
         {
@@ -26,7 +27,7 @@ def small_run(folder: pathlib.Path, scores: list[dict], embeddings: list[list[fl
         for i, (s, e) in enumerate(zip(scores, embeddings))
     ]
     (folder / "tags").mkdir(parents=True)
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), folder / "tags" / "run-1.parquet")
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), folder / "tags" / "run-1.parquet")
     return str(folder)
 
 

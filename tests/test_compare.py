@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from featurized import TINY
 
 from infra.demo.chain import COMPARE_FLAGS
-from trainer import compare
+from trainer import compare, compare_seeds
 
 # The demo's own comparison settings (small networks, 8 epochs) on two of its fractions; argparse keeps
 # the last --fractions.
@@ -166,3 +167,80 @@ def test_runs_at_once_use_this_process_as_one_lane(tmp_path):
     by_kind = {kind: {row["pid"] for row in done["rows"] if row["kind"] == kind} for kind in "ab"}
     assert any(len(pids) == 1 for pids in by_kind.values()), done
     assert failed == {"error": "run 0.5 failed"}
+
+
+def test_paired_differences_and_their_t_interval():
+    from trainer import compare_report
+
+    def row(fraction, frontend, roc, pr):
+        return {"fraction": fraction, "frontend": frontend, "roc_auc_runs": roc, "pr_auc_runs": pr}
+
+    runs = [
+        row(0.5, "waveform", [0.70, 0.72], [0.50, 0.55]),
+        row(0.5, "spectrogram", [0.72, 0.76], [0.52, 0.56]),
+        row(1.0, "waveform", [0.80], [0.60]),
+        row(1.0, "spectrogram", [0.79], [0.65]),
+        row(0.1, "spectrogram", [0.6], [0.4]),  # no waveform arm: no pair
+    ]
+    half, full = compare_report.paired(runs)
+    # differences 0.02 and 0.04: mean 0.03, sd 0.01414, t(0.975, 1 df) = 12.706 -> +- 0.12706
+    assert half["fraction"] == 0.5 and half["n_seeds"] == 2
+    assert half["roc_auc_diff_mean"] == pytest.approx(0.03)
+    assert half["roc_auc_diff_ci95"] == pytest.approx([0.03 - 0.12706, 0.03 + 0.12706], abs=1e-5)
+    assert half["pr_auc_diff_mean"] == pytest.approx(0.015)
+    assert full == {
+        "fraction": 1.0,
+        "roc_auc_diff_mean": pytest.approx(-0.01),
+        "roc_auc_diff_ci95": None,  # one seed: no interval
+        "pr_auc_diff_mean": pytest.approx(0.05),
+        "pr_auc_diff_ci95": None,
+        "n_seeds": 1,
+    }
+
+
+@pytest.mark.slow
+def test_each_seed_draws_its_own_subset_the_same_for_both_front_ends(small_features):
+    from trainer import inputs
+
+    features = inputs.open_features(str(small_features))
+    first, second = (set(inputs.track_patches(features, "train", fraction=0.5, subset=k)) for k in (0, 1))
+    assert first != second and abs(len(first) - len(second)) < 8  # another subset of about the same size
+    assert set(inputs.track_patches(features, "train", fraction=0.25, subset=1)) <= second  # nested per subset
+    args = compare.build_parser().parse_args(["--features", "f", "--output", "o", "--seeds", "3", "--seed", "5"])
+    for frontend in ("waveform", "spectrogram"):
+        runs = compare_seeds.seed_runs(compare.run_args(args, frontend, 0.5), 3)
+        assert [(run.seed, run.subset) for run in runs] == [(5, 0), (6, 1), (7, 2)]
+
+
+@pytest.mark.slow
+def test_seeds_report_paired_differences_of_both_front_ends(small_features, tmp_path):
+    out = tmp_path / "paired"
+    flags = ["--fractions", "0.5,1.0", "--seeds", "2", "--epochs", "1", "--jobs", "1", *TINY]
+    assert compare.main(["--features", str(small_features), "--output", str(out), *flags]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [entry["fraction"] for entry in report["paired"]] == [0.5, 1.0]
+    runs = {(row["fraction"], row["frontend"]): row for row in report["runs"]}
+    for entry in report["paired"]:
+        assert set(entry) == {
+            "fraction", "roc_auc_diff_mean", "roc_auc_diff_ci95", "pr_auc_diff_mean", "pr_auc_diff_ci95", "n_seeds"
+        }  # fmt: skip
+        assert entry["n_seeds"] == 2
+        spectrogram, waveform = runs[(entry["fraction"], "spectrogram")], runs[(entry["fraction"], "waveform")]
+        diffs = [a - b for a, b in zip(spectrogram["roc_auc_runs"], waveform["roc_auc_runs"])]
+        assert entry["roc_auc_diff_mean"] == pytest.approx(sum(diffs) / 2)
+        low, high = entry["roc_auc_diff_ci95"]
+        assert low < entry["roc_auc_diff_mean"] < high
+    # the half fraction's two seeds trained on two subsets, the same two for both front-ends
+    evals = {
+        (row["frontend"], k): json.loads((tmp_path / job / "eval.json").read_text())
+        for row in report["runs"]
+        if row["fraction"] == 0.5
+        for k, job in enumerate(row["job_dirs"])
+    }
+    assert {k: evals[("waveform", k)]["train"] for k in (0, 1)} == {
+        k: evals[("spectrogram", k)]["train"] for k in (0, 1)
+    }
+    assert [evals[("waveform", k)]["settings"]["subset"] for k in (0, 1)] == [0, 1]
+    md = (out / "report.md").read_text()
+    assert "Paired difference, spectrogram minus waveform" in md and "t-interval" in md
+    assert "| 0.5 | 2 |" in md

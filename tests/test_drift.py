@@ -11,9 +11,10 @@ import pytest
 from tag_runs import TAGGED_DEMO_TRACKS, small_run
 
 from infra.cli import main as cli
-from pipelines import tag
+from runfolder import manifest
+from runfolder.schema import TAGS_SCHEMA
 from tagruns import diff as drift
-from tagruns import query, tagdata
+from tagruns import tagdata
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_a_read_only_output_is_one_line(runs, tmp_path):
 def edited_copy(tags_dir: str, target: pathlib.Path, *, drop: int, scale_tag: str, swap_embeddings: int) -> None:
     """A copy of a run with known edits: the first ``drop`` tracks gone, one tag's scores halved,
     the embeddings of the next ``swap_embeddings`` tracks taken from other tracks."""
-    rows = pq.read_table(query.tag_files(tags_dir)[0]).to_pylist()[drop:]
+    rows = pq.read_table(manifest.tag_files(tags_dir)[0]).to_pylist()[drop:]
     for row in rows:
         row["scores"] = sorted(
             ({"tag": s["tag"], "score": s["score"] * (0.5 if s["tag"] == scale_tag else 1.0)} for s in row["scores"]),
@@ -87,7 +88,7 @@ def edited_copy(tags_dir: str, target: pathlib.Path, *, drop: int, scale_tag: st
     for i in range(swap_embeddings):
         rows[i]["embedding"] = rows[-1 - i]["embedding"]
     (target / "tags").mkdir(parents=True)
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), target / "tags" / "run-edited.parquet")
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), target / "tags" / "run-edited.parquet")
 
 
 @pytest.mark.slow

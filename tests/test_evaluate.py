@@ -11,7 +11,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from infra.cli import main as cli
 from pipelines import catalog_datasets as datasets
-from pipelines import tag, tag_output
+from pipelines import tag
+from runfolder import manifest
 from runtime.errors import TagscaleError
 from tagruns import evaluate
 
@@ -56,7 +57,7 @@ def run(tmp_path_factory, small_model):
 
 def sklearn_reference(tags_dir: str, truth: dict[str, list[str]]) -> dict[str, tuple[float, float]]:
     """Per tag (roc_auc, pr_auc) with scikit-learn straight over the run's Parquet files."""
-    table = pq.read_table(tag_output.tag_files(tags_dir)).to_pylist()
+    table = pq.read_table(manifest.tag_files(tags_dir)).to_pylist()
     scores = {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in table}
     ids = [track_id for track_id in truth if track_id in scores]
     out = {}

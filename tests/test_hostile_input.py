@@ -330,14 +330,14 @@ def explorer_site(tmp_path):
 
     from infra.explore.query import Explorer
     from infra.explore.server import ExplorerServer
-    from pipelines import tag
+    from runfolder.schema import TAGS_SCHEMA
 
     write_run(tmp_path / "run", tracks=4)
     longest = ["\u00e9" * names.MAX_ID_CHARS, "\U0001f3b5" * names.MAX_ID_CHARS]
     rows = pq.read_table(next((tmp_path / "run" / "tags").iterdir())).to_pylist()[:2]
     for row, track_id in zip(rows, longest):
         row["track_id"] = track_id
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "run" / "tags" / "long.parquet")
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), tmp_path / "run" / "tags" / "long.parquet")
     explorer = Explorer.open([str(tmp_path / "run")], None)
     server = ExplorerServer(explorer, "127.0.0.1", 0, quiet=True, labels=str(tmp_path / "labels"))
     record_requests(server)

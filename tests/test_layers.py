@@ -18,15 +18,18 @@ LAYERS = {
     "runtime": set(),
     "model": {"runtime"},
     "pipelines.storage": {"runtime", "model"},
+    "runfolder": {"runtime", "model", "pipelines.storage"},
     "pipelines.decode": {"runtime", "model", "pipelines.storage"},
-    "pipelines": {"runtime", "model", "pipelines.storage", "pipelines.decode"},
+    "pipelines": {"runtime", "model", "pipelines.storage", "runfolder", "pipelines.decode"},
     "trainer": {"runtime", "model"},
-    "tagruns": {"runtime", "model", "pipelines", "pipelines.storage", "pipelines.decode"},
+    "tagruns": {"runtime", "model", "pipelines", "pipelines.storage", "runfolder", "pipelines.decode"},
     "infra.cloud": {"runtime", "model", "pipelines.storage", "trainer"},
-    "infra.demo": {"runtime", "model", "pipelines", "pipelines.storage", "pipelines.decode", "trainer", "tagruns"},
-    "infra.explore": {"runtime", "model", "pipelines", "pipelines.storage", "tagruns"},
+    "infra.demo": {
+        "runtime", "model", "pipelines", "pipelines.storage", "runfolder", "pipelines.decode", "trainer", "tagruns",
+    },
+    "infra.explore": {"runtime", "model", "pipelines", "pipelines.storage", "runfolder", "tagruns"},
     "infra": {
-        "runtime", "model", "pipelines", "pipelines.storage", "pipelines.decode", "trainer", "tagruns",
+        "runtime", "model", "pipelines", "pipelines.storage", "runfolder", "pipelines.decode", "trainer", "tagruns",
         "infra.cloud", "infra.demo", "infra.explore",
     },
 }  # fmt: skip
@@ -148,14 +151,31 @@ def test_modules_stay_under_400_lines():
         assert len(path.read_text().splitlines()) <= MAX_LINES, f"{name} is over {MAX_LINES} lines"
 
 
-def test_the_trainer_does_not_import_beam():
-    code = (
-        "import sys, trainer.task, trainer.inputs, trainer.compare, trainer.exporting\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('apache_beam', 'pipelines', 'tagruns')))"
-    )
+def loaded_by(imports: str, tops: tuple[str, ...]) -> list[str]:
+    """The modules of the top-level packages ``tops`` that a fresh interpreter has loaded after ``imports``."""
+    code = f"import sys, {imports}\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {tops!r}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]"
+    return ast.literal_eval(result.stdout.strip())
+
+
+def test_the_trainer_does_not_import_beam():
+    imports = "trainer.task, trainer.inputs, trainer.compare, trainer.exporting"
+    assert loaded_by(imports, ("apache_beam", "pipelines", "tagruns")) == []
+
+
+def test_the_tag_schema_imports_no_beam():
+    """Readers take the track table's schema without loading Beam (or TensorFlow)."""
+    assert loaded_by("runfolder.schema, runfolder.layout", ("apache_beam", "tensorflow", "pipelines")) == []
+
+
+def test_no_reader_imports_a_beam_job_module():
+    """Commands that read runs go through runfolder, never through the Beam jobs that write them
+    (the demo chain runs the jobs: it is their caller, not a reader)."""
+    jobs = {"pipelines.tag", "pipelines.featurize"}
+    for module, targets in graph().items():
+        if module.split(".")[0] in ("tagruns", "infra") and module != "infra.demo.chain":
+            assert not targets & jobs, f"{module} imports {sorted(targets & jobs)}"
 
 
 def test_the_packages_read_nothing_outside_the_repository():

@@ -32,7 +32,7 @@ def recording(max_workers=None, *args, **kwargs):
 concurrent.futures.ThreadPoolExecutor = recording
 root = pathlib.Path(sys.argv[1])
 write_run(root, tracks=8)
-run = explore_data.read_run(0, str(root), str(root))
+run = explore_data.read_run(0, str(root))
 print(json.dumps({
     "cpu_count": os.cpu_count(),
     "usable_cores": machine.usable_cores(),

@@ -184,9 +184,9 @@ def test_two_workers_resume_after_a_kill_only_the_chief_writes_and_the_export_ta
     assert (summary["tagged"], summary["failed"]) == (4, 0)
     import pyarrow.parquet as pq
 
-    from tagruns import query
+    from runfolder import manifest
 
-    rows = pq.read_table(query.tag_files(str(tmp_path / "tags"))).to_pylist()
+    rows = pq.read_table(manifest.tag_files(str(tmp_path / "tags"))).to_pylist()
     assert sorted(row["track_id"] for row in rows) == [f"demo-0000{i}" for i in range(4)]
     for row in rows:
         assert {s["tag"] for s in row["scores"]} == set(evaluation["tags"])

@@ -13,9 +13,9 @@ N_TAGS = 50
 # The musicnn spectrogram model has 792,079 weights: the MTT_musicnn checkpoint's 792,081 minus
 # Adam's two scalars beta1_power / beta2_power (64 model variables + 2 = 66).
 EXPECTED = {
-    ("waveform", "seed"): ((21, 256), (1024,), (500,), (N_TAGS,), 5_384_862),
+    ("waveform", "pons2018"): ((21, 256), (1024,), (500,), (N_TAGS,), 5_384_862),
     ("waveform", "musicnn"): ((21, 256), (896,), (200,), (N_TAGS,), 616_938),
-    ("spectrogram", "seed"): ((187, 464), (1024,), (500,), (N_TAGS,), 5_931_198),
+    ("spectrogram", "pons2018"): ((187, 464), (1024,), (500,), (N_TAGS,), 5_931_198),
     ("spectrogram", "musicnn"): ((187, 561), (1506,), (200,), (N_TAGS,), 792_079),
 }
 
@@ -49,8 +49,9 @@ def test_build_model_outputs_scores_and_embedding_only():
     assert len(model.weights) == 64  # the checkpoint's 66 variables less Adam's beta1/beta2 powers
 
 
-def test_spectrogram_seed_is_the_papers_front_end():
-    config = network.make_config(N_TAGS, "seed")
+def test_spectrogram_pons2018_is_the_papers_front_end():
+    config = network.make_config(N_TAGS, "pons2018")
+    assert network.make_config(N_TAGS, "seed") == config  # the preset's old name
     assert sum(filters for _, _, filters in config.timbral) == 224  # 7n, n = 16
     assert sum(filters for _, filters in config.temporal) == 240  # 15n
     assert [int(fraction * config.n_mels) for _, fraction, _ in config.timbral] == [86, 86, 86, 38, 38, 38]
@@ -69,8 +70,8 @@ def test_both_frontends_feed_the_same_backend_function(monkeypatch):
         return original(features, config)
 
     monkeypatch.setattr(network, "backend", spy)
-    waveform = network.build_model("waveform", N_TAGS, "seed")
-    spectrogram = network.build_model("spectrogram", N_TAGS, "seed")
+    waveform = network.build_model("waveform", N_TAGS, "pons2018")
+    spectrogram = network.build_model("spectrogram", N_TAGS, "pons2018")
     assert calls == [(21, 256), (187, 464)]
 
     def backend_layers(model):
@@ -86,8 +87,25 @@ def test_both_frontends_feed_the_same_backend_function(monkeypatch):
     assert shapes == other
 
 
+@pytest.mark.parametrize(
+    "frontend,preset,frames",
+    [
+        ("spectrogram", "pons2018", 181),  # the paper's code: a "valid" conv of 7 frames, 187 -> 181
+        ("waveform", "pons2018", 15),  # 21 -> 15
+        ("spectrogram", "musicnn", 187),  # musicnn pads it (its checkpoints need that)
+        ("waveform", "musicnn", 21),
+    ],
+)
+def test_first_backend_conv_is_unpadded_in_the_paper_preset_only(frontend, preset, frames):
+    model = network.build_model(frontend, N_TAGS, preset, backend_filters=8, dense_units=8)
+    assert tuple(model.get_layer("backend_0_conv").output.shape[1:]) == (frames, 8)
+    for name in ("backend_1_conv", "backend_2_conv"):  # "same": the residual additions keep the length
+        layer = model.get_layer(name)
+        assert layer.output.shape[1] == layer.input.shape[1]
+
+
 def test_overrides_change_sizes():
-    model = network.build_model("spectrogram", 10, "seed", dense_units=32, backend_filters=16, stages=True)
+    model = network.build_model("spectrogram", 10, "pons2018", dense_units=32, backend_filters=16, stages=True)
     outputs = model(example_batch("spectrogram"), training=False)
     assert tuple(outputs["embedding"].shape) == (2, 32)
     assert tuple(outputs["pooled"].shape) == (2, 32)
@@ -202,7 +220,7 @@ def test_serving_module_serves_the_fast_form_only_where_it_applies(tmp_path):
 
     musicnn = serving.build_serving_module(randomised_musicnn(), "spectrogram")
     assert musicnn.graph == export.FAST_GRAPH
-    seed = network.build_model("spectrogram", 5, "seed", dense_units=8)
+    seed = network.build_model("spectrogram", 5, "pons2018", dense_units=8)
     assert not fast_frontend.supports(seed)
     assert serving.build_serving_module(seed, "spectrogram").graph == export.KERAS_GRAPH
     assert (

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pipelines.catalog_checks import audio_uris
-from pipelines.storage import locks, outputs
+from pipelines.storage import locks, outputs, ownership, publish
 from runtime.errors import TagscaleError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,16 +56,16 @@ def test_refuses_to_replace_or_delete_what_tagscale_did_not_make(catalog, tmp_pa
     with pytest.raises(outputs.OutputError, match="was not made by tagscale"):
         outputs.check_output(str(output), catalog=str(catalog), catalog_audio=_audio(catalog), entries=("tags",))
     with pytest.raises(outputs.OutputError, match="refusing to delete it"):
-        outputs.delete_owned(str(output / "tags"))
+        ownership.delete_owned(str(output / "tags"))
     assert (output / "tags" / "precious.parquet").read_bytes() == b"mine"
-    outputs.mark(str(output / "tags"))
+    ownership.mark(str(output / "tags"))
     outputs.check_output(str(output), catalog=str(catalog), catalog_audio=_audio(catalog), entries=("tags",))
-    outputs.delete_owned(str(output / "tags"))
+    ownership.delete_owned(str(output / "tags"))
     assert not (output / "tags").exists()
 
 
 def stage(output, run_id, content):
-    staging = outputs.Staging(str(output), run_id).create()
+    staging = publish.Staging(str(output), run_id).create()
     os.makedirs(staging.path("tags"))
     with open(staging.path("tags", f"{content}.parquet"), "w") as handle:
         handle.write(content)
@@ -100,8 +100,8 @@ def test_a_publish_killed_half_way_is_finished_by_recover(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         staging.publish(["tags", "summary.json"])
     monkeypatch.setattr(os, "rename", real_rename)
-    assert not (output / "tags").exists() and (output / outputs.JOURNAL).exists()
-    outputs.recover(str(output))
+    assert not (output / "tags").exists() and (output / publish.JOURNAL).exists()
+    publish.recover(str(output))
     assert sorted(os.listdir(output / "tags")) == [outputs.MARKER, "second.parquet"]
     assert json.loads((output / "summary.json").read_text()) == {"run": "second"}
     assert sorted(os.listdir(output)) == [outputs.MARKER, "summary.json", "tags"]
@@ -111,7 +111,7 @@ def test_recover_deletes_the_staging_of_a_run_that_died(tmp_path):
     output = tmp_path / "out"
     stage(output, "r1", "first").publish(["tags"])
     stage(output, "dead", "never-published")
-    outputs.recover(str(output))
+    publish.recover(str(output))
     assert sorted(os.listdir(output)) == [outputs.MARKER, "tags"]
     assert sorted(os.listdir(output / "tags")) == [outputs.MARKER, "first.parquet"]
 
@@ -173,7 +173,7 @@ def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_no
         def names():
             return sorted(blob.name for blob in client.bucket("publish").list_blobs())
 
-        first = outputs.Staging("gs://publish/out", "r1").create()
+        first = publish.Staging("gs://publish/out", "r1").create()
         for name in ("tags/a.parquet", "tags/manifest.json", "tmp/beam-temp-x/part", "summary.json"):
             fileio.write_text(first.path(name), name)
         first.publish(["tags", "summary.json"], commit="tags/manifest.json")
@@ -184,7 +184,7 @@ def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_no
             "out/tags/a.parquet",
             "out/tags/manifest.json",
         ]
-        incremental = outputs.Staging("gs://publish/out", "r2").create()
+        incremental = publish.Staging("gs://publish/out", "r2").create()
         incremental.carry_over("tags", ["a.parquet"])  # kept where it is, not copied
         fileio.write_text(incremental.path("tags", "b.parquet"), "b")
         fileio.write_text(incremental.path("tags", "manifest.json"), "a b")
@@ -196,7 +196,7 @@ def test_gcs_publish_copies_the_entries_then_deletes_what_the_new_output_does_no
             "out/tags/b.parquet",
             "out/tags/manifest.json",
         ]
-        full = outputs.Staging("gs://publish/out", "r3").create()
+        full = publish.Staging("gs://publish/out", "r3").create()
         fileio.write_text(full.path("tags", "c.parquet"), "c")
         full.publish(["tags"], commit="tags/manifest.json")
         assert names() == ["out/.tagscale-owned", "out/tags/.tagscale-owned", "out/tags/c.parquet"]
@@ -283,10 +283,10 @@ def test_a_folder_is_written_only_when_new_empty_or_tagscales(catalog, tmp_path)
     (output / "notes.txt").write_text("mine")
     with pytest.raises(outputs.OutputError, match=r"holds files tagscale did not write \(notes.txt\)"):
         check(output)
-    outputs.mark(str(output))  # a folder tagscale made keeps the user's files it did not write
+    ownership.mark(str(output))  # a folder tagscale made keeps the user's files it did not write
     assert check(output) == str(output)
     mixed = tmp_path / "mixed"
-    outputs.mark(str(mixed / "tags"))  # tagscale's own entry beside nothing else
+    ownership.mark(str(mixed / "tags"))  # tagscale's own entry beside nothing else
     assert check(mixed) == str(mixed)
     with pytest.raises(outputs.OutputError, match="is a file"):
         check(output / "notes.txt")

@@ -8,6 +8,8 @@ from tag_runs import small_run
 
 from infra.cli import main as cli
 from pipelines.storage import outputs
+from runfolder import manifest
+from runfolder.schema import TAGS_SCHEMA
 from tagruns import tagdata
 
 
@@ -90,7 +92,6 @@ def test_probes_learn_tags_musicnn_lacks(tagged_demo, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
     from tag_runs import NOT_IN_MUSICNN, TAGGED_DEMO_TRACKS, write_labels
 
-    from pipelines import tag
     from tagruns import query, similar
 
     truth = tagged_demo["truth"]
@@ -132,8 +133,8 @@ def test_probes_learn_tags_musicnn_lacks(tagged_demo, tmp_path, capsys):
         )
         == 0
     )
-    applied = pq.read_table(query.tag_files(str(out))[0])
-    assert applied.schema.equals(tag.TAGS_SCHEMA) and applied.num_rows == TAGGED_DEMO_TRACKS
+    applied = pq.read_table(manifest.tag_files(str(out))[0])
+    assert applied.schema.equals(TAGS_SCHEMA) and applied.num_rows == TAGGED_DEMO_TRACKS
     assert {m["name"] for m in applied.column("model").to_pylist()} == {"demo_probe"}
     table = tagdata.load(str(out))
     held_out = ids[N_TRAIN:]

@@ -2,7 +2,7 @@
 
 import json
 
-from pipelines import provenance, tag_output
+from runfolder import layout, provenance
 
 RECORD = {
     "model": {
@@ -21,7 +21,7 @@ RECORD = {
 def write_manifest(folder, document) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     text = document if isinstance(document, str) else json.dumps(document)
-    (folder / tag_output.MANIFEST).write_text(text)
+    (folder / layout.MANIFEST).write_text(text)
 
 
 def test_read_finds_the_manifest_from_the_run_or_its_tags_folder(tmp_path):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from infra.cli import main as cli
-from pipelines import tag
+from runfolder.schema import TAGS_SCHEMA
 from runtime.errors import TagscaleError
 from tagruns import query
 
@@ -30,7 +30,7 @@ def tags_dir(tmp_path):
         )
     (tmp_path / "tags").mkdir()
     pq.write_table(
-        pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "tags" / "run-1-00000-of-00001.parquet"
+        pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), tmp_path / "tags" / "run-1-00000-of-00001.parquet"
     )
     return str(tmp_path)
 
@@ -92,7 +92,7 @@ def _write_run(root, names, tracks=3):
             }
             for i in range(tracks)
         ]
-        pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), root / "tags" / name)
+        pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), root / "tags" / name)
     (root / "tags" / "manifest.json").write_text(json.dumps({"files": list(names)}))
     return str(root)
 
@@ -171,7 +171,7 @@ def test_tables_escape_control_characters_and_json_keeps_them(tmp_path, capsys):
         }
         for i, track_id in enumerate(ids)
     ]
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), tmp_path / "tags" / "a.parquet")
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), tmp_path / "tags" / "a.parquet")
     assert query.main(["--tags", str(tmp_path), "top", "piano"]) == 0
     table = capsys.readouterr().out
     assert not any(ch in table for ch in "\x1b\x07\x00\u202e")

@@ -15,11 +15,13 @@ import tensorflow as tf
 from featurized import TINY
 
 from model import dsp
+from model import features as features_schema
 from runtime.errors import run_command
-from trainer import callbacks, crops, inputs, multiworker, schedule, task
+from trainer import callbacks, crops, inputs, multiworker, musicnn_logs, schedule, task
 
 # Validation losses on which the two rules part: improvements at epochs 3 and 6 reset plateau's
-# counter but not the seed's, which keeps counting the non-improving epochs 2, 4, 5, 7, ...
+# counter but not the cumulative rule's, which keeps counting the non-improving epochs 2, 4, 5,
+# 7, ... and halves at the validation after the one that brought its count to the patience.
 LOSSES = [1.0, 1.1, 0.9, 1.2, 1.3, 0.8, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9]
 
 
@@ -30,19 +32,64 @@ def rule(name: str, patience: int = 3) -> schedule.Rule:
 # --------------------------------------------------------------------------- learning rate
 
 
-def test_seed_and_plateau_rules_halve_at_their_own_epochs():
-    assert schedule.halving_epochs(LOSSES, rule("seed")) == [5, 9, 12]
+def test_cumulative_and_plateau_rules_halve_at_their_own_epochs():
+    assert schedule.halving_epochs(LOSSES, rule("cumulative")) == [6, 10]
     assert schedule.halving_epochs(LOSSES, rule("plateau")) == [9, 12]
     # plateau needs a drop of more than 1e-4 to reset its counter; the seed's best model takes any drop
     creeping = [1.0, 0.99995, 0.99994, 0.99993, 0.99992]
     assert schedule.halving_epochs(creeping, rule("plateau", patience=2)) == [3, 5]
-    assert schedule.halving_epochs(creeping, rule("seed", patience=2)) == []
+    assert schedule.halving_epochs(creeping, rule("cumulative", patience=2)) == []
     state = schedule.State()
     for epoch, loss in enumerate(creeping):
         schedule.advance(state, epoch, loss, rule("plateau", patience=2))
     assert (state.best, state.best_epoch) == (0.99992, 4)
     # a NaN validation loss is no improvement for either rule
-    assert schedule.halving_epochs([1.0, math.nan, math.nan], rule("seed", patience=2)) == [3]
+    assert schedule.halving_epochs([1.0, math.nan, math.nan, math.nan], rule("cumulative", patience=2)) == [4]
+    assert schedule.Rule(schedule="seed").schedule == "cumulative"  # the old name
+
+
+@pytest.mark.slow  # downloads the musicnn wheel with pip (once per session)
+@pytest.mark.parametrize("name", ["MTT_musicnn", "MTT_vgg", "MSD_vgg"])
+def test_the_cumulative_rule_replays_musicnns_own_logs_to_the_epoch(musicnn_cache, name):
+    """The wheel's logs of musicnn's runs: their validation losses through ``advance`` with
+    patience 75 and factor 0.5 halve the learning rate after exactly the epochs where the log's
+    own learning-rate column changes (MTT_musicnn: 94, 175, 259, 340, 416, 491, 566).
+    MSD_musicnn's log is a resumed run that departs after epoch ~690: docs/training.md shows it."""
+    log = musicnn_logs.read_log(musicnn_logs.log_path(name, musicnn_cache))
+    changes = musicnn_logs.lr_change_epochs(log)
+    assert len(changes) >= 7 and len(log["epoch"]) >= 600
+    halvings = schedule.halving_epochs(log["val_cost"], schedule.Rule(schedule="cumulative", patience=75, factor=0.5))
+    assert halvings == changes
+    if name == "MTT_musicnn":
+        assert changes == [94, 175, 259, 340, 416, 491, 566]
+
+
+@pytest.mark.slow  # downloads the musicnn wheel with pip (once per session)
+def test_a_runs_curves_are_drawn_over_musicnns_own_log(musicnn_cache, tmp_path, capsys):
+    """The overlay PNG of the reproduction: a short synthetic history over the wheel's real MTT log,
+    through the function and through the command that the reproduction runs."""
+    from trainer import callbacks as callbacks_lib
+
+    log = musicnn_logs.read_log(musicnn_logs.log_path("MTT_musicnn", musicnn_cache))
+    assert log["epoch"][:2] == [1, 2] and log["learning_rate"][0] == 0.001 and math.isnan(log["train_cost"][0])
+    assert 117 < musicnn_logs.median_epoch_seconds(log) < 119  # the seed's ~118 s per epoch on its GPU
+    history = {"epoch": [0, 1, 2, 3], "val_loss": [0.30, 0.20, 0.18, 0.19], "learning_rate": [1e-3, 1e-3, 5e-4, 5e-4]}
+    path = musicnn_logs.plot_against_log(history, log, str(tmp_path / "overlay.png"))
+    data = pathlib.Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    job = tmp_path / "job"
+    job.mkdir()
+    history_log = callbacks_lib.HistoryLog(str(job / "history.json"))
+    for epoch, (loss, rate) in enumerate(zip(history["val_loss"], history["learning_rate"])):
+        history_log.on_epoch_begin(epoch)
+        history_log.on_epoch_end(epoch, {"loss": loss + 0.01, "val_loss": loss, "learning_rate": rate})
+    argv = [str(job), "--cache-dir", musicnn_cache]
+    assert run_command("musicnn_logs", musicnn_logs.main, argv) == 0
+    assert (job / musicnn_logs.OVERLAY_PNG).read_bytes()[:4] == b"\x89PNG"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_command("musicnn_logs", musicnn_logs.main, [str(empty), "--cache-dir", musicnn_cache]) == 2
+    assert "has no epochs" in capsys.readouterr().err
 
 
 def keras_path_lrs(state_dir, name: str, kill_after: int | None = None) -> list[float]:
@@ -89,7 +136,7 @@ def loop_path_lrs(name: str, checkpoint_dir, kill_after: int | None = None) -> l
     return rates
 
 
-@pytest.mark.parametrize("name,halvings", [("seed", [5, 9, 12]), ("plateau", [9, 12])])
+@pytest.mark.parametrize("name,halvings", [("cumulative", [6, 10]), ("plateau", [9, 12])])
 def test_both_training_paths_take_the_rule_across_a_restart(tmp_path, name, halvings):
     expected = [0.5 ** sum(h <= epoch + 1 for h in halvings) for epoch in range(len(LOSSES))]
     assert keras_path_lrs(tmp_path / "a", name) == expected
@@ -101,13 +148,20 @@ def test_both_training_paths_take_the_rule_across_a_restart(tmp_path, name, halv
 def test_lr_schedule_flag_default_help_and_settings(tmp_path, capsys):
     base = ["--features", "f", "--frontend", "waveform", "--job-dir", str(tmp_path)]
     args = task.parse_args(base)
-    assert args.lr_schedule == "seed" and args.epoch_patches == "random"
-    assert task.run_settings(args, {})["lr_schedule"] == "seed"
+    assert args.lr_schedule == "cumulative" and args.epoch_patches == "random" and args.preset == "pons2018"
+    assert task.run_settings(args, {})["lr_schedule"] == "cumulative"
     assert task.parse_args([*base, "--lr-schedule", "plateau", "--epoch-patches", "grid"]).lr_schedule == "plateau"
+    assert capsys.readouterr().err == ""
+    # the old spellings still work, each with one line on stderr
+    old = task.parse_args([*base, "--lr-schedule", "seed", "--preset", "seed"])
+    assert (old.lr_schedule, old.preset) == ("cumulative", "pons2018")
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 2 and all("deprecated" in line for line in notes)
     with pytest.raises(SystemExit):
         task.parse_args([*base, "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--lr-schedule {seed,plateau}" in text and "ReduceLROnPlateau" in text
+    assert "--lr-schedule {cumulative,plateau}" in text and "ReduceLROnPlateau" in text
+    assert "--preset {musicnn,pons2018}" in text
     assert "--epoch-patches {random,grid,all}" in text
 
 
@@ -146,12 +200,27 @@ def track_signals(features, frontend: str) -> dict:
     return {track: np.stack([p[i] for i in sorted(p)]) for track, p in patches.items()}
 
 
-def epoch_crops(features, frontend: str, counts: dict, epoch: int) -> dict:
+def track_tails(features, kind: str) -> dict:
+    """``{track_id: the tail's frames (r, 96) or samples (r * 256,)}`` of the training split, as stored."""
+    spec = {"track_id": tf.io.FixedLenFeature([], tf.string), **features_schema.tail_feature_spec(kind)}
+    name = features_schema.TAIL_FEATURE[kind]
+    tails = {}
+    for path in inputs.split_shard_paths(features.path, kind, "train", features.metadata):
+        for record in tf.data.TFRecordDataset(path):
+            parsed = tf.io.parse_single_example(record, spec)
+            raw = parsed[name].numpy()
+            if raw:  # the last patch of a track
+                signal = np.frombuffer(raw, "<f4").reshape(-1, dsp.N_MELS) if kind == "mel" else None
+                if kind == "waveform":
+                    signal = np.frombuffer(raw, "<i2").astype(np.float32) / features_schema.WAVEFORM_SCALE
+                tails[parsed["track_id"].numpy()] = signal
+    return tails
+
+
+def epoch_crops(features, frontend: str, frames: dict, epoch: int) -> dict:
     variable = tf.Variable(epoch, dtype=tf.int64)
-    data = inputs.make_dataset(features, "train", frontend, batch_size=16, with_ids=True, training=True, seed=1)
-    kind = inputs.SHARD_KIND[frontend]
-    cropped = crops.random_crops(data, counts, variable, kind=kind, seed=0, batch_size=4, with_offsets=True)
-    assert cropped.cardinality().numpy() == -(-len(counts) // 4)
+    cropped = crops.crop_dataset(features, frontend, frames, variable, seed=0, batch_size=4, with_offsets=True)
+    assert cropped.cardinality().numpy() == -(-len(frames) // 4)
     out = {}
     for batch in cropped:
         for track, offset, signal in zip(batch["track_id"].numpy(), batch["offset"].numpy(), batch["inputs"]):
@@ -161,55 +230,47 @@ def epoch_crops(features, frontend: str, counts: dict, epoch: int) -> dict:
 
 
 @pytest.mark.slow
-def test_random_crops_take_any_offset_every_epoch_with_mel_and_waveform_aligned(long_tracks):
+def test_featurize_keeps_the_tail_and_crops_reach_the_last_frame_with_mel_and_waveform_aligned(long_tracks):
     features = inputs.open_features(str(long_tracks))
-    counts = inputs.track_patches(features, "train")
-    assert len(counts) >= 4 and set(counts.values()) == {3}
+    frames = crops.track_frames(features, "train")
+    # 10 s at 16 kHz: 1 + 160000 // 256 = 626 frames, 3 whole patches (561) and a tail of 65
+    assert len(frames) >= 4 and set(frames.values()) == {626}
     mels, waves = track_signals(features, "spectrogram"), track_signals(features, "waveform")
+    mel_tails, wave_tails = track_tails(features, "mel"), track_tails(features, "waveform")
+    assert {len(t) for t in mel_tails.values()} == {65} and {len(t) for t in wave_tails.values()} == {65 * 256}
+    whole_mel = {track: np.concatenate([mels[track].reshape(-1, dsp.N_MELS), mel_tails[track]]) for track in frames}
+    whole_wave = {  # the padded track's samples: every patch's new samples, the last patch, the tail
+        track: np.concatenate([waves[track][:-1, : dsp.PATCH_HOP_SAMPLES].ravel(), waves[track][-1], wave_tails[track]])
+        for track in frames
+    }
+    # the tail is the track's end: the last 187 stored frames are an affine map per band (the
+    # standardisation) of the log-mel of the last 48,128 stored samples, as for any patch
+    track = sorted(frames)[0]
+    computed = dsp.log_mel_patches(tf.constant(waves[track])).numpy()
+    scale = mels[track][0].std(axis=0) / computed[0].std(axis=0)
+    shift = mels[track][0].mean(axis=0) - computed[0].mean(axis=0) * scale
+    last = dsp.log_mel_patches(whole_wave[track][None, -dsp.PATCH_SAMPLES :]).numpy()[0] * scale + shift
+    error = np.abs(last - whole_mel[track][-dsp.PATCH_FRAMES :]).max()
+    assert error < 1e-5, error  # float32 rounding: 1.4e-6 measured (default, TF_ENABLE_ONEDNN_OPTS=0, AVX2)
+    one_off = dsp.log_mel_patches(whole_wave[track][None, -dsp.PATCH_SAMPLES - 256 : -256]).numpy()[0]
+    assert np.abs(one_off * scale + shift - whole_mel[track][-dsp.PATCH_FRAMES :]).max() > 1.0  # a frame off is far
+
     offsets = {}
-    for epoch in range(4):
+    for epoch in range(3):
         mel_crops, wave_crops = (
-            epoch_crops(features, "spectrogram", counts, epoch),
-            epoch_crops(features, "waveform", counts, epoch),
+            epoch_crops(features, "spectrogram", frames, epoch),
+            epoch_crops(features, "waveform", frames, epoch),
         )
-        assert set(mel_crops) == set(wave_crops) == set(counts)
+        assert set(mel_crops) == set(wave_crops) == set(frames)
         for track, (offset, mel) in mel_crops.items():
-            assert wave_crops[track][0] == offset and 0 <= offset <= 2 * dsp.PATCH_FRAMES  # one draw, both kinds
+            assert wave_crops[track][0] == offset and 0 <= offset <= 626 - 187  # one draw, both kinds
             offsets[(epoch, track)] = offset
-            # the mel crop is frames f .. f+186 of the track's patches end to end
-            frames = mels[track].reshape(-1, dsp.N_MELS)
-            np.testing.assert_array_equal(mel, frames[offset : offset + dsp.PATCH_FRAMES])
-            # the waveform crop is the padded track's samples from f * 256, rebuilt from its patches
-            patches = waves[track]
-            track_samples = np.concatenate([patches[:-1, : dsp.PATCH_HOP_SAMPLES].ravel(), patches[-1]])
+            np.testing.assert_array_equal(mel, whole_mel[track][offset : offset + dsp.PATCH_FRAMES])
             start = offset * dsp.HOP_LENGTH
-            np.testing.assert_array_equal(wave_crops[track][1], track_samples[start : start + dsp.PATCH_SAMPLES])
-    per_track = {track: {offsets[(e, track)] for e in range(4)} for track in counts}
-    assert sum(len(values) > 1 for values in per_track.values()) >= len(counts) - 1  # crops change between epochs
-    assert sum(offset % dsp.PATCH_FRAMES != 0 for offset in offsets.values()) >= len(offsets) // 2
-
-
-@pytest.mark.slow
-def test_a_crop_s_log_mel_is_the_log_mel_of_its_waveform(long_tracks):
-    """Crop the same offset from both kinds: the stored (normalised) log-mel crop is an affine map
-    per band of the log-mel computed from the waveform crop, the map the patches themselves obey."""
-    features = inputs.open_features(str(long_tracks))
-    mels, waves = track_signals(features, "spectrogram"), track_signals(features, "waveform")
-    track = sorted(mels)[0]
-    computed = dsp.log_mel_patches(tf.constant(waves[track])).numpy()  # (3, 187, 96) from the stored PCM
-    stored = mels[track]
-    scale = stored[0].std(axis=0) / computed[0].std(axis=0)  # the per-band normalisation, from patch 0
-    shift = stored[0].mean(axis=0) - computed[0].mean(axis=0) * scale
-    for offset in (93, 187 + 50):
-        wave_crop = crops.crop("waveform", tf.constant(waves[track]), tf.constant(offset, tf.int64))
-        mel_crop = crops.crop("mel", tf.constant(stored), tf.constant(offset, tf.int64)).numpy()
-        from_wave = dsp.log_mel_patches(wave_crop[None]).numpy()[0] * scale + shift
-        error = np.abs(from_wave - mel_crop).max()
-        assert error < 1e-5, error  # float32 rounding: 1.2e-6 measured
-        shifted = dsp.log_mel_patches(
-            crops.crop("waveform", tf.constant(waves[track]), tf.constant(offset + 1, tf.int64))[None]
-        ).numpy()[0]
-        assert np.abs(shifted * scale + shift - mel_crop).max() > 1.0  # one frame off is far off (5.9 measured)
+            np.testing.assert_array_equal(wave_crops[track][1], whole_wave[track][start : start + dsp.PATCH_SAMPLES])
+    per_track = {track: {offsets[(e, track)] for e in range(3)} for track in frames}
+    assert sum(len(values) > 1 for values in per_track.values()) >= len(frames) - 1  # crops change between epochs
+    assert any(offset > 2 * dsp.PATCH_FRAMES for offset in offsets.values())  # some reach into the tail
 
 
 @pytest.mark.slow

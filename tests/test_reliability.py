@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines import buckets, dead_letter, featurize, stages, tag
+from pipelines import buckets, featurize, stages, tag
 from pipelines.decode import audio
-from tagruns import query
+from runfolder import manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NASTY_NAME = "a; rm -rf victim $(touch pwned) `touch pwned2`.flac"
@@ -92,7 +92,7 @@ def nasty(tmp_path_factory):
 
 
 def check_accounting(output, ok_ids, expected, n_rows):
-    files = dead_letter.dead_letter_files(str(output))  # through the run's dead-letter manifest
+    files = manifest.dead_letter_files(str(output))  # through the run's dead-letter manifest
     assert sorted(path.rsplit("/", 1)[-1] for path in files) == sorted(
         p.name for p in (output / "dead_letter").glob("*.parquet")
     )
@@ -170,7 +170,7 @@ def test_tag_accounts_for_every_bad_row(nasty, tmp_path):
         ]
     )
     assert summary["tracks_in"] == n_rows == summary["tagged"] + summary["skipped"] + summary["failed"]
-    rows = pq.read_table(query.tag_files(str(tmp_path / "t"))).to_pylist()
+    rows = pq.read_table(manifest.tag_files(str(tmp_path / "t"))).to_pylist()
     check_accounting(tmp_path / "t", [r["track_id"] for r in rows], expected, n_rows)
     by_id = {r["track_id"]: r for r in rows}
     assert by_id["two_hours"]["duration_s"] == 20.0 and by_id["non_utf8_name"]["uri"].endswith("caf\ufffd.wav")
@@ -273,7 +273,7 @@ def test_a_fault_that_persists_ends_in_the_dead_letter(monkeypatch):
 def tag_rows_as_bits(output):
     """The tag output read through its manifest, one row per track in track_id order, with
     every score and embedding value as the bits of its float32, so re-runs compare exactly."""
-    rows = sorted(pq.read_table(query.tag_files(str(output))).to_pylist(), key=lambda row: row["track_id"])
+    rows = sorted(pq.read_table(manifest.tag_files(str(output))).to_pylist(), key=lambda row: row["track_id"])
     for row in rows:
         row["scores"] = [(s["tag"], int(np.float32(s["score"]).view(np.uint32))) for s in row["scores"]]
         row["embedding"] = np.asarray(row["embedding"], np.float32).view(np.uint32).tolist()
@@ -307,7 +307,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
             str(output),
         ]
     )
-    manifest = (output / "tags" / "manifest.json").read_bytes()
+    listed = (output / "tags" / "manifest.json").read_bytes()
     before = tag_rows_as_bits(output)
     assert len(before) == 25
 
@@ -349,7 +349,7 @@ def test_tag_killed_in_the_parquet_sink_keeps_the_old_output_and_incremental_tag
     finally:
         process.send_signal(os_signal.SIGKILL)
         process.wait(timeout=60)
-    assert (output / "tags" / "manifest.json").read_bytes() == manifest
+    assert (output / "tags" / "manifest.json").read_bytes() == listed
     assert tag_rows_as_bits(output) == before  # the old output, intact and readable
 
     result = subprocess.run(
@@ -418,7 +418,7 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
             str(output),
         ]
     )
-    before, manifest = tag_rows_as_bits(output), (output / "tags" / "manifest.json").read_bytes()
+    before, listed = tag_rows_as_bits(output), (output / "tags" / "manifest.json").read_bytes()
     if small_filesystem is not None:
         fill(small_filesystem, 12 * 1024)
     else:
@@ -433,7 +433,7 @@ def test_tag_run_that_runs_out_of_space_leaves_the_previous_output(
     with pytest.raises(Exception, match="No space left on device") as failure:
         tag.run(["--catalog", str(forty_tracks), "--model", model, "--output", str(output)])
     assert "while running 'WriteTags/" in str(failure.value)  # the Parquet sink hit the full disk
-    assert (output / "tags" / "manifest.json").read_bytes() == manifest
+    assert (output / "tags" / "manifest.json").read_bytes() == listed
     assert tag_rows_as_bits(output) == before and len(before) == 5
     assert sorted(name for name in os.listdir(output) if name.startswith(".tagscale")) == [
         ".tagscale-owned",

@@ -12,7 +12,7 @@ from tagruns import tagdata
 def test_the_cli_readers_and_the_explorer_read_the_same_scores(tmp_path):
     expected = write_run(tmp_path, tracks=12)["scores"]
     table = tagdata.load(str(tmp_path))
-    run = explore_data.read_run(0, str(tmp_path), str(tmp_path))
+    run = explore_data.read_run(0, str(tmp_path))
     ids = run.table.column("track_id").to_pylist()
     assert sorted(ids) == sorted(table.track_ids) == sorted(expected)
     for tag in table.tags:

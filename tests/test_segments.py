@@ -12,7 +12,8 @@ from made import SMALL_MODEL_TAGS as TAGS
 from made import synth_tone
 
 from model import dsp
-from pipelines import provenance, segments, shards, tag, tag_output
+from pipelines import tag
+from runfolder import layout, manifest, provenance, segments
 from runtime.errors import TagscaleError, run_command
 from tagruns import query
 
@@ -37,12 +38,12 @@ def run_tag(catalog, model, output, *extra):
     return tag.run(["--catalog", str(catalog), "--model", model, "--output", str(output), "--batch-size", "4", *extra])
 
 
-def manifest(output):
+def manifest_of(output):
     return json.loads((output / "tags" / "manifest.json").read_text())
 
 
 def segment_rows(output):
-    files = tag_output.segment_files(str(output))
+    files = manifest.segment_files(str(output))
     return sorted(
         (row for path in files for row in pq.read_table(path).to_pylist()),
         key=lambda row: (row["track_id"], row["start_s"]),
@@ -50,7 +51,7 @@ def segment_rows(output):
 
 
 def track_rows(output):
-    return {row["track_id"]: row for path in query.tag_files(str(output)) for row in pq.read_table(path).to_pylist()}
+    return {row["track_id"]: row for path in manifest.tag_files(str(output)) for row in pq.read_table(path).to_pylist()}
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +86,17 @@ def test_one_segment_row_per_patch_with_its_time_span_and_scores(segmented):
 @pytest.mark.slow
 def test_segment_files_are_sharded_by_track_and_listed_in_the_manifest_with_provenance(segmented):
     output = segmented["output"]
-    listed = manifest(output)
+    listed = manifest_of(output)
     assert len(listed["files"]) == 2 and len(listed["segments"]) == 2
     assert all(name.startswith("segments-run-") for name in listed["segments"])
     on_disk = sorted(path.name for path in (output / "tags").glob("*.parquet"))
     assert on_disk == sorted(listed["files"] + listed["segments"])
-    assert query.tag_files(str(output)) == [str(output / "tags" / name) for name in listed["files"]]
+    assert manifest.tag_files(str(output)) == [str(output / "tags" / name) for name in listed["files"]]
     for name in listed["segments"]:
         file = pq.ParquetFile(output / "tags" / name)
         shard, count = int(name[-22:-17]), int(name[-13:-8])
         ids = set(file.read().column("track_id").to_pylist())
-        assert all(shards.shard_of(track_id, count) == shard for track_id in ids)
+        assert all(layout.shard_of(track_id, count) == shard for track_id in ids)
         metadata = file.schema_arrow.metadata
         assert json.loads(metadata[b"tagscale.tags"]) == TAGS
         origin = json.loads(metadata[provenance.METADATA_KEY.encode()])
@@ -117,7 +118,7 @@ def test_incremental_runs_keep_one_segment_row_per_patch(segmented, small_model,
     after = segment_rows(output)
     assert [row for row in after if row["track_id"] != "other"] == before
     assert len([row for row in after if row["track_id"] == "other"]) == track_rows(output)["other"]["n_patches"] == 1
-    listed = manifest(output)  # each run adds one file of each table (an all-skipped run's is empty)
+    listed = manifest_of(output)  # each run adds one file of each table (an all-skipped run's is empty)
     assert len(listed["segments"]) == len(listed["files"]) == 3
 
 
@@ -125,7 +126,7 @@ def test_incremental_runs_keep_one_segment_row_per_patch(segmented, small_model,
 def test_segments_over_tracks_tagged_without_them_is_refused_and_changes_nothing(segmented, small_model, tmp_path):
     root, output = segmented["root"], tmp_path / "out"
     run_tag(write_catalog(root, ["short"]), small_model, output)
-    assert tag_output.segment_files(str(output)) is None
+    assert manifest.segment_files(str(output)) is None
     before = sorted((path.name, path.read_bytes()) for path in (output / "tags").iterdir())
     with pytest.raises(TagscaleError, match="tagged without --segments"):
         run_tag(write_catalog(root, ["short", "mid"]), small_model, output, "--segments", "--incremental")
@@ -189,7 +190,7 @@ def test_query_when_errors_are_one_line_and_exit_2(segmented, capsys, tmp_path):
         assert code == 2 and out == "" and err == f"tagscale query: error: {message}\n", err
     plain = tmp_path / "plain"
     (plain / "tags").mkdir(parents=True)
-    for path in query.tag_files(output):
+    for path in manifest.tag_files(output):
         (plain / "tags" / path.rsplit("/", 1)[-1]).write_bytes(open(path, "rb").read())
     code, _, err = run_query(capsys, "--tags", str(plain), "when", "long", "high")
     assert code == 2 and "no segments table" in err and len(err.splitlines()) == 1

@@ -9,7 +9,8 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import dead_letter, parquet_shards, sharded, shards
+from pipelines import dead_letter, parquet_shards, sharded
+from runfolder import layout
 
 
 class TextShards(sharded.ShardWriter):
@@ -20,7 +21,7 @@ class TextShards(sharded.ShardWriter):
         self._directory = directory
 
     def shard_key(self, word, num_shards):
-        return shards.shard_of(word, num_shards)
+        return layout.shard_of(word, num_shards)
 
     def every_shard(self, num_shards):
         return range(num_shards)
@@ -45,7 +46,7 @@ def test_any_format_gets_every_shard_its_own_elements_and_the_side_inputs(tmp_pa
         assert_that(paths, equal_to([f"{tmp_path}/{i}-of-8.txt" for i in range(8)]))
     for i in range(8):
         lines = (tmp_path / f"{i}-of-8.txt").read_text().split("\n")
-        assert lines == ["# words", *sorted(w for w in words if shards.shard_of(w, 8) == i)]
+        assert lines == ["# words", *sorted(w for w in words if layout.shard_of(w, 8) == i)]
     assert {len((tmp_path / f"{i}-of-8.txt").read_text().split("\n")) for i in range(8)} >= {1, 2}  # empty ones too
 
 
@@ -55,10 +56,10 @@ def test_parquet_sink_files_are_the_writers_bytes_for_each_shards_rows(tmp_path)
     num_shards = 16
     by_shard = {}  # one row per shard (the order inside a shard cannot differ), some shards empty
     for i in range(40):
-        by_shard.setdefault(shards.shard_of(f"t{i}", num_shards), [f"t{i}"])
+        by_shard.setdefault(layout.shard_of(f"t{i}", num_shards), [f"t{i}"])
     ids = sorted(ids[0] for ids in by_shard.values())[:6]
     rows = [dead_letter.record(track_id=i, uri=f"/a/{i}.mp3", stage="decode", error="bad") for i in ids]
-    by_shard = {shards.shard_of(row["track_id"], num_shards): [row] for row in rows}
+    by_shard = {layout.shard_of(row["track_id"], num_shards): [row] for row in rows}
     with TestPipeline() as pipeline:
         metadata = pipeline | "Metadata" >> beam.Create([{"origin": "test"}])
         _ = (

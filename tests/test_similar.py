@@ -13,9 +13,10 @@ import pytest
 from tag_runs import TAGGED_DEMO_TRACKS, run_tag, small_run
 
 from infra.cli import main as cli
-from pipelines import tag, tag_output
+from runfolder import manifest
+from runfolder.schema import TAGS_SCHEMA
 from runtime.errors import TagscaleError
-from tagruns import calibrate, query, similar, tagdata
+from tagruns import calibrate, similar, tagdata
 from tagruns import diff as drift
 from tagruns import labels as label_store
 
@@ -115,9 +116,9 @@ def test_index_recall_and_staleness(tagged_demo, tmp_path, capsys):
     # New tag output makes the index stale: similar searches exactly and says why.
     rows = pq.read_table(next((folder / "tags").glob("*.parquet"))).slice(0, 1).to_pylist()
     copied, rows[0]["track_id"] = rows[0]["track_id"], "extra-0"
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), folder / "tags" / "run-z.parquet")
-    listed = [path.rsplit("/", 1)[-1] for path in query.tag_files(str(folder))]
-    tag_output.write_manifest(
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), folder / "tags" / "run-z.parquet")
+    listed = [path.rsplit("/", 1)[-1] for path in manifest.tag_files(str(folder))]
+    manifest.write_tags_manifest(
         str(folder / "tags"), listed + ["run-z.parquet"], run_id="z"
     )  # as an incremental run would
     results, note = similar.search(str(folder), track_id="extra-0", k=2)

@@ -12,6 +12,8 @@ from model import dsp, export, pretrained
 from pipelines import tag, tag_rows
 from pipelines.catalog import Track
 from pipelines.decode import audio
+from runfolder import manifest
+from runfolder.schema import TAGS_SCHEMA
 from tagruns import query
 
 
@@ -88,7 +90,7 @@ def run_tag(catalog, model, output, *extra):
 
 
 def read_tags(output):
-    return pq.read_table(query.tag_files(str(output))).to_pandas().sort_values("track_id").reset_index(drop=True)
+    return pq.read_table(manifest.tag_files(str(output))).to_pandas().sort_values("track_id").reset_index(drop=True)
 
 
 @pytest.mark.slow
@@ -98,8 +100,8 @@ def test_tags_every_track_once_with_the_models_own_scores(tag_catalog, small_mod
     assert summary["tracks_in"] == 13
     assert (summary["tagged"], summary["skipped"], summary["failed"]) == (10, 0, 3)
     assert json.loads((output / "summary.json").read_text())["tagged"] == 10
-    table = pq.read_table(query.tag_files(str(output)))
-    assert table.schema.equals(tag.TAGS_SCHEMA)
+    table = pq.read_table(manifest.tag_files(str(output)))
+    assert table.schema.equals(TAGS_SCHEMA)
     rows = read_tags(output)
     assert list(rows.track_id) == sorted(f"t{i}" for i in range(10))
     model = export.load_serving_model(small_model)
@@ -151,8 +153,6 @@ def test_num_shards_3_writes_three_listed_files_read_by_query_and_incremental_on
     import subprocess
     import sys
 
-    from pipelines import dead_letter
-
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": repo}
     output, catalog = tmp_path / "out", tmp_path / "catalog.csv"
@@ -181,12 +181,12 @@ def test_num_shards_3_writes_three_listed_files_read_by_query_and_incremental_on
     catalog.write_text("\n".join(lines) + "\n")  # all ten, and the three bad rows
     grown = run_tag(catalog, small_model, output, "--incremental", "--num-shards", "3")
     assert (grown["tagged"], grown["skipped"], grown["failed"]) == (3, 7, 3)
-    manifest = json.loads((output / "tags" / "manifest.json").read_text())
-    assert len(manifest["files"]) == 6 and set(listed) < set(manifest["files"])
+    written = json.loads((output / "tags" / "manifest.json").read_text())
+    assert len(written["files"]) == 6 and set(listed) < set(written["files"])
     connection = query.connect(str(output))
     assert connection.execute("select count(*), count(DISTINCT track_id) from tags").fetchall() == [(10, 10)]
     assert sorted(read_tags(output).track_id) == sorted(f"t{i}" for i in range(10))
-    failed = pq.read_table(dead_letter.dead_letter_files(str(output))).column("track_id").to_pylist()
+    failed = pq.read_table(manifest.dead_letter_files(str(output))).column("track_id").to_pylist()
     assert sorted(failed) == ["gone", "t3", "text"]
 
 
@@ -212,10 +212,10 @@ def test_a_run_records_its_provenance_in_the_manifest_every_file_and_query_stats
         "catalog": {"path": str(catalog), "rows": 6},
         "tagscale_version": importlib.metadata.version("tagscale"),
     }
-    manifest = json.loads((output / "tags" / "manifest.json").read_text())
-    assert {"files", "run_id", "written_by"} < set(manifest) and manifest["provenance"] == expected
-    assert len(manifest["files"]) == 2
-    for name in manifest["files"]:
+    written = json.loads((output / "tags" / "manifest.json").read_text())
+    assert {"files", "run_id", "written_by"} < set(written) and written["provenance"] == expected
+    assert len(written["files"]) == 2
+    for name in written["files"]:
         assert json.loads(pq.read_schema(output / "tags" / name).metadata[b"tagscale.provenance"]) == expected
 
     assert query.main(["--tags", str(output), "--json", "stats"]) == 0

@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines import dead_letter, tag, tag_output
+from pipelines import dead_letter, tag_output
+from runfolder import layout, manifest
+from runfolder.schema import TAGS_SCHEMA, row_bytes
 from runtime.errors import TagscaleError
 from tagruns import tagdata
 
@@ -42,14 +44,14 @@ def tag_rows(n, *, dim=200, n_tags=50, seed=0):
 
 def write_tags(rows, directory, **kwargs):
     with TestPipeline() as pipeline:
-        _ = pipeline | beam.Create(rows) | tag_output.WriteTags(str(directory), "r1", tag.TAGS_SCHEMA, **kwargs)
+        _ = pipeline | beam.Create(rows) | tag_output.WriteTags(str(directory), "r1", TAGS_SCHEMA, **kwargs)
     return tag_output.run_files(str(directory), "r1")
 
 
 @pytest.mark.slow
 def test_target_bytes_split_tag_rows_into_files_of_about_that_size(tmp_path):
     rows = tag_rows(1500)
-    estimate = sum(tag_output.row_bytes(row) for row in rows)
+    estimate = sum(row_bytes(row) for row in rows)
     names = write_tags(rows, tmp_path, target_bytes=estimate // 4 + 1)
     assert names == [f"run-r1-{i:05d}-of-00004.parquet" for i in range(4)]
     sizes = [os.path.getsize(tmp_path / name) for name in names]
@@ -57,7 +59,7 @@ def test_target_bytes_split_tag_rows_into_files_of_about_that_size(tmp_path):
     assert abs(sum(sizes) - estimate) < 0.01 * estimate
     assert all(0.6 * estimate / 4 < size < 1.4 * estimate / 4 for size in sizes), sizes
     table = pq.read_table([str(tmp_path / name) for name in names])
-    assert table.schema.equals(tag.TAGS_SCHEMA)
+    assert table.schema.equals(TAGS_SCHEMA)
     assert sorted(table.column("track_id").to_pylist()) == [row["track_id"] for row in rows]  # each once
     by_id = {row["track_id"]: row for row in table.to_pylist()}
     assert by_id["track-000007"] == rows[7]
@@ -86,30 +88,30 @@ def test_dead_letters_are_sharded_by_bytes_and_listed_in_their_manifest(tmp_path
     estimate = sum(dead_letter.record_bytes(record) for record in records)
     with TestPipeline() as pipeline:
         _ = pipeline | beam.Create(records) | dead_letter.WriteDeadLetter(str(tmp_path), target_bytes=estimate // 3 + 1)
-    manifest = dead_letter.write_manifest(str(tmp_path), run_id="r1")
-    assert manifest["files"] == [f"part-{i:05d}-of-00003.parquet" for i in range(3)]
-    files = dead_letter.dead_letter_files(str(tmp_path))
-    assert [path.rsplit("/", 1)[-1] for path in files] == manifest["files"]
+    written = dead_letter.write_manifest(str(tmp_path), run_id="r1")
+    assert written["files"] == [f"part-{i:05d}-of-00003.parquet" for i in range(3)]
+    files = manifest.dead_letter_files(str(tmp_path))
+    assert [path.rsplit("/", 1)[-1] for path in files] == written["files"]
     read = pq.read_table(files).to_pylist()
     assert sorted(read, key=lambda record: int(record["track_id"][1:])) == records
     # Reading the folder as a dataset, as users' scripts do, skips the manifest.
     assert pq.read_table(tmp_path / "dead_letter").num_rows == 300
-    os.remove(tmp_path / "dead_letter" / dead_letter.MANIFEST)  # a run from before the manifest
-    assert dead_letter.dead_letter_files(str(tmp_path)) == files
+    os.remove(tmp_path / "dead_letter" / layout.DEAD_LETTER_MANIFEST)  # a run from before the manifest
+    assert manifest.dead_letter_files(str(tmp_path)) == files
 
 
 def test_no_dead_letters_is_one_empty_file(tmp_path):
     with TestPipeline() as pipeline:
         _ = pipeline | beam.Create([]).with_output_types(dict) | dead_letter.WriteDeadLetter(str(tmp_path))
     dead_letter.write_manifest(str(tmp_path), run_id="r1")
-    (path,) = dead_letter.dead_letter_files(str(tmp_path))
+    (path,) = manifest.dead_letter_files(str(tmp_path))
     assert pq.read_table(path).num_rows == 0 and pq.read_table(path).schema.equals(dead_letter.SCHEMA)
 
 
 def write_run(folder, manifest_text):
     (folder / "tags").mkdir(parents=True)
     rows = tag_rows(2, dim=4, n_tags=3)
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), folder / "tags" / "run-1.parquet")
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), folder / "tags" / "run-1.parquet")
     (folder / "tags" / "manifest.json").write_text(manifest_text)
 
 
@@ -133,15 +135,15 @@ def test_a_malformed_manifest_is_a_clear_error_naming_it(tmp_path, case):
     text, message = BAD_MANIFESTS[case]
     write_run(tmp_path, text)
     path = str(tmp_path / "tags" / "manifest.json")
-    for read in (tag_output.manifest_files, tag_output.tag_files, tagdata.load):
+    for read in (manifest.manifest_files, manifest.tag_files, tagdata.load):
         with pytest.raises(TagscaleError, match="manifest") as error:
-            read(str(tmp_path / "tags") if read is tag_output.manifest_files else str(tmp_path))
+            read(str(tmp_path / "tags") if read is manifest.manifest_files else str(tmp_path))
         assert str(error.value).startswith(path) and message in str(error.value), str(error.value)
 
 
 def test_plain_file_names_are_read(tmp_path):
     write_run(tmp_path, json.dumps({"files": ["run-1.parquet"], "run_id": "1"}))
-    assert tag_output.tag_files(str(tmp_path)) == [str(tmp_path / "tags" / "run-1.parquet")]
+    assert manifest.tag_files(str(tmp_path)) == [str(tmp_path / "tags" / "run-1.parquet")]
     assert tagdata.load(str(tmp_path)).track_ids == ["track-000000", "track-000001"]
 
 
@@ -173,7 +175,7 @@ def test_tag_files_that_are_not_tag_output_are_a_clear_error_naming_the_file(tmp
     with pytest.raises(TagscaleError, match=f"{listed} is not tag output: no column uri, model, duration_s"):
         tagdata.load(str(tmp_path))
     rows = tag_rows(1, dim=4, n_tags=3)
-    table = pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA)
+    table = pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA)
     wrong = table.set_column(table.schema.get_field_index("scores"), "scores", pyarrow.array(["high"]))
     pq.write_table(wrong, listed)
     with pytest.raises(TagscaleError, match=f"{listed} is not tag output: Unsupported cast from string to list"):

@@ -10,7 +10,8 @@ import pytest
 from tag_runs import small_run
 
 from infra.cli import main as cli
-from tagruns import calibrate, query, similar, tagdata
+from runfolder import manifest
+from tagruns import calibrate, similar, tagdata
 
 
 def foreign_run(folder: pathlib.Path, kind: str) -> str:
@@ -56,7 +57,7 @@ def test_gs_tag_output(tmp_path):
     local = small_run(tmp_path / "run", scores, embeddings)
     with running_emulator("beyond-test") as client:
         bucket = client.bucket("beyond-test")
-        bucket.blob("run/tags/run-1.parquet").upload_from_filename(query.tag_files(local)[0])
+        bucket.blob("run/tags/run-1.parquet").upload_from_filename(manifest.tag_files(local)[0])
         bucket.blob("labels.csv").upload_from_string(
             "track_id,tag\n" + "".join(f"t{i},{'a' if e[0] > 0 else 'b'}\n" for i, e in enumerate(embeddings))
         )

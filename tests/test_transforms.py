@@ -17,6 +17,7 @@ from made import SMALL_MODEL_TAGS as TAGS
 from model import dsp, export
 from pipelines import dead_letter, stages, tag, tag_output
 from pipelines.catalog import Track
+from runfolder.schema import TAGS_SCHEMA
 
 # Every test here runs a Beam stage on a handful of elements (TestPipeline on the local runner):
 # about a second each on a shared 2-core CPU, so in the fast loop (pytest.ini: slow is by time).
@@ -39,7 +40,7 @@ def tag_row(track_id: str, version: str) -> dict:
 def test_skip_already_tagged_splits_by_model_version(tmp_path):
     existing = tmp_path / "run.parquet"
     rows = [tag_row("a", "v1"), tag_row("b", "v0")]  # b was tagged by another version: tag it again
-    pq.write_table(pyarrow.Table.from_pylist(rows, schema=tag.TAGS_SCHEMA), existing)
+    pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), existing)
     tracks = [Track(name, f"/{name}.wav") for name in ("a", "b", "c")]
     with TestPipeline() as pipeline:
         split = pipeline | beam.Create(tracks) | tag.SkipAlreadyTagged([str(existing)], "v1")
@@ -87,12 +88,12 @@ def test_tag_tracks_means_the_models_patch_outputs(small_model):
 def test_write_tags_writes_one_parquet_file_of_the_rows(tmp_path):
     rows = [tag_row("a", "v1"), tag_row("b", "v1")]
     with TestPipeline() as pipeline:
-        written = pipeline | beam.Create(rows) | tag_output.WriteTags(str(tmp_path), "r1", tag.TAGS_SCHEMA)
+        written = pipeline | beam.Create(rows) | tag_output.WriteTags(str(tmp_path), "r1", TAGS_SCHEMA)
         assert_that(
             written | beam.Map(lambda path: path.rsplit("/", 1)[-1]), equal_to(["run-r1-00000-of-00001.parquet"])
         )
     table = pq.read_table(tmp_path / "run-r1-00000-of-00001.parquet")
-    assert table.schema.equals(tag.TAGS_SCHEMA)
+    assert table.schema.equals(TAGS_SCHEMA)
     assert table.to_pylist() == [
         {**row, "scores": [{"tag": "a", "score": 0.5}], "embedding": [0.0, 1.0]} for row in rows
     ]

@@ -71,3 +71,5 @@ def test_vertex_seeds_make_one_job_per_arm_and_seed(capsys):
         args = arm["custom_job"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
         assert args[args.index("--job-dir") + 1] == arm["job_dir"]
         assert [args[i + 1] for i, a in enumerate(args) if a == "--seed"][-1] == str(seed)  # the last one counts
+        assert args[args.index("--subset") + 1] == str(seed - 5)  # seed number k: subset k, as a local comparison
+        assert "--no-standardise" in args

@@ -27,11 +27,10 @@ import sys
 
 from model.features import FRONTENDS
 from runtime.errors import TagscaleError
-from trainer import compare_seeds, flags, lanes, task
+from trainer import compare_report, compare_seeds, flags, lanes, task
+from trainer.compare_report import PLOT_CURVES, PLOT_SIZE
 
 LOG = logging.getLogger("tagscale.compare")
-PLOT_SIZE = "auc_vs_training_size.png"
-PLOT_CURVES = "learning_curves.png"
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -89,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         "largest fraction in --epochs epochs (smaller fractions run more epochs) (epochs)",
     )
     flags.add_training_flags(parser)
+    # Both front-ends alike: the waveform has no per-band standardisation to match the log-mel's, so
+    # the comparison reads the log-mel as computed too (the seed's input), unless --standardise.
+    parser.set_defaults(standardise=False)
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity per run (0)")
     return parser
 
@@ -157,161 +159,6 @@ def report_row(evaluation: dict, history: dict, job_dir: str, fraction: float) -
     }
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def lr_text(settings: dict) -> str:
-    """The learning-rate rule of ``settings`` in words (runs from before ``lr_schedule`` used plateau)."""
-    factor, patience = settings["lr_plateau_factor"], settings["lr_plateau_patience"]
-    if settings.get("lr_schedule", "plateau") == "seed":
-        return (
-            f"learning rate x{factor:g} each time {patience} more validations have not beaten the best loss "
-            "(`--lr-schedule seed`, musicnn-training's rule: improvements do not reset the count)"
-        )
-    return (
-        f"learning rate x{factor:g} after {patience} epochs without a validation loss lower by 1e-4 "
-        "(`--lr-schedule plateau`, Keras' ReduceLROnPlateau)"
-    )
-
-
-def recipe_text(settings: dict) -> str:
-    """The full training recipe of ``settings`` (run_settings) in one sentence."""
-    stopping = settings.get("early_stopping_patience")
-    budget = settings.get("budget", "epochs")
-    return (
-        f"preset `{settings['preset']}`, Adam lr {settings['learning_rate']:g}, batch {settings['batch_size']}, "
-        f"L2 weight decay {settings['weight_decay']:g}, {lr_text(settings)}, {settings['epochs']} epochs "
-        + ("(of the largest fraction; the others as many updates, `--budget steps`) " if budget == "steps" else "")
-        + (f"(early stopping after {stopping} epochs without improvement)" if stopping else "(no early stopping)")
-        + f", the model of the lowest validation loss kept, validation every {settings['validation_freq']} epoch(s), "
-        f"epoch patches `{settings['epoch_patches']}`, init `{settings['init']}`, "
-        + (
-            f"seeds {settings['seed']}-{settings['seed'] + settings['seeds'] - 1} per arm, "
-            if settings.get("seeds", 1) > 1
-            else f"seed {settings['seed']}, "
-        )
-        + f"per-band input standardisation {'on' if settings.get('standardise', True) else 'off'}, "
-        f"batch-norm momentum {settings['batch_norm_momentum'] or 'Keras default (0.99)'}, "
-        f"shuffle buffer {settings['shuffle_buffer']}"
-    )
-
-
-def markdown(report: dict) -> str:
-    """``report.md``: settings, the table, the plots."""
-    settings = report["settings"]
-    lines = [
-        "# Front-end comparison: waveform vs spectrogram",
-        "",
-        f"Features: `{report['features']}` ({report['test']['tracks']} test tracks, "
-        f"{report['test']['examples']} test patches, "
-        f"{report['n_tags']} tags). Track-level scores (mean of patch scores); macro averages over the tags with "
-        f"positive and negative test tracks"
-        f"{'; excluded: ' + ', '.join(report['excluded_tags']) if report['excluded_tags'] else ''}.",
-        "",
-        "Recipe: " + recipe_text(settings) + ".",
-        "",
-        "Size overrides (NetworkConfig fields): "
-        + (
-            "; ".join(f"{frontend}: `{json.dumps(o)}`" for frontend, o in settings["overrides"].items() if o)
-            or "none (preset sizes)"
-        )
-        + ".",
-        "",
-        "| fraction | front-end | training examples (tracks) | ROC-AUC | PR-AUC | "
-        "parameters | epochs | training time (s) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in report["runs"]:
-        lines.append(
-            f"| {row['fraction']:g} | {row['frontend']} | {row['train_examples']} ({row['train_tracks']}) | "
-            f"{compare_seeds.cell(row, 'roc_auc', _fmt)} | "
-            f"{compare_seeds.cell(row, 'pr_auc', _fmt)} | {row['params']:,} | {row['epochs_trained']} | "
-            f"{row['train_time_s']:.1f} |"
-        )
-    if any(compare_seeds.spread(row, "roc_auc") for row in report["runs"]):
-        lines += ["", "ROC-AUC and PR-AUC: the mean over the arm's seeds, (min-max) over them; time: the mean."]
-    lines += ["", f"![test AUC against training-set size]({PLOT_SIZE})", "", f"![learning curves]({PLOT_CURVES})", ""]
-    return "\n".join(lines)
-
-
-def plot(report: dict, output: str) -> list[str]:
-    """The two PNGs (matplotlib Agg); returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = report["runs"]
-    frontends = sorted({row["frontend"] for row in runs})
-    fractions = sorted({row["fraction"] for row in runs})
-    colors = {"waveform": "tab:blue", "spectrogram": "tab:orange"}
-    paths = []
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, key, title in zip(axes, ("roc_auc", "pr_auc"), ("ROC-AUC", "PR-AUC")):
-        for frontend in frontends:
-            rows = sorted(
-                (r for r in runs if r["frontend"] == frontend and r[key] is not None), key=lambda r: r["train_examples"]
-            )
-            bounds = [compare_seeds.spread(r, key) or (r[key], r[key]) for r in rows]
-            axis.errorbar(  # the bars: min-max over the seeds (none with one seed)
-                [r["train_examples"] for r in rows],
-                [r[key] for r in rows],
-                yerr=[[r[key] - b[0] for r, b in zip(rows, bounds)], [b[1] - r[key] for r, b in zip(rows, bounds)]],
-                fmt="o-",
-                capsize=3,
-                color=colors.get(frontend),
-                label=frontend,
-            )
-        if key == "roc_auc":
-            axis.axhline(0.5, color="gray", linestyle=":", linewidth=1, label="chance")
-        if len(fractions) > 1 and max(fractions) / min(fractions) >= 5:
-            axis.set_xscale("log")
-        axis.set_xlabel("training examples (patches)")
-        axis.set_ylabel(f"test {title} (macro, track level)")
-        axis.set_title(f"{title} against training-set size")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    paths.append(_save(figure, output, PLOT_SIZE))
-    plt.close(figure)
-
-    figure, axes = plt.subplots(1, len(frontends), figsize=(5 * len(frontends), 4), squeeze=False, sharey=True)
-    cmap = plt.get_cmap("viridis")
-    for axis, frontend in zip(axes[0], frontends):
-        for i, fraction in enumerate(fractions):
-            row = next((r for r in runs if r["frontend"] == frontend and r["fraction"] == fraction), None)
-            if not row or not row["history"].get("epoch"):
-                continue
-            color = cmap(i / max(1, len(fractions) - 1) * 0.85)
-            epochs = [e + 1 for e in row["history"]["epoch"]]
-            axis.plot(epochs, row["history"]["loss"], "--", color=color, label=f"train, fraction {fraction:g}")
-            axis.plot(epochs, row["history"]["val_loss"], "-", color=color, label=f"valid, fraction {fraction:g}")
-        axis.set_title(f"{frontend}: binary cross-entropy per epoch")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("loss")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    paths.append(_save(figure, output, PLOT_CURVES))
-    plt.close(figure)
-    return paths
-
-
-def _save(figure, output: str, name: str) -> str:
-    import io
-
-    import tensorflow as tf
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    path = f"{output.rstrip('/')}/{name}"
-    with tf.io.gfile.GFile(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return path
-
-
 def compare(args) -> dict:
     """Run every (fraction, front-end) job, then write the report files; returns report.json's contents."""
     import tensorflow as tf
@@ -359,14 +206,16 @@ def compare(args) -> dict:
             "overrides": {frontend: flags.network_overrides(args, frontend) for frontend in frontends},
         },
         "runs": runs,
+        "paired": compare_report.paired(runs),
     }
     report["settings"].pop("fraction", None)
+    report["settings"].pop("subset", None)
     report = json.loads(json.dumps(report))  # tuples -> lists, as written
     with tf.io.gfile.GFile(f"{args.output.rstrip('/')}/report.json", "w") as handle:
         json.dump(report, handle, indent=2)
-    report["plots"] = plot(report, args.output)
+    report["plots"] = compare_report.plot(report, args.output)
     with tf.io.gfile.GFile(f"{args.output.rstrip('/')}/report.md", "w") as handle:
-        handle.write(markdown(report))
+        handle.write(compare_report.markdown(report))
     return report
 
 
@@ -376,10 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'fraction':>8} {'front-end':<12} {'examples':>8} {'ROC-AUC':>8} {'PR-AUC':>8} {'params':>10} {'time s':>7}"
     )
+    fmt = compare_report._fmt
     for row in report["runs"]:
         print(
-            f"{row['fraction']:>8g} {row['frontend']:<12} {row['train_examples']:>8} {_fmt(row['roc_auc']):>8} "
-            f"{_fmt(row['pr_auc']):>8} {row['params']:>10,} {row['train_time_s']:>7.1f}"
+            f"{row['fraction']:>8g} {row['frontend']:<12} {row['train_examples']:>8} {fmt(row['roc_auc']):>8} "
+            f"{fmt(row['pr_auc']):>8} {row['params']:>10,} {row['train_time_s']:>7.1f}"
         )
     print(f"wrote {args.output.rstrip('/')}/report.md, report.json, {PLOT_SIZE}, {PLOT_CURVES}")
     return 0

@@ -2,7 +2,11 @@
 
 At demo scale one run per arm says little: two seeds of one arm can differ by more than two
 arms do. ``--seeds N`` trains every (front-end, fraction) arm N times, with seeds ``--seed``,
-``--seed + 1``, ...; the report gives each arm's mean and its spread (min-max) over the seeds.
+``--seed + 1``, ... and, for seed number ``k``, the ``k``-th hashed subset of the fraction's
+size (``--subset k``; subset 0 is the one a single run takes): the same N subsets for both
+front-ends, so the two arms are paired and the spread includes the subset's variance, which
+matters most at small fractions. The report gives each arm's mean and spread (min-max) over the
+seeds, and the paired difference per fraction (:mod:`trainer.compare_report`).
 A fixed epoch count gives a small fraction proportionally fewer updates; ``--budget steps``
 gives every fraction as many optimizer steps as the largest fraction's ``--epochs`` epochs.
 """
@@ -15,12 +19,14 @@ BUDGETS = ("epochs", "steps")
 
 
 def seed_runs(run, seeds: int) -> list:
-    """``run`` (the arm's first seed, in its own folder name) and ``seeds - 1`` copies with the next
-    seeds, each in ``NAME-sSEED`` beside it."""
+    """``run`` (the arm's first seed and subset 0, in its own folder name) and ``seeds - 1`` copies
+    with the next seeds and subsets 1, 2, ..., each in ``NAME-sSEED`` beside it."""
+    run.subset = 0
     runs = [run]
     for k in range(1, seeds):
         other = copy.copy(run)
         other.seed = run.seed + k
+        other.subset = k
         other.job_dir = f"{run.job_dir}-s{other.seed}"
         other.label = f"{run.label} s{other.seed}"
         runs.append(other)

@@ -5,14 +5,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from model import features, network
 from runtime.errors import TagscaleError
 
-PAPER_FILTERS = 16  # the seed spectrogram front-end's n; filters of every front-end scale by n / 16
+PAPER_FILTERS = 16  # the paper spectrogram front-end's n; filters of every front-end scale by n / 16
 INITS = {"variance-scaling": "he_normal", "glorot": "glorot_uniform"}  # --init -> Keras initialiser
 EPOCH_PATCHES = ("random", "grid", "all")
-LR_SCHEDULES = ("seed", "plateau")  # trainer.schedule.SCHEDULES, without importing it before --help
+LR_SCHEDULES = ("cumulative", "plateau")  # trainer.schedule.SCHEDULES, without importing it before --help
+# Old spellings that still work, with a one-line note on stderr: "seed" named the network preset,
+# the learning-rate rule and --seed at once.
+DEPRECATED = {"--preset": dict(network.PRESET_ALIASES), "--lr-schedule": {"seed": "cumulative"}}
+
+
+def renamed(flag: str):
+    """An argparse ``type`` for ``flag`` that maps an old spelling to its new name, with a note."""
+
+    def convert(value: str) -> str:
+        new = DEPRECATED[flag].get(value)
+        if new is None:
+            return value
+        print(f"tagscale: {flag} {value} is deprecated; it is now called {flag} {new}", file=sys.stderr)
+        return new
+
+    return convert
 
 
 # ----------------------------------------------------------------------------- flags
@@ -20,8 +37,15 @@ LR_SCHEDULES = ("seed", "plateau")  # trainer.schedule.SCHEDULES, without import
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The recipe and size flags shared by ``train`` and ``compare``."""
-    recipe = parser.add_argument_group("training recipe (defaults: the seed's, musicnn-training's config)")
-    recipe.add_argument("--preset", choices=sorted(network.PRESETS), default="seed", help="network sizes (seed)")
+    recipe = parser.add_argument_group("training recipe (defaults: musicnn-training's config)")
+    recipe.add_argument(
+        "--preset",
+        type=renamed("--preset"),
+        choices=sorted(network.PRESETS),
+        default=network.PAPER_PRESET,
+        help=f"network sizes: {network.PAPER_PRESET}, the paper's models (Pons et al. 2018), or musicnn, the sizes of "
+        f"musicnn's checkpoints ({network.PAPER_PRESET}; `seed` is its old name)",
+    )
     recipe.add_argument(
         "--epochs",
         type=int,
@@ -34,16 +58,17 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--weight-decay",
         type=float,
         default=1e-5,
-        help="L2 weight decay on conv and dense kernels, as the seed's loss term (1e-5; 0: none)",
+        help="L2 weight decay on conv and dense kernels, as musicnn-training's loss term (1e-5; 0: none)",
     )
     recipe.add_argument(
         "--lr-schedule",
+        type=renamed("--lr-schedule"),
         choices=LR_SCHEDULES,
-        default="seed",
-        help="seed: musicnn-training's rule, the learning rate drops each time --lr-plateau-patience more "
-        "validations have not beaten the best loss, counted over the whole run (an improvement does not reset "
-        "the count); plateau: Keras' ReduceLROnPlateau, after that many consecutive epochs without a loss "
-        "lower by 1e-4 (seed)",
+        default="cumulative",
+        help="cumulative: musicnn-training's rule, the learning rate drops after the validation that follows "
+        "--lr-plateau-patience validations that have not beaten the best loss, counted over the whole run (an "
+        "improvement does not reset the count); plateau: Keras' ReduceLROnPlateau, after that many consecutive "
+        "epochs without a loss lower by 1e-4 (cumulative; `seed` is its old name)",
     )
     recipe.add_argument(
         "--lr-plateau-patience",
@@ -61,7 +86,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--epoch-patches",
         choices=EPOCH_PATCHES,
         default="random",
-        help="random: one 187-frame crop per training track per epoch at a random frame offset (the seed's); "
+        help="random: one 187-frame crop per training track per epoch at a random frame offset (musicnn-training's); "
         "grid: one of the track's fixed, non-overlapping patches per epoch; all: every patch every epoch "
         "(random). Evaluation always uses all patches",
     )
@@ -69,7 +94,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--init",
         choices=tuple(INITS),
         default="variance-scaling",
-        help="kernel initialisation: variance-scaling (He, the seed's) or glorot (variance-scaling)",
+        help="kernel initialisation: variance-scaling (He, musicnn-training's) or glorot (variance-scaling)",
     )
     recipe.add_argument(
         "--early-stopping-patience",
@@ -87,11 +112,18 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--no-standardise",
         dest="standardise",
         action="store_false",
-        help="spectrogram front-end: train on the raw log-mel, as the seed does, not on the log-mel standardised "
-        "per mel band with the training split's statistics (what featurize stores; the trainer undoes it, "
+        help="spectrogram front-end: train on the raw log-mel, as musicnn-training does, not on the log-mel "
+        "standardised per mel band with the training split's statistics (what featurize stores; the trainer undoes it, "
         "and the export then feeds the raw log-mel too)",
     )
-    recipe.add_argument("--seed", type=int, default=0, help="seed of weights init, dropout and shuffling (0)")
+    recipe.add_argument(
+        "--standardise",
+        dest="standardise",
+        action="store_true",
+        help="spectrogram front-end: train on the log-mel standardised per mel band (the default of `train`; "
+        "`compare` trains both front-ends on their signal as computed unless given this)",
+    )
+    recipe.add_argument("--seed", type=int, default=0, help="random seed of weights init, dropout and shuffling (0)")
     recipe.add_argument("--shuffle-buffer", type=int, default=512, help="examples in the shuffle buffer (512)")
     sizes = parser.add_argument_group("size overrides (default: the preset's; small values for CPU demos)")
     sizes.add_argument(
@@ -99,12 +131,20 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="front-end width n: every front-end conv gets its preset filters x n/16 "
-        "(seed: spectrogram timbral n..4n, temporal n..8n; waveform 4n..16n)",
+        f"({network.PAPER_PRESET}: spectrogram timbral n..4n, temporal n..8n; waveform 4n..16n)",
     )
     sizes.add_argument(
-        "--backend-channels", type=int, default=None, help="back-end conv channels (seed 512, musicnn 64)"
+        "--backend-channels",
+        type=int,
+        default=None,
+        help=f"back-end conv channels ({network.PAPER_PRESET} 512, musicnn 64)",
     )
-    sizes.add_argument("--dense-units", type=int, default=None, help="penultimate dense units (seed 500, musicnn 200)")
+    sizes.add_argument(
+        "--dense-units",
+        type=int,
+        default=None,
+        help=f"penultimate dense units ({network.PAPER_PRESET} 500, musicnn 200)",
+    )
     sizes.add_argument("--dropout", type=float, default=None, help="dropout rate (0.5)")
     recipe.add_argument(
         "--batch-norm-momentum",
@@ -130,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fraction", type=float, default=1.0, help="train on this fraction of the training tracks (1.0)"
+    )
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=0,
+        help="which hashed subset of the training tracks --fraction takes: 0 hashes the track ids, any other "
+        "number hashes them with it and draws another subset of the same size (0)",
     )
     add_training_flags(parser)
     parser.add_argument("--no-export", dest="export", action="store_false", help="skip the serving-model export")

@@ -14,7 +14,8 @@ Raw bytes are turned into float32 tensors a batch at a time (:func:`model.featur
 Labels are sliced to the real vocabulary size ``len(metadata['tags'])`` (featurize pads them to
 ``top_k``). A ``fraction`` of the training tracks is chosen by a hash of the track_id, so the
 same tracks are chosen on every run and machine and a smaller fraction is a subset of a larger
-one (the training-set-size sweep of :mod:`trainer.compare`).
+one (the training-set-size sweep of :mod:`trainer.compare`); another ``subset`` number hashes
+anew and chooses other tracks (the comparison's seeds each draw their own).
 """
 
 from __future__ import annotations
@@ -131,8 +132,9 @@ def open_features(
     return Features(path=features_dir, metadata=metadata)
 
 
-def keep_track(track_ids, fraction: float):
-    """Whether each track is in the first ``fraction`` of tracks, by a hash of its id.
+def keep_track(track_ids, fraction: float, subset: int = 0):
+    """Whether each track is in the first ``fraction`` of tracks, by a hash of its id (and of
+    ``subset`` when it is not 0: another subset of the same size).
 
     ``tf.strings.to_hash_bucket_fast`` is a fixed fingerprint (FarmHash), the same in the
     tf.data graph and in eager calls on any machine; ``fraction`` 0.3 keeps a superset of 0.1.
@@ -141,11 +143,15 @@ def keep_track(track_ids, fraction: float):
     ----------
     track_ids : tf.Tensor of tf.string, any shape
     fraction : float in (0, 1]
+    subset : int
+        0: the hash of the id alone; any other number: the hash of ``"{subset}:{id}"``.
 
     Returns
     -------
     tf.Tensor of tf.bool, same shape
     """
+    if subset:
+        track_ids = tf.strings.as_string(tf.constant(subset, tf.int64)) + ":" + track_ids
     buckets = tf.strings.to_hash_bucket_fast(track_ids, FRACTION_BUCKETS)
     return buckets < int(round(fraction * FRACTION_BUCKETS))
 
@@ -164,6 +170,7 @@ def make_dataset(
     batch_size: int,
     training: bool = False,
     fraction: float = 1.0,
+    subset: int = 0,
     seed: int = 0,
     shuffle_buffer: int = 512,
     with_ids: bool = False,
@@ -185,6 +192,8 @@ def make_dataset(
         Shuffle files and examples (reshuffled every epoch); not deterministic in order.
     fraction : float
         Keep only the tracks selected by :func:`keep_track` (any split; used on ``train``).
+    subset : int
+        Which hashed subset of that size (:func:`keep_track`).
     seed : int
         Seed of the shuffles.
     shuffle_buffer : int
@@ -226,7 +235,7 @@ def make_dataset(
     if fraction < 1.0:
         track_spec = {"track_id": spec["track_id"]}
         dataset = dataset.filter(
-            lambda record: keep_track(tf.io.parse_single_example(record, track_spec)["track_id"], fraction)
+            lambda record: keep_track(tf.io.parse_single_example(record, track_spec)["track_id"], fraction, subset)
         )
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
@@ -280,7 +289,7 @@ def band_statistics(features: Features) -> tuple[list[float], list[float]]:
     return (-zero * std).tolist(), std.tolist()
 
 
-def track_patches(features: Features, split: str, *, fraction: float = 1.0) -> dict[bytes, int]:
+def track_patches(features: Features, split: str, *, fraction: float = 1.0, subset: int = 0) -> dict[bytes, int]:
     """``{track_id: number of patches}`` of the tracks of a split kept by ``fraction`` (one pass over
     the mel shards, or the waveform shards when there are none, reading only the track ids)."""
     check_fraction(fraction)
@@ -293,18 +302,18 @@ def track_patches(features: Features, split: str, *, fraction: float = 1.0) -> d
     )
     counts: dict[bytes, int] = {}
     for batch in dataset:
-        kept = keep_track(batch, fraction).numpy() if fraction < 1.0 else [True] * len(batch)
+        kept = keep_track(batch, fraction, subset).numpy() if fraction < 1.0 else [True] * len(batch)
         for track, keep in zip(batch.numpy(), kept):
             if keep:
                 counts[track] = counts.get(track, 0) + 1
     return counts
 
 
-def count_split(features: Features, split: str, *, fraction: float = 1.0) -> dict:
+def count_split(features: Features, split: str, *, fraction: float = 1.0, subset: int = 0) -> dict:
     """Tracks and examples of a split (of its ``fraction``): from metadata.json when the whole
     split is used, else from :func:`track_patches`."""
     check_fraction(fraction)
     if fraction >= 1.0:
         return {"tracks": features.split_tracks(split), "examples": features.split_examples(split)}
-    counts = track_patches(features, split, fraction=fraction)
+    counts = track_patches(features, split, fraction=fraction, subset=subset)
     return {"tracks": len(counts), "examples": sum(counts.values())}

@@ -8,9 +8,8 @@
   ``L2(weight_decay / 2)`` regularizer. Biases and batch-norm parameters are not decayed.
 - The learning-rate rule, the best model and early stopping: :mod:`trainer.schedule`.
 - One crop per training track per epoch at a random frame offset (``epoch_patches="random"``,
-  the seed's): :mod:`trainer.crops` cuts it from the track's consecutive patches. ``grid``
-  keeps one of the track's fixed patches instead: the patch whose index equals a draw, seeded
-  by (seed, epoch, track), from the track's patch count.
+  the seed's): :mod:`trainer.crops` cuts it from the track's consecutive patches and tail.
+  ``grid`` keeps one of the track's fixed patches instead, drawn the same way.
 """
 
 from __future__ import annotations
@@ -64,20 +63,9 @@ class EpochCounter(keras.callbacks.Callback):
         self.epoch.assign(epoch)
 
 
-def one_patch_per_track(dataset, counts: dict[bytes, int], epoch: tf.Variable, *, seed: int, batch_size: int):
-    """Keep one random patch per track and epoch of a ``with_ids`` training dataset; re-batch.
-
-    The draw is ``stateless_uniform`` seeded by (seed, epoch, hash of the track id), so it is
-    the same on every worker and after a restart, and differs from epoch to epoch.
-    """
-    table = crops.patch_count_table(counts)
-
-    def keep(example):
-        draw = crops.track_draw(example["track_id"], epoch, seed, table.lookup(example["track_id"]))
-        return tf.equal(example["patch_index"], draw)
-
-    dataset = dataset.unbatch().filter(keep).map(lambda example: (example["inputs"], example["labels"]))
-    return dataset.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-len(counts) // batch_size)))
+def subset_of(args) -> int:
+    """The run's ``--subset`` (0 for callers that predate it)."""
+    return getattr(args, "subset", 0)
 
 
 def epoch_examples(epoch_patches: str, train_counts: dict) -> int:
@@ -88,27 +76,36 @@ def epoch_examples(epoch_patches: str, train_counts: dict) -> int:
 def training_data(args, features, frontend: str, train_counts: dict):
     """``(dataset, examples per epoch, callbacks)`` of the training input under ``--epoch-patches``.
 
-    ``all`` (or a split where every track has one patch) streams every patch every epoch;
+    ``all`` (or ``grid`` on a split where every track has one patch) streams every patch every epoch;
     ``random`` cuts one crop at a random frame offset per track per epoch, ``grid`` keeps one
-    of its fixed patches; both need the :class:`EpochCounter`.
+    of its fixed patches (:func:`trainer.crops.crop_dataset`); both need the :class:`EpochCounter`.
     """
     common = dict(
         batch_size=args.batch_size,
         training=True,
         fraction=args.fraction,
+        subset=subset_of(args),
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
     )
-    if epoch_examples(args.epoch_patches, train_counts) == train_counts["examples"]:
+    # a random crop of a one-patch track can still reach into its tail: only grid's is its one patch
+    if args.epoch_patches == "all" or (
+        args.epoch_patches == "grid" and train_counts["tracks"] == train_counts["examples"]
+    ):
         data = inputs.make_dataset(features, "train", frontend, n_examples=train_counts["examples"], **common)
         return data, train_counts["examples"], []
-    counts = inputs.track_patches(features, "train", fraction=args.fraction)
+    frames = crops.track_frames(features, "train", fraction=args.fraction, subset=subset_of(args))
     counter = EpochCounter()
-    data = inputs.make_dataset(features, "train", frontend, with_ids=True, **common)
-    if args.epoch_patches == "grid":
-        data = one_patch_per_track(data, counts, counter.epoch, seed=args.seed, batch_size=args.batch_size)
-    else:
-        data = crops.random_crops(
-            data, counts, counter.epoch, kind=inputs.SHARD_KIND[frontend], seed=args.seed, batch_size=args.batch_size
-        )
-    return data.prefetch(inputs.PREFETCH_BATCHES), len(counts), [counter]
+    data = crops.crop_dataset(
+        features,
+        frontend,
+        frames,
+        counter.epoch,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        mode=args.epoch_patches,
+        fraction=args.fraction,
+        subset=subset_of(args),
+        shuffle_buffer=args.shuffle_buffer,
+    )
+    return data, len(frames), [counter]

@@ -7,11 +7,14 @@ once per validated epoch, so the two paths (and a restarted job) take the same d
 
 Two learning-rate rules (``--lr-schedule``):
 
-- ``seed``: musicnn-training's. A counter of validations that did not beat the best loss
-  (strict ``<``, no margin) is never reset by an improvement; each time it reaches the patience
-  the learning rate is multiplied by the factor and the counter starts again from 0. Over a
-  long run it therefore halves about every ``patience`` non-improving epochs, improvements
-  in between or not.
+- ``cumulative``: musicnn-training's (once called ``seed``). A counter of validations that did
+  not beat the best loss (strict ``<``, no margin) is never reset by an improvement. After each
+  validation, *first* the learning rate is multiplied by the factor when the counter has reached
+  the patience (the counter then starts again from 0), *then* this validation's non-improvement
+  is counted: the order of musicnn-training's loop, so the halving comes one validation after
+  the one that brought the counter to the patience. Over a long run it halves about every
+  ``patience + 1`` non-improving epochs, improvements in between or not. Replayed on musicnn's
+  own training logs this gives exactly the epochs at which their learning rate changes.
 - ``plateau``: Keras' ``ReduceLROnPlateau`` (mode min, ``min_delta`` 1e-4, no cooldown): the
   counter is reset by every loss lower than its own best by more than ``min_delta``, so the
   learning rate drops only after ``patience`` consecutive epochs without such a loss.
@@ -28,7 +31,8 @@ from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
 from runtime.errors import TagscaleError
 
-SCHEDULES = ("seed", "plateau")
+SCHEDULES = ("cumulative", "plateau")
+SCHEDULE_ALIASES = {"seed": "cumulative"}  # the old spelling of --lr-schedule
 PLATEAU_MIN_DELTA = 1e-4  # Keras ReduceLROnPlateau's default
 # The weights of a run's best epoch so far, in its state directory, as both training paths name them.
 BEST_WEIGHTS = "best-{epoch:05d}.weights.h5"
@@ -63,19 +67,20 @@ class State:
 class Rule:
     """The recipe's settings for :func:`advance`."""
 
-    schedule: str = "seed"
+    schedule: str = "cumulative"
     patience: int = 75
     factor: float = 0.5
     early_stopping_patience: int | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "schedule", SCHEDULE_ALIASES.get(self.schedule, self.schedule))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {SCHEDULES}")
 
     @classmethod
     def from_args(cls, args) -> Rule:
         return cls(
-            schedule=getattr(args, "lr_schedule", "seed"),
+            schedule=getattr(args, "lr_schedule", "cumulative"),
             patience=args.lr_plateau_patience,
             factor=args.lr_plateau_factor,
             early_stopping_patience=args.early_stopping_patience,
@@ -100,11 +105,11 @@ def advance(state: State, epoch: int, val_loss: float, rule: Rule) -> Decision:
     else:
         state.wait += 1
     multiplier = 1.0
-    if rule.schedule == "seed":
-        if not improved:  # an improvement leaves the counter where it is
+    if rule.schedule == "cumulative":
+        if state.lr_wait >= rule.patience:  # the count of the validations before this one
+            multiplier, state.lr_wait = rule.factor, 0
+        if not improved:  # then this one; an improvement leaves the counter where it is
             state.lr_wait += 1
-            if state.lr_wait == rule.patience:
-                multiplier, state.lr_wait = rule.factor, 0
     else:
         if finite and val_loss < state.lr_best - PLATEAU_MIN_DELTA:
             state.lr_best, state.lr_wait = float(val_loss), 0

@@ -37,8 +37,8 @@ import sys
 import time
 from posixpath import join  # local paths and gs:// URIs alike, without Beam
 
-from model import network
 from runtime.errors import TagscaleError
+from trainer import fitting
 from trainer.flags import network_overrides, parse_args
 
 LOG = logging.getLogger("tagscale.train")
@@ -74,6 +74,7 @@ def run_settings(args, overrides: dict) -> dict:
         "validation_freq": args.validation_freq,
         "seed": args.seed,
         "fraction": args.fraction,
+        "subset": getattr(args, "subset", 0),
         "shuffle_buffer": args.shuffle_buffer,
         "batch_norm_momentum": args.batch_norm_momentum,
         "overrides": overrides,
@@ -135,87 +136,26 @@ def evaluate_tracks(model, features, frontend: str, *, batch_size: int, split: s
     return report
 
 
-def export_copy(model, frontend: str, n_tags: int, preset: str, overrides: dict, *, rebuild: bool = False):
-    """``model`` itself in float32; rebuilt in float32 with its weights when trained in mixed precision
-    or when ``rebuild`` (a model of distributed variables, which the chief evaluates and exports alone)."""
-    import keras
+class Phases:
+    """Wall seconds per named phase of a run (eval.json's ``phases_s``): each call of
+    :meth:`end` closes the phase that began at the previous call."""
 
-    if keras.mixed_precision.global_policy().name == "float32" and not rebuild:
-        return model
-    keras.mixed_precision.set_global_policy("float32")
-    copy = network.build_model(frontend, n_tags, preset, **overrides)
-    copy.set_weights(model.get_weights())
-    return copy
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
 
-
-def fit_single(
-    args, train_model, train_data, valid_data, input_callbacks, job_dir, label, epoch_examples, instrument, phase
-) -> tuple[int, float]:
-    """Keras ``fit`` with resume (one process, one or several GPUs); ``(best epoch, fit wall seconds)``."""
-    import keras
-
-    from trainer import callbacks, schedule
-
-    best = callbacks.ResumableEarlyStopping(
-        join(job_dir, "checkpoints"),
-        monitor="val_loss",
-        patience=args.early_stopping_patience,
-        lr_rule=schedule.Rule.from_args(args),
-    )
-    fit_callbacks = [
-        *input_callbacks,
-        callbacks.StopOnNonFiniteLoss(),  # first: a poisoned epoch is neither logged, kept nor backed up
-        best,  # before the history: it logs the learning rate the next epoch uses
-        callbacks.HistoryLog(join(job_dir, "history.json")),
-        keras.callbacks.TensorBoard(join(job_dir, "tensorboard"), write_graph=False),  # per-epoch scalars
-        keras.callbacks.BackupAndRestore(join(job_dir, "backup"), save_freq="epoch", double_checkpoint=True),
-        callbacks.EpochProgress(label, epoch_examples, args.epochs, print_fn=lambda line: print(line, flush=True)),
-    ]
-    if instrument is not None:
-        instrument(fit_callbacks)
-    phase("setup")
-    start = time.perf_counter()
-    train_model.fit(
-        train_data,
-        validation_data=valid_data,
-        validation_freq=args.validation_freq,
-        epochs=args.epochs,
-        callbacks=fit_callbacks,
-        verbose=args.verbose,
-        shuffle=False,
-    )
-    fit_wall = time.perf_counter() - start
-    phase("fit")
-    return best.best_epoch, fit_wall
-
-
-def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainResult:
-    """Fit with resume, evaluate per track on the test split, export; see the module docstring.
-
-    ``instrument``, when given, is called with the list of ``fit`` callbacks before training
-    (the profiler wraps them with timers); eval.json's ``phases_s`` has the wall time of each phase.
-    ``keep``: keep the compiled model for the next run of this process, and reuse the last one
-    kept when its network and recipe are the same (:func:`trainer.build.build_for_run`); the
-    returned model then changes when a later run reuses it.
-    """
-    import keras
-    import tensorflow as tf
-
-    from trainer import build, callbacks, exporting, inputs, multiworker
-    from trainer import recipe as recipe_lib
-
-    phases, clock = {}, time.perf_counter()
-
-    def phase(name: str) -> None:
-        nonlocal clock
+    def end(self, name: str) -> None:
         now = time.perf_counter()
-        phases[name] = round(phases.get(name, 0.0) + now - clock, 3)
-        clock = now
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._clock, 3)
+        self._clock = now
 
-    strategy, mixed = device_setup()  # first: see its docstring
-    multi = multiworker.worker_count() > 1
+
+def open_run_features(args):
+    """``(features, raw_mel)``: the features directory checked for a run of ``args.frontend``,
+    read back unstandardised under ``--no-standardise``; every split it needs non-empty."""
+    from trainer import inputs
+
     frontend = args.frontend
-    job_dir = args.job_dir.rstrip("/")
     raw_mel = frontend == "spectrogram" and not args.standardise
     features = inputs.open_features(
         args.features, [frontend], need_transform=frontend == "spectrogram" and (args.export or raw_mel)
@@ -228,87 +168,13 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
                 f"{features.path}: the {split} split has no examples; "
                 f"featurize more tracks or a larger --{split}-fraction"
             )
-    train_counts = inputs.count_split(features, "train", fraction=args.fraction)
-    if train_counts["examples"] == 0:
-        raise TagscaleError(f"--fraction {args.fraction} keeps no training tracks of {features.path}")
-    overrides = network_overrides(args, frontend)
-    tf.io.gfile.makedirs(job_dir)
+    return features, raw_mel
 
-    keras.utils.set_random_seed(args.seed)
-    train_data, epoch_examples, input_callbacks = recipe_lib.training_data(args, features, frontend, train_counts)
-    valid_data = inputs.make_dataset(
-        features, "valid", frontend, batch_size=args.batch_size, n_examples=features.split_examples("valid")
-    )
-    with strategy.scope():
-        model, train_model = build.build_for_run(
-            args,
-            frontend,
-            features.n_tags,
-            overrides,
-            compile=not multi,
-            keep=keep and strategy.num_replicas_in_sync == 1,
-        )
 
-    history_path = join(job_dir, "history.json")
-    label = getattr(args, "label", None) or f"{frontend} f{args.fraction:g}"
-    LOG.info(
-        "training %s (%s, %d params) on %d examples of %d tracks",
-        frontend,
-        args.preset,
-        model.count_params(),
-        train_counts["examples"],
-        train_counts["tracks"],
-    )
-    if multi:
-        phase("setup")
-        outcome = multiworker.fit(
-            strategy,
-            model,
-            args,
-            train_data,
-            valid_data,
-            job_dir=job_dir,
-            label=label,
-            n_tags=features.n_tags,
-            epoch_examples=epoch_examples,
-            epoch_counter=next((c for c in input_callbacks if isinstance(c, recipe_lib.EpochCounter)), None),
-            mixed=mixed,
-        )
-        phase("fit")
-        if not outcome.chief:  # the chief alone evaluates and writes
-            return TrainResult(evaluation={}, history={}, model=model, job_dir=job_dir, export_dir=None)
-        model = export_copy(model, frontend, features.n_tags, args.preset, overrides, rebuild=True)
-        if outcome.best_weights:
-            model.load_weights(outcome.best_weights)
-        best_epoch, fit_wall = outcome.best_epoch, outcome.fit_wall_s
-    else:
-        best_epoch, fit_wall = fit_single(
-            args,
-            train_model,
-            train_data,
-            valid_data,
-            input_callbacks,
-            job_dir,
-            label,
-            epoch_examples,
-            instrument,
-            phase,
-        )
-        model = export_copy(model, frontend, features.n_tags, args.preset, overrides)
-    history = callbacks.read_history(history_path)
-    model.save(join(job_dir, "model.keras"))
-    phase("save_model")
-    report = evaluate_tracks(model, features, frontend, batch_size=args.batch_size)
-    phase("evaluate_test")
-
-    settings = {
-        **run_settings(args, overrides),
-        "mixed_precision": mixed,
-        "replicas": strategy.num_replicas_in_sync,
-        "workers": max(1, multiworker.worker_count()),
-    }
-    evaluation = {
-        "frontend": frontend,
+def evaluation_record(args, features, report: dict, history: dict, fitted, settings: dict, train_counts) -> dict:
+    """eval.json's contents (without ``export`` and ``phases_s``)."""
+    return {
+        "frontend": args.frontend,
         "features": features.path,
         "tags": features.tags,
         "roc_auc": report.pop("roc_auc"),
@@ -318,42 +184,95 @@ def train_and_evaluate(args, *, instrument=None, keep: bool = False) -> TrainRes
         "per_tag": report.pop("per_tag"),
         "test": {"tracks": report["tracks"], "examples": report["examples"]},
         "train": train_counts,
-        "params": int(model.count_params()),
+        "params": int(fitted.model.count_params()),
         "epochs_trained": len(history["epoch"]),
-        "best_epoch": best_epoch,
+        "best_epoch": fitted.best_epoch,
         "stopped_early": len(history["epoch"]) < args.epochs,
         "train_time_s": round(float(sum(history.get("epoch_time_s", []))), 3),
-        "fit_wall_s_this_process": round(fit_wall, 3),
+        "fit_wall_s_this_process": round(fitted.fit_wall_s, 3),
         "settings": settings,
-        "device": "GPU" if mixed else "CPU",
+        "device": "GPU" if settings["mixed_precision"] else "CPU",
     }
+
+
+def export_run(args, model, features, evaluation: dict, settings: dict, *, raw_mel: bool) -> tuple[str, dict]:
+    """Write the serving model to ``JOB/export``; ``(its directory, what the export reports)``."""
+    from trainer import exporting
+
+    export_dir = join(args.job_dir.rstrip("/"), "export")
+    info = {
+        "name": f"{args.frontend}-{args.preset}",
+        "preset": args.preset,
+        "roc_auc": evaluation["roc_auc"],
+        "pr_auc": evaluation["pr_auc"],
+        "features_dir": features.path,  # where it came from: the features and the recipe
+        "recipe": settings,
+    }
+    written = exporting.export_model(
+        model,
+        args.frontend,
+        export_dir,
+        features_dir=features.path,
+        tags=features.tags,
+        info=info,
+        standardised=not raw_mel,
+    )
+    return export_dir, written
+
+
+def train_and_evaluate(args, *, keep: bool = False) -> TrainResult:
+    """Fit with resume, evaluate per track on the test split, export; see the module docstring.
+
+    eval.json's ``phases_s`` has the wall time of each phase. ``keep``: keep the compiled model
+    for the next run of this process, and reuse the last one kept when its network and recipe
+    are the same (:func:`trainer.build.build_for_run`); the returned model then changes when a
+    later run reuses it.
+    """
+    import tensorflow as tf
+
+    from trainer import callbacks, inputs, multiworker
+
+    phases = Phases()
+    strategy, mixed = device_setup()  # first: see its docstring
+    job_dir = args.job_dir.rstrip("/")
+    features, raw_mel = open_run_features(args)
+    subset = getattr(args, "subset", 0)
+    train_counts = inputs.count_split(features, "train", fraction=args.fraction, subset=subset)
+    if train_counts["examples"] == 0:
+        raise TagscaleError(f"--fraction {args.fraction} keeps no training tracks of {features.path}")
+    overrides = network_overrides(args, args.frontend)
+    tf.io.gfile.makedirs(job_dir)
+
+    fitted = fitting.fit_run(args, strategy, mixed, features, overrides, train_counts, phases, keep=keep)
+    if fitted.model is None:
+        return TrainResult(evaluation={}, history={}, model=None, job_dir=job_dir, export_dir=None)
+    history = callbacks.read_history(join(job_dir, "history.json"))
+    fitted.model.save(join(job_dir, "model.keras"))
+    phases.end("save_model")
+    report = evaluate_tracks(fitted.model, features, args.frontend, batch_size=args.batch_size)
+    phases.end("evaluate_test")
+
+    settings = {
+        **run_settings(args, overrides),
+        "mixed_precision": mixed,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": max(1, multiworker.worker_count()),
+    }
+    evaluation = evaluation_record(args, features, report, history, fitted, settings, train_counts)
     export_dir = None
     if args.export:
-        export_dir = join(job_dir, "export")
-        info = {
-            "name": f"{frontend}-{args.preset}",
-            "preset": args.preset,
-            "roc_auc": evaluation["roc_auc"],
-            "pr_auc": evaluation["pr_auc"],
-            "features_dir": features.path,  # where it came from: the features and the recipe
-            "recipe": settings,
-        }
-        evaluation["export"] = exporting.export_model(
-            model,
-            frontend,
-            export_dir,
-            features_dir=features.path,
-            tags=features.tags,
-            info=info,
-            standardised=not raw_mel,
+        export_dir, evaluation["export"] = export_run(
+            args, fitted.model, features, evaluation, settings, raw_mel=raw_mel
         )
-        phase("export")
-    evaluation["phases_s"] = phases
+        phases.end("export")
+    evaluation["phases_s"] = phases.seconds
     with tf.io.gfile.GFile(join(job_dir, "eval.json"), "w") as handle:
         json.dump(evaluation, handle, indent=2)
-    if multi:  # as a single process deletes its backup: the run is over, its eval.json says so
+    if multiworker.worker_count() > 1:  # as a single process deletes its backup: the run is over, eval.json says so
         tf.io.gfile.rmtree(join(job_dir, "checkpoints"))
-    return TrainResult(evaluation=evaluation, history=history, model=model, job_dir=job_dir, export_dir=export_dir)
+    return TrainResult(
+        evaluation=evaluation, history=history, model=fitted.model, job_dir=job_dir, export_dir=export_dir
+    )
 
 
 # ----------------------------------------------------------------------------- command

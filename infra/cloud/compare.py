@@ -82,10 +82,11 @@ def arm_jobs(args, trainer_flags: list[str]) -> list[tuple[dict, object, argpars
         raise TagscaleError(f"--seeds must be at least 1, got {args.seeds}")
     jobs = []
     runs = [(f, e, recipe.seed + k) for f in fractions for e in frontends for k in range(args.seeds)]
-    for fraction, frontend, seed in runs:  # one job per arm and seed
+    for fraction, frontend, seed in runs:  # one job per arm and seed; seed number k its subset k
         name = arm_name(frontend, fraction) + (f"-s{seed}" if seed != recipe.seed else "")
         job_dir = join(args.staging.rstrip("/"), "runs", name)
         trainer_args = ["--features", args.features, "--frontend", frontend, "--fraction", f"{fraction:g}"]
+        trainer_args += ["--subset", str(seed - recipe.seed), "--no-standardise"]  # as a local comparison
         trainer_args += [*trainer_flags, *([] if args.export else ["--no-export"])]
         trainer_args += ["--seed", str(seed)] if seed != recipe.seed else []  # argparse keeps the last
         job_args = argparse.Namespace(
@@ -138,7 +139,7 @@ def collect(root: str) -> tuple[dict, list[str]]:
     """Write the report of the finished arms under ``root``; ``(report, names of unfinished arms)``."""
     import tensorflow as tf
 
-    from trainer import callbacks, compare, compare_seeds
+    from trainer import callbacks, compare, compare_report, compare_seeds
 
     root = root.rstrip("/")
     rows, unfinished, settings, first = [], [], {}, None
@@ -168,17 +169,18 @@ def collect(root: str) -> tuple[dict, list[str]]:
         "fractions": sorted({row["fraction"] for row in rows}),
         "frontends": frontends,
         "settings": {
-            **{k: v for k, v in settings[frontends[0]].items() if k not in ("fraction", "overrides")},
+            **{k: v for k, v in settings[frontends[0]].items() if k not in ("fraction", "subset", "overrides")},
             "overrides": {frontend: settings[frontend]["overrides"] for frontend in frontends},
         },
         "runs": rows,
+        "paired": compare_report.paired(rows),
         "unfinished": unfinished,
     }
     with tf.io.gfile.GFile(join(root, "report.json"), "w") as handle:
         json.dump(report, handle, indent=2)
-    report["plots"] = compare.plot(report, root)
+    report["plots"] = compare_report.plot(report, root)
     with tf.io.gfile.GFile(join(root, "report.md"), "w") as handle:
-        handle.write(compare.markdown(report) + unfinished_note(unfinished))
+        handle.write(compare_report.markdown(report) + unfinished_note(unfinished))
     return report, unfinished
 
 

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra.demo import catalog as demo_catalog
     from model import pretrained
     from pipelines import featurize, tag
+    from runfolder import layout
     from runtime.machine import set_tf_threads
     from tagruns import query
     from trainer import compare, lanes
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             f"4/5 tag the catalog with {label}",
             tag.main,
             ["tag", "--catalog", os.path.join(catalog, "catalog.csv"), "--model", model, "--output", output],
-            os.path.join(output, "tags"),
+            os.path.join(output, layout.TAGS),
             clock,
             "tag",
         )

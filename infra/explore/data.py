@@ -1,4 +1,5 @@
-"""The explorer's data: tag runs read once into one score column per tag, queried with DuckDB.
+"""The explorer's data: tag runs read once (through :class:`runfolder.reader.TagRun`, local or
+gs://, nothing copied to disk) into one score column per tag, queried with DuckDB.
 
 DuckDB straight over the tag Parquet unnests every (tag, score) pair of every track on each
 query: 6.8 s for one tag's top 20 on 1M tracks x 50 tags. So each run is read once at startup
@@ -12,18 +13,16 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-import shutil
 
 import numpy as np
 import pyarrow
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pipelines import dead_letter, segments, tag_output
 from pipelines.storage import fileio
-from runtime.errors import TagscaleError
+from runfolder import reader, segments
+from runfolder.schema import TAGS_SCHEMA
 from runtime.machine import usable_cores
-from tagruns import query, tagdata
+from tagruns import tagdata
 
 META_COLUMNS = ["track_id", "uri", "duration_s", "n_patches", "model"]
 HISTOGRAM_BINS = 20  # score histograms: 20 bins of 0.05 over [0, 1]
@@ -40,12 +39,16 @@ class Run:
 
     index: int
     name: str
-    source: str  # the DIR as given on the command line
-    local_dir: str  # the same run on local disk (a gs:// run is copied once)
+    source: str  # the DIR as given on the command line (local or gs://)
+    run: reader.TagRun  # the run's one reader: segments and dead letters are read through it
     tags: list[str]  # column ``s{k}`` of :attr:`table` holds the scores of ``tags[k]``
     table: pyarrow.Table  # row, track_id, uri, duration_s, n_patches, model_name, model_version, search, s0.., r0..
     thresholds: dict[str, float]
-    segment_files: list[str] | None = None  # the run's segments table (pipelines.segments); None without
+
+    @property
+    def segment_files(self) -> list[str] | None:
+        """The run's segments table (:mod:`runfolder.segments`); None without one."""
+        return self.run.segment_files
 
     @property
     def view(self) -> str:
@@ -56,37 +59,6 @@ class Run:
 
     def rank_column(self, tag: str) -> str:
         return f"r{self.tags.index(tag)}"
-
-
-def mirror(source: str, local_dir: str) -> str:
-    """Copy a gs:// run's tag and dead-letter Parquet to ``local_dir`` (same layout); return it."""
-    from apache_beam.io.filesystems import FileSystems
-
-    wanted = [(path, "tags") for path in query.tag_files(source)]
-    wanted += [(path, "tags") for path in tag_output.segment_files(source) or []]
-    wanted += [(path, "dead_letter") for path in dead_letter.dead_letter_files(source)]
-    for path, folder in wanted:
-        os.makedirs(os.path.join(local_dir, folder), exist_ok=True)
-        with (
-            FileSystems.open(path, compression_type="uncompressed") as src,
-            open(os.path.join(local_dir, folder, path.rsplit("/", 1)[-1]), "wb") as dst,
-        ):
-            shutil.copyfileobj(src, dst, 1 << 20)
-    listed = tag_output.tag_files(source)
-    if listed and tag_output.manifest_files(listed[0].rsplit("/", 1)[0]) is not None:
-        # The manifest too: it says which copied files are the segments table.
-        manifest = fileio.join(listed[0].rsplit("/", 1)[0], tag_output.MANIFEST)
-        os.makedirs(os.path.join(local_dir, "tags"), exist_ok=True)
-        with open(os.path.join(local_dir, "tags", tag_output.MANIFEST), "w") as handle:
-            handle.write(fileio.read_text(manifest))
-    return local_dir
-
-
-def _tag_column_path(parquet: pq.ParquetFile) -> str:
-    """The Parquet path of the scores' tag strings (``scores.list.element.tag`` from pyarrow)."""
-    schema = parquet.schema
-    paths = [schema.column(i).path for i in range(len(schema))]
-    return next(path for path in paths if path.startswith("scores.") and path.endswith(".tag"))
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
@@ -105,34 +77,19 @@ def ranks(values: np.ndarray) -> np.ndarray:
     return rank
 
 
-def read_run(index: int, source: str, local_dir: str) -> Run:
-    """Read a run's tag Parquet into a :class:`Run` (one Arrow column per tag)."""
-    files = query.tag_files(local_dir)
-    if not files:
-        raise TagscaleError(
-            f"no tag output in {source}: expected {fileio.join(source, 'tags', '*.parquet')} (run `tagscale tag` first)"
-        )
-    parquet_files = []
-    for path in files:
-        try:
-            first = pq.ParquetFile(path)
-            parquet_files.append(pq.ParquetFile(path, read_dictionary=[_tag_column_path(first)]))
-            parquet_files[-1].schema_arrow.empty_table().select(META_COLUMNS)
-        except (StopIteration, KeyError, pyarrow.ArrowException, OSError) as error:
-            raise TagscaleError(f"{path} is not tag output (schema pipelines.tag.TAGS_SCHEMA): {error}") from error
-    matrix = tagdata.ScoreMatrix(sum(f.metadata.num_rows for f in parquet_files))
+def read_run(index: int, source: str) -> Run:
+    """Read a run (local or gs://, through its one reader, by its rule) into a :class:`Run`
+    (one Arrow column per tag), a row group at a time: the scores' tag names are read
+    dictionary-encoded and scattered straight into one float column per tag."""
+    run = reader.TagRun(source)
+    matrix = tagdata.ScoreMatrix(run.num_rows())
     # A run where every track failed still has its (empty) files: it shows its dead letters.
-    metadata, row = [parquet_files[0].schema_arrow.empty_table().select(META_COLUMNS)], 0
-    for parquet in parquet_files:
-        for group in range(parquet.num_row_groups):
-            try:
-                part = parquet.read_row_group(group, columns=META_COLUMNS + ["scores"])
-            except (KeyError, pyarrow.ArrowException) as error:
-                raise TagscaleError(f"unreadable tag output: {error}") from error
-            matrix.add(row, part.column("scores").combine_chunks())
-            metadata.append(part.drop_columns(["scores"]))
-            row += part.num_rows
-    meta = pyarrow.concat_tables(metadata)
+    metadata, row = [TAGS_SCHEMA.empty_table().select(META_COLUMNS)], 0
+    for part in run.batches(META_COLUMNS + ["scores"], dictionary_tags=True):
+        matrix.add(row, part.column("scores").combine_chunks())
+        metadata.append(part.drop_columns(["scores"]))
+        row += part.num_rows
+    meta = pyarrow.concat_tables(metadata, promote_options="permissive")
     model = meta.column("model").combine_chunks()
     columns = {
         "row": pyarrow.array(np.arange(row, dtype=np.int32)),
@@ -156,7 +113,7 @@ def read_run(index: int, source: str, local_dir: str) -> Run:
             columns[f"r{k}"] = rank
     name = os.path.basename(source.rstrip("/")) or source
     table = pyarrow.table(columns)
-    return Run(index, name, source, local_dir, list(matrix.tags), table, {}, tag_output.segment_files(local_dir))
+    return Run(index, name, source, run, list(matrix.tags), table, {})
 
 
 def track_segments(run: Run, track_id: str) -> dict | None:
@@ -165,14 +122,10 @@ def track_segments(run: Run, track_id: str) -> dict | None:
     Reads only the shard(s) the track_id hashes to."""
     if not run.segment_files:
         return None
-    tags, found = None, []
-    for path in segments.files_for_track(run.segment_files, track_id):
-        try:
-            table = pq.read_table(path, filters=[("track_id", "=", track_id)])
-        except (OSError, pyarrow.ArrowException) as error:
-            raise TagscaleError(f"unreadable segment file {path}: {error}") from error
-        tags = tags or segments.vocabulary(table.schema)
-        found += table.to_pylist()
+    table = run.run.read_segments(segments.files_for_track(run.segment_files, track_id), track_id)
+    if table is None or not table.num_rows:
+        return None
+    tags, found = segments.vocabulary(table.schema), table.to_pylist()
     if not found:
         return None
     found.sort(key=lambda row: row["start_s"])
@@ -209,14 +162,9 @@ def dead_letters(connection, run: Run) -> list[dict]:
     """The run's dead-letter records counted by stage and reason.
 
     pyarrow reads the files and DuckDB counts the registered table: no path goes into SQL."""
-    files = dead_letter.dead_letter_files(run.local_dir)  # a gs:// run's mirror has no manifest: its files
-    if not files:
+    table = run.run.dead_letters(["stage", "error"])
+    if table is None:
         return []
-    try:
-        tables = [pq.read_table(path, columns=["stage", "error"]) for path in files]
-        table = pyarrow.concat_tables(tables, promote_options="default")
-    except (KeyError, OSError, pyarrow.ArrowException) as error:
-        raise TagscaleError(f"unreadable dead letters in {run.source}: {error}") from error
     name = f"dead_letter_{run.index}"
     connection.register(name, table)
     try:

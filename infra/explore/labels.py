@@ -43,7 +43,7 @@ class Curation:
     def __init__(self, explorer, labels_dir: str | None = None, probe_dir: str | None = None):
         self.explorer = explorer
         if labels_dir:
-            inside = [r.source for r in explorer.runs if outputs.within(labels_dir, r.local_dir)]
+            inside = [r.source for r in explorer.runs if outputs.within(labels_dir, r.source)]
             if inside:  # a run is read, never written to
                 raise TagscaleError(f"--labels {labels_dir} is inside the tag run {inside[0]}: use a folder of its own")
         self.store = LabelStore(labels_dir, create=True) if labels_dir else None

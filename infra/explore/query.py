@@ -5,9 +5,6 @@ Every answer is plain JSON-ready data; :mod:`infra.explore.server` turns it into
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import threading
 
 from infra.explore import data as explore_data
@@ -27,11 +24,10 @@ class Explorer:
     """One or more tag runs, queried with one DuckDB connection (DuckDB connections are not
     safe to share between threads, and each query takes milliseconds, so a lock serializes them)."""
 
-    def __init__(self, runs: list[Run], work_dir: str | None = None):
+    def __init__(self, runs: list[Run]):
         import duckdb
 
         self.runs = runs
-        self._work_dir = work_dir
         self._lock = threading.Lock()
         self._searchers = {}  # run directory -> tagruns.similar.Searcher, loaded on first use
         self._searchers_lock = threading.Lock()
@@ -52,31 +48,18 @@ class Explorer:
 
     @classmethod
     def open(cls, sources: list[str], thresholds: str | None = None) -> "Explorer":
-        """Read every run (gs:// runs are copied to a temporary directory first)."""
-        work_dir = tempfile.mkdtemp(prefix="tagscale-explore-") if any("://" in s for s in sources) else None
-        try:
-            runs = []
-            for index, source in enumerate(sources):
-                local = (
-                    explore_data.mirror(source, os.path.join(work_dir, f"run{index}")) if "://" in source else source
-                )
-                runs.append(explore_data.read_run(index, source, local))
-            names = [run.name for run in runs]
-            for run in runs:
-                if names.count(run.name) > 1:  # two runs in folders of the same name
-                    run.name = f"{run.name}#{run.index + 1}"
-            if thresholds:
-                explore_data.apply_thresholds(runs, thresholds)
-        except BaseException:
-            if work_dir:
-                shutil.rmtree(work_dir, ignore_errors=True)
-            raise
-        return cls(runs, work_dir)
+        """Read every run (local or gs://) through its one reader; nothing is copied to disk."""
+        runs = [explore_data.read_run(index, source) for index, source in enumerate(sources)]
+        names = [run.name for run in runs]
+        for run in runs:
+            if names.count(run.name) > 1:  # two runs in folders of the same name
+                run.name = f"{run.name}#{run.index + 1}"
+        if thresholds:
+            explore_data.apply_thresholds(runs, thresholds)
+        return cls(runs)
 
     def close(self) -> None:
         self._db.close()
-        if self._work_dir:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
 
     def _query(self, sql: str, params: list) -> list[tuple]:
         with self._lock:
@@ -318,7 +301,7 @@ class Explorer:
         if not found:
             return None
         k = _bounded(k, 1, 100, "k")
-        directory = found[0][0].local_dir
+        directory = found[0][0].source
         try:
             with self._searchers_lock:  # one load per run, however many pages ask at once
                 if directory not in self._searchers:

@@ -1,1 +1,1 @@
-"""Where outputs go: files local or on gs://, output checks, staged runs, locks, Parquet shards."""
+"""Where outputs go: the filesystem layer (local and gs://), output checks, staged runs, locks, ownership."""

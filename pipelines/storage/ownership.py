@@ -5,12 +5,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
-from apache_beam.io.filesystems import FileSystems
-
 from pipelines.storage import fileio
+from pipelines.storage.filesystem import is_remote
+from pipelines.storage.places import place_of
 from runtime.errors import TagscaleError
 
 MARKER = ".tagscale-owned"
@@ -20,15 +17,9 @@ class OutputError(TagscaleError):
     """An output location tagscale must not write to or delete; the message says why."""
 
 
-def is_remote(path: str) -> bool:
-    """An object-store location (gs://...); ``file://`` URLs are local."""
-    return "://" in path and not path.startswith("file://")
-
-
 def mark(directory: str) -> None:
     """Create ``directory`` (if needed) and put tagscale's ownership marker in it."""
-    if not is_remote(directory):
-        os.makedirs(directory, exist_ok=True)
+    place_of(directory).make_dir(directory)
     fileio.write_text(fileio.join(directory, MARKER), "made by tagscale: it may replace or delete this directory\n")
 
 
@@ -39,14 +30,12 @@ def owned(directory: str) -> bool:
 
 def path_exists(path: str) -> bool:
     """A file or folder at ``path``; on gs://, where folders are prefixes, any object under it too."""
-    if is_remote(path):
-        return fileio.exists(path) or bool(list_objects(path))
-    return os.path.lexists(path)
+    return place_of(path).exists(path)
 
 
 def is_dir(path: str) -> bool:
     """``path`` is a folder (on gs://: a prefix with objects under it)."""
-    return bool(list_objects(path)) if is_remote(path) else os.path.isdir(path)
+    return place_of(path).is_dir(path)
 
 
 def delete_owned(directory: str) -> None:
@@ -55,16 +44,9 @@ def delete_owned(directory: str) -> None:
         return
     if not owned(directory):
         raise OutputError(f"{directory} was not made by tagscale (no {MARKER} in it); refusing to delete it")
-    if is_remote(directory):
-        fileio.delete_tree(directory)
-    else:
-        shutil.rmtree(directory)
+    place_of(directory).delete_tree(directory)
 
 
 def list_objects(prefix: str) -> list[str]:
     """Every object under ``prefix`` (a remote folder), recursively; none when there is none."""
-    pattern = prefix.rstrip("/") + "/**"
-    try:
-        return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
-    except Exception:  # nothing under the prefix
-        return []
+    return place_of(prefix).list_objects(prefix) if is_remote(prefix) else []

@@ -1,6 +1,6 @@
 """Provenance of a tag run: which model (and on what terms), which catalog, which tagscale.
 
-A run records it twice: in ``tags/manifest.json`` (key ``provenance``) and in every tag
+A run records it twice: in ``tags/manifest.json`` (key ``provenance``, :mod:`runfolder.manifest`) and in every tag
 Parquet file's key-value metadata (key :data:`METADATA_KEY`, a JSON value), so a file copied
 away from its run still says where its scores came from. Nothing in it changes from run to
 run of the same catalog and model (no run id, no clock), so reruns keep writing the same bytes.
@@ -12,10 +12,7 @@ import json
 import os
 import re
 
-import apache_beam as beam
-
-from pipelines import dead_letter, tag_output
-from pipelines.storage import fileio
+from runfolder import layout, manifest
 from runtime.errors import TagscaleError
 
 METADATA_KEY = "tagscale.provenance"
@@ -72,37 +69,26 @@ def run_provenance(catalog: str, model_path: str, info: dict, catalog_rows: int 
     }
 
 
-def _metadata(rows: int, base: dict) -> dict:
+def parquet_metadata(rows: int, base: dict) -> dict:
+    """The Parquet key-value metadata every tag file of a run carries: ``base`` (a
+    :func:`run_provenance`) with the catalog's row count ``rows``."""
     record = {**base, "catalog": {**base["catalog"], "rows": int(rows)}}
     return {METADATA_KEY: json.dumps(record, sort_keys=True)}
 
 
-def file_metadata(catalog, base: dict):
-    """A one-element PCollection: the Parquet key-value metadata of ``base`` with the row count
-    of ``catalog`` (a ``ReadCatalog`` result: its tracks and its bad rows), counted in the
-    pipeline, where the rows are read anyway; the driver never reads the catalog."""
-    return (
-        (catalog["tracks"], catalog[dead_letter.TAG])
-        | "AllCatalogRows" >> beam.Flatten()
-        | "CountCatalogRows" >> beam.combiners.Count.Globally()
-        | "ProvenanceMetadata" >> beam.Map(_metadata, base)
-    )
-
-
 def read(tags_dir: str) -> dict | None:
-    """A run's provenance as its manifest records it; None for a run written before runs recorded it.
+    """A run's provenance as its manifest records it; None for a run written before runs
+    recorded it (or whose manifest is not JSON: the reader says so).
 
     ``tags_dir`` is a ``tagscale tag --output`` directory or its ``tags/`` directory.
     """
-    base = tags_dir.rstrip("/")
-    for directory in (fileio.join(base, "tags"), base):
-        path = fileio.join(directory, tag_output.MANIFEST)
-        if fileio.exists(path):
-            try:
-                manifest = json.loads(fileio.read_text(path))
-            except (ValueError, UnicodeDecodeError):
-                return None
-            recorded = manifest.get("provenance") if isinstance(manifest, dict) else None
+    for directory in layout.tags_dirs(tags_dir):
+        try:
+            found = manifest.read(directory)
+        except TagscaleError:
+            return None
+        if found is not None:
+            recorded = found.get(layout.PROVENANCE_KEY) if isinstance(found, dict) else None
             return recorded if isinstance(recorded, dict) else None
     return None
 

@@ -6,7 +6,8 @@ the model's vocabulary order (the same order in every row, so the k-th pair is a
 tag; the track table's scores are sorted by score instead). The vocabulary is also in each
 file's Parquet key-value metadata (:data:`VOCABULARY_KEY`), so a reader can name one column per
 tag without reading a row. The files sit in ``DIR/tags/`` next to the track table's, named
-``segments-run-...``, and ``tags/manifest.json`` lists them under :data:`MANIFEST_KEY`.
+``segments-run-...``, and ``tags/manifest.json`` lists them under ``segments``
+(:data:`runfolder.layout.SEGMENTS_KEY`).
 
 Patch ``k`` of a track holds frames ``[187 k, 187 (k + 1))`` of its centred STFT
 (:func:`model.dsp.patch_waveform`), that is the audio from ``k * PATCH_SECONDS`` to
@@ -23,9 +24,9 @@ import numpy as np
 import pyarrow
 
 from model import dsp
+from runfolder import layout
 from runtime.errors import TagscaleError
 
-MANIFEST_KEY = "segments"
 VOCABULARY_KEY = "tagscale.tags"
 SCHEMA = pyarrow.schema(
     [
@@ -38,11 +39,6 @@ SCHEMA = pyarrow.schema(
 SHARD_NAME = re.compile(r"(.+)-([0-9]{5})-of-([0-9]{5})\.parquet")
 # Two patches touch when one's end is the next one's start: both are rounded the same way.
 TOUCH_S = 1e-6
-
-
-def file_prefix(run_id: str) -> str:
-    """How a run's segment file names start (its track files start ``run-``)."""
-    return f"segments-run-{run_id}"
 
 
 def schema_for(tags: list[str]) -> pyarrow.Schema:
@@ -82,7 +78,7 @@ def segment_rows(track_id: str, patches, *, tags: list[str], duration_s: float) 
 
 
 def row_bytes(row: dict) -> int:
-    """About the bytes a segment row takes in an uncompressed file (see tag_output.row_bytes)."""
+    """About the bytes a segment row takes in an uncompressed file (see runfolder.schema.row_bytes)."""
     return 5 * len(row["scores"]) + len(row["track_id"]) + 16 + 24
 
 
@@ -120,14 +116,12 @@ def format_ranges(found: list[dict]) -> str:
 
 def files_for_track(files: list[str], track_id: str) -> list[str]:
     """The segment files that can hold ``track_id``: per write (file name prefix), the shard its
-    track_id hashes to, as :class:`pipelines.parquet_shards.WriteParquetShards` placed it."""
-    from pipelines import shards
-
+    track_id hashes to (:func:`runfolder.layout.shard_of`, where the writer placed it)."""
     wanted = []
     for path in files:
         found = SHARD_NAME.fullmatch(path.rsplit("/", 1)[-1])
         if found is None:
             raise TagscaleError(f"{path} is not a segment shard ({SHARD_NAME.pattern})")
-        if int(found.group(2)) == shards.shard_of(track_id, int(found.group(3))):
+        if int(found.group(2)) == layout.shard_of(track_id, int(found.group(3))):
             wanted.append(path)
     return wanted
