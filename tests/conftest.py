@@ -8,6 +8,7 @@ explore_run.py, read_only.py, gcs_emulator.py.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import os
@@ -106,17 +107,12 @@ def musicnn_cache(tmp_path_factory) -> str:
     return str(shared)
 
 
+@contextlib.contextmanager
 def cache_lock(cache: str):
     """An exclusive lock on ``cache`` for the length of a ``with`` block (fetches are no-ops once done)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def locked():
-        with open(os.path.join(cache, ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-    return locked()
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="session")
