@@ -53,10 +53,11 @@ test-numerics: $(STAMP)
 	else echo "test-numerics: no AVX-512 on this CPU; its oneDNN path is already AVX2 (make test)"; fi
 
 # The edit-test loop: every test under about 3 s (markers in pytest.ini), the Beam stages on tiny
-# inputs (TestPipeline) included, no whole pipeline run, no training, no browser; about 2 minutes on
-# 2 cores. It ends with the count of Beam pipelines it ran. `make test` runs everything.
+# inputs (TestPipeline) included, no whole pipeline run, no training, no browser, spread over every
+# core (pytest-xdist, one worker process per core). It ends with the count of Beam pipelines it ran.
+# `make test` runs everything, in one process (its Beam runs and training take both cores each).
 test-fast: $(STAMP)
-	$(PY) -m pytest -m 'not slow and not browser' --durations=15
+	$(PY) -m pytest -m 'not slow and not browser' -n auto --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

