@@ -40,7 +40,7 @@ DIM = 16  # embedding values per row (a real model's are more; the skip reads no
 def small_model(root) -> str:
     """The tests' small random model (3 tags), saved once under ``root``."""
     path = root / "small"
-    if not (path / "info.json").exists():
+    if not (path / "tags.txt").exists():
         sys.path.insert(0, str(REPO))
         from tests.made import small_model_dir
 
