@@ -16,8 +16,10 @@ peak RSS from wait4):
   copy of the big run: the case a user has (its 1M catalog rows read and skipped).
 
 The overhead of the last over ``fresh`` is the figure of the target (<= 3 s, <= 300 MB); the
-middle row splits it into the existing run's part and the catalog's part. The table goes to
-BENCHMARKS.md (``incremental_scale``).
+middle row splits it into the existing run's part and the catalog's part. Two probes split the
+catalog's part further: a Beam pipeline that only reads the full catalog and counts its tracks,
+and the same with the skip between (``--probe``, each a process of its own): their difference
+is what the skip costs per catalog row. The table goes to BENCHMARKS.md (``incremental_scale``).
 """
 
 from __future__ import annotations
@@ -130,6 +132,34 @@ def prepare(rows: int, new: int) -> dict:
     return {"root": root, "model": model}
 
 
+def probe(kind: str, catalog: str, model: str, run_dir: str) -> int:
+    """In this process: read ``catalog`` (and, for ``skip``, split it by the run's ids) and count."""
+    import apache_beam as beam
+
+    from model import export
+    from pipelines import tag
+    from pipelines.catalog import ReadCatalog
+    from runfolder import manifest
+
+    _, info = export.read_model_info(model)
+    files = manifest.tag_files(run_dir + "/tags")
+    with beam.Pipeline() as pipeline:
+        tracks = (pipeline | ReadCatalog(catalog))["tracks"]
+        if kind == "skip":
+            tracks = (tracks | tag.SkipAlreadyTagged(files, info["version"])).todo
+        _ = tracks | beam.combiners.Count.Globally() | beam.Map(print)
+    return 0
+
+
+def measure_probes(setup: dict, env: dict) -> dict:
+    results = {}
+    for kind in ("catalog", "skip"):
+        argv = [PYTHON, __file__, "--probe", kind, str(setup["root"] / "full.csv"), setup["model"]]
+        results[kind] = run([*argv, str(setup["root"] / "run")], env)
+        print(kind, {k: round(v, 2) for k, v in results[kind].items() if k != "stdout"}, flush=True)
+    return results
+
+
 def measure(setup: dict, repeats: int, env: dict) -> dict:
     root, model = setup["root"], setup["model"]
     out = WORK / "incremental_out"
@@ -158,7 +188,7 @@ def measure(setup: dict, repeats: int, env: dict) -> dict:
     return results
 
 
-def report(results: dict, rows: int, new: int, repeats: int, load: tuple) -> list[str]:
+def report(results: dict, probes: dict, rows: int, new: int, repeats: int, load: tuple) -> list[str]:
     base = results["fresh, new tracks' catalog"]
     lines = [
         "### `tag --incremental` at catalog scale (`benchmarks/incremental_scale.py`)",
@@ -186,6 +216,21 @@ def report(results: dict, rows: int, new: int, repeats: int, load: tuple) -> lis
         f"{part['wall_s'] - base['wall_s']:+.1f} wall s / {part['cpu_s'] - base['cpu_s']:+.1f} CPU s; "
         f"reading and skipping the {rows:,} catalog rows {full['wall_s'] - part['wall_s']:+.1f} wall s / "
         f"{full['cpu_s'] - part['cpu_s']:+.1f} CPU s.",
+        "",
+        f"The catalog's part in two probe pipelines (one process each, Beam only, no model): reading the "
+        f"{rows + new:,}-row catalog and counting its tracks, and the same with the skip between.",
+        "",
+        "| probe | CPU s | wall s | peak MB |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in probes.items():
+        lines.append(f"| {name} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {r['rss_mb']:.0f} |")
+    skip, read = probes["skip"], probes["catalog"]
+    lines += [
+        "",
+        f"The skip itself (its lookup of {rows:,} ids and {rows + new:,} catalog tracks looked up): "
+        f"{skip['cpu_s'] - read['cpu_s']:+.1f} CPU s, {skip['wall_s'] - read['wall_s']:+.1f} wall s, "
+        f"{skip['rss_mb'] - read['rss_mb']:+.0f} MB.",
     ]
     return lines
 
@@ -196,11 +241,15 @@ def main() -> int:
     parser.add_argument("--new", type=int, default=100, help="new tracks (%(default)s)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="print the table only (not BENCHMARKS.md)")
+    parser.add_argument("--probe", nargs=4, metavar=("KIND", "CATALOG", "MODEL", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        return probe(*args.probe)
     setup = prepare(args.rows, args.new)
     env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     load = os.getloadavg()
-    lines = report(measure(setup, args.repeats, env), args.rows, args.new, args.repeats, load)
+    results = measure(setup, args.repeats, env)
+    lines = report(results, measure_probes(setup, env), args.rows, args.new, args.repeats, load)
     print("\n".join(lines))
     if not args.no_write:
         update_benchmarks_md("incremental_scale", "\n".join(lines))

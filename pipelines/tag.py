@@ -287,7 +287,7 @@ def require_same_model(output: str, model: dict) -> None:
     live = fileio.join(output, layout.TAGS)
     if not manifest.tag_files(live):
         return
-    there = reader.TagRun(live).model  # refuses a folder that already holds two models
+    there = reader.run_model(live)  # the model column only; refuses a folder that already holds two models
     if there is not None and (there["name"], there["version"]) != (model["name"], model["version"]):
         raise TagscaleError(
             f"--incremental: {output} holds rows of {there['name']} version {there['version']}, not "
