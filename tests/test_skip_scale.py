@@ -9,6 +9,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.metrics import monitoring_infos
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -81,3 +82,19 @@ def test_lookup_takes_about_12_bytes_plus_the_id_per_row(tmp_path):
     size = lookup.hashes.nbytes + lookup.ids.nbytes
     assert size <= ROWS * (8 + 4 + 12) + ROWS // 8 + 64
     assert skip.TaggedIds([existing_run(tmp_path / "b.parquet", 10)], "v2").has(["old-00000001"]).tolist() == [False]
+
+
+def test_run_model_reads_the_model_as_tag_run_does_and_refuses_two(tmp_path):
+    """The one-model check of an incremental run (the model column alone) agrees with TagRun."""
+    from runfolder import manifest, reader
+    from runtime.errors import TagscaleError
+
+    tags = tmp_path / "run" / "tags"
+    tags.mkdir(parents=True)
+    existing_run(tags / "a.parquet", 100)
+    manifest.write_tags_manifest(str(tags), ["a.parquet"], run_id="1")
+    assert reader.run_model(str(tags)) == reader.TagRun(str(tags)).model == {"name": "m", "version": "v1"}
+    existing_run(tags / "b.parquet", 5, "v0", start=100)
+    manifest.write_tags_manifest(str(tags), ["a.parquet", "b.parquet"], run_id="2")
+    with pytest.raises(TagscaleError, match="holds rows of 2 models .m version v0, m version v1.: one model"):
+        reader.run_model(str(tags))
