@@ -182,11 +182,17 @@ class DecodeTracks(beam.PTransform):
 STATS = "tagscale_stats"  # the Beam metrics namespace of a run's statistics
 
 
+_COUNTERS: dict = {}  # name -> its counter (one object per name: a counter finds its container as it counts)
+
+
 def _count(pair) -> tuple:
     name, number = pair
     if not isinstance(number, int):  # Beam counters are 64-bit integers
         raise TypeError(f"statistic {name!r} must be counted in integers, got {number!r}")
-    beam.metrics.Metrics.counter(STATS, name).inc(number)
+    counter = _COUNTERS.get(name)
+    if counter is None:
+        counter = _COUNTERS[name] = beam.metrics.Metrics.counter(STATS, name)
+    counter.inc(number)
     return ()
 
 

@@ -29,7 +29,7 @@ import time
 import apache_beam as beam
 
 from model import export
-from pipelines import beam_util, dead_letter, inference, shards, stages, tag_output, tag_progress
+from pipelines import beam_util, dead_letter, inference, shards, skip, stages, tag_output, tag_progress
 from pipelines.catalog import ReadCatalog
 from pipelines.catalog_checks import audio_uris, check_reachable
 from pipelines.storage import fileio, outputs, publish
@@ -57,50 +57,28 @@ class TagConfig:
     segments: bool = False  # also write each patch's scores (runfolder.segments)
 
 
-# ----------------------------------------------------------------------- plain functions
-
-
-def split_already_tagged(keyed):
-    """CoGroupByKey result -> the catalog track (main output) or, when this model version
-    already tagged it, the same track on the ``skipped`` output."""
-    _, grouped = keyed
-    for track in grouped["track"]:
-        if grouped["done"]:
-            yield beam.pvalue.TaggedOutput("skipped", track)
-        else:
-            yield track
-
-
 # ------------------------------------------------------------------------ PTransforms
 
 
 class SkipAlreadyTagged(beam.PTransform):
     """Split catalog tracks into ``todo`` and ``skipped``: skipped ones already have a row from
-    this model version in ``existing`` Parquet files. A join, not a set shipped with the job, so
-    it scales to catalogs of any size."""
+    this model version in ``existing`` Parquet files. Each worker reads the ids of those files
+    (:mod:`pipelines.skip`: their ``track_id`` and ``model`` columns, into ~12 bytes plus the
+    id per row) and looks tracks up where the catalog is read: no join, no row of the existing
+    run as a Beam element, so it scales to runs of millions of rows (10M ids: ~250 MB per
+    worker). ``count_as``: a (namespace, name) counter of the skipped tracks."""
 
-    def __init__(self, existing: list[str], model_version: str):
+    def __init__(self, existing: list[str], model_version: str, count_as: tuple[str, str] | None = None):
         super().__init__()
         self._existing = existing
         self._model_version = model_version
+        self._count_as = count_as
 
     def expand(self, tracks):
-        keyed = tracks | "KeyByTrackId" >> beam.Map(lambda track: (track.track_id, track))
         if not self._existing:
-            return keyed | "NothingTagged" >> beam.FlatMap(lambda item: [item[1]]).with_outputs("skipped", main="todo")
-        version = self._model_version
-        done = (
-            tracks.pipeline
-            | "CreateTaggedFiles" >> beam.Create(self._existing)
-            | "ReadTagged" >> beam.io.ReadAllFromParquet(columns=["track_id", "model"])
-            | "SameModelVersion" >> beam.Filter(lambda row: row["model"]["version"] == version)
-            | "TaggedIds" >> beam.Map(lambda row: (row["track_id"], True))
-        )
-        return (
-            {"track": keyed, "done": done}
-            | "JoinTagged" >> beam.CoGroupByKey()
-            | "Split" >> beam.FlatMap(split_already_tagged).with_outputs("skipped", main="todo")
-        )
+            return tracks | "NothingTagged" >> beam.FlatMap(lambda track: [track]).with_outputs("skipped", main="todo")
+        split = skip.SplitTagged(self._existing, self._model_version, self._count_as)
+        return tracks | "SplitTagged" >> beam.ParDo(split).with_outputs("skipped", main="todo")
 
 
 class TagTracks(beam.PTransform):
@@ -160,7 +138,8 @@ def build_pipeline(
     (``--incremental``). Progress lines count tracks without a total unless ``total`` is given:
     counting the catalog's rows would read it all on the driver."""
     catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
-    todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"])
+    skipped_count = (stages.STATS, "skipped")  # counted as the tracks are looked up, not one element each
+    todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"], skipped_count)
     decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
     tag_tracks = TagTracks(config, tags=tags, info=info, total=total)
     rows = decoded.decoded | "TagTracks" >> tag_tracks
@@ -192,7 +171,6 @@ def build_pipeline(
         catalog["tracks"] | "CountTracks" >> beam.Map(lambda _: ("tracks_in", 1)),
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
         *(part | f"CountFailed{i}" >> beam.Map(lambda _: ("failed", 1)) for i, part in enumerate(failures)),
-        todo.skipped | "CountSkipped" >> beam.Map(lambda _: ("skipped", 1)),
         rows | "CountTagged" >> beam.Map(lambda row: ("tagged", 1)),
         rows | "CountSeconds" >> beam.Map(lambda row: ("audio_ms", round(row["duration_s"] * 1000))),
     ) | "AllStats" >> beam.Flatten()
@@ -309,7 +287,7 @@ def require_same_model(output: str, model: dict) -> None:
     live = fileio.join(output, layout.TAGS)
     if not manifest.tag_files(live):
         return
-    there = reader.TagRun(live).model  # refuses a folder that already holds two models
+    there = reader.run_model(live)  # the model column only; refuses a folder that already holds two models
     if there is not None and (there["name"], there["version"]) != (model["name"], model["version"]):
         raise TagscaleError(
             f"--incremental: {output} holds rows of {there['name']} version {there['version']}, not "

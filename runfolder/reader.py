@@ -69,19 +69,11 @@ class TagRun:
             try:
                 for batch in parquet.iter_batches(columns=["track_id", "model"], batch_size=65536):
                     ids.append(batch.column(0))
-                    model = batch.column(1)
-                    keys = pc.binary_join_element_wise(model.field("name"), model.field("version"), "\x00")
-                    models.update(tuple(key.split("\x00", 1)) for key in pc.unique(keys).to_pylist() if key)
+                    models.update(_models(batch.column(1)))
             except (OSError, pyarrow.ArrowException) as error:
                 raise TagscaleError(f"cannot read tag file {path}: {_first_line(error)}") from error
             ids.append(None)  # the end of a file
-        if len(models) > 1:
-            shown = ", ".join(f"{name} version {version}" for name, version in sorted(models, key=str)[:3])
-            raise TagscaleError(
-                f"the tag output in {self.source} holds rows of {len(models)} models ({shown}): one model per "
-                "run folder; tag each model into a folder of its own"
-            )
-        self.model = None if not models else dict(zip(("name", "version"), next(iter(models))))
+        self.model = _one_model(models, self.source)
         keep = _newest_rows(ids)
         self._ids = ids if keep is not None else None  # kept only to build the view of rule 4
         return keep
@@ -235,6 +227,46 @@ class BoundedDataset(pyarrow.dataset.FileSystemDataset):
         options.setdefault("batch_readahead", 1)
         options.setdefault("fragment_readahead", 1)
         return pyarrow.dataset.FileSystemDataset.scanner(self, columns=columns, filter=filter, **options)
+
+
+def run_model(run_dir: str) -> dict | None:
+    """The ``{"name", "version"}`` of a run folder's rows (None: no rows), from the ``model``
+    column alone: what :attr:`TagRun.model` says, without reading the track ids (cheap at any
+    size). The folder must have tag output.
+
+    Raises
+    ------
+    TagscaleError
+        A file that is not tag output or cannot be read; rows of two models.
+    """
+    files = manifest.tag_files(run_dir)
+    fs, paths = _resolve(files)
+    models = set()
+    for path, inner in zip(files, paths):
+        try:
+            parquet = pq.ParquetFile(inner, filesystem=fs)
+            _check_schema(path, parquet.schema_arrow)
+            for batch in parquet.iter_batches(columns=["model"], batch_size=65536):
+                models.update(_models(batch.column(0)))
+        except (OSError, pyarrow.ArrowException) as error:
+            raise TagscaleError(f"cannot read tag file {path}: {_first_line(error)}") from error
+    return _one_model(models, run_dir)
+
+
+def _models(column) -> set:
+    """The distinct (name, version) pairs of a ``model`` column."""
+    keys = pc.binary_join_element_wise(column.field("name"), column.field("version"), "\x00")
+    return {tuple(key.split("\x00", 1)) for key in pc.unique(keys).to_pylist() if key}
+
+
+def _one_model(models: set, source: str) -> dict | None:
+    if len(models) > 1:
+        shown = ", ".join(f"{name} version {version}" for name, version in sorted(models, key=str)[:3])
+        raise TagscaleError(
+            f"the tag output in {source} holds rows of {len(models)} models ({shown}): one model per "
+            "run folder; tag each model into a folder of its own"
+        )
+    return None if not models else dict(zip(("name", "version"), next(iter(models))))
 
 
 def _resolve(files: list[str]):
