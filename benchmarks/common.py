@@ -86,7 +86,8 @@ def internal_seconds(stdout: str, key: str) -> float | None:
 
 
 def update_benchmarks_md(section: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- section -->`` markers in BENCHMARKS.md."""
+    """Replace the section between ``<!-- section -->`` markers in BENCHMARKS.md; a new section goes
+    at the end of "Latest output of each script" (before "## History"), or at the end of the file."""
     path = REPO / "BENCHMARKS.md"
     text = (
         path.read_text()
@@ -97,6 +98,9 @@ def update_benchmarks_md(section: str, body: str) -> None:
     block = f"{start}\n{body.strip()}\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    elif "\n## History\n" in text:
+        history = text.index("\n## History\n")
+        text = text[:history].rstrip() + "\n\n" + block + "\n" + text[history:]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
