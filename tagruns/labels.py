@@ -27,7 +27,6 @@ from runtime.errors import TagscaleError
 DECISIONS = "decisions"
 VERDICTS = ("yes", "no")
 MAX_TAG_CHARS = 100  # a tag is a short name; the bound keeps one request from filling the disk
-MAX_TRACK_ID_CHARS = names.MAX_ID_CHARS  # the catalog's own limit: a longer id is in no run
 # A decision is a few hundred bytes; the longest id and tag, of astral characters JSON-escaped
 # to 12 bytes each, take 7.2 KiB, which leaves room for the run's path. A file over this is not
 # a decision, whatever it is.
@@ -59,8 +58,9 @@ def check_tag(tag) -> str:
 
 def check_decision(track_id, tag, verdict) -> tuple[str, str, str]:
     """``(track_id, tag, verdict)`` checked; :class:`TagscaleError` naming what is wrong."""
-    if not isinstance(track_id, str) or not track_id or len(track_id) > MAX_TRACK_ID_CHARS:
-        raise TagscaleError(f"track_id must be text of 1 to {MAX_TRACK_ID_CHARS} characters")
+    # The catalog's own limit (a longer id is in no run).
+    if not isinstance(track_id, str) or not track_id or len(track_id) > names.MAX_ID_CHARS:
+        raise TagscaleError(f"track_id must be text of 1 to {names.MAX_ID_CHARS} characters")
     if not track_id.isascii() and any(0xD800 <= ord(char) <= 0xDFFF for char in track_id):
         raise TagscaleError("track_id holds a lone surrogate (not Unicode text)")
     if verdict not in VERDICTS:

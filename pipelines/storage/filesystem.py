@@ -122,12 +122,6 @@ def resolve(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
     return _gcs(os.environ.get("STORAGE_EMULATOR_HOST")), rest.rstrip("/")
 
 
-def exists(location: str) -> bool:
-    """A file at ``location`` (a folder on local disk too)."""
-    fs, path = resolve(location)
-    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-
-
 def is_file(location: str) -> bool:
     fs, path = resolve(location)
     return fs.get_file_info(path).type == pyarrow.fs.FileType.File
@@ -139,15 +133,11 @@ def size(location: str) -> int:
     return int(fs.get_file_info(path).size)
 
 
-def read_bytes(location: str, limit: int | None = None) -> bytes:
-    """The bytes of the file at ``location`` (at most ``limit`` of them)."""
+def read_text(location: str) -> str:
+    """The text (UTF-8) of the file at ``location``."""
     fs, path = resolve(location)
     with fs.open_input_stream(path) as handle:
-        return handle.read() if limit is None else handle.read(limit)
-
-
-def read_text(location: str) -> str:
-    return read_bytes(location).decode("utf-8")
+        return handle.read().decode("utf-8")
 
 
 def list_files(location: str) -> list[str]:
