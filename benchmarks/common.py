@@ -17,6 +17,32 @@ WORK = REPO / "benchmarks" / "work"
 PYTHON = sys.executable
 
 
+def cpu_flags() -> set:
+    """The CPU's flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def cpu_info() -> str:
+    """'model name, N cores, flags: avx512f ...', and the oneDNN kernel path where the environment
+    changes it (the figures of a capped or Eigen run are not those of the CPU's own path)."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        text = ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    vector = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2", "fma") if f in cpu_flags()]
+    info = f"{name}, {len(os.sched_getaffinity(0))} cores, flags: {' '.join(vector) or 'none of avx2/avx512'}"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        info += f"; oneDNN capped at {os.environ['ONEDNN_MAX_CPU_ISA']} (ONEDNN_MAX_CPU_ISA)"
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        info += "; oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)"
+    return info
+
+
 def mp3_catalog(n_tracks: int = 40, seconds: float = 30.0, *, root: pathlib.Path | None = None) -> pathlib.Path:
     """40 MP3 tracks of 30 s, 44.1 kHz stereo, 128 kb/s (made once, reused), with demo-like tags."""
     from pipelines.decode.audio import ffmpeg_executable

@@ -20,8 +20,8 @@ import shutil
 import statistics
 import sys
 
-from common import PYTHON, REPO, WORK, mp3_catalog, update_benchmarks_md
-from tag_throughput import cpu_info, prepare_cache, run
+from common import PYTHON, REPO, WORK, cpu_info, mp3_catalog, update_benchmarks_md
+from tag_throughput import prepare_cache, run
 
 PROBE = str(REPO / "benchmarks" / "phase_probe.py")
 

@@ -32,8 +32,8 @@ import sys
 import wave
 
 import numpy as np
-from common import PYTHON, REPO, WORK, update_benchmarks_md
-from tag_throughput import cpu_info, run
+from common import PYTHON, REPO, WORK, cpu_info, update_benchmarks_md
+from tag_throughput import run
 
 N_FILES = 8  # shards of the synthetic run
 DIM = 16  # embedding values per row (a real model's are more; the skip reads none of them)
@@ -137,16 +137,14 @@ def probe(kind: str, catalog: str, model: str, run_dir: str) -> int:
     import apache_beam as beam
 
     from model import export
-    from pipelines import tag
+    from pipelines import skip
     from pipelines.catalog import ReadCatalog
     from runfolder import manifest
 
     _, info = export.read_model_info(model)
-    files = manifest.tag_files(run_dir + "/tags")
+    already = skip.AlreadyTagged(manifest.tag_files(run_dir + "/tags"), info["version"]) if kind == "skip" else None
     with beam.Pipeline() as pipeline:
-        tracks = (pipeline | ReadCatalog(catalog))["tracks"]
-        if kind == "skip":
-            tracks = (tracks | tag.SkipAlreadyTagged(files, info["version"])).todo
+        tracks = (pipeline | ReadCatalog(catalog, skip=already))["tracks"]
         _ = tracks | beam.combiners.Count.Globally() | beam.Map(print)
     return 0
 

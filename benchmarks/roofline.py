@@ -34,7 +34,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from common import PYTHON, REPO, update_benchmarks_md  # noqa: E402
+from common import PYTHON, REPO, cpu_flags, cpu_info, update_benchmarks_md  # noqa: E402
 from flops import count_flops  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -157,14 +157,6 @@ def _submodel(keras_model, output):
     return keras.Model(keras_model.input, output)
 
 
-def cpu_info() -> str:
-    text = open("/proc/cpuinfo").read()
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    vector = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2", "fma") if f in flags]
-    return f"{name}, {len(os.sched_getaffinity(0))} cores, flags: {' '.join(vector) or 'none of avx2/avx512'}"
-
-
 def report(m: dict, bf16: dict | None, load: tuple) -> list[str]:
     peak_name, peak = max(m["sgemm"].items(), key=lambda kv: kv[1])
     b = m["batch"]
@@ -204,7 +196,7 @@ def report(m: dict, bf16: dict | None, load: tuple) -> list[str]:
         w16 = bf16["groups"]["whole model (SavedModel)"]["cpu_s"]
         lines.append(
             f"With `--precision bfloat16` (oneDNN's bfloat16 rewrite; this CPU "
-            f"{'has' if 'avx512_bf16' in cpu_info() else 'lacks'} AVX512_BF16): whole model "
+            f"{'has' if 'avx512_bf16' in cpu_flags() else 'lacks'} AVX512_BF16): whole model "
             f"{1000 * w16 / b:.2f} CPU ms per patch, {whole / w16:.2f}x float32."
         )
     return lines

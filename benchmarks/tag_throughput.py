@@ -11,6 +11,14 @@ the small catalog lists each once, the large one ``--repeat`` times under new tr
   work (CPU of the loop, no start-up), which is what a longer catalog adds.
 - tagscale: ``tagscale tag --model musicnn-mtt`` on both catalogs, whole process, on all cores
   and pinned to one (``taskset -c 0``). Marginal = large run minus small run (CPU and wall).
+- ``--precision bfloat16`` on both catalogs, where the CPU has AVX512_BF16 or AMX (it is opt-in
+  in ``tag``; its ratio and its largest score difference are reported beside float32's).
+- The ceiling: the model alone (``roofline.py``'s whole SavedModel, one thread, batch 16) in the
+  same run; musicnn's way per CPU s over the model's is the ratio ``tag`` would reach if decoding,
+  the log-mel's framing, Beam and the Parquet output cost nothing.
+
+Targets (per CPU s, marginal, over musicnn's way): 3.5x on an AVX-512 CPU, 5x on an AVX2-only one.
+Set ``ONEDNN_MAX_CPU_ISA=AVX2`` to measure both sides on oneDNN's AVX2 kernels (the section says so).
 
 CPU = user+sys of the process and its children; peak RSS from wait4. Everything is sequential,
 so the figures are ratios measured side by side. Results go to BENCHMARKS.md (``tag_throughput``)
@@ -28,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from common import PYTHON, REPO, WORK, mp3_catalog, update_benchmarks_md
+from common import PYTHON, REPO, WORK, cpu_flags, cpu_info, mp3_catalog, update_benchmarks_md
 
 MUSICNN_WAY = """
 import csv, json, sys, time
@@ -47,18 +55,6 @@ for row in rows:
 print(f"work_cpu={time.process_time() - cpu:.3f} work_wall={time.perf_counter() - wall:.3f}")
 json.dump(scores, open(sys.argv[2], "w"))
 """
-
-
-def cpu_info() -> str:
-    """'model name, N cores, AVX-512 / AVX2 / ...' from /proc/cpuinfo."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    vector = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx2", "fma") if f in flags]
-    return f"{name}, {len(os.sched_getaffinity(0))} cores, flags: {' '.join(vector) or 'none of avx2/avx512'}"
 
 
 def run(command: list[str], env: dict) -> dict:
@@ -115,7 +111,7 @@ def prepare_cache() -> str:
     return str(cache)
 
 
-def tag_command(catalog, output, cache: str, pinned: bool) -> list[str]:
+def tag_command(catalog, output, cache: str, pinned: bool, precision: str = "float32") -> list[str]:
     command = [
         PYTHON,
         "-m",
@@ -131,6 +127,8 @@ def tag_command(catalog, output, cache: str, pinned: bool) -> list[str]:
         cache,
         "--progress-every",
         "1000",
+        "--precision",
+        precision,
     ]
     return (["taskset", "-c", "0"] + command) if pinned else command
 
@@ -144,6 +142,27 @@ def tagscale_scores(output) -> dict:
     return {row["track_id"]: {s["tag"]: s["score"] for s in row["scores"]} for row in rows}
 
 
+# The runs of `tag`: all cores, all cores in bfloat16, one core (``taskset -c 0``), and their precision.
+LANES = {"all": "float32", "bfloat16": "bfloat16", "pinned": "float32"}
+
+
+def lanes(pinned: bool, bfloat16: bool) -> list[str]:
+    wanted = {"all": True, "bfloat16": bfloat16, "pinned": pinned}
+    return [lane for lane in LANES if wanted[lane]]
+
+
+def model_alone(cache: str, bfloat16: bool) -> dict:
+    """CPU s per 3-s patch of the whole SavedModel alone (roofline.py: one thread, batch 16), by precision."""
+    seconds = {}
+    for precision in ("float32", "bfloat16") if bfloat16 else ("float32",):
+        path = WORK / f"model_alone_{precision}.json"
+        command = [PYTHON, str(REPO / "benchmarks" / "roofline.py"), "--quick", "--cache-dir", cache]
+        subprocess.run(command + ["--precision", precision, "--json", str(path)], check=True, cwd=REPO)
+        measured = json.loads(path.read_text())
+        seconds[precision] = measured["groups"]["whole model (SavedModel)"]["cpu_s"] / measured["batch"]
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=40, help="distinct MP3 files (%(default)s)")
@@ -153,6 +172,7 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="10 files, rows 10 and 40: a smoke run, noisier")
     parser.add_argument("--no-pinned", action="store_true", help="skip the taskset -c 0 runs")
+    parser.add_argument("--no-bfloat16", action="store_true", help="skip the bfloat16 runs")
     args = parser.parse_args()
     if args.quick:
         args.tracks = 10
@@ -162,21 +182,24 @@ def main() -> int:
     cache = prepare_cache()
     env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     pinned = not args.no_pinned and shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1
+    bfloat16 = not args.no_bfloat16 and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     runs = {}
     reference_file = WORK / "musicnn_way_scores.json"
     runs["musicnn"] = run([PYTHON, "-c", MUSICNN_WAY, str(small), str(reference_file), cache], env)
     print("musicnn's way", {k: round(v, 2) for k, v in runs["musicnn"].items() if k != "stdout"}, flush=True)
-    for cores in ("all", "pinned") if pinned else ("all",):
+    for cores in lanes(pinned, bfloat16):
         for rows, catalog in ((n_small, small), (n_large, large)):
             output = WORK / f"tag_{cores}_{rows}"
             shutil.rmtree(output, ignore_errors=True)
-            runs[(cores, rows)] = run(tag_command(catalog, output, cache, cores == "pinned"), env)
+            command = tag_command(catalog, output, cache, cores == "pinned", LANES[cores])
+            runs[(cores, rows)] = run(command, env)
             print(
                 f"tagscale tag, {cores} cores, {rows} rows",
                 {k: round(v, 2) for k, v in runs[(cores, rows)].items() if k != "stdout"},
                 flush=True,
             )
-    lines = report(runs, args, n_small, n_large, seconds, reference_file, WORK / f"tag_all_{n_small}", pinned)
+    runs["model"] = model_alone(cache, bfloat16)
+    lines = report(runs, args, n_small, n_large, seconds, reference_file, pinned, bfloat16)
     print("\n".join(lines))
     update_benchmarks_md("tag_throughput", "\n".join(lines))
     return 0
@@ -186,22 +209,23 @@ def internal(stdout: str, key: str) -> float:
     return float(stdout.split(f"{key}=")[1].split()[0])
 
 
-def report(runs, args, n_small, n_large, seconds, reference_file, small_output, pinned) -> list[str]:
+def score_difference(reference: dict, output, order: list[str]) -> float:
+    """Largest |score| difference between a tag run and musicnn's way on the same tracks."""
+    ours = tagscale_scores(output)
+    return max(abs(ours[t][tag] - reference[t][order.index(tag)]) for t in reference for tag in ours[t])
+
+
+def report(runs, args, n_small, n_large, seconds, reference_file, pinned, bfloat16) -> list[str]:
+    from model import dsp, pretrained  # the tag order of the reference's score vectors
+
     audio_small, audio_large = n_small * seconds, n_large * seconds
     base = runs["musicnn"]
     base_cpu_rate = audio_small / internal(base["stdout"], "work_cpu")
     base_wall_rate = audio_small / internal(base["stdout"], "work_wall")
     reference = json.loads(reference_file.read_text())
-    ours = tagscale_scores(small_output)
-    tags = list(next(iter(ours.values())))
-    from model import pretrained  # the tag order of the reference's score vectors
-
-    order = [
-        line.strip()
-        for line in open(os.path.join(pretrained.model_dir("musicnn-mtt", str(WORK / "cache")), "tags.txt"))
-        if line.strip()
-    ]
-    diff = max(abs(ours[t][tag] - reference[t][order.index(tag)]) for t in reference for tag in tags)
+    tags_file = os.path.join(pretrained.model_dir("musicnn-mtt", str(WORK / "cache")), "tags.txt")
+    order = [line.strip() for line in open(tags_file) if line.strip()]
+    target = 3.5 if "avx512f" in cpu_flags() and not os.environ.get("ONEDNN_MAX_CPU_ISA") else 5.0
 
     def marginal(cores):
         small, large = runs[(cores, n_small)], runs[(cores, n_large)]
@@ -228,8 +252,9 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
         f"{audio_small / base_wall_rate:.1f} | "
         f"{base_cpu_rate:.1f} | {base_wall_rate:.1f} | - |",
     ]
-    for cores in ("all", "pinned") if pinned else ("all",):
-        label = "`tagscale tag`" + (", `taskset -c 0`" if cores == "pinned" else "")
+    labels = {"all": "`tagscale tag`", "bfloat16": "`tagscale tag --precision bfloat16`"}
+    for cores in lanes(pinned, bfloat16):
+        label = labels.get(cores, "`tagscale tag`, `taskset -c 0`")
         for rows, audio in ((n_small, audio_small), (n_large, audio_large)):
             r = runs[(cores, rows)]
             lines.append(
@@ -242,11 +267,29 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
             f"**{cpu_rate:.1f}** | **{wall_rate:.1f}** | - |"
         )
     cpu_rate, wall_rate = marginal("all")
+    model = runs["model"]
+    ceiling = dsp.PATCH_SECONDS / model["float32"]  # x realtime per CPU s, the model alone
     lines += [
         "",
-        f"- tagscale / musicnn's way, per CPU s (marginal): **{cpu_rate / base_cpu_rate:.2f}x** (target 2.5x); "
-        f"per wall s: {wall_rate / base_wall_rate:.2f}x.",
+        f"- tagscale / musicnn's way, per CPU s (marginal): **{cpu_rate / base_cpu_rate:.2f}x** "
+        f"(target {target:g}x on this kind of CPU); per wall s: {wall_rate / base_wall_rate:.2f}x.",
+        f"- The ceiling, measured in the same run: the model alone takes {1000 * model['float32']:.1f} CPU ms per "
+        f"3-s patch (one thread, batch 16), {ceiling:.1f}x realtime per CPU s, so `tag` could reach at most "
+        f"**{ceiling / base_cpu_rate:.2f}x** musicnn's way if everything but the model cost nothing; "
+        f"`tag` spends {cpu_rate / ceiling:.0%} of its marginal CPU in the model "
+        "(benchmarks/roofline.py: the model's GEMMs run near one core's sgemm peak).",
     ]
+    if bfloat16:
+        b_rate, _ = marginal("bfloat16")
+        b_ceiling = dsp.PATCH_SECONDS / model["bfloat16"]
+        b_diff = score_difference(reference, WORK / f"tag_bfloat16_{n_small}", order)
+        lines.append(
+            f"- `--precision bfloat16` (opt-in; this CPU has "
+            f"{'AMX' if 'amx_bf16' in cpu_flags() else 'AVX512_BF16'}): **{b_rate / base_cpu_rate:.2f}x** "
+            f"musicnn's way per CPU s (marginal), {b_rate / cpu_rate:.2f}x float32; the model alone "
+            f"{1000 * model['bfloat16']:.1f} CPU ms per patch (ceiling {b_ceiling / base_cpu_rate:.2f}x); "
+            f"largest score difference from musicnn's way {b_diff:.1e}."
+        )
     lines.append(
         f"- cores busy, marginal CPU s / wall s on all cores: **{wall_rate / cpu_rate:.2f}** of {os.cpu_count()} "
         "(target 1.8 of 2)."
@@ -257,6 +300,7 @@ def report(runs, args, n_small, n_large, seconds, reference_file, small_output, 
             f"- all cores / `taskset -c 0`, wall rate (marginal): **{wall_rate / pinned_wall:.2f}x** "
             "(target 1.8x on 2 cores)."
         )
+    diff = score_difference(reference, WORK / f"tag_all_{n_small}", order)
     lines.append(
         f"- Largest score difference, tagscale vs musicnn's way on the same files: {diff:.1e} "
         "(whole paths: tagscale decodes with "

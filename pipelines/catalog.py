@@ -290,14 +290,22 @@ def resolve_uri(uri: str, base: str) -> str:
     return uri if "://" in uri or os.path.isabs(uri) else os.path.abspath(os.path.join(base, uri))
 
 
-def parse_rows(path: str, base: str | None = None):
+def parse_rows(path: str, base: str | None = None, skip=None):
     """Beam body of :class:`ReadCatalog`: ``(track_id, (row, Track))`` or a dead-letter record.
-    With ``base``, a track's relative local uri is made absolute against it. Rows read are shown
-    on stderr every few seconds (a large catalog takes minutes)."""
+    With ``base``, a track's relative local uri is made absolute against it; with ``skip``, rows
+    it has are dropped before they are checked (counted as ``skipped`` outputs). Rows read are
+    shown on stderr every few seconds (a large catalog takes minutes)."""
+    from pipelines import skip as skips
     from pipelines.tag_progress import Ticker
 
     ticker = Ticker("catalog")
-    for number, record in iter_rows(path):
+    rows = iter_rows(path) if skip is None else skips.untagged_rows(iter_rows(path), skip)
+    for item in rows:
+        if isinstance(item, beam.pvalue.TaggedOutput):
+            ticker.add("rows read", item.value)
+            yield item
+            continue
+        number, record = item
         ticker.add("rows read")
         try:
             if isinstance(record, BadRow):
@@ -331,12 +339,12 @@ def _shown(value) -> str:
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
 
 
-def read_chunks(path: str, base: str | None = None):
+def read_chunks(path: str, base: str | None = None, skip=None):
     """Beam body of :class:`ReadCatalog`: :func:`parse_rows` with repeated track_ids made dead
     letters and the tracks packed in chunks (:func:`pipelines.catalog_unique.chunks`)."""
     from pipelines import catalog_unique
 
-    yield from catalog_unique.chunks(parse_rows(path, base))
+    yield from catalog_unique.chunks(parse_rows(path, base, skip))
 
 
 def unchunk(keyed):
@@ -352,26 +360,30 @@ def unchunk(keyed):
 class ReadCatalog(beam.PTransform):
     """Read a catalog into :class:`Track` elements; bad and duplicate rows go to the dead letter.
 
-    Returns ``{'tracks': ..., 'dead_letter': ...}``. The catalog is checked at construction,
-    so a broken catalog fails before any work starts. One worker streams the file (rows are
-    small: millions read in about a minute) and drops repeated track_ids as it reads; a
-    grouping of the tracks in small chunks then spreads them over all workers
-    (:mod:`pipelines.catalog_unique`).
+    Returns ``{'tracks': ..., 'dead_letter': ..., 'skipped': ...}``. The catalog is checked at
+    construction, so a broken catalog fails before any work starts. One worker streams the file
+    (rows are small: millions read in about a minute) and drops repeated track_ids as it reads;
+    a grouping of the tracks in small chunks then spreads them over all workers
+    (:mod:`pipelines.catalog_unique`). With ``skip`` (``tag --incremental``'s
+    :class:`pipelines.skip.AlreadyTagged`), rows whose track_id it has are dropped as they are
+    read; ``skipped`` holds how many, as integers to sum (empty without ``skip``).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, skip=None):
         super().__init__()
         check_catalog(path)
         # A relative path (the catalog's, a row's uri) names a file from the directory the
         # command runs in, wherever the workers run: made absolute here and as rows are read.
         self._base = os.getcwd()
         self._path = resolve_uri(path, self._base)
+        self._skip = skip
 
     def expand(self, pbegin):
         chunks = (
             pbegin
             | "CatalogPath" >> beam.Create([self._path])
-            | "ParseRows" >> beam.FlatMap(read_chunks, self._base).with_outputs(dead_letter.TAG, main="chunks")
+            | "ParseRows"
+            >> beam.FlatMap(read_chunks, self._base, self._skip).with_outputs(dead_letter.TAG, "skipped", main="chunks")
         )
         tracks = chunks.chunks | "GroupByChunk" >> beam.GroupByKey() | "Unchunk" >> beam.FlatMap(unchunk)
-        return {"tracks": tracks, dead_letter.TAG: chunks[dead_letter.TAG]}
+        return {"tracks": tracks, dead_letter.TAG: chunks[dead_letter.TAG], "skipped": chunks.skipped}

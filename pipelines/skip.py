@@ -2,10 +2,10 @@
 
 The existing run's Parquet files are read column by column with pyarrow, only ``track_id`` and
 ``model`` (never the scores or embeddings), into a compact lookup held once per worker process
-(:class:`TaggedIds`, through Beam's ``shared.Shared``); each catalog track is then looked up
-where it is read, in the same fused stage. No row of the existing run becomes a Beam element
-and nothing is grouped, so on the local runner (which keeps every element that crosses a stage
-in memory) the skip costs the lookup only, and on Dataflow each worker holds one lookup.
+(:class:`TaggedIds`, through Beam's ``shared.Shared``). The catalog reader looks its rows up in
+blocks as it reads them (:class:`AlreadyTagged`), before checking them: no row of the existing
+run and no skipped catalog row becomes a Beam element, and nothing is grouped, so a rerun over
+a catalog of millions of rows costs about what reading its lines costs.
 
 The lookup: the 64-bit hashes of the ids, sorted (numpy), and the ids themselves in the same
 order in one Arrow string array, to confirm a hash hit exactly (no false skip on a hash
@@ -20,15 +20,12 @@ import numpy as np
 import pyarrow
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils import shared
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.storage import filesystem
 
 BATCH_ROWS = 65536  # rows read per batch: bounds the transient Python ids of a batch
-LOOKUP_BATCH = 4096  # catalog tracks looked up at once
+LOOKUP_BATCH = 4096  # catalog rows looked up at once
 
 
 def _hashes(ids: list[str]) -> np.ndarray:
@@ -90,42 +87,59 @@ class TaggedIds:
         return found
 
 
-class SplitTagged(beam.DoFn):
-    """A catalog track -> itself on the main output, or on ``skipped`` when the lookup has it.
+class AlreadyTagged:
+    """What ``--incremental`` skips: the track ids one model version has rows for in ``files``.
 
-    Tracks are looked up :data:`LOOKUP_BATCH` at a time (one vectorised search each); each
-    skipped one also counts in the run's ``skipped`` statistic here, as the batch is split."""
+    Given to :class:`pipelines.catalog.ReadCatalog`, which looks each block of rows up as it
+    reads them, by the row's own track_id (stripped, as the catalog check spells it), before
+    the row is checked further: an already tagged row never becomes a track, a chunk or any
+    other Beam element. Picklable; the lookup (:class:`TaggedIds`) is built once per worker
+    process, on first use.
+    """
 
-    def __init__(self, files: list[str], model_version: str, count_as: tuple[str, str] | None = None):
-        self._files = list(files)
-        self._version = model_version
-        self._count_as = count_as
+    def __init__(self, files: list[str], model_version: str):
+        self.files = list(files)
+        self.model_version = model_version
         self._shared = shared.Shared()
-        self._lookup = None
-        self._batch: list = []
 
-    def setup(self):
-        files, version = self._files, self._version
-        self._lookup = self._shared.acquire(lambda: TaggedIds(files, version), tag="\n".join([version, *files]))
+    def lookup(self) -> TaggedIds:
+        files, version = self.files, self.model_version
+        return self._shared.acquire(lambda: TaggedIds(files, version), tag="\n".join([version, *files]))
 
-    def start_bundle(self):
-        self._batch = []
 
-    def process(self, track):
-        self._batch.append(track)
-        if len(self._batch) >= LOOKUP_BATCH:
-            yield from self._split(lambda value: value)
+def raw_id(record) -> str | None:
+    """A catalog row's track_id as the catalog check would spell it (text, stripped), or None
+    where the row has none of a usable type (it is then checked, and dead-lettered, as usual)."""
+    value = record.get("track_id") if isinstance(record, dict) else None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value.strip() if isinstance(value, str) else None
 
-    def finish_bundle(self):
-        # Batch (bounded) input only: the catalog's tracks are all in the global window.
-        yield from self._split(lambda value: WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()]))
 
-    def _split(self, wrap):
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        done = self._lookup.has([track.track_id for track in batch])
-        if self._count_as is not None and done.any():
-            beam.metrics.Metrics.counter(*self._count_as).inc(int(done.sum()))
-        for track, skip in zip(batch, done):
-            yield beam.pvalue.TaggedOutput("skipped", wrap(track)) if skip else wrap(track)
+def split_block(lookup: TaggedIds, block: list) -> tuple[list, int]:
+    """``(row_number, record)`` pairs -> those whose track_id the lookup lacks, and how many it had."""
+    ids = [raw_id(record) for _, record in block]
+    done = lookup.has(["" if track_id is None else track_id for track_id in ids])
+    kept = [item for item, skip, track_id in zip(block, done, ids) if not (skip and track_id is not None)]
+    return kept, len(block) - len(kept)
+
+
+def untagged_rows(rows, already: AlreadyTagged):
+    """Catalog ``(row_number, record)`` pairs without those ``already`` has, looked up a block
+    at a time; each block's count of dropped rows as a ``skipped`` output, before its rows."""
+    lookup, block = already.lookup(), []
+    for item in rows:
+        block.append(item)
+        if len(block) == LOOKUP_BATCH:
+            kept, dropped = split_block(lookup, block)
+            yield beam.pvalue.TaggedOutput("skipped", dropped)
+            yield from kept
+            block = []
+    kept, dropped = split_block(lookup, block)
+    yield beam.pvalue.TaggedOutput("skipped", dropped)
+    yield from kept

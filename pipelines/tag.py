@@ -2,7 +2,7 @@
 
     python -m pipelines.tag --catalog catalog.csv --model musicnn-mtt --output tags_out/ [Beam flags]
 
-    ReadCatalog -> SkipAlreadyTagged (--incremental) -> DecodeTracks -> CutPatches
+    ReadCatalog (--incremental: already tagged rows dropped as read) -> DecodeTracks -> CutPatches
       -> RunInference (batched across tracks, overlapped with decoding) -> MeanPerTrack -> WriteTags
     every failure -> WriteDeadLetter;  counts (Beam counters) -> summary.json
 
@@ -58,27 +58,6 @@ class TagConfig:
 
 
 # ------------------------------------------------------------------------ PTransforms
-
-
-class SkipAlreadyTagged(beam.PTransform):
-    """Split catalog tracks into ``todo`` and ``skipped``: skipped ones already have a row from
-    this model version in ``existing`` Parquet files. Each worker reads the ids of those files
-    (:mod:`pipelines.skip`: their ``track_id`` and ``model`` columns, into ~12 bytes plus the
-    id per row) and looks tracks up where the catalog is read: no join, no row of the existing
-    run as a Beam element, so it scales to runs of millions of rows (10M ids: ~250 MB per
-    worker). ``count_as``: a (namespace, name) counter of the skipped tracks."""
-
-    def __init__(self, existing: list[str], model_version: str, count_as: tuple[str, str] | None = None):
-        super().__init__()
-        self._existing = existing
-        self._model_version = model_version
-        self._count_as = count_as
-
-    def expand(self, tracks):
-        if not self._existing:
-            return tracks | "NothingTagged" >> beam.FlatMap(lambda track: [track]).with_outputs("skipped", main="todo")
-        split = skip.SplitTagged(self._existing, self._model_version, self._count_as)
-        return tracks | "SplitTagged" >> beam.ParDo(split).with_outputs("skipped", main="todo")
 
 
 class TagTracks(beam.PTransform):
@@ -137,10 +116,10 @@ def build_pipeline(
     directory); ``existing`` are tag Parquet files of earlier runs to skip tracks from
     (``--incremental``). Progress lines count tracks without a total unless ``total`` is given:
     counting the catalog's rows would read it all on the driver."""
-    catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog)
-    skipped_count = (stages.STATS, "skipped")  # counted as the tracks are looked up, not one element each
-    todo = catalog["tracks"] | "SkipAlreadyTagged" >> SkipAlreadyTagged(existing, info["version"], skipped_count)
-    decoded = todo.todo | "DecodeTracks" >> stages.DecodeTracks(config.decode)
+    # --incremental: rows of tracks the run has are dropped as the catalog is read (pipelines.skip)
+    already = skip.AlreadyTagged(existing, info["version"]) if existing else None
+    catalog = pipeline | "ReadCatalog" >> ReadCatalog(config.catalog, skip=already)
+    decoded = catalog["tracks"] | "DecodeTracks" >> stages.DecodeTracks(config.decode)
     tag_tracks = TagTracks(config, tags=tags, info=info, total=total)
     rows = decoded.decoded | "TagTracks" >> tag_tracks
     origin = provenance.run_provenance(config.catalog, config.model, info, None)
@@ -170,6 +149,7 @@ def build_pipeline(
     stats = (
         catalog["tracks"] | "CountTracks" >> beam.Map(lambda _: ("tracks_in", 1)),
         catalog[dead_letter.TAG] | "CountBadRows" >> beam.Map(lambda _: ("tracks_in", 1)),
+        catalog["skipped"] | "CountSkipped" >> beam.FlatMap(lambda n: [("tracks_in", n), ("skipped", n)]),
         *(part | f"CountFailed{i}" >> beam.Map(lambda _: ("failed", 1)) for i, part in enumerate(failures)),
         rows | "CountTagged" >> beam.Map(lambda row: ("tagged", 1)),
         rows | "CountSeconds" >> beam.Map(lambda row: ("audio_ms", round(row["duration_s"] * 1000))),

@@ -13,8 +13,8 @@ import pytest
 from apache_beam.metrics import monitoring_infos
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import skip, tag
-from pipelines.catalog import Track
+from pipelines import skip
+from pipelines.catalog import ReadCatalog
 from runfolder.schema import TAGS_SCHEMA
 
 ROWS = 30_000
@@ -42,17 +42,22 @@ def existing_run(path, rows: int, version: str = "v1", *, start: int = 0) -> str
     return str(path)
 
 
-def test_skip_makes_no_element_per_existing_row(tmp_path):
-    """30,000 existing rows, 4 catalog tracks: no PCollection of the run holds more than the 4
-    tracks (a join would carry one element per existing row), and the split is right."""
+def test_skip_makes_no_element_per_existing_row_or_skipped_catalog_row(tmp_path):
+    """30,000 existing rows; a catalog of 10,004 rows, 10,000 of them already tagged: no
+    PCollection holds more elements than the 4 tracks left to tag (a join would carry one per
+    existing row, a split after reading one per catalog row), the skipped rows are counted,
+    and the split is right."""
     files = [existing_run(tmp_path / "a.parquet", ROWS), existing_run(tmp_path / "b.parquet", 10, "v0", start=ROWS)]
-    tracks = [Track(name, f"/{name}.wav") for name in ("old-00000007", f"old-{ROWS - 1:08d}", f"old-{ROWS:08d}", "new")]
+    tagged = [f"old-{i:08d}" for i in range(0, ROWS, 3)][:10_000]
+    todo = [f" old-{ROWS:08d}", "new", "old-0000000", 7]  # a v0 row, an unknown id, a prefix, a number
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("track_id,uri\n" + "".join(f"{i},/{i}.wav\n" for i in tagged[:5000] + todo + tagged[5000:]))
     pipeline = beam.Pipeline()
-    split = pipeline | beam.Create(tracks) | tag.SkipAlreadyTagged(files, "v1")
-    todo = split.todo | "TodoIds" >> beam.Map(lambda t: t.track_id)
-    skipped = split.skipped | "SkippedIds" >> beam.Map(lambda t: t.track_id)
-    assert_that(todo, equal_to([f"old-{ROWS:08d}", "new"]), label="todo")  # the v0 row is tagged again
-    assert_that(skipped, equal_to(["old-00000007", f"old-{ROWS - 1:08d}"]), label="skipped")
+    read = pipeline | ReadCatalog(str(catalog), skip=skip.AlreadyTagged(files, "v1"))
+    todo_ids = read["tracks"] | "TodoIds" >> beam.Map(lambda t: t.track_id)
+    assert_that(todo_ids, equal_to([f"old-{ROWS:08d}", "new", "old-0000000", "7"]), label="todo")
+    assert_that(read["skipped"] | beam.CombineGlobally(sum), equal_to([10_000]), label="skipped")
+    assert_that(read["dead_letter"], equal_to([]), label="no dead letters")
     result = pipeline.run()
     result.wait_until_finish()
     counts = [
@@ -60,7 +65,7 @@ def test_skip_makes_no_element_per_existing_row(tmp_path):
         for info in result.monitoring_infos()
         if info.urn == monitoring_infos.ELEMENT_COUNT_URN
     ]
-    assert counts and max(counts) <= len(tracks)
+    assert counts and max(counts) <= len(todo) + 1  # assert_that joins one element of its own to what it checks
 
 
 def test_lookup_is_exact_when_hashes_collide(tmp_path, monkeypatch):

@@ -131,11 +131,22 @@ def test_incremental_reruns_tag_only_new_tracks(tag_catalog, small_model, tmp_pa
     assert (first["tagged"], first["skipped"]) == (7, 0)
     again = run_tag(catalog, small_model, output, "--incremental")
     assert (again["tagged"], again["skipped"], again["tracks_in"]) == (0, 7, 7)
-    catalog.write_text("\n".join([lines[0]] + good) + "\n")
+    # The rows of tagged tracks are dropped as they are read, before their other fields are
+    # checked: a second row of t1 (with a tag named like a view column) is skipped, not a dead letter; a
+    # repeated new id is still one. Every row is accounted for, in the summary and the provenance.
+    repeated_new, bad_tagged = good[8].replace(",", ",/another/", 1), "t1,/another/t1.wav,uri"
+    catalog.write_text("\n".join([lines[0]] + good + [repeated_new, bad_tagged]) + "\n")
     grown = run_tag(catalog, small_model, output, "--incremental")
-    assert (grown["tagged"], grown["skipped"]) == (3, 7)
+    # 13 rows: t0-t9, the text file (a decode failure), the repeated t8 and the second t1
+    assert (grown["tagged"], grown["skipped"], grown["failed"], grown["tracks_in"]) == (3, 8, 2, 13)
+    recorded = json.loads((output / "tags" / "manifest.json").read_text())["provenance"]["catalog"]
+    assert recorded["rows"] == 13
+    failed = {row["track_id"]: row for row in pq.read_table(output / "dead_letter").to_pylist()}
+    assert sorted(failed) == ["t8", "text"] and failed["t8"]["stage"] == "catalog"
+    assert "duplicate track_id" in failed["t8"]["error"]
     rows = read_tags(output)
     assert sorted(rows.track_id) == sorted(f"t{i}" for i in range(10))  # each exactly once
+    catalog.write_text("\n".join([lines[0]] + good) + "\n")
     # A full (non-incremental) run replaces the output with identical content.
     before = rows.to_json()
     full = run_tag(catalog, small_model, output)
