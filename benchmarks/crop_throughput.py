@@ -1,6 +1,6 @@
 """The training input alone, random crops against the grid: examples/s of one epoch, side by side.
 
-    .venv/bin/python benchmarks/crop_throughput.py [--tracks 64] [--seconds 29.1] [--repeats 3] [--no-write]
+    .venv/bin/python benchmarks/crop_throughput.py [--tracks 256] [--seconds 29.1] [--repeats 3] [--no-write] [--quick]
 
 Writes (once, under benchmarks/work/) training shards of MagnaTagATune-length tracks (29.1 s: 9
 whole patches and a 136-frame tail each, random signal) laid out as featurize writes them, 8
@@ -130,7 +130,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per mode, alternating (3)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--quick", action="store_true", help="64 tracks, 2 repeats (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.tracks, args.repeats = min(args.tracks, 64), min(args.repeats, 2)
 
     import tensorflow as tf
 

