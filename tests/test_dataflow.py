@@ -101,7 +101,7 @@ def test_tag_builds_for_dataflow(catalog, tmp_path):
     names = transform_names(result := pipeline.run())
     assert {
         "ReadCatalog",
-        "SkipAlreadyTagged/SplitTagged",
+        "ReadCatalog/ParseRows",
         "DecodeTracks",
         "TagTracks",
         "TagTracks/RunInference",

@@ -191,14 +191,15 @@ def test_num_shards_3_writes_three_listed_files_read_by_query_and_incremental_on
 
     catalog.write_text("\n".join(lines) + "\n")  # all ten, and the three bad rows
     grown = run_tag(catalog, small_model, output, "--incremental", "--num-shards", "3")
-    assert (grown["tagged"], grown["skipped"], grown["failed"]) == (3, 7, 3)
+    # t3's second row is skipped with t3 (the run has t3), not a dead letter
+    assert (grown["tagged"], grown["skipped"], grown["failed"]) == (3, 8, 2)
     written = json.loads((output / "tags" / "manifest.json").read_text())
     assert len(written["files"]) == 6 and set(listed) < set(written["files"])
     connection = query.connect(str(output))
     assert connection.execute("select count(*), count(DISTINCT track_id) from tags").fetchall() == [(10, 10)]
     assert sorted(read_tags(output).track_id) == sorted(f"t{i}" for i in range(10))
     failed = pq.read_table(manifest.dead_letter_files(str(output))).column("track_id").to_pylist()
-    assert sorted(failed) == ["gone", "t3", "text"]
+    assert sorted(failed) == ["gone", "text"]
 
 
 @pytest.mark.slow

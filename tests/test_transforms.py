@@ -15,8 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from made import SMALL_MODEL_TAGS as TAGS
 
 from model import dsp, export
-from pipelines import dead_letter, stages, tag, tag_output
-from pipelines.catalog import Track
+from pipelines import dead_letter, skip, stages, tag, tag_output
+from pipelines.catalog import ReadCatalog, Track
 from runfolder.schema import TAGS_SCHEMA
 
 # Every test here runs a Beam stage on a handful of elements (TestPipeline on the local runner):
@@ -37,23 +37,25 @@ def tag_row(track_id: str, version: str) -> dict:
     }
 
 
-def test_skip_already_tagged_splits_by_model_version(tmp_path):
+def test_read_catalog_skips_the_tracks_one_model_version_tagged(tmp_path):
     existing = tmp_path / "run.parquet"
     rows = [tag_row("a", "v1"), tag_row("b", "v0")]  # b was tagged by another version: tag it again
     pq.write_table(pyarrow.Table.from_pylist(rows, schema=TAGS_SCHEMA), existing)
-    tracks = [Track(name, f"/{name}.wav") for name in ("a", "b", "c")]
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("track_id,uri\na,/a.wav\nb,/b.wav\nc,/c.wav\n")
     with TestPipeline() as pipeline:
-        split = pipeline | beam.Create(tracks) | tag.SkipAlreadyTagged([str(existing)], "v1")
-        assert_that(split.todo | "TodoIds" >> beam.Map(lambda t: t.track_id), equal_to(["b", "c"]), label="todo")
-        assert_that(split.skipped | "SkippedIds" >> beam.Map(lambda t: t.track_id), equal_to(["a"]), label="skipped")
+        read = pipeline | ReadCatalog(str(catalog), skip=skip.AlreadyTagged([str(existing)], "v1"))
+        assert_that(read["tracks"] | "TodoIds" >> beam.Map(lambda t: t.track_id), equal_to(["b", "c"]), label="todo")
+        assert_that(read["skipped"] | beam.CombineGlobally(sum), equal_to([1]), label="skipped")
 
 
-def test_skip_already_tagged_without_earlier_output_skips_nothing():
-    tracks = [Track("a", "/a.wav"), Track("b", "/b.wav")]
+def test_read_catalog_without_a_skip_reads_every_track(tmp_path):
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("track_id,uri\na,/a.wav\nb,/b.wav\n")
     with TestPipeline() as pipeline:
-        split = pipeline | beam.Create(tracks) | tag.SkipAlreadyTagged([], "v1")
-        assert_that(split.todo | beam.Map(lambda t: t.track_id), equal_to(["a", "b"]), label="todo")
-        assert_that(split.skipped, equal_to([]), label="skipped")
+        read = pipeline | ReadCatalog(str(catalog))
+        assert_that(read["tracks"] | beam.Map(lambda t: t.track_id), equal_to(["a", "b"]), label="todo")
+        assert_that(read["skipped"], equal_to([]), label="skipped")
 
 
 def test_tag_tracks_means_the_models_patch_outputs(small_model):
