@@ -252,23 +252,21 @@ def _csv_rows(lines, header: tuple[str, ...]):
     """
     reader = csv.reader(lines)
     next(reader)  # the header, checked by check_catalog
-    number = 0
+    number, width = 0, len(header)
     while True:
         try:
-            fields = next(reader)
-        except StopIteration:
+            for fields in reader:  # one loop over the reader, re-entered after a bad row
+                if not "".join(fields).strip():  # a blank row (any(field.strip()), at a third of the cost)
+                    continue
+                number += 1
+                if len(fields) == width:
+                    yield number, dict(zip(header, fields))
+                else:
+                    yield number, BadRow(f"expected {width} fields ({','.join(header)}), got {len(fields)}")
             return
         except csv.Error as error:
             number += 1
             yield number, BadRow(f"unreadable CSV row: {error}")
-            continue
-        if not "".join(fields).strip():  # a blank row (any(field.strip()), at a third of the cost)
-            continue
-        number += 1
-        if len(fields) != len(header):
-            yield number, BadRow(f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}")
-        else:
-            yield number, dict(zip(header, fields))
 
 
 def read_catalog(path: str) -> list[Track]:
@@ -344,8 +342,10 @@ def read_chunks(path: str, base: str | None = None, skip=None):
     """Beam body of :class:`ReadCatalog`: :func:`parse_rows` with repeated track_ids made dead
     letters and the tracks packed in chunks (:func:`pipelines.catalog_unique.chunks`)."""
     from pipelines import catalog_unique
+    from runtime.machine import frozen_heap
 
-    yield from catalog_unique.chunks(parse_rows(path, base, skip))
+    with frozen_heap():  # the rows are millions of short-lived objects
+        yield from catalog_unique.chunks(parse_rows(path, base, skip))
 
 
 def unchunk(keyed):

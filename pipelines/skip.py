@@ -131,8 +131,9 @@ def raw_id(record) -> str | None:
 def split_block(lookup: TaggedIds, block: list) -> tuple[list, int]:
     """``(row_number, record)`` pairs -> those whose track_id the lookup lacks, and how many it had."""
     ids = [raw_id(record) for _, record in block]
-    done = lookup.has(["" if track_id is None else track_id for track_id in ids])
-    kept = [item for item, skip, track_id in zip(block, done, ids) if not (skip and track_id is not None)]
+    # "" for a row without a usable id: no tagged track has an empty id, so the row is kept
+    done = lookup.has(["" if track_id is None else track_id for track_id in ids]).tolist()
+    kept = [item for item, skip in zip(block, done) if not skip]
     return kept, len(block) - len(kept)
 
 
@@ -147,6 +148,7 @@ def untagged_rows(rows, already: AlreadyTagged):
             yield beam.pvalue.TaggedOutput("skipped", dropped)
             yield from kept
             block = []
-    kept, dropped = split_block(lookup, block)
-    yield beam.pvalue.TaggedOutput("skipped", dropped)
-    yield from kept
+    if block:
+        kept, dropped = split_block(lookup, block)
+        yield beam.pvalue.TaggedOutput("skipped", dropped)
+        yield from kept

