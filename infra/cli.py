@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     and keeps library log lines off the terminal unless ``--verbose``; a caller passing ``argv``
     keeps its stderr as it is."""
     whole_process = argv is None
+    if whole_process:
+        from runtime.machine import collect_for_a_command
+
+        collect_for_a_command()
     argv, verbose = take_verbose(list(sys.argv[1:] if argv is None else argv))
     if verbose:
         os.environ["TAGSCALE_LOG"] = "debug"  # children (decode helpers, Beam workers) too

@@ -1,6 +1,6 @@
 """What this machine gives the process: the one count of cores every stage sizes its threads by,
-the one place TensorFlow's thread pools are sized, and a frozen heap for loops that make
-millions of small objects."""
+the one place TensorFlow's thread pools are sized, and the garbage collector's settings for a
+process that holds TensorFlow and Beam."""
 
 from __future__ import annotations
 
@@ -43,6 +43,24 @@ def set_tf_threads(intra: int, inter: int | None = None) -> bool:
     except RuntimeError:
         return tf.config.threading.get_intra_op_parallelism_threads() == intra
     return True
+
+
+# Generation-1 passes of the garbage collector between two full passes in a command's process
+# (CPython's default is 10).
+FULL_PASS_EVERY = 100
+
+
+def collect_for_a_command() -> None:
+    """Set the garbage collector for a command that owns its process.
+
+    Importing TensorFlow and Beam builds a heap of millions of long-lived objects, and CPython
+    walks all of them in each full pass: at its default pace, 7 passes while a run starts, 0.7
+    CPU s of a one-track featurize or tag run (measured), that free almost nothing. Full passes
+    now come 10x less often; young objects are collected as before. (The command's end collects
+    once and freezes the heap: :func:`runtime.errors.run_command`.)
+    """
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_PASS_EVERY)
 
 
 @contextlib.contextmanager
