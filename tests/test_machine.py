@@ -71,3 +71,44 @@ def test_usable_cores_is_the_affinity_here():
     assert machine.usable_cores() == len(os.sched_getaffinity(0))
     assert machine.share_of_cores(1) == machine.usable_cores()
     assert machine.share_of_cores(machine.usable_cores() + 1) == 1
+
+
+FROZEN = """
+import gc, weakref
+from runtime.machine import frozen_heap
+
+class Node:
+    pass
+
+def cycle():
+    node = Node()
+    node.self = node  # garbage as soon as the name goes: only a full pass frees it
+    return weakref.ref(node)
+
+made_before = cycle()
+with frozen_heap():
+    assert gc.get_freeze_count() > 0
+    gc.collect()
+    assert made_before() is not None, "a frozen cycle was collected"
+    made_inside = cycle()
+    gc.collect()
+    assert made_inside() is None, "a cycle made inside the block was not collected"
+assert gc.get_freeze_count() == 0
+gc.collect()
+assert made_before() is None, "the cycle was not collected after the block"
+gc.freeze()  # as a command's end does: then a block leaves the heap frozen
+with frozen_heap():
+    pass
+assert gc.get_freeze_count() > 0
+print("ok")
+"""
+
+
+def test_the_heap_is_frozen_while_a_catalog_is_read_and_thawed_after():
+    """The objects alive when the block starts sit out the collector's passes for its duration
+    only (collected after it), while cycles made inside are collected as usual; a heap frozen
+    before the block (a command's end freezes it) stays frozen."""
+    result = subprocess.run(
+        [sys.executable, "-c", FROZEN], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
