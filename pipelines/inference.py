@@ -14,7 +14,7 @@ import numpy as np
 
 from model import dsp, export
 from pipelines import ordered_pool
-from runtime.machine import set_tf_threads, share_of_cores, usable_cores
+from runtime.machine import bfloat16_unavailable, set_tf_threads, share_of_cores, usable_cores
 
 # Batches handed to the pool and not yet emitted; bounds memory (a batch of 16 patches is 3 MB).
 MAX_IN_FLIGHT = 4
@@ -52,6 +52,8 @@ def configure_threads(workers: int) -> bool:
 def load_model(model_dir: str, precision: str) -> export.ServingModel:
     """Load a serving model for inference; ``bfloat16`` switches on oneDNN's bfloat16 rewrite."""
     limit_malloc_arenas()
+    if precision == "bfloat16" and (reason := bfloat16_unavailable()):
+        raise ValueError(f"--precision bfloat16 cannot run on this worker: {reason}")
     if precision == "bfloat16":
         # oneDNN's graph rewrite runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16
         # CPUs); scores move by up to ~0.01 (BENCHMARKS.md). Process-wide, like the worker.

@@ -36,6 +36,7 @@ from pipelines.storage import fileio, outputs, publish
 from pipelines.tag_rows import per_track, track_patches
 from runfolder import layout, manifest, provenance, reader, segments
 from runtime.errors import TagscaleError
+from runtime.machine import bfloat16_unavailable
 
 LOG = logging.getLogger("tagscale.tag")
 
@@ -246,6 +247,8 @@ def run(argv: list[str] | None = None) -> dict:
         config.output, catalog=config.catalog, catalog_audio=audio_uris(config.catalog), entries=tuple(layout.ENTRIES)
     )  # checks the catalog too
     tags, info = export.read_model_info(config.model)
+    if config.precision == "bfloat16" and beam_util.is_local(beam_args) and (reason := bfloat16_unavailable()):
+        raise TagscaleError(f"--precision bfloat16: {reason}; use float32 here")  # else oneDNN aborts the run
     if config.require_commercial:  # refused before any work
         provenance.require_commercial(config.model, info)
     if config.incremental:  # refused before anything is written

@@ -1,6 +1,6 @@
 """What this machine gives the process: the one count of cores every stage sizes its threads by,
-the one place TensorFlow's thread pools are sized, and the garbage collector's settings for a
-process that holds TensorFlow and Beam."""
+the one place TensorFlow's thread pools are sized, whether oneDNN can run bfloat16 here, and the
+garbage collector's settings for a process that holds TensorFlow and Beam."""
 
 from __future__ import annotations
 
@@ -43,6 +43,37 @@ def set_tf_threads(intra: int, inter: int | None = None) -> bool:
     except RuntimeError:
         return tf.config.threading.get_intra_op_parallelism_threads() == intra
     return True
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``); None where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def bfloat16_unavailable() -> str | None:
+    """Why oneDNN cannot run bfloat16 kernels in this process, or None when it can.
+
+    ``--precision bfloat16`` is oneDNN's graph rewrite: with oneDNN off the run would be float32
+    under another name, and where oneDNN has no bfloat16 kernel (a CPU without AVX512_BF16 or
+    AMX, or ``ONEDNN_MAX_CPU_ISA`` set below them) it throws from C++, which aborts the whole
+    process. Unknown flags (no ``/proc/cpuinfo``) are taken as no reason.
+    """
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        return "oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0) and bfloat16 is its rewrite"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if cap and cap not in ("ALL", "DEFAULT") and not any(part in cap for part in ("BF16", "AMX", "FP16", "AVX10")):
+        return f"ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from its bfloat16 kernels"
+    flags = cpu_flags()
+    if flags is not None and not flags & {"avx512_bf16", "amx_bf16"}:
+        return "this CPU has neither AVX512_BF16 nor AMX-BF16, which oneDNN's bfloat16 kernels need"
+    return None
 
 
 # Generation-1 passes of the garbage collector between two full passes in a command's process
