@@ -229,7 +229,9 @@ def main() -> int:
             json.dump(m, handle)
         return 0
     bf16 = None
-    if not args.no_bfloat16:
+    from runtime.machine import bfloat16_unavailable  # oneDNN aborts where it has no bfloat16 kernel
+
+    if not args.no_bfloat16 and bfloat16_unavailable() is None:
         path = REPO / "benchmarks" / "work" / "roofline_bf16.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         command = [PYTHON, __file__, "--precision", "bfloat16", "--cache-dir", args.cache_dir, "--json", str(path)]

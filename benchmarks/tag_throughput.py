@@ -11,7 +11,7 @@ the small catalog lists each once, the large one ``--repeat`` times under new tr
   work (CPU of the loop, no start-up), which is what a longer catalog adds.
 - tagscale: ``tagscale tag --model musicnn-mtt`` on both catalogs, whole process, on all cores
   and pinned to one (``taskset -c 0``). Marginal = large run minus small run (CPU and wall).
-- ``--precision bfloat16`` on both catalogs, where the CPU has AVX512_BF16 or AMX (it is opt-in
+- ``--precision bfloat16`` on both catalogs, where oneDNN can run it (AVX512_BF16 or AMX; it is opt-in
   in ``tag``; its ratio and its largest score difference are reported beside float32's).
 - The ceiling: the model alone (``roofline.py``'s whole SavedModel, one thread, batch 16) in the
   same run; musicnn's way per CPU s over the model's is the ratio ``tag`` would reach if decoding,
@@ -182,7 +182,9 @@ def main() -> int:
     cache = prepare_cache()
     env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     pinned = not args.no_pinned and shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1
-    bfloat16 = not args.no_bfloat16 and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    from runtime.machine import bfloat16_unavailable  # a CPU without bfloat16 kernels, or a capped oneDNN
+
+    bfloat16 = not args.no_bfloat16 and bfloat16_unavailable() is None
     runs = {}
     reference_file = WORK / "musicnn_way_scores.json"
     runs["musicnn"] = run([PYTHON, "-c", MUSICNN_WAY, str(small), str(reference_file), cache], env)
