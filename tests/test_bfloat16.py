@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipelines import inference, tag
+from pipelines import inference
 from runtime import machine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +81,8 @@ def test_what_keeps_onednn_from_bfloat16(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(machine.bfloat16_unavailable() is not None, reason="oneDNN cannot run bfloat16 here")
 def test_bfloat16_scores_stay_near_float32(pretrained_cache, real_clips, tmp_path):
+    """Each run is a process of its own: the bfloat16 rewrite is a process-wide TensorFlow
+    setting, and would carry over to every later graph of this test process."""
     import pyarrow.parquet as pq
 
     from runfolder import manifest
@@ -90,10 +92,19 @@ def test_bfloat16_scores_stay_near_float32(pretrained_cache, real_clips, tmp_pat
     scores = {}
     for precision in ("float32", "bfloat16"):
         output = tmp_path / precision
-        argv = ["--catalog", str(tmp_path / "catalog.csv"), "--model", "musicnn-mtt", "--cache-dir", pretrained_cache]
-        summary = tag.run([*argv, "--output", str(output), "--precision", precision])
-        assert summary["tagged"] == 3
+        command = [sys.executable, "-m", "infra.cli", "tag", "--catalog", str(tmp_path / "catalog.csv")]
+        command += ["--model", "musicnn-mtt", "--cache-dir", pretrained_cache, "--output", str(output)]
+        result = subprocess.run(
+            [*command, "--precision", precision],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": REPO},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
         table = pq.read_table(manifest.tag_files(str(output))).to_pylist()
+        assert len(table) == 3
         scores[precision] = {(r["track_id"], s["tag"]): s["score"] for r in table for s in r["scores"]}
     differences = np.array([abs(scores["bfloat16"][key] - value) for key, value in scores["float32"].items()])
     assert 0 < differences.max() <= BFLOAT16_BOUND, differences.max()  # 0 would mean no bfloat16 ran
