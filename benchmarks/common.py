@@ -18,12 +18,10 @@ PYTHON = sys.executable
 
 
 def cpu_flags() -> set:
-    """The CPU's flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return set()
-    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    """The CPU's flags (:func:`runtime.machine.cpu_flags`), empty where they cannot be read."""
+    from runtime.machine import cpu_flags as read_flags
+
+    return read_flags() or set()
 
 
 def cpu_info() -> str:

@@ -112,9 +112,10 @@ class AlreadyTagged:
         return self._shared.acquire(lambda: TaggedIds(files, version), tag="\n".join([version, *files]))
 
 
-def raw_id(record) -> str | None:
-    """A catalog row's track_id as the catalog check would spell it (text, stripped), or None
-    where the row has none of a usable type (it is then checked, and dead-lettered, as usual)."""
+def raw_id(record) -> str:
+    """A catalog row's track_id as the catalog check would spell it (text, stripped), or "" where
+    the row has none of a usable type: no tagged track has an empty id, so such a row is kept
+    (and then checked, and dead-lettered, as usual)."""
     value = record.get("track_id") if isinstance(record, dict) else None
     if type(value) is str:  # a CSV row's, and most others': the common case first
         return value.strip()
@@ -122,19 +123,21 @@ def raw_id(record) -> str | None:
         try:
             value = bytes(value).decode("utf-8")
         except UnicodeDecodeError:
-            return None
+            return ""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    return value.strip() if isinstance(value, str) else None
+    return value.strip() if isinstance(value, str) else ""
 
 
-def split_block(lookup: TaggedIds, block: list) -> tuple[list, int]:
-    """``(row_number, record)`` pairs -> those whose track_id the lookup lacks, and how many it had."""
-    ids = [raw_id(record) for _, record in block]
-    # "" for a row without a usable id: no tagged track has an empty id, so the row is kept
-    done = lookup.has(["" if track_id is None else track_id for track_id in ids]).tolist()
+def split_block(lookup: TaggedIds, block: list):
+    """``(row_number, record)`` pairs -> a ``skipped`` output of how many the lookup has, then
+    the pairs it lacks."""
+    if not block:
+        return
+    done = lookup.has([raw_id(record) for _, record in block]).tolist()
     kept = [item for item, skip in zip(block, done) if not skip]
-    return kept, len(block) - len(kept)
+    yield beam.pvalue.TaggedOutput("skipped", len(block) - len(kept))
+    yield from kept
 
 
 def untagged_rows(rows, already: AlreadyTagged):
@@ -144,11 +147,6 @@ def untagged_rows(rows, already: AlreadyTagged):
     for item in rows:
         block.append(item)
         if len(block) == LOOKUP_BATCH:
-            kept, dropped = split_block(lookup, block)
-            yield beam.pvalue.TaggedOutput("skipped", dropped)
-            yield from kept
+            yield from split_block(lookup, block)
             block = []
-    if block:
-        kept, dropped = split_block(lookup, block)
-        yield beam.pvalue.TaggedOutput("skipped", dropped)
-        yield from kept
+    yield from split_block(lookup, block)

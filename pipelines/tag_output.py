@@ -30,9 +30,9 @@ def run_segment_files(tags_dir: str, run_id: str) -> list[str]:
 def file_metadata(catalog, base: dict):
     """A one-element PCollection: the Parquet key-value metadata of ``base`` (a run's
     provenance) with the row count of ``catalog`` (a ``ReadCatalog`` result: its tracks, its
-    bad rows and the rows it skipped), counted in the pipeline, where the rows are read anyway; the driver never reads
-    the catalog."""
-    # Each input counted where it is made, then the two counts added: a Flatten of the rows
+    bad rows and the rows it skipped), counted in the pipeline, where the rows are read anyway;
+    the driver never reads the catalog."""
+    # Each input counted where it is made, then the counts added: a Flatten of the rows
     # themselves would hold every one of them in memory on the local runner.
     counts = (
         catalog["tracks"] | "CountCatalogTracks" >> beam.combiners.Count.Globally(),

@@ -22,6 +22,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BFLOAT16_BOUND = 0.01
 
 
+def tag_command(catalog, model: str, output, precision: str, *extra: str, env: dict | None = None):
+    """``tagscale tag`` in a process of its own (the bfloat16 rewrite is process-wide)."""
+    command = [sys.executable, "-m", "infra.cli", "tag", "--catalog", str(catalog), "--model", model, *extra]
+    return subprocess.run(
+        [*command, "--output", str(output), "--precision", precision],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.mark.parametrize(
     "env, reason",
     [
@@ -38,11 +51,7 @@ def test_bfloat16_where_onednn_cannot_run_it_is_one_line_and_exit_2(small_model,
 
     soundfile.write(tone, synth_tone(4.0, 16000), 16000)
     (tmp_path / "catalog.csv").write_text(f"track_id,uri\nt,{tone}\n")
-    command = [sys.executable, "-m", "infra.cli", "tag", "--catalog", str(tmp_path / "catalog.csv")]
-    command += ["--model", small_model, "--output", str(tmp_path / "out"), "--precision", "bfloat16"]
-    result = subprocess.run(
-        command, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO, **env}, capture_output=True, text=True, timeout=300
-    )
+    result = tag_command(tmp_path / "catalog.csv", small_model, tmp_path / "out", "bfloat16", env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tagscale tag: error: --precision bfloat16: ") and reason in lines[0]
@@ -81,27 +90,18 @@ def test_what_keeps_onednn_from_bfloat16(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(machine.bfloat16_unavailable() is not None, reason="oneDNN cannot run bfloat16 here")
 def test_bfloat16_scores_stay_near_float32(pretrained_cache, real_clips, tmp_path):
-    """Each run is a process of its own: the bfloat16 rewrite is a process-wide TensorFlow
-    setting, and would carry over to every later graph of this test process."""
+    """Each run is a process of its own (:func:`tag_command`): in this test process the
+    bfloat16 rewrite would carry over to every later graph."""
     import pyarrow.parquet as pq
 
     from runfolder import manifest
 
     rows = "".join(f"{clip.stem},{clip}\n" for clip in real_clips[:3])
     (tmp_path / "catalog.csv").write_text("track_id,uri\n" + rows)
-    scores = {}
+    scores, cache = {}, ("--cache-dir", pretrained_cache)
     for precision in ("float32", "bfloat16"):
         output = tmp_path / precision
-        command = [sys.executable, "-m", "infra.cli", "tag", "--catalog", str(tmp_path / "catalog.csv")]
-        command += ["--model", "musicnn-mtt", "--cache-dir", pretrained_cache, "--output", str(output)]
-        result = subprocess.run(
-            [*command, "--precision", precision],
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": REPO},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        result = tag_command(tmp_path / "catalog.csv", "musicnn-mtt", output, precision, *cache)
         assert result.returncode == 0, result.stderr[-2000:]
         table = pq.read_table(manifest.tag_files(str(output))).to_pylist()
         assert len(table) == 3
