@@ -192,7 +192,8 @@ def parse_args(argv):
         "--precision",
         choices=("float32", "bfloat16"),
         default="float32",
-        help="bfloat16: faster on CPUs with AMX/AVX512-BF16, scores differ by up to ~0.01",
+        help="bfloat16: faster, scores differ by up to ~0.01; needs oneDNN on a CPU with AMX or "
+        "AVX512-BF16 (refused elsewhere)",
     )
     parser.add_argument(
         "--progress-every", type=float, default=5.0, help="seconds between progress lines on stderr (%(default)s)"
